@@ -1,0 +1,473 @@
+"""Task vectors and banks of them.
+
+A task vector is tau_t = theta_t - theta_0: what fine-tuning a base model on one database changed. A bank holds one
+task vector per source database over one base model, saved as one safetensors file per task plus
+``bank_config.json`` (see DESIGN.md). Task files are read lazily, only when a task is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import numbers
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .configuration import EXPORT_FORMAT_VERSION
+from .fingerprint import FingerprintMismatchError, model_fingerprint
+from .io import atomic_path, read_json, write_json
+
+__all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
+
+logger = logging.getLogger(__name__)
+
+BANK_CONFIG_FILE = "bank_config.json"
+TASK_VECTORS_DIR = "task_vectors"
+STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class TaskVector(Mapping[str, torch.Tensor]):
+    """A weight delta over named parameters, with arithmetic in float32.
+
+    Supports ``a + b``, ``a - b``, ``-a``, ``s * a`` and ``a * s`` for a scalar ``s``; sums require both vectors to
+    cover the same parameters with the same shapes.
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        if not tensors:
+            raise ValueError("a task vector needs at least one parameter tensor, received none")
+        self._tensors = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
+
+    @classmethod
+    def from_models(
+        cls, base: nn.Module, finetuned: nn.Module, parameter_names: Iterable[str] | None = None
+    ) -> TaskVector:
+        """tau = finetuned - base over ``parameter_names`` (default: every trainable parameter of ``base``)."""
+        base_params = dict(base.named_parameters())
+        tuned_params = dict(finetuned.named_parameters())
+        names = list(parameter_names) if parameter_names is not None else [
+            n for n, p in base_params.items() if p.requires_grad
+        ]
+        missing = [n for n in names if n not in tuned_params or n not in base_params]
+        if missing:
+            raise ValueError(f"parameters missing from the base or fine-tuned model: {missing[:5]} ({len(missing)})")
+        mismatched = [n for n in names if base_params[n].shape != tuned_params[n].shape]
+        if mismatched:
+            name = mismatched[0]
+            raise ValueError(
+                f"fine-tuned parameter '{name}' has shape {list(tuned_params[name].shape)}, the base has "
+                f"{list(base_params[name].shape)}: the models do not share one architecture"
+            )
+        return cls({n: tuned_params[n].detach().float().cpu() - base_params[n].detach().float().cpu() for n in names})
+
+    # -- mapping -----------------------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    @property
+    def num_values(self) -> int:
+        return sum(t.numel() for t in self._tensors.values())
+
+    def norm(self) -> float:
+        """Euclidean norm over all parameters."""
+        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self._tensors.values())))
+
+    # -- arithmetic --------------------------------------------------------------------------------------------
+    def _check_compatible(self, other: TaskVector) -> None:
+        if not isinstance(other, TaskVector):
+            raise TypeError(f"can only combine a TaskVector with a TaskVector, received {type(other).__name__}")
+        if set(self) != set(other):
+            diff = sorted(set(self) ^ set(other))
+            raise ValueError(f"task vectors cover different parameters, e.g. {diff[:5]} ({len(diff)} differ)")
+        for name in self:
+            if self[name].shape != other[name].shape:
+                raise ValueError(
+                    f"'{name}' has shape {list(self[name].shape)} in one task vector, {list(other[name].shape)} in the other"
+                )
+
+    def __add__(self, other: TaskVector) -> TaskVector:
+        self._check_compatible(other)
+        return TaskVector({n: self[n] + other[n] for n in self})
+
+    def __sub__(self, other: TaskVector) -> TaskVector:
+        self._check_compatible(other)
+        return TaskVector({n: self[n] - other[n] for n in self})
+
+    def __neg__(self) -> TaskVector:
+        return TaskVector({n: -t for n, t in self._tensors.items()})
+
+    def __mul__(self, scale: float) -> TaskVector:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
+        return TaskVector({n: t * float(scale) for n, t in self._tensors.items()})
+
+    __rmul__ = __mul__
+
+    def apply_to(self, model: nn.Module, scale: float = 1.0) -> nn.Module:
+        """Return a copy of ``model`` with ``scale * tau`` added to its parameters (``model`` is not modified)."""
+        params = dict(model.named_parameters())
+        missing = [n for n in self if n not in params]
+        if missing:
+            raise ValueError(f"the model has no parameters {missing[:5]} ({len(missing)}) of this task vector")
+        result = copy.deepcopy(model)
+        result_params = dict(result.named_parameters())
+        with torch.no_grad():
+            for name, delta in self._tensors.items():
+                target = result_params[name]
+                target.add_((delta * scale).to(target.dtype).to(target.device))
+        return result
+
+    def __repr__(self) -> str:
+        return f"TaskVector({len(self)} tensors, {self.num_values:,} values, norm={self.norm():.4g})"
+
+
+@dataclass
+class TaskInfo:
+    """Metadata of one task of a bank: where its task vector came from and how good that model was."""
+
+    name: str
+    file: str = ""
+    database: str | None = None
+    kind: str | None = None
+    score_range: list[float] | None = None
+    num_images: int | None = None
+    licence: str | None = None
+    citation: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or os.sep in self.name or self.name.startswith("."):
+            raise ValueError(f"a task name must be a non-empty file-safe string, received {self.name!r}")
+        self.file = self.file or f"{TASK_VECTORS_DIR}/{self.name}.safetensors"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("Ignoring unknown task metadata fields %s", unknown)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _read_task_file(path: Path, expected: Mapping[str, list[int]]) -> TaskVector:
+    """Read one task's safetensors file, checking it holds exactly the bank's parameters and shapes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"task vector file {path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = set(handle.keys())
+            missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or extra:
+                raise ValueError(
+                    f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
+                    f"unexpected keys {extra[:5]} ({len(extra)})"
+                )
+            tensors = {name: handle.get_tensor(name) for name in expected}
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a valid safetensors file: {error}") from None
+    for name, tensor in tensors.items():
+        if list(tensor.shape) != list(expected[name]):
+            raise ValueError(f"'{name}' in {path} has shape {list(tensor.shape)}, the bank expects {expected[name]}")
+    vector = TaskVector(tensors)
+    if not all(torch.isfinite(t).all() for t in vector.values()):
+        raise ValueError(f"{path} holds NaN or inf values")
+    return vector
+
+
+class TaskVectorBank:
+    """Named task vectors over one base model.
+
+    Build one with [`TaskVectorBank.from_finetuned`], load one with [`TaskVectorBank.from_pretrained`] (a folder or
+    a Hub repository, optionally only some tasks), and save it with [`TaskVectorBank.save_pretrained`].
+
+    Attributes:
+        base: reference to the base model: `fingerprint`, and `path` or `repo_id` + `revision` when known.
+        parameter_shapes: the covered parameter names (in model order) and their shapes.
+        tasks: per-task metadata, in bank order.
+        storage_dtype: dtype of the task files on disk; arithmetic always runs in float32.
+        source: where this bank was loaded from or saved to (`path`, or `repo_id` + `revision`), else None.
+    """
+
+    def __init__(
+        self,
+        base: Mapping[str, Any],
+        parameter_shapes: Mapping[str, Sequence[int]],
+        tasks: Sequence[TaskInfo],
+        vectors: Mapping[str, TaskVector] | None = None,
+        *,
+        storage_dtype: str = "float32",
+        root: str | Path | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        if "fingerprint" not in base:
+            raise ValueError(f"the bank's base reference needs a 'fingerprint', received keys {sorted(base)}")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, received {names}")
+        self.base = dict(base)
+        self.parameter_shapes = {n: list(s) for n, s in parameter_shapes.items()}
+        self.tasks = list(tasks)
+        self.storage_dtype = storage_dtype
+        self.root = Path(root) if root is not None else None
+        self.source = dict(source) if source else None
+        self._vectors: dict[str, TaskVector] = dict(vectors or {})
+        for name, vector in self._vectors.items():
+            self._check_vector(name, vector)
+
+    # -- building ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_finetuned(
+        cls,
+        base: nn.Module,
+        finetuned: Mapping[str, nn.Module | TaskVector],
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        parameter_names: Iterable[str] | None = None,
+        storage_dtype: str = "float32",
+    ) -> TaskVectorBank:
+        """Build a bank from fine-tuned copies of ``base`` (or ready task vectors), one per task.
+
+        Args:
+            base: the base model every task was fine-tuned from.
+            finetuned: task name -> fine-tuned model or `TaskVector`.
+            metadata: task name -> `TaskInfo` fields (database, kind, num_images, licence, metrics, ...).
+            parameter_names: parameters the bank covers. By default, every trainable parameter that at least one
+                task changed, so a frozen prefix is left out and can be cached during personalization.
+            storage_dtype: `"float32"`, `"bfloat16"` or `"float16"`.
+        """
+        if not finetuned:
+            raise ValueError("from_finetuned needs at least one fine-tuned model, received none")
+        metadata = metadata or {}
+        unknown = sorted(set(metadata) - set(finetuned))
+        if unknown:
+            raise ValueError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
+        vectors = {
+            name: item if isinstance(item, TaskVector) else TaskVector.from_models(base, item)
+            for name, item in finetuned.items()
+        }
+        params = dict(base.named_parameters())
+        if parameter_names is None:
+            changed = {n for v in vectors.values() for n, t in v.items() if bool(torch.any(t != 0))}
+            covered = [n for n in params if n in changed]
+        else:
+            covered = list(parameter_names)
+        if not covered:
+            raise ValueError("the fine-tuned models do not differ from the base: no parameter changed")
+        missing = [n for n in covered if n not in params]
+        if missing:
+            raise ValueError(f"the base model has no parameters {missing[:5]}")
+        restricted = {}
+        for name, vector in vectors.items():
+            absent = [n for n in covered if n not in vector]
+            if absent:
+                raise ValueError(f"task '{name}' has no values for covered parameters {absent[:5]} ({len(absent)})")
+            restricted[name] = TaskVector({n: vector[n] for n in covered})
+        tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
+        base_ref = {"fingerprint": model_fingerprint(base), **dict(getattr(base, "source", None) or {})}
+        shapes = {n: list(params[n].shape) for n in covered}
+        return cls(base_ref, shapes, tasks, restricted, storage_dtype=storage_dtype)
+
+    def _check_vector(self, name: str, vector: TaskVector) -> None:
+        if set(vector) != set(self.parameter_shapes):
+            diff = sorted(set(vector) ^ set(self.parameter_shapes))
+            raise ValueError(f"task '{name}' does not cover the bank's parameters; differing names {diff[:5]}")
+        for pname, tensor in vector.items():
+            if list(tensor.shape) != self.parameter_shapes[pname]:
+                raise ValueError(
+                    f"task '{name}': '{pname}' has shape {list(tensor.shape)}, the bank has {self.parameter_shapes[pname]}"
+                )
+
+    # -- access ------------------------------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return list(self.parameter_shapes)
+
+    @property
+    def base_fingerprint(self) -> str:
+        return str(self.base["fingerprint"])
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.task_names
+
+    def info(self, name: str) -> TaskInfo:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"no task {name!r} in this bank; it has {self.task_names}")
+
+    def __getitem__(self, name: str) -> TaskVector:
+        """The task vector of ``name`` (float32), read from disk on first use."""
+        info = self.info(name)
+        if name not in self._vectors:
+            if self.root is None:
+                raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
+            logger.debug("Reading task vector %s from %s", name, self.root / info.file)
+            self._vectors[name] = _read_task_file(self.root / info.file, self.parameter_shapes)
+        return self._vectors[name]
+
+    def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Parameter name -> `[T, *shape]` float32 tensor of all tasks' values, in task order."""
+        names = list(parameter_names) if parameter_names is not None else self.parameter_names
+        vectors = [self[t] for t in self.task_names]
+        return {n: torch.stack([v[n] for v in vectors]) for n in names}
+
+    def select(self, names: Sequence[str]) -> TaskVectorBank:
+        """A bank with only the tasks ``names``, in that order (task files stay lazy)."""
+        tasks = [self.info(n) for n in names]
+        vectors = {n: self._vectors[n] for n in names if n in self._vectors}
+        return TaskVectorBank(
+            self.base, self.parameter_shapes, tasks, vectors,
+            storage_dtype=self.storage_dtype, root=self.root, source=self.source,
+        )
+
+    def add_task(self, name: str, vector: TaskVector | nn.Module, base: nn.Module | None = None, **metadata: Any) -> None:
+        """Add a task to this bank: a `TaskVector`, or a fine-tuned model together with its ``base``."""
+        if name in self:
+            raise ValueError(f"the bank already has a task {name!r}; choose another name")
+        if not isinstance(vector, TaskVector):
+            if base is None:
+                raise ValueError("adding a fine-tuned model needs its base model: add_task(name, model, base=base)")
+            self.check_base(base)
+            vector = TaskVector.from_models(base, vector, self.parameter_names)
+        vector = TaskVector({n: vector[n] for n in self.parameter_names}) if set(vector) >= set(self.parameter_shapes) else vector
+        self._check_vector(name, vector)
+        self.tasks.append(TaskInfo(name=name, **metadata))
+        self._vectors[name] = vector
+
+    def check_base(self, model_or_fingerprint: nn.Module | str) -> None:
+        """Raise `FingerprintMismatchError` unless the model is the base this bank was built on."""
+        found = model_or_fingerprint if isinstance(model_or_fingerprint, str) else model_fingerprint(model_or_fingerprint)
+        if found != self.base_fingerprint:
+            raise FingerprintMismatchError(
+                f"this bank was built on a base model with fingerprint {self.base_fingerprint}, but it is applied to a "
+                f"model with fingerprint {found}. Load the bank's base model"
+                + (f" ({self.base.get('repo_id') or self.base.get('path')})" if self.base.get("repo_id") or self.base.get("path") else "")
+            )
+
+    # -- files -------------------------------------------------------------------------------------------------
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "format_version": EXPORT_FORMAT_VERSION,
+            "base": self.base,
+            "storage_dtype": self.storage_dtype,
+            "parameters": self.parameter_shapes,
+            "tasks": [asdict(t) for t in self.tasks],
+        }
+
+    def save_pretrained(self, save_directory: str | Path, storage_dtype: str | None = None) -> Path:
+        """Write ``bank_config.json`` and one ``task_vectors/<task>.safetensors`` per task.
+
+        Task files already in ``save_directory`` in the same dtype are not rewritten, so adding a task to a saved
+        bank writes only the new file. Every file is written to a temporary name first, then renamed.
+        """
+        directory = Path(save_directory)
+        dtype_name = storage_dtype or self.storage_dtype
+        if dtype_name not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
+        same_place = self.root is not None and self.root.resolve() == directory.resolve()
+        for task in self.tasks:
+            if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
+                continue  # unchanged on disk
+            vector = self[task.name]
+            tensors = {n: vector[n].to(STORAGE_DTYPES[dtype_name]).contiguous() for n in self.parameter_names}
+            with atomic_path(directory / task.file) as tmp:
+                save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
+        self.storage_dtype = dtype_name
+        write_json(directory / BANK_CONFIG_FILE, self.to_config())
+        if not same_place:
+            self.root = directory
+        self.source = {"path": str(directory.resolve())}
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        tasks: Sequence[str] | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        base: nn.Module | None = None,
+    ) -> TaskVectorBank:
+        """Load a bank from a folder or a Hub repository. Task files are read only when a task is used.
+
+        Args:
+            name_or_path: a local folder holding ``bank_config.json``, or a Hub repo id.
+            tasks: load only these tasks (from the Hub, only their files are downloaded).
+            revision: Hub branch, tag or commit.
+            token: Hub token for private repositories.
+            cache_dir: Hub cache folder.
+            base: when given, check that this bank was built on it (fingerprint) and fail clearly otherwise.
+        """
+        path = Path(name_or_path)
+        if path.is_dir():
+            root, source = path, {"path": str(path.resolve())}
+            config = read_json(root / BANK_CONFIG_FILE, "a task-vector bank config (bank_config.json)")
+        else:
+            from . import hub
+
+            root, commit = hub.download(str(name_or_path), [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir)
+            source = {"repo_id": str(name_or_path), "revision": commit}
+            config = read_json(root / BANK_CONFIG_FILE, "a task-vector bank config (bank_config.json)")
+            wanted = [t for t in config.get("tasks", []) if tasks is None or t.get("name") in tasks]
+            root, _ = hub.download(str(name_or_path), [t["file"] for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
+        bank = cls._from_config(config, root, source)
+        if tasks is not None:
+            bank = bank.select(list(tasks))
+        if base is not None:
+            bank.check_base(base)
+        return bank
+
+    @classmethod
+    def _from_config(cls, config: Mapping[str, Any], root: Path, source: Mapping[str, Any]) -> TaskVectorBank:
+        version = config.get("format_version")
+        if version != EXPORT_FORMAT_VERSION:
+            raise ValueError(
+                f"{root / BANK_CONFIG_FILE} has format_version {version!r}; this library reads version {EXPORT_FORMAT_VERSION}"
+            )
+        missing = [k for k in ("base", "parameters", "tasks") if k not in config]
+        if missing:
+            raise ValueError(f"{root / BANK_CONFIG_FILE} is missing {missing}")
+        return cls(
+            config["base"],
+            config["parameters"],
+            [TaskInfo.from_dict(t) for t in config["tasks"]],
+            storage_dtype=config.get("storage_dtype", "float32"),
+            root=root,
+            source=source,
+        )
+
+    def __repr__(self) -> str:
+        values = sum(torch.Size(s).numel() for s in self.parameter_shapes.values())
+        return (
+            f"TaskVectorBank({len(self)} tasks {self.task_names}, {len(self.parameter_shapes)} tensors / "
+            f"{values:,} values each, storage {self.storage_dtype})"
+        )

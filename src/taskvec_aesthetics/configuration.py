@@ -1,0 +1,80 @@
+"""Configuration of an aesthetic scorer: which encoder, which head, and (for exports) which base and bank."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from . import efficientnet_lite  # noqa: F401  (registers the default encoder with AutoConfig)
+
+__all__ = ["AestheticConfig", "EXPORT_FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the on-disk formats written by this library (config references, coefficients, banks).
+EXPORT_FORMAT_VERSION = 1
+
+
+@strict(accept_kwargs=True)
+class AestheticConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`AestheticModel`]: a vision encoder followed by the paper's 10-bin score head.
+
+    Args:
+        encoder_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the image encoder: any transformers vision config (CLIP vision, SigLIP vision, DINOv2,
+            ViT, ...) or ours (`efficientnet_lite`, the default). A dict must carry its `model_type`.
+        head_hidden_size (`int`, defaults to 512):
+            Width of the head's hidden layer.
+        head_dropout (`float`, defaults to 0.5):
+            Dropout of the head (active in training mode only).
+        num_bins (`int`, defaults to 10):
+            Number of score bins; the expected bin index (1..num_bins) is mapped onto `score_range`.
+        score_range (`list[float]`, defaults to `[1.0, 10.0]`):
+            Scale of the predicted scores.
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the head's initial weights.
+        base_model (`dict`, *optional*):
+            Only for coefficients-only exports: where the base model lives (`repo_id` or `path`, `revision`) and its
+            `fingerprint`.
+        bank (`dict`, *optional*):
+            The task-vector bank a personalized model refers to (`repo_id` or `path`, `revision`, `base_fingerprint`,
+            `tasks`).
+    """
+
+    model_type = "taskvec_aesthetic"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="efficientnet_lite")}
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    head_hidden_size: int = 512
+    head_dropout: float | int = 0.5
+    num_bins: int = 10
+    score_range: list[float] | tuple[float, float] = (1.0, 10.0)
+    initializer_range: float = 0.02
+    base_model: dict[str, Any] | None = None
+    bank: dict[str, Any] | None = None
+    format_version: int = EXPORT_FORMAT_VERSION
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if isinstance(self.encoder_config, dict) and "model_type" not in self.encoder_config:
+            raise ValueError(
+                "encoder_config dict must name its `model_type` (e.g. 'clip_vision_model'); received keys "
+                f"{sorted(self.encoder_config)}"
+            )
+        self.score_range = [float(v) for v in self.score_range]
+        if len(self.score_range) != 2 or not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range must be [low, high] with low < high, received {self.score_range}")
+        if self.num_bins < 2:
+            raise ValueError(f"num_bins must be at least 2, received {self.num_bins}")
+        if not 0.0 <= float(self.head_dropout) < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), received {self.head_dropout}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def is_coefficients_export(self) -> bool:
+        """True when this config describes a coefficients-only personalized model (base + bank + coefficients)."""
+        return self.base_model is not None

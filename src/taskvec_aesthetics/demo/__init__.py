@@ -1,0 +1,1 @@
+"""The offline embedded default: real photos, simulated databases and raters, end to end."""

@@ -1,0 +1,158 @@
+"""Pure tensor functions that merge task vectors into base parameters. Nothing here mutates a model.
+
+theta_user[p] = theta_0[p] + sum_t c[g(p), t] * tau_t[p], where g(p) is the coefficient group of parameter p.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .coefficients import ALL_GROUP, GRANULARITIES, Coefficients
+
+__all__ = [
+    "CoefficientLayout",
+    "coefficient_layout",
+    "merge_parameters",
+    "functional_forward",
+    "streamed_coefficient_grad",
+    "check_finite",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoefficientLayout:
+    """Which coefficient row (group) each merged parameter uses.
+
+    Attributes:
+        granularity: `"task"`, `"layer"` or `"tensor"`.
+        group_names: the G groups, in model order.
+        group_of: parameter name -> row index into the [G, T] coefficients, for every parameter the bank covers.
+    """
+
+    granularity: str
+    group_names: tuple[str, ...]
+    group_of: Mapping[str, int]
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_names)
+
+    def check(self, coefficients: Coefficients, task_names: Sequence[str]) -> None:
+        """Raise a clear error when ``coefficients`` do not fit this layout and these tasks."""
+        if coefficients.granularity != self.granularity or tuple(coefficients.group_names) != self.group_names:
+            raise ValueError(
+                f"coefficients have {coefficients.granularity} groups {coefficients.group_names[:4]}... "
+                f"({len(coefficients.group_names)}), but the model and bank expect {self.granularity} groups "
+                f"{list(self.group_names[:4])}... ({self.num_groups})"
+            )
+        if list(coefficients.task_names) != list(task_names):
+            raise ValueError(f"coefficients are for tasks {coefficients.task_names}, the bank has {list(task_names)}")
+
+
+def coefficient_layout(
+    parameter_groups: Mapping[str, str], covered: Sequence[str], granularity: str
+) -> CoefficientLayout:
+    """Build the layout of coefficients for the parameters a bank covers.
+
+    Args:
+        parameter_groups: every model parameter name -> its layer group, in model order
+            (see `AestheticModel.parameter_groups`).
+        covered: the parameter names the bank's task vectors cover.
+        granularity: `"task"` (one group), `"layer"` (one per layer group) or `"tensor"` (one per parameter).
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, received {granularity!r}")
+    unknown = sorted(set(covered) - set(parameter_groups))
+    if unknown:
+        raise ValueError(f"the bank covers parameters the model does not have: {unknown[:5]} ({len(unknown)} in all)")
+    covered_set = set(covered)
+    ordered = [name for name in parameter_groups if name in covered_set]
+    if granularity == "task":
+        names = [ALL_GROUP]
+        group_of = {name: 0 for name in ordered}
+    elif granularity == "tensor":
+        names = ordered
+        group_of = {name: i for i, name in enumerate(ordered)}
+    else:
+        names = list(dict.fromkeys(parameter_groups[name] for name in ordered))
+        index = {group: i for i, group in enumerate(names)}
+        group_of = {name: index[parameter_groups[name]] for name in ordered}
+    return CoefficientLayout(granularity, tuple(names), group_of)
+
+
+def check_finite(values: torch.Tensor, what: str = "coefficients") -> None:
+    """Raise when ``values`` hold NaN or inf (a diverged fit must never be merged silently)."""
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{what} must be finite, received {int((~torch.isfinite(values)).sum())} non-finite values")
+
+
+def merge_parameters(
+    base: Mapping[str, torch.Tensor],
+    stacked_task_vectors: Mapping[str, torch.Tensor],
+    coefficients: torch.Tensor,
+    layout: CoefficientLayout,
+) -> dict[str, torch.Tensor]:
+    """Merged parameters ``base[p] + sum_t coefficients[g(p), t] * tau_t[p]`` for every covered parameter.
+
+    Differentiable with respect to ``coefficients``; the inputs are never modified.
+
+    Args:
+        base: base parameters by name (at least the covered ones).
+        stacked_task_vectors: parameter name -> tensor `[T, *shape]` of the T task vectors (float32).
+        coefficients: `[G, T]` tensor.
+        layout: the coefficient layout (`coefficient_layout`).
+    """
+    if coefficients.dim() != 2 or coefficients.shape[0] != layout.num_groups:
+        raise ValueError(
+            f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}"
+        )
+    merged = {}
+    for name, group in layout.group_of.items():
+        stacked = stacked_task_vectors[name]
+        if stacked.shape[0] != coefficients.shape[1]:
+            raise ValueError(
+                f"task vectors of '{name}' stack {stacked.shape[0]} tasks but coefficients have {coefficients.shape[1]}"
+            )
+        weights = coefficients[group].to(stacked.dtype)
+        delta = torch.tensordot(weights, stacked, dims=1)
+        merged[name] = base[name] + delta.to(base[name].dtype)
+    return merged
+
+
+def functional_forward(model: nn.Module, parameters: Mapping[str, torch.Tensor], *args, **kwargs):
+    """Call ``model`` with ``parameters`` substituted for its own (the others are the model's); no mutation."""
+    return torch.func.functional_call(model, dict(parameters), args, kwargs, strict=False)
+
+
+def streamed_coefficient_grad(
+    parameter_grads: Mapping[str, torch.Tensor],
+    task_vector: Callable[[int], Mapping[str, torch.Tensor]],
+    num_tasks: int,
+    layout: CoefficientLayout,
+) -> torch.Tensor:
+    """Exact gradient of the loss w.r.t. the [G, T] coefficients from the gradient w.r.t. the merged weights.
+
+    dL/dc[g, t] = sum over parameters p of group g of <dL/dW_p, tau_t[p]>. Tasks are visited one at a time, so only
+    one task vector needs to be in memory, and no T x P tensors are held in an autograd graph.
+
+    Args:
+        parameter_grads: parameter name -> dL/dW (for the covered parameters).
+        task_vector: returns the tensors of task ``t`` by parameter name.
+        num_tasks: T.
+        layout: the coefficient layout.
+    """
+    grad = torch.zeros(layout.num_groups, num_tasks, dtype=torch.float64)
+    for task in range(num_tasks):
+        tensors = task_vector(task)
+        for name, group in layout.group_of.items():
+            g = parameter_grads.get(name)
+            if g is not None:
+                grad[group, task] += torch.sum(g.to(torch.float64) * tensors[name].to(torch.float64)).item()
+    return grad.to(torch.float32)

@@ -1,0 +1,405 @@
+"""`AestheticModel`: an image encoder plus the paper's 10-bin score head, as a transformers `PreTrainedModel`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .backbones import BackboneAdapter, adapter_for
+from .bank import TaskVectorBank
+from .coefficients import Coefficients
+from .configuration import AestheticConfig
+from .fingerprint import model_fingerprint
+from .merging import coefficient_layout, merge_parameters
+from .processing import ImageInput, collect_images, default_image_processor, open_image
+
+__all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "emd_loss", "HEAD_GROUP"]
+
+logger = logging.getLogger(__name__)
+
+HEAD_GROUP = "head"
+EXPORTS = ("merged", "coefficients")
+
+
+class ScoreHead(nn.Module):
+    """Linear(d, 512) - GELU - Dropout(0.5) - Linear(512, bins) - Sigmoid, normalised to a distribution (paper)."""
+
+    def __init__(self, in_features: int, hidden_size: int, num_bins: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_size)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_size, num_bins)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        probs = torch.sigmoid(self.fc2(self.dropout(self.act(self.fc1(features)))))
+        return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def emd_loss(distribution: torch.Tensor, target: torch.Tensor, r: float = 2.0) -> torch.Tensor:
+    """Earth mover's distance between score histograms (NIMA): mean over the batch of ||CDF_p - CDF_q||_r."""
+    target = target / target.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    cdf_gap = torch.cumsum(distribution, dim=-1) - torch.cumsum(target, dim=-1)
+    return (cdf_gap.abs().pow(r).mean(dim=-1)).pow(1.0 / r).mean()
+
+
+@dataclass
+class AestheticModelOutput(ModelOutput):
+    """Output of [`AestheticModel`].
+
+    Args:
+        loss: EMD against label histograms, or MSE of normalised scores against label scores, when labels are given.
+        scores: `[B]` predicted scores on `config.score_range`.
+        distribution: `[B, num_bins]` predicted score distribution.
+        features: `[B, d]` pooled encoder features.
+    """
+
+    loss: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    distribution: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+class AestheticPreTrainedModel(PreTrainedModel):
+    config_class = AestheticConfig
+    config: AestheticConfig
+    base_model_prefix = "aesthetic"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # The encoder is a PreTrainedModel and initialises itself; only the head is ours.
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class AestheticModel(AestheticPreTrainedModel):
+    """An image aesthetic / quality scorer: any transformers vision encoder plus the paper's score head.
+
+    Personalize it with [`AestheticModel.personalize`] or [`AestheticModel.with_coefficients`]; save it with
+    `save_pretrained(dir, export="merged" | "coefficients")`; load either export with `from_pretrained`.
+
+    Example:
+    ```python
+    >>> from transformers import CLIPVisionConfig
+    >>> from taskvec_aesthetics import AestheticConfig, AestheticModel
+    >>> model = AestheticModel(AestheticConfig(encoder_config=CLIPVisionConfig(
+    ...     hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+    ...     image_size=32, patch_size=8)))
+    >>> model.score(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2])
+    ```
+    """
+
+    def __init__(self, config: AestheticConfig) -> None:
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        self.head = ScoreHead(
+            adapter_for(self.encoder).feature_dim, config.head_hidden_size, config.num_bins, float(config.head_dropout)
+        )
+        # Plain attributes (not tensors): where the weights came from, the image processor and, once personalized,
+        # the bank and coefficients. transformers builds models on the meta device, so nothing here allocates.
+        self.source: dict[str, Any] | None = None
+        self.personalization: Any = None
+        self._image_processor: Any = None
+        self.post_init()
+
+    # -- structure -------------------------------------------------------------------------------------------
+    @property
+    def adapter(self) -> BackboneAdapter:
+        """The backbone adapter of the encoder (blocks, layer groups, prefix computation)."""
+        return adapter_for(self.encoder)
+
+    def parameter_groups(self) -> dict[str, str]:
+        """Every parameter name -> its layer group (`embeddings`, `block.i`, `neck`, `head`), in model order."""
+        groups = {f"encoder.{name}": group for name, group in self.adapter.parameter_groups().items()}
+        groups.update({f"head.{name}": HEAD_GROUP for name, _ in self.head.named_parameters()})
+        return groups
+
+    def untouched_prefix_blocks(self, parameter_names: Any) -> int:
+        """How many leading encoder blocks have no parameter among ``parameter_names`` (0 if the embeddings do).
+
+        Their output does not depend on the coefficients, so it can be computed once per image.
+        """
+        touched = {self.parameter_groups()[n] for n in parameter_names}
+        if "embeddings" in touched:
+            return 0
+        count = 0
+        while count < self.adapter.num_blocks and f"block.{count}" not in touched:
+            count += 1
+        return count
+
+    @property
+    def image_processor(self) -> Any:
+        """The image processor saved beside the model, or a deterministic default for its encoder."""
+        if self._image_processor is None:
+            self._image_processor = default_image_processor(self.config.encoder_config)
+        return self._image_processor
+
+    @image_processor.setter
+    def image_processor(self, processor: Any) -> None:
+        self._image_processor = processor
+
+    # -- computation -----------------------------------------------------------------------------------------
+    def encode_prefix(self, pixel_values: torch.Tensor, num_blocks: int) -> torch.Tensor:
+        """Hidden state after the embeddings and the first ``num_blocks`` blocks (for prefix caching)."""
+        adapter = self.adapter
+        return adapter.forward_blocks(adapter.embed(pixel_values), 0, num_blocks)
+
+    def scores_from_distribution(self, distribution: torch.Tensor) -> torch.Tensor:
+        """Expected bin (1..num_bins) mapped linearly onto `config.score_range`."""
+        bins = torch.arange(1, self.config.num_bins + 1, dtype=distribution.dtype, device=distribution.device)
+        expected = (distribution * bins).sum(dim=-1)
+        low, high = self.config.score_range
+        return low + (expected - 1.0) / (self.config.num_bins - 1) * (high - low)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        prefix_hidden: torch.Tensor | None = None,
+        prefix_blocks: int = 0,
+        **kwargs: Any,
+    ) -> AestheticModelOutput:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `[B, C, H, W]`): preprocessed images.
+            labels (`torch.Tensor`, *optional*): `[B]` scores on `config.score_range` (MSE of normalised scores) or
+                `[B, num_bins]` vote histograms (EMD, r = 2).
+            prefix_hidden (`torch.Tensor`, *optional*): the output of `encode_prefix(pixel_values, prefix_blocks)`,
+                used instead of `pixel_values` to skip a frozen prefix.
+            prefix_blocks (`int`): how many blocks `prefix_hidden` has already been through.
+        """
+        adapter = self.adapter
+        if prefix_hidden is not None:
+            hidden = adapter.forward_blocks(prefix_hidden, prefix_blocks)
+        elif pixel_values is not None:
+            hidden = adapter.forward_blocks(adapter.embed(pixel_values))
+        else:
+            raise ValueError("forward needs pixel_values or prefix_hidden, received neither")
+        features = adapter.pool(hidden)
+        distribution = self.head(features)
+        scores = self.scores_from_distribution(distribution)
+        loss = None if labels is None else self._loss(scores, distribution, labels)
+        return AestheticModelOutput(loss=loss, scores=scores, distribution=distribution, features=features)
+
+    def _loss(self, scores: torch.Tensor, distribution: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(distribution.dtype)
+        if labels.dim() == 2 and labels.shape[-1] == self.config.num_bins:
+            return emd_loss(distribution, labels)
+        if labels.dim() == 1 and labels.shape[0] == scores.shape[0]:
+            low, high = self.config.score_range
+            return torch.mean(((scores - labels) / (high - low)) ** 2)
+        raise ValueError(
+            f"labels must be [B] scores or [B, {self.config.num_bins}] histograms, received {list(labels.shape)}"
+        )
+
+    @torch.no_grad()
+    def score(
+        self,
+        images: ImageInput,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Score images: PIL images, file paths, a folder of images, or a tensor of preprocessed pixel values.
+
+        Runs in eval mode (deterministic preprocessing, no dropout) in batches, and applies the user's calibration
+        when the model was personalized with one.
+
+        Returns:
+            `torch.Tensor` of shape `[N]` (float32, on the CPU), in input order (a folder: sorted by file name).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, received {batch_size}")
+        items = collect_images(images)
+        was_training = self.training
+        self.eval()
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        results = []
+        try:
+            for start in tqdm(range(0, len(items), batch_size), desc="Scoring", unit="batch", disable=not progress):
+                batch = items[start : start + batch_size]
+                if isinstance(batch, torch.Tensor):
+                    pixels = batch
+                else:
+                    opened = [open_image(item, f" #{start + i}") for i, item in enumerate(batch)]
+                    pixels = self.image_processor(images=opened, return_tensors="pt")["pixel_values"]
+                dtype = next(self.parameters()).dtype
+                results.append(self(pixel_values=pixels.to(device=device, dtype=dtype)).scores.float().cpu())
+        finally:
+            self.train(was_training)
+        return self.calibrate(torch.cat(results))
+
+    def calibrate(self, scores: torch.Tensor) -> torch.Tensor:
+        """Map scores onto the user's rating scale when the personalization stored a calibration."""
+        calibration = (getattr(self.personalization, "info", None) or {}).get("calibration")
+        if not calibration:
+            return scores
+        return scores * float(calibration["slope"]) + float(calibration["intercept"])
+
+    # -- personalization -------------------------------------------------------------------------------------
+    def with_coefficients(
+        self,
+        bank: TaskVectorBank,
+        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
+        info: Mapping[str, Any] | None = None,
+    ) -> AestheticModel:
+        """Return a personalized copy: theta_0 + sum_t c[g(p), t] * tau_t[p]. This model is not modified.
+
+        Args:
+            bank: a task-vector bank built on this model (checked by fingerprint).
+            coefficients: a `Coefficients` object, a `{task: weight}` dict (task granularity) or a `[G, T]` tensor
+                (granularity inferred from G: 1 is task, the number of layer groups is layer, the number of covered
+                tensors is tensor).
+            info: extra personalization facts to keep with the model (e.g. number of ratings, holdout metrics).
+        """
+        if self.personalization is not None:
+            raise ValueError("this model is already personalized; call with_coefficients on its base model")
+        fingerprint = model_fingerprint(self)
+        bank.check_base(fingerprint)
+        coefficients = self._as_coefficients(bank, coefficients)
+        layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
+        layout.check(coefficients, bank.task_names)
+        params = dict(self.named_parameters())
+        merged = merge_parameters(params, bank.stacked(), coefficients.values, layout)
+        unknown = sorted(set(coefficients.extra) - set(params))
+        if unknown:
+            raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
+        merged.update(coefficients.extra)
+        personalized = copy.deepcopy(self)
+        target = dict(personalized.named_parameters())
+        with torch.no_grad():
+            for name, value in merged.items():
+                if value.shape != target[name].shape:
+                    raise ValueError(f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}")
+                target[name].copy_(value.to(target[name].dtype))
+        from .exports import PersonalizationState
+
+        personalized.personalization = PersonalizationState(
+            bank=bank, coefficients=coefficients, base_fingerprint=fingerprint,
+            base_source=copy.deepcopy(self.source), info=dict(info or {}),
+        )
+        return personalized
+
+    def _as_coefficients(self, bank: TaskVectorBank, value: Coefficients | Mapping[str, float] | torch.Tensor):
+        if isinstance(value, Coefficients):
+            return value
+        if isinstance(value, Mapping):
+            return Coefficients.from_task_weights(value, bank.task_names)
+        if isinstance(value, torch.Tensor):
+            if value.dim() != 2 or value.shape[1] != len(bank):
+                raise ValueError(f"a coefficient tensor must be [G, {len(bank)}], received {list(value.shape)}")
+            groups = self.parameter_groups()
+            for granularity in ("task", "layer", "tensor"):
+                layout = coefficient_layout(groups, bank.parameter_names, granularity)
+                if layout.num_groups == value.shape[0]:
+                    return Coefficients(value, list(layout.group_names), bank.task_names, granularity)
+            raise ValueError(
+                f"a [G, T] tensor with G = {value.shape[0]} fits no granularity: task needs 1, layer "
+                f"{coefficient_layout(groups, bank.parameter_names, 'layer').num_groups}, tensor "
+                f"{len(bank.parameter_names)}"
+            )
+        raise TypeError(
+            f"coefficients must be Coefficients, a {{task: weight}} dict or a [G, T] tensor, received {type(value).__name__}"
+        )
+
+    def personalize(self, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any) -> AestheticModel:
+        """Fit this user's coefficients from their ratings and return the personalized model.
+
+        Args:
+            dataset: a `datasets.Dataset` with `image` and `score` columns, or a list of (image, score) pairs.
+            bank: the task-vector bank; by default the one this model refers to (`config.bank`).
+            **overrides: `PersonalizerConfig` fields, or `preset="paper"`.
+        """
+        from .personalization import Personalizer, PersonalizerConfig
+
+        preset = overrides.pop("preset", None)
+        config = PersonalizerConfig.from_preset(preset, **overrides) if preset else PersonalizerConfig(**overrides)
+        bank = bank if bank is not None else self._referenced_bank()
+        return Personalizer(self, bank, config).fit(dataset).model
+
+    def _referenced_bank(self) -> TaskVectorBank:
+        reference = self.config.bank
+        if not reference:
+            raise ValueError("no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)")
+        location = reference.get("path") or reference.get("repo_id")
+        return TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=self)
+
+    # -- saving and loading ----------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, *args: Any, export: str = "merged", **kwargs: Any) -> None:
+        """Save the model.
+
+        Args:
+            save_directory: target folder.
+            export: `"merged"` writes standalone weights (`config.json`, `model.safetensors`,
+                `preprocessor_config.json`); `"coefficients"` (personalized models only) writes the kilobyte-sized
+                coefficients-only format that points at the base model and bank by location, revision and
+                fingerprint.
+        """
+        if export not in EXPORTS:
+            raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
+        from .exports import save_coefficients_export, write_personalization_file
+
+        if export == "coefficients":
+            save_coefficients_export(self, save_directory)
+            return
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.image_processor.save_pretrained(save_directory)
+        if self.personalization is not None:
+            write_personalization_file(self, save_directory, export="merged")
+        elif not kwargs.get("push_to_hub"):
+            self.source = {"path": str(Path(save_directory).resolve())}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args: Any, **kwargs: Any):
+        """Load a base or merged model, or resolve a coefficients-only export into its merged model.
+
+        A coefficients export loads its base model and bank from the recorded locations and revisions, checks
+        both fingerprints, and merges. A missing or mismatched base or bank is an error.
+        """
+        from .exports import load_coefficients_export, read_personalization_file, resolve_model_files
+
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
+        config = kwargs.get("config")
+        if not isinstance(config, AestheticConfig):
+            config = AestheticConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if config.is_coefficients_export:
+            return load_coefficients_export(cls, pretrained_model_name_or_path, config, **hub_kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        folder, source = resolve_model_files(pretrained_model_name_or_path, **hub_kwargs)
+        model.source = source
+        model._image_processor = _load_image_processor(folder)
+        info = read_personalization_file(folder)
+        if info is not None:
+            from .exports import PersonalizationState
+
+            model.personalization = PersonalizationState.standalone(info)
+        return model
+
+
+def _load_image_processor(folder: Path) -> Any:
+    processor_file = folder / "preprocessor_config.json"
+    if not processor_file.is_file():
+        return None
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(str(folder))
+
+
+AutoConfig.register(AestheticConfig.model_type, AestheticConfig, exist_ok=True)
+AutoModel.register(AestheticConfig, AestheticModel, exist_ok=True)

@@ -1,0 +1,9 @@
+"""Test set-up: everything offline, on the CPU, deterministic."""
+
+import os
+
+# Must be set before any Hugging Face library is imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
