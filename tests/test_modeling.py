@@ -1,0 +1,131 @@
+"""AestheticModel: adapters of every family, forward, scoring inputs, save/load and Auto classes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import IMAGE_SIZE, encoder_configs, pixels, tiny_model
+from transformers import AutoConfig, AutoModel
+
+from taskvec_aesthetics import AestheticConfig, AestheticModel
+from taskvec_aesthetics.backbones import GenericAdapter
+
+FAMILIES = list(encoder_configs())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_reproduces_encoder_features(family):
+    model = tiny_model(family)
+    x = pixels(3)
+    output = model.encoder(pixel_values=x)
+    reference = output.pooler_output if output.pooler_output is not None else output.last_hidden_state.mean(1)
+    assert torch.allclose(model.adapter.features(x), reference.flatten(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_parameter_has_one_group_in_model_order(family):
+    model = tiny_model(family)
+    groups = model.parameter_groups()
+    assert list(groups) == [name for name, _ in model.named_parameters()]
+    names = list(dict.fromkeys(groups.values()))
+    expected_blocks = [f"block.{i}" for i in range(model.adapter.num_blocks)]
+    assert [g for g in names if g.startswith("block.")] == expected_blocks
+    assert names[-1] == "head"
+    if not isinstance(model.adapter, GenericAdapter):
+        assert names[0] == "embeddings" and "neck" in names
+
+
+@pytest.mark.parametrize("family", ["clip", "efficientnet_lite", "dinov2"])
+def test_prefix_caching_matches_full_forward(family):
+    model = tiny_model(family)
+    x = pixels(2)
+    full = model(pixel_values=x).scores
+    for k in range(model.adapter.num_blocks + 1):
+        cached = model(prefix_hidden=model.encode_prefix(x, k), prefix_blocks=k).scores
+        assert torch.allclose(full, cached, atol=1e-6)
+
+
+def test_forward_outputs_and_losses():
+    model = tiny_model("clip")
+    out = model(pixel_values=pixels(4), labels=torch.tensor([1.0, 4.0, 7.0, 10.0]))
+    assert out.scores.shape == (4,) and out.distribution.shape == (4, 10) and out.features.shape == (4, 32)
+    assert torch.allclose(out.distribution.sum(-1), torch.ones(4))
+    assert ((out.scores >= 1) & (out.scores <= 10)).all()
+    assert out.loss is not None and out.loss.item() > 0
+    histograms = torch.rand(4, 10)
+    emd = model(pixel_values=pixels(4), labels=histograms).loss
+    assert emd.item() > 0
+    with pytest.raises(ValueError, match="labels must be"):
+        model(pixel_values=pixels(4), labels=torch.rand(4, 3))
+    with pytest.raises(ValueError, match="pixel_values or prefix_hidden"):
+        model()
+
+
+def test_score_range_mapping():
+    model = tiny_model("clip", score_range=[0.0, 1.0])
+    scores = model.score(pixels(3))
+    assert ((scores >= 0) & (scores <= 1)).all()
+    with pytest.raises(ValueError, match="score_range"):
+        AestheticConfig(score_range=[5.0, 1.0])
+
+
+def _write_images(folder, n=3):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_score_accepts_pil_paths_folder_tensor(tmp_path):
+    model = tiny_model("clip")
+    paths = _write_images(tmp_path)
+    by_path = model.score([str(p) for p in paths], batch_size=2)
+    by_folder = model.score(tmp_path)
+    by_pil = model.score([Image.open(p) for p in paths])
+    single = model.score(paths[1])
+    assert by_path.shape == (3,)
+    assert torch.equal(by_path, by_folder) and torch.equal(by_path, by_pil)
+    assert torch.allclose(single, by_path[1:2])
+    pixel_values = model.image_processor(images=[Image.open(p) for p in paths], return_tensors="pt")["pixel_values"]
+    assert pixel_values.shape[-1] == IMAGE_SIZE
+    assert torch.allclose(model.score(pixel_values), by_path)
+    # deterministic: no random augmentation at inference, and training mode is restored
+    model.train()
+    assert torch.equal(model.score(tmp_path), by_folder) and model.training
+
+
+def test_score_errors(tmp_path):
+    model = tiny_model("clip")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot decode image"):
+        model.score(tmp_path / "broken.jpg")
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        model.score(tmp_path / "missing.jpg")
+    with pytest.raises(TypeError, match="expected PIL images"):
+        model.score(42)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="found no images"):
+        model.score(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_auto_load_round_trip(tmp_path, family):
+    model = tiny_model(family)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "preprocessor_config.json").is_file()
+    assert model.source == {"path": str(tmp_path.resolve())}
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "taskvec_aesthetic"
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, AestheticModel)
+    x = pixels(2)
+    assert torch.equal(loaded.eval()(pixel_values=x).scores, model(pixel_values=x).scores)
+
+
+def test_encoder_config_accepts_dict():
+    config = AestheticConfig(encoder_config=encoder_configs()["clip"].to_dict())
+    assert config.encoder_config.model_type == "clip_vision_model"
+    with pytest.raises(ValueError, match="model_type"):
+        AestheticConfig(encoder_config={"hidden_size": 32})
