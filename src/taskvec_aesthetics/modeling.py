@@ -118,6 +118,30 @@ class AestheticModel(AestheticPreTrainedModel):
         self._image_processor: Any = None
         self.post_init()
 
+    @classmethod
+    def from_encoder(
+        cls, encoder: PreTrainedModel, image_processor: Any = None, seed: int = 0, **config_kwargs: Any
+    ) -> AestheticModel:
+        """A base model from a (pretrained) encoder and a freshly initialised head, seeded for reproducibility.
+
+        Args:
+            encoder: a transformers vision model (its weights are copied).
+            image_processor: the processor the encoder expects; by default one built from its config.
+            seed: seed of the head's initialisation.
+            **config_kwargs: other `AestheticConfig` fields (head sizes, `score_range`, ...).
+        """
+        torch.manual_seed(seed)
+        model = cls(AestheticConfig(encoder_config=encoder.config, **config_kwargs))
+        missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"encoder weights do not fit a {encoder.config.model_type} encoder: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        if image_processor is not None:
+            model.image_processor = image_processor
+        return model.eval()
+
     # -- structure -------------------------------------------------------------------------------------------
     @property
     def adapter(self) -> BackboneAdapter:
