@@ -8,7 +8,9 @@ from .bank import TaskInfo, TaskVector, TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
 from .fingerprint import FingerprintMismatchError, model_fingerprint
+from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
 from .modeling import AestheticModel, AestheticModelOutput
+from .personalization import Personalizer, PersonalizerConfig, PersonalizationReport, fit_many
 
 __version__ = "0.1.0"
 
@@ -22,5 +24,15 @@ __all__ = [
     "TaskVector",
     "TaskVectorBank",
     "model_fingerprint",
+    "Personalizer",
+    "PersonalizerConfig",
+    "PersonalizationReport",
+    "fit_many",
+    "srocc",
+    "plcc",
+    "krcc",
+    "pairwise_accuracy",
+    "correlation_report",
+    "load_metric",
     "__version__",
 ]

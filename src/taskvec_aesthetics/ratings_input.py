@@ -1,0 +1,90 @@
+"""One person's ratings in any accepted form, validated and turned into images plus scores."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from .processing import open_image
+
+__all__ = ["Ratings", "as_ratings"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Ratings:
+    """Decoded RGB images and their float scores, same length, every score finite."""
+
+    images: list[Image.Image]
+    scores: list[float]
+
+
+def _decode_cell(cell: Any, row: int) -> Image.Image:
+    # A datasets Image column read with decode=False gives {"path", "bytes"}; decode here to name the bad row.
+    if isinstance(cell, dict):
+        if cell.get("bytes"):
+            try:
+                with Image.open(io.BytesIO(cell["bytes"])) as image:
+                    return image.convert("RGB")
+            except (UnidentifiedImageError, OSError) as error:
+                raise ValueError(f"cannot decode the image in row {row} ({cell.get('path')}): {error}") from None
+        if cell.get("path"):
+            return open_image(Path(cell["path"]), f" in row {row}")
+        raise ValueError(f"row {row} has an empty image")
+    return open_image(cell, f" in row {row}")
+
+
+def _score(value: Any, row: int) -> float:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the rating in row {row} is not a number: {value!r}") from None
+    if not math.isfinite(score):
+        raise ValueError(f"the rating in row {row} is {score}; ratings must be finite numbers")
+    return score
+
+
+def as_ratings(data: Any, image_column: str = "image", score_column: str = "score") -> Ratings:
+    """Accept a `datasets.Dataset`, a list of (image, score) pairs, a pair `(images, scores)` or a ratings path.
+
+    Images may be PIL images or file paths. Every image is decoded here, so a broken file is reported by row.
+    """
+    if isinstance(data, (str, Path)):
+        from .data import load_ratings
+
+        data = load_ratings(data)
+    if hasattr(data, "column_names") and hasattr(data, "cast_column"):
+        missing = [c for c in (image_column, score_column) if c not in data.column_names]
+        if missing:
+            raise ValueError(f"the ratings dataset lacks columns {missing}; it has {data.column_names}")
+        from datasets import Image as ImageFeature
+
+        if isinstance(data.features[image_column], ImageFeature):
+            data = data.cast_column(image_column, ImageFeature(decode=False))
+        images, scores = list(data[image_column]), list(data[score_column])
+    elif isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, Sequence) for x in data) and not isinstance(data[0], (str, Image.Image)):
+        images, scores = list(data[0]), list(data[1])
+        if len(images) != len(scores):
+            raise ValueError(f"received {len(scores)} ratings for {len(images)} images; expected one rating per image")
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        pairs = list(data)
+        bad = [i for i, p in enumerate(pairs) if not (isinstance(p, Sequence) and len(p) == 2)]
+        if bad:
+            raise ValueError(f"expected (image, score) pairs; rows {bad[:5]} are not pairs")
+        images, scores = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        raise TypeError(
+            "ratings must be a datasets.Dataset with image and score columns, a list of (image, score) pairs, "
+            f"an (images, scores) pair or a ratings file path; received {type(data).__name__}"
+        )
+    if len(images) < 2:
+        raise ValueError(f"personalization needs at least 2 rated images, received {len(images)}")
+    return Ratings([_decode_cell(c, i) for i, c in enumerate(images)], [_score(s, i) for i, s in enumerate(scores)])

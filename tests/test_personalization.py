@@ -1,0 +1,176 @@
+"""Personalizer: planted ground truth, exact gradients, prefix caching, determinism, validation, exports."""
+
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from planted import build_world, images, user_ratings
+from tiny_models import perturbed_copy, tiny_model
+
+from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
+from taskvec_aesthetics.metrics import srocc
+from taskvec_aesthetics.personalization import (
+    EncodedRatings,
+    Personalizer,
+    PersonalizerConfig,
+    fit_many,
+    pairwise_rank_loss,
+)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A pool of images, a user who weighs two tasks (0.75, 0.5) and ignores the third, and a k = 20 split."""
+    pixels = images(300, seed=2)
+    utility, ratings = user_ratings(pixels, [0.75, 0.5, 0.0], noise=0.1, seed=100)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(100))
+    return pixels, utility, ratings, perm[:20], perm[20:]
+
+
+def test_planted_mixture_beats_every_baseline(world, pool):
+    pixels, utility, ratings, rated, test = pool
+    personalizer = Personalizer(world.base, world.bank)
+    prefix = personalizer.encode(pixels)
+    coefficients, report = personalizer.fit_encoded(EncodedRatings(prefix[rated], ratings[rated].double()))
+
+    def test_srocc(values):
+        return srocc(personalizer.predict(values, prefix[test]), utility[test])
+
+    learned = test_srocc(coefficients)
+    singles = [srocc(s, utility[test]) for s in personalizer.task_scores(prefix[test])]
+    uniform = test_srocc(torch.full(coefficients.shape, 1 / 3))
+    init = test_srocc(report.initial_coefficients)
+    assert learned > max(singles) and learned > uniform and learned > init, (learned, singles, uniform, init)
+    assert report.chosen_step > 0 and report.num_holdout == 5 and report.num_ratings == 20
+    weights = coefficients.task_weights()
+    assert weights["task0"] > weights["task2"] and weights["task1"] > weights["task2"]
+
+
+def test_streamed_gradient_path_matches_autograd(world, pool):
+    pixels, _, ratings, rated, _ = pool
+    fits = {}
+    for gradient in ("autograd", "streamed"):
+        personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(gradient=gradient, steps=20))
+        assert personalizer.gradient == gradient
+        encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
+        fits[gradient] = personalizer.fit_encoded(encoded)[0].values
+    assert torch.allclose(fits["autograd"], fits["streamed"], atol=1e-5)
+    auto = Personalizer(world.base, world.bank, PersonalizerConfig(streamed_threshold=10))
+    assert auto.gradient == "streamed"
+
+
+def test_prefix_caching_equals_uncached_path(world, pool):
+    pixels, _, ratings, rated, test = pool
+    top = [n for n in world.bank.parameter_names if n.startswith(("encoder.encoder.layers.1.", "encoder.post_", "head."))]
+    bank = TaskVectorBank.from_finetuned(world.base, world.tuned, parameter_names=top)
+    personalizer = Personalizer(world.base, bank, PersonalizerConfig(steps=10))
+    assert personalizer.prefix_blocks == 1
+    coefficients, _ = personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double()))
+    cached = personalizer.predict(coefficients, personalizer.encode(pixels[test]))
+    uncached = world.base.with_coefficients(bank, coefficients)(pixel_values=pixels[test]).scores.detach()
+    assert torch.allclose(cached, uncached, atol=1e-5)
+
+
+def test_deterministic_and_dropout_off(world, pool):
+    pixels, _, ratings, rated, _ = pool
+    noisy = world.base.train()  # dropout on in the caller's model must not leak into the fit
+    try:
+        runs = [Personalizer(noisy, world.bank, PersonalizerConfig(steps=15)) for _ in range(2)]
+        encoded = EncodedRatings(runs[0].encode(pixels[rated]), ratings[rated].double())
+        (a, ra), (b, rb) = runs[0].fit_encoded(encoded), runs[1].fit_encoded(encoded)
+    finally:
+        world.base.eval()
+    assert torch.equal(a.values, b.values) and ra.zero_shot_srocc == rb.zero_shot_srocc
+    other_seed = Personalizer(world.base, world.bank, PersonalizerConfig(steps=15, seed=7)).fit_encoded(encoded)[0]
+    assert not torch.equal(a.values, other_seed.values)
+
+
+def test_pairwise_loss_masks_ties():
+    scores = torch.tensor([3.0, 1.0, 2.0])
+    tied = torch.tensor([1.0, 1.0, 1.0])
+    assert pairwise_rank_loss(scores, tied).item() == 0.0
+    ratings = torch.tensor([2.0, 1.0, 1.0])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2  # only pairs (0,1), (0,2)
+    assert pairwise_rank_loss(scores, ratings).item() == pytest.approx(expected)
+    half = pairwise_rank_loss(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 2.0]), "half")
+    assert half.item() == pytest.approx(math.log1p(math.exp(-1.0)) * 0.5 + math.log1p(math.exp(1.0)) * 0.5)
+
+
+def test_paper_preset():
+    paper = PersonalizerConfig.from_preset("paper")
+    assert (paper.granularity, paper.pairing, paper.steps, paper.batch_size, paper.learning_rate) == (
+        "tensor", "half", 500, 32, 1e-2)
+    assert paper.holdout_fraction == 0.0 and paper.temperature == 10.0
+    default = PersonalizerConfig()
+    assert default.granularity == "layer" and default.pairing == "all" and default.holdout_fraction > 0
+    with pytest.raises(ValueError, match="unknown preset"):
+        PersonalizerConfig.from_preset("magic")
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        PersonalizerConfig(granularity="neuron")
+
+
+def _pil_images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_validation_errors(world, tmp_path):
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=2))
+    pics = _pil_images(4)
+    with pytest.raises(ValueError, match="at least 2 distinct ratings"):
+        personalizer.fit([(p, 3.0) for p in pics])
+    with pytest.raises(ValueError, match="row 2 is nan"):
+        personalizer.fit([(p, s) for p, s in zip(pics, [1.0, 2.0, float("nan"), 4.0])])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"definitely not a jpeg")
+    with pytest.raises(ValueError, match="row 1"):
+        personalizer.fit([(pics[0], 1.0), (str(broken), 2.0), (pics[2], 3.0)])
+    with pytest.raises(ValueError, match="5 ratings for 4 images"):
+        personalizer.fit((pics, [1.0, 2.0, 3.0, 4.0, 5.0]))
+    with pytest.raises(FingerprintMismatchError):
+        Personalizer(tiny_model("clip", seed=3), world.bank)
+    dataset = datasets.Dataset.from_dict({"image": pics, "rating": [1, 2, 3, 4]})
+    with pytest.raises(ValueError, match="lacks columns"):
+        personalizer.fit(dataset)
+
+
+def test_personalize_dataset_then_coefficients_export(world, tmp_path):
+    world.base.save_pretrained(tmp_path / "base")
+    base = AestheticModel.from_pretrained(tmp_path / "base").eval()
+    world.bank.save_pretrained(tmp_path / "bank")
+    bank = TaskVectorBank.from_pretrained(tmp_path / "bank")
+    pics = _pil_images(12, seed=1)
+    dataset = datasets.Dataset.from_dict(
+        {"image": pics, "score": [float(i % 5 + 1) for i in range(12)]}
+    ).cast_column("image", datasets.Image())
+    model = base.personalize(dataset, bank=bank, steps=10, calibrate=True)
+    report = model.personalization.info
+    assert report["num_ratings"] == 12 and report["calibration"]["slope"] > 0
+    test = _pil_images(5, seed=2)
+    scores = model.score(test)
+    assert not torch.allclose(scores, base.score(test))
+    model.save_pretrained(tmp_path / "mine", export="coefficients")
+    reloaded = AestheticModel.from_pretrained(tmp_path / "mine")
+    assert (reloaded.score(test) - scores).abs().max() <= 1e-5
+    assert 1.0 <= float(model.score(pics).mean()) <= 5.0  # calibrated onto the 1..5 rating scale
+
+
+def test_fit_many(world):
+    pics = _pil_images(8, seed=3)
+    dataset = datasets.Dataset.from_dict({
+        "image": pics * 2, "score": [1, 2, 3, 4, 5, 1, 2, 3] + [5, 4, 3, 2, 1, 5, 4, 3],
+        "user_id": ["alice"] * 8 + ["bob"] * 8,
+    }).cast_column("image", datasets.Image())
+    reports = fit_many(world.base, world.bank, dataset, PersonalizerConfig(steps=5))
+    assert list(reports) == ["alice", "bob"]
+    assert not torch.equal(reports["alice"].coefficients.values, reports["bob"].coefficients.values)
+    with pytest.raises(ValueError, match="'user_id' column"):
+        fit_many(world.base, world.bank, dataset.remove_columns("user_id"))
