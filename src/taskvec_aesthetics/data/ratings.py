@@ -1,0 +1,113 @@
+"""`load_ratings`: a person's own image ratings, from a CSV file or an image folder, as a `datasets.Dataset`.
+
+Two layouts are accepted:
+
+- a CSV file with a header naming the image column (`image`, `file_name` or `path`) and the score column
+  (`score` or `rating`); image paths are absolute or relative to the CSV file's folder;
+- an image folder in the Hugging Face `imagefolder` convention: `metadata.csv` with `file_name` and `score`
+  columns next to the images.
+
+An optional `user_id` column is kept, so one file can hold several people's ratings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+
+from datasets import Dataset, DatasetInfo
+
+from .loading import build_dataset
+from .records import DatabaseFormatError, IssueLog, Record, drop_missing_images, parse_score, read_csv_rows, read_text
+
+__all__ = ["IMAGE_COLUMNS", "SCORE_COLUMNS", "USER_COLUMN", "load_ratings"]
+
+logger = logging.getLogger(__name__)
+
+# Accepted column names, in order of preference when a file has several.
+IMAGE_COLUMNS = ("image", "file_name", "path")
+SCORE_COLUMNS = ("score", "rating")
+USER_COLUMN = "user_id"
+_METADATA = "metadata.csv"
+
+
+def load_ratings(path: str | os.PathLike[str], *, skip_invalid: bool = False) -> Dataset:
+    """Load one or several people's ratings of their own images.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A CSV file, or a folder holding `metadata.csv` (Hugging Face `imagefolder` convention).
+        skip_invalid (`bool`, *optional*, defaults to `False`):
+            Skip rows with a non-numeric score, an empty image name or a missing image file (their count is
+            logged) instead of raising.
+
+    Returns:
+        `datasets.Dataset`: columns `image` (`datasets.Image()`, the file path; decoded when accessed),
+        `image_id` (the image path as written in the file), `score` (`float32`, on the rater's own scale)
+        and `user_id` when the file has that column.
+
+    Raises:
+        `ValueError`: the path does not exist, the folder has no `metadata.csv`, or a column is missing.
+        [`DatabaseFormatError`] (a `ValueError`): rows with a non-numeric score or a missing image, each
+            named by line number, when `skip_invalid` is `False`.
+
+    Example:
+
+    ```python
+    >>> from taskvec_aesthetics.data import load_ratings
+    >>> ratings = load_ratings("my_photos/")  # my_photos/metadata.csv: file_name,score
+    >>> ratings[0]["score"], ratings[0]["image"].size
+    ```
+    """
+    csv_path = _ratings_file(Path(path).expanduser().absolute())
+    image_column, score_column, user_column = _columns(csv_path)
+    log = IssueLog()
+    records = []
+    for line, row in read_csv_rows(csv_path, [image_column, score_column], log, "ratings"):
+        written = row[image_column]
+        if not written:
+            log.add(csv_path, line, f"empty {image_column!r}")
+            continue
+        score = parse_score(row[score_column], log, csv_path, line, score_column)
+        if score is None:
+            continue
+        user = row[user_column] if user_column else None
+        image = Path(written).expanduser()
+        image = image if image.is_absolute() else csv_path.parent / image
+        records.append(Record(image, written.replace("\\", "/"), score, csv_path.name, line, user_id=user))
+    records = drop_missing_images(records, log)
+    log.resolve(f"ratings {str(csv_path)!r}", skip_invalid)
+    if not records:
+        raise ValueError(f"{str(csv_path)!r} holds no ratings; expected one row per rated image.")
+    logger.info("Loaded %d ratings from %s", len(records), csv_path)
+    return build_dataset(records, DatasetInfo(description=f"Ratings from {csv_path.name}."))
+
+
+def _ratings_file(path: Path) -> Path:
+    if path.is_dir():
+        metadata = path / _METADATA
+        if not metadata.is_file():
+            raise ValueError(
+                f"Folder {str(path)!r} has no {_METADATA}; an image folder needs {_METADATA} with columns "
+                "'file_name' and 'score' (Hugging Face imagefolder convention)."
+            )
+        return metadata
+    if not path.is_file():
+        raise ValueError(f"Ratings path {str(path)!r} does not exist; expected a CSV file or an image folder.")
+    return path
+
+
+def _columns(path: Path) -> tuple[str, str, str | None]:
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), skipinitialspace=True)
+    header = [name.strip() for name in next(reader, [])]
+    image = next((name for name in IMAGE_COLUMNS if name in header), None)
+    score = next((name for name in SCORE_COLUMNS if name in header), None)
+    if image is None or score is None:
+        raise DatabaseFormatError(
+            f"{path.name} has columns {header}; expected an image column (one of {list(IMAGE_COLUMNS)}) and a "
+            f"score column (one of {list(SCORE_COLUMNS)})."
+        )
+    return image, score, USER_COLUMN if USER_COLUMN in header else None
