@@ -9,3 +9,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from hub_server import local_hub  # noqa: E402,F401  (session-scoped LocalHub fixture)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def planted_world():
+    """A tiny encoder fine-tuned on three synthetic tasks, and its bank (see planted.py)."""
+    from planted import build_world
+
+    return build_world()

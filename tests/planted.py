@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
@@ -13,15 +15,22 @@ from taskvec_aesthetics import AestheticModel, TaskVectorBank
 NUM_TASKS = 3
 
 
-def images(n: int, seed: int) -> torch.Tensor:
-    """Pixel tensors whose per-channel brightness varies from image to image, plus texture."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 1, 1, generator=generator) + 0.5 * torch.randn(n, 3, 32, 32, generator=generator)
+def images(n: int, seed: int) -> list[Image.Image]:
+    """Small photos whose per-channel brightness varies from image to image, plus texture."""
+    rng = np.random.default_rng(seed)
+    brightness = rng.uniform(40, 215, size=(n, 1, 1, 3))
+    texture = rng.normal(0, 30, size=(n, 32, 32, 3))
+    arrays = np.clip(brightness + texture, 0, 255).astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays]
 
 
-def criteria(pixels: torch.Tensor) -> torch.Tensor:
+def criteria(photos: list[Image.Image]) -> torch.Tensor:
     """`[N, T]` noise-free task criteria: task t rewards the brightness of channel t."""
-    return pixels.mean(dim=(2, 3))
+    return torch.tensor(np.stack([np.asarray(p, dtype=np.float64).mean(axis=(0, 1)) / 255 for p in photos]))
+
+
+def to_pixels(model: AestheticModel, photos: list[Image.Image]) -> torch.Tensor:
+    return model.image_processor(images=photos, return_tensors="pt")["pixel_values"]
 
 
 def finetune(model: AestheticModel, pixels: torch.Tensor, target: torch.Tensor, seed: int, steps: int = 150):
@@ -49,15 +58,16 @@ class PlantedWorld:
 
 def build_world(**bank_kwargs) -> PlantedWorld:
     base = tiny_model("clip", seed=0)
-    pixels = images(256, seed=1)
-    target = criteria(pixels)
+    photos = images(256, seed=1)
+    pixels = to_pixels(base, photos)
+    target = criteria(photos).float()
     target = 5.5 + 2.0 * (target - target.mean(0)) / target.std(0)
     tuned = {f"task{t}": finetune(base, pixels, target[:, t], seed=t) for t in range(NUM_TASKS)}
     return PlantedWorld(base, TaskVectorBank.from_finetuned(base, tuned, **bank_kwargs), tuned)
 
 
-def user_ratings(pixels: torch.Tensor, weights: list[float], noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def user_ratings(photos: list[Image.Image], weights: list[float], noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A user's noise-free utility (a known mixture of the tasks) and noisy ratings of it."""
-    utility = criteria(pixels) @ torch.tensor(weights)
+    utility = criteria(photos) @ torch.tensor(weights, dtype=torch.float64)
     generator = torch.Generator().manual_seed(seed)
     return utility, utility + noise * torch.randn(len(utility), generator=generator)

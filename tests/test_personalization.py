@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from planted import build_world, images, user_ratings
+from planted import images, to_pixels, user_ratings
 from tiny_models import perturbed_copy, tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
@@ -22,17 +22,17 @@ from taskvec_aesthetics.personalization import (
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world()
+def world(planted_world):
+    return planted_world
 
 
 @pytest.fixture(scope="module")
-def pool():
+def pool(world):
     """A pool of images, a user who weighs two tasks (0.75, 0.5) and ignores the third, and a k = 20 split."""
-    pixels = images(300, seed=2)
-    utility, ratings = user_ratings(pixels, [0.75, 0.5, 0.0], noise=0.1, seed=100)
+    photos = images(300, seed=2)
+    utility, ratings = user_ratings(photos, [0.75, 0.5, 0.0], noise=0.1, seed=100)
     perm = torch.randperm(300, generator=torch.Generator().manual_seed(100))
-    return pixels, utility, ratings, perm[:20], perm[20:]
+    return to_pixels(world.base, photos), utility, ratings, perm[:20], perm[20:]
 
 
 def test_planted_mixture_beats_every_baseline(world, pool):

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .processing import open_image
 
-__all__ = ["Ratings", "as_ratings"]
+__all__ = ["Ratings", "as_ratings", "decode_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ def _decode_cell(cell: Any, row: int) -> Image.Image:
     return open_image(cell, f" in row {row}")
 
 
+def decode_images(dataset: Any, column: str = "image") -> list[Image.Image]:
+    """Decode a datasets image column row by row into RGB images, naming the row of any broken image."""
+    from datasets import Image as ImageFeature
+
+    if isinstance(dataset.features[column], ImageFeature):
+        dataset = dataset.cast_column(column, ImageFeature(decode=False))
+    return [_decode_cell(cell, row) for row, cell in enumerate(dataset[column])]
+
+
 def _score(value: Any, row: int) -> float:
     try:
         score = float(value)
@@ -65,11 +74,7 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
         missing = [c for c in (image_column, score_column) if c not in data.column_names]
         if missing:
             raise ValueError(f"the ratings dataset lacks columns {missing}; it has {data.column_names}")
-        from datasets import Image as ImageFeature
-
-        if isinstance(data.features[image_column], ImageFeature):
-            data = data.cast_column(image_column, ImageFeature(decode=False))
-        images, scores = list(data[image_column]), list(data[score_column])
+        return Ratings(decode_images(data, image_column), [_score(s, i) for i, s in enumerate(data[score_column])])
     elif isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, Sequence) for x in data) and not isinstance(data[0], (str, Image.Image)):
         images, scores = list(data[0]), list(data[1])
         if len(images) != len(scores):

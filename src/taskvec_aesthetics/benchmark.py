@@ -1,0 +1,365 @@
+"""The few-shot PIAA protocol: for each user and repeat, k rated images to personalize, the user's others to test.
+
+Every method sees only the k rated images; the test images take part in no choice (not the step, not the task,
+not a weight). Images are encoded once (the frozen prefix) and each task model scores them once, so methods are
+compared on identical inputs. Baselines: each single task model zero-shot, the best single model picked on the rated
+images, the uniform average of the task vectors, the softmax(SROCC) init, the paper's recipe, our default, fine-tuning
+the head of the best single model, fine-tuning the base, and a learned weighted ensemble of the task models' outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .bank import TaskVectorBank
+from .coefficients import Coefficients
+from .io import atomic_path, write_json
+from .merging import functional_forward
+from .metrics import srocc
+from .personalization import EncodedRatings, Personalizer, PersonalizerConfig, pairwise_rank_loss
+
+if TYPE_CHECKING:
+    from .modeling import AestheticModel
+
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "Trial", "run_benchmark", "draw_order", "METHODS", "METHOD_LABELS"]
+
+logger = logging.getLogger(__name__)
+
+METHOD_LABELS: dict[str, str] = {
+    "single": "single task model, zero-shot",
+    "best_single": "best single task model (picked on the rated images)",
+    "uniform": "uniform average of task vectors (c = 1/T)",
+    "init": "softmax(10 x SROCC) init",
+    "paper": "paper recipe (tensor-wise, 500 steps, last step)",
+    "default": "our default (layer-wise, holdout-selected)",
+    "head_finetune": "fine-tune the head of the best single model",
+    "full_finetune": "fine-tune the base (all parameters the bank covers)",
+    "ensemble": "learned weighted ensemble of the T models' outputs (T x inference)",
+}
+METHODS: tuple[str, ...] = tuple(METHOD_LABELS)
+
+
+@dataclass
+class BenchmarkConfig:
+    """What the protocol runs.
+
+    Args:
+        shots: numbers k of rated images per user.
+        repeats: random draws of the k rated images per user and k.
+        seed: seed of the draws (and of every method).
+        methods: which of `METHODS` to run.
+        personalizer: our recipe's config.
+        paper: the paper recipe's config.
+        baseline_steps: optimisation steps of the fine-tuning and ensemble baselines (fixed: no test-set selection).
+        head_learning_rate, full_learning_rate, ensemble_learning_rate: their Adam learning rates.
+        min_test_images: skip a user at a k that leaves fewer test images than this.
+        progress: show a progress bar over users.
+    """
+
+    shots: tuple[int, ...] = (10, 100)
+    repeats: int = 1
+    seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    personalizer: PersonalizerConfig = field(default_factory=PersonalizerConfig)
+    paper: PersonalizerConfig = field(default_factory=lambda: PersonalizerConfig.from_preset("paper"))
+    baseline_steps: int = 100
+    head_learning_rate: float = 1e-3
+    full_learning_rate: float = 1e-4
+    ensemble_learning_rate: float = 1e-2
+    min_test_images: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        if not self.shots or any(int(k) < 2 for k in self.shots):
+            raise ValueError(f"shots must be numbers >= 2, received {self.shots}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, received {self.repeats}")
+
+
+@dataclass
+class Trial:
+    """One method on one user's k rated images (one repeat): its test SROCC and wall time."""
+
+    user_id: str
+    k: int
+    repeat: int
+    method: str
+    srocc: float
+    seconds: float
+
+
+@dataclass
+class BenchmarkResult:
+    trials: list[Trial]
+    task_names: list[str]
+    config: dict[str, Any]
+    timings: dict[str, float]
+    example_coefficients: Coefficients | None = None
+    example_user: str | None = None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per method and k: mean and std over users (each user's mean over repeats) and mean seconds per fit."""
+        per_user: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        seconds: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for trial in self.trials:
+            per_user[trial.method, trial.k][trial.user_id].append(trial.srocc)
+            seconds[trial.method, trial.k].append(trial.seconds)
+        rows = []
+        for (method, k), users in per_user.items():
+            values = np.array([np.nanmean(v) for v in users.values()])
+            rows.append({
+                "method": method, "k": k, "label": _label(method, self.task_names),
+                "srocc_mean": float(np.nanmean(values)), "srocc_std": float(np.nanstd(values)),
+                "users": int(len(values)), "seconds_per_fit": float(np.mean(seconds[method, k])),
+            })
+        order = {m: i for i, m in enumerate(_ordered_methods(self.task_names))}
+        return sorted(rows, key=lambda r: (order.get(r["method"], 99), r["k"]))
+
+    def to_markdown(self) -> str:
+        """A table: one row per method, one column pair (SROCC, seconds) per k."""
+        rows = self.summary()
+        shots = sorted({r["k"] for r in rows})
+        lines = ["| method | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
+                 "|---|" + "---|---|" * len(shots)]
+        by_method: dict[str, dict[int, dict]] = defaultdict(dict)
+        for row in rows:
+            by_method[row["label"]][row["k"]] = row
+        for label, cells in by_method.items():
+            parts = []
+            for k in shots:
+                row = cells.get(k)
+                parts += ["n/a", "n/a"] if row is None else [
+                    f"{row['srocc_mean']:.3f} ± {row['srocc_std']:.3f}", f"{row['seconds_per_fit']:.2f}"]
+            lines.append(f"| {label} | " + " | ".join(parts) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "trials": [asdict(t) for t in self.trials],
+            "task_names": self.task_names,
+            "config": self.config,
+            "timings": self.timings,
+            "example": None if self.example_coefficients is None else {
+                "user_id": self.example_user, "coefficients": self.example_coefficients.to_dict()},
+        }
+
+    def save(self, directory: str | Path, figure: bool = True) -> dict[str, Path]:
+        """Write `results.json`, `results.md` and (with matplotlib) `results.png` into ``directory``."""
+        directory = Path(directory)
+        paths = {"json": write_json(directory / "results.json", self.to_dict()), "markdown": directory / "results.md"}
+        with atomic_path(paths["markdown"]) as tmp:
+            tmp.write_text(self.to_markdown(), encoding="utf-8")
+        if figure:
+            from .plots import plot_benchmark
+
+            paths["figure"] = plot_benchmark(self, directory / "results.png")
+        return paths
+
+
+def _label(method: str, task_names: Sequence[str]) -> str:
+    if method.startswith("single:"):
+        return f"single task model `{method.split(':', 1)[1]}`, zero-shot"
+    return METHOD_LABELS.get(method, method)
+
+
+def _ordered_methods(task_names: Sequence[str]) -> list[str]:
+    return [f"single:{t}" for t in task_names] + [m for m in METHODS if m != "single"]
+
+
+def _srocc(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant prediction scores NaN, recorded as such
+        return srocc(np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64))
+
+
+def _adam_fit(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], steps: int, lr: float) -> None:
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+
+
+class _Methods:
+    """The methods of the protocol over one set of encoded images (the frozen prefix of each image, once)."""
+
+    def __init__(self, model: AestheticModel, bank: TaskVectorBank, prefix: torch.Tensor, config: BenchmarkConfig):
+        self.config = config
+        self.ours = Personalizer(model, bank, config.personalizer)
+        self.paper = Personalizer(model, bank, config.paper) if "paper" in config.methods else None
+        self.prefix = prefix
+        began = time.perf_counter()
+        self.task_scores = self.ours.task_scores(prefix)  # [T, N]: each task model scores every image once
+        self.task_scoring_seconds = time.perf_counter() - began
+        self.example: Coefficients | None = None
+
+    def run(self, rated: torch.Tensor, test: torch.Tensor, ratings: torch.Tensor, test_ratings: torch.Tensor):
+        """Yield (method, test SROCC, seconds) for one user's draw."""
+        methods = self.config.methods
+        encoded = EncodedRatings(self.prefix[rated], ratings.double())
+        rated_srocc = [_srocc(s[rated], ratings) for s in self.task_scores]
+        best = int(np.nanargmax(np.nan_to_num(rated_srocc, nan=-1.0)))
+        if "single" in methods:
+            for t, name in enumerate(self.ours.bank.task_names):
+                yield f"single:{name}", _srocc(self.task_scores[t, test], test_ratings), 0.0
+        if "best_single" in methods:
+            yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0
+        for method, personalizer in (("default", self.ours), ("paper", self.paper)):
+            if method not in methods:
+                continue
+            began = time.perf_counter()
+            coefficients, report = personalizer.fit_encoded(encoded)
+            seconds = time.perf_counter() - began
+            yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds
+            if method == "default":
+                self.example = coefficients
+                if "init" in methods:
+                    init = personalizer.predict(report.initial_coefficients, self.prefix[test])
+                    yield "init", _srocc(init, test_ratings), 0.0
+        if "uniform" in methods:
+            uniform = torch.full((self.ours.layout.num_groups, len(self.ours.bank)), 1.0 / len(self.ours.bank))
+            yield "uniform", _srocc(self.ours.predict(uniform, self.prefix[test]), test_ratings), 0.0
+        for method, fit in (("head_finetune", self._head_finetune), ("full_finetune", self._full_finetune),
+                            ("ensemble", self._ensemble)):
+            if method in methods:
+                began = time.perf_counter()
+                predicted = fit(rated, test, ratings, best, rated_srocc)
+                yield method, _srocc(predicted, test_ratings), time.perf_counter() - began
+
+    def _task_params(self, task: int) -> dict[str, torch.Tensor]:
+        one_hot = torch.zeros(self.ours.layout.num_groups, len(self.ours.bank))
+        one_hot[:, task] = 1.0
+        return {n: t.detach() for n, t in self.ours.merged(one_hot).items()}
+
+    def _forward(self, params: dict[str, torch.Tensor], index: torch.Tensor):
+        return functional_forward(self.ours._network, params, prefix_hidden=self.prefix[index],
+                                  prefix_blocks=self.ours.prefix_blocks)
+
+    def _head_finetune(self, rated, test, ratings, best, _rated_srocc) -> torch.Tensor:
+        params = self._task_params(best)
+        with torch.no_grad():
+            features = {"rated": self._forward(params, rated).features, "test": self._forward(params, test).features}
+        network = self.ours._network
+        head = copy.deepcopy(network.head)
+        head.load_state_dict({n[len("head."):]: params.get(n, p) for n, p in network.named_parameters()
+                              if n.startswith("head.")})
+        head.eval()  # dropout off: k ratings are too few to regularise by noise, and the fit stays deterministic
+        score = lambda x: network.scores_from_distribution(head(x))  # noqa: E731
+        torch.manual_seed(self.config.seed)
+        _adam_fit(list(head.parameters()), lambda: pairwise_rank_loss(score(features["rated"]), ratings),
+                  self.config.baseline_steps, self.config.head_learning_rate)
+        with torch.no_grad():
+            return score(features["test"])
+
+    def _full_finetune(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
+        params = {n: t.detach().clone().requires_grad_(True) for n, t in self.ours._base.items()}
+        _adam_fit(list(params.values()), lambda: pairwise_rank_loss(self._forward(params, rated).scores, ratings),
+                  self.config.baseline_steps, self.config.full_learning_rate)
+        with torch.no_grad():
+            return self._forward(params, test).scores
+
+    def _ensemble(self, rated, test, ratings, _best, rated_srocc) -> torch.Tensor:
+        scores = self.task_scores.double()
+        mean, std = scores[:, rated].mean(1, keepdim=True), scores[:, rated].std(1, keepdim=True).clamp_min(1e-8)
+        features = (scores - mean) / std
+        init = torch.softmax(10.0 * torch.tensor(np.nan_to_num(rated_srocc, nan=0.0)), dim=0)
+        weights = init.clone().requires_grad_(True)
+        _adam_fit([weights], lambda: pairwise_rank_loss(weights @ features[:, rated], ratings.double()),
+                  self.config.baseline_steps, self.config.ensemble_learning_rate)
+        with torch.no_grad():
+            return weights @ features[:, test]
+
+
+def draw_order(num_images: int, seed: int, k: int, repeat: int, user_id: str) -> np.ndarray:
+    """The seeded order of a user's images for one draw: the first k are rated, the rest are the test set."""
+    return np.random.default_rng([seed, k, repeat, *map(ord, user_id)]).permutation(num_images)
+
+
+def _user_rows(dataset: Any, user_column: str) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = defaultdict(list)
+    for index, user in enumerate(dataset[user_column]):
+        rows[str(user)].append(index)
+    return dict(rows)
+
+
+def run_benchmark(
+    model: AestheticModel,
+    bank: TaskVectorBank,
+    dataset: Any,
+    config: BenchmarkConfig | None = None,
+    user_column: str = "user_id",
+) -> BenchmarkResult:
+    """Run the few-shot PIAA protocol on a dataset with `image`, `score` and `user_id` (and ideally `image_id`).
+
+    Images shared by several users (same `image_id`) are encoded once. For every user, k and repeat, k of the user's
+    images are drawn (seeded) as rated images; every method fits on them alone; test SROCC is measured on the user's
+    remaining images.
+    """
+    config = config or BenchmarkConfig()
+    missing = [c for c in ("image", "score", user_column) if c not in getattr(dataset, "column_names", [])]
+    if missing:
+        raise ValueError(f"the benchmark needs a datasets.Dataset with columns image, score and {user_column}; missing {missing}")
+    began = time.perf_counter()
+    image_ids = dataset["image_id"] if "image_id" in dataset.column_names else [str(i) for i in range(len(dataset))]
+    unique = list(dict.fromkeys(image_ids))
+    position = {image_id: i for i, image_id in enumerate(unique)}
+    first_row = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
+    from .ratings_input import decode_images
+
+    probe = Personalizer(model, bank, config.personalizer)
+    decoded = decode_images(dataset.select([first_row[i] for i in unique]))
+    prefix = probe.encode(decoded)
+    encode_seconds = time.perf_counter() - began
+    methods = _Methods(model, bank, prefix, config)
+    scores = np.asarray(dataset["score"], dtype=np.float64)
+    trials: list[Trial] = []
+    example_user = None
+    for user, rows in tqdm(_user_rows(dataset, user_column).items(), desc="Users", unit="user",
+                           disable=not config.progress):
+        for k in config.shots:
+            if len(rows) - k < config.min_test_images:
+                logger.info("Skipping user %s at k=%d: %d images leave fewer than %d to test", user, k, len(rows),
+                            config.min_test_images)
+                continue
+            for repeat in range(config.repeats):
+                order = draw_order(len(rows), config.seed, k, repeat, user)
+                rated_rows, test_rows = [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]
+                rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
+                test = torch.tensor([position[image_ids[r]] for r in test_rows])
+                ratings, test_ratings = torch.tensor(scores[rated_rows]), torch.tensor(scores[test_rows])
+                if torch.unique(ratings).numel() < 2:
+                    logger.info("Skipping a draw of user %s at k=%d: all rated images have the same rating", user, k)
+                    continue
+                for method, value, seconds in methods.run(rated, test, ratings, test_ratings):
+                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds)))
+                if k == max(config.shots) and example_user is None and methods.example is not None:
+                    example_user, example = user, methods.example
+    if not trials:
+        raise ValueError("no user had enough images for any k; lower shots or min_test_images")
+    return BenchmarkResult(
+        trials=trials, task_names=bank.task_names,
+        config={"shots": list(config.shots), "repeats": config.repeats, "seed": config.seed,
+                "methods": list(config.methods), "personalizer": config.personalizer.to_dict(),
+                "paper": config.paper.to_dict(), "baseline_steps": config.baseline_steps},
+        timings={"encode_s": encode_seconds, "task_scoring_s": methods.task_scoring_seconds,
+                 "images": len(unique), "total_s": time.perf_counter() - began},
+        example_coefficients=example if example_user else None, example_user=example_user,
+    )

@@ -1,0 +1,79 @@
+"""The few-shot PIAA protocol on the planted world: every method runs, outputs are written, test data is unused."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from planted import images, user_ratings
+
+from taskvec_aesthetics.benchmark import METHODS, BenchmarkConfig, draw_order, run_benchmark
+from taskvec_aesthetics.personalization import PersonalizerConfig
+
+USERS = {"u1": [0.75, 0.5, 0.0], "u2": [0.0, 0.2, 1.0], "u3": [1.0, -0.5, 0.0]}
+NUM_IMAGES = 40
+
+
+@pytest.fixture(scope="module")
+def world(planted_world):
+    return planted_world
+
+
+def _dataset(scores_by_user):
+    photos = images(NUM_IMAGES, seed=5)
+    columns = {"image": [], "score": [], "user_id": [], "image_id": []}
+    for user, scores in scores_by_user.items():
+        columns["image"] += photos
+        columns["score"] += [float(s) for s in scores]
+        columns["user_id"] += [user] * NUM_IMAGES
+        columns["image_id"] += [f"img{i}" for i in range(NUM_IMAGES)]
+    return datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+
+
+def _ratings():
+    photos = images(NUM_IMAGES, seed=5)
+    return {u: user_ratings(photos, w, noise=0.05, seed=i)[1].numpy() for i, (u, w) in enumerate(USERS.items())}
+
+
+CONFIG = dict(shots=(10, 20), personalizer=PersonalizerConfig(steps=20),
+              paper=PersonalizerConfig.from_preset("paper", steps=20), baseline_steps=10, progress=False)
+
+
+def test_every_method_runs_and_results_are_written(world, tmp_path):
+    result = run_benchmark(world.base, world.bank, _dataset(_ratings()), BenchmarkConfig(**CONFIG))
+    rows = result.summary()
+    methods = {r["method"] for r in rows}
+    assert methods == {f"single:{t}" for t in world.bank.task_names} | (set(METHODS) - {"single"})
+    assert {r["k"] for r in rows} == {10, 20} and all(r["users"] == 3 for r in rows)
+    default = {r["k"]: r for r in rows if r["method"] == "default"}
+    assert default[20]["srocc_mean"] > 0.5 and default[20]["seconds_per_fit"] > 0
+    paths = result.save(tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert len(saved["trials"]) == len(result.trials) and saved["example"]["user_id"] == "u1"
+    table = paths["markdown"].read_text()
+    assert "our default" in table and "k=20 SROCC" in table
+    assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_test_images_take_part_in_no_choice(world):
+    """Scrambling the ratings of every test image changes test SROCC but none of the fitted coefficients."""
+    config = BenchmarkConfig(**{**CONFIG, "shots": (10,), "methods": ("default", "best_single")})
+    ratings = _ratings()
+    honest = run_benchmark(world.base, world.bank, _dataset(ratings), config)
+    scrambled = {}
+    rng = np.random.default_rng(0)
+    for user, scores in ratings.items():
+        order = draw_order(NUM_IMAGES, config.seed, 10, 0, user)
+        scores = scores.copy()
+        scores[order[10:]] = rng.permutation(scores[order[10:]]) + rng.normal(0, 1, NUM_IMAGES - 10)
+        scrambled[user] = scores
+    other = run_benchmark(world.base, world.bank, _dataset(scrambled), config)
+    assert honest.example_coefficients.allclose(other.example_coefficients)
+    assert [t.srocc for t in honest.trials] != [t.srocc for t in other.trials]
+
+
+def test_bad_input(world):
+    with pytest.raises(ValueError, match="missing"):
+        run_benchmark(world.base, world.bank, datasets.Dataset.from_dict({"score": [1.0]}))
+    with pytest.raises(ValueError, match="unknown methods"):
+        BenchmarkConfig(methods=("magic",))
