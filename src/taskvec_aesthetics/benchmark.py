@@ -30,7 +30,8 @@ from .coefficients import Coefficients
 from .io import atomic_path, write_json
 from .merging import functional_forward
 from .metrics import srocc
-from .personalization import EncodedRatings, Personalizer, PersonalizerConfig, pairwise_rank_loss
+from .losses import pairwise_rank_loss
+from .personalization import EncodedRatings, Personalizer, PersonalizerConfig
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel

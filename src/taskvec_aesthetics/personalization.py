@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .bank import TaskVectorBank
 from .coefficients import GRANULARITIES, Coefficients
+from .losses import pairwise_rank_loss
 from .merging import coefficient_layout, functional_forward, merge_parameters, streamed_coefficient_grad
 from .metrics import srocc
 from .ratings_input import Ratings, as_ratings
@@ -146,26 +147,6 @@ class PersonalizerConfig:
 def _one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, received {value!r}")
-
-
-def pairwise_rank_loss(scores: torch.Tensor, ratings: torch.Tensor, pairing: str = "all") -> torch.Tensor:
-    """Bradley-Terry loss -log sigmoid(s_i - s_j) over pairs where image i is rated above image j.
-
-    `"all"` uses every pair with different ratings (ties are masked out, not counted); `"half"` pairs the first
-    half of the batch with the second half, as the official code does, with target 0.5 for ties.
-    """
-    if pairing == "half":
-        half = scores.shape[0] // 2
-        if half == 0:
-            return scores.sum() * 0.0
-        diff = scores[:half] - scores[half : 2 * half]
-        target = (torch.sign(ratings[:half] - ratings[half : 2 * half]) + 1.0) / 2.0
-        return torch.nn.functional.binary_cross_entropy_with_logits(diff, target.to(diff.dtype))
-    above = ratings[:, None] > ratings[None, :]
-    if not above.any():
-        return scores.sum() * 0.0
-    diff = scores[:, None] - scores[None, :]
-    return torch.nn.functional.softplus(-diff[above]).mean()
 
 
 @dataclass

@@ -1,0 +1,505 @@
+"""Producing a bank: a base model, per-database fine-tuning with Accelerate, and the bank of their task vectors.
+
+The same `finetune` runs as one CPU process or as N GPU processes under `accelerate launch`:
+
+```bash
+taskvec-aesthetics init-base --encoder openai/clip-vit-large-patch14 --output base
+accelerate launch --config_file examples/accelerate_config.yaml -m taskvec_aesthetics.cli finetune \\
+    --database koniq10k --root /data/koniq10k --base base --output runs/koniq10k
+taskvec-aesthetics build-bank runs/* --base base --output bank
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import shutil
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .backbones import EMBEDDINGS_GROUP, block_group
+from .bank import TaskVector, TaskVectorBank
+from .data import get_database_spec, load_database
+from .fingerprint import FingerprintMismatchError, model_fingerprint
+from .io import read_json, write_json
+from .metrics import plcc, srocc
+from .losses import emd_loss, pairwise_rank_loss
+from .modeling import HEAD_GROUP, AestheticModel
+from .processing import open_image
+
+__all__ = [
+    "FinetuneConfig", "FinetuneResult", "finetune", "finetune_database", "resample_histogram", "RESULT_FILE",
+    "MODEL_DIR", "CHECKPOINTS_DIR",
+]
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "finetune_result.json"
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE_FILE = "trainer_state.json"
+LOSSES = ("auto", "emd", "mse")
+_BOUNDS = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"), "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)")}
+# Settings that fix the data order and the schedule: a checkpoint only resumes a run that shares them.
+_RESUME_KEYS = ("base_fingerprint", "seed", "batch_size", "gradient_accumulation_steps", "num_processes", "num_images",
+                "total_steps")
+
+
+def _option(default: Any, help: str, bound: str | None = None, **extra: Any) -> Any:
+    # Field metadata drives both the validation below and the command-line options of `finetune`.
+    return field(default=default, metadata={"help": help, "bound": bound, **extra})
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyperparameters of fine-tuning one database (learning-rate defaults as measured for the bank's models).
+
+    `max_steps`, when set, overrides `epochs`. Steps are optimizer steps; the batch size is per process, so the
+    effective batch is `batch_size * gradient_accumulation_steps * num_processes`. `freeze_prefix_blocks=k` freezes
+    the embeddings and the first k encoder blocks: they stay equal to the base, the bank leaves them out and
+    personalization caches their output.
+    """
+
+    output_dir: str | Path = field(metadata={"help": "run folder: model/, finetune_result.json, checkpoints/"})
+    lr_encoder: float = _option(1e-4, "learning rate of the encoder", ">0")
+    lr_head: float = _option(1e-3, "learning rate of the score head", ">0")
+    weight_decay: float = _option(0.0, "AdamW decay of matrices (it adds a pull towards zero to every task vector)", ">=0")
+    epochs: int = _option(1, "passes over the training set", ">0")
+    max_steps: int | None = _option(None, "optimizer steps; overrides epochs", ">0")
+    batch_size: int = _option(32, "images per process and micro-batch", ">0")
+    gradient_accumulation_steps: int = _option(1, "micro-batches per optimizer step", ">0")
+    warmup_ratio: float = _option(0.05, "fraction of the steps of linear warmup before the cosine decay", "[0,1)")
+    mixed_precision: str | None = _option(
+        None, "default: as set by accelerate launch, else no", choices=["no", "bf16", "fp16"]
+    )
+    max_grad_norm: float | None = _option(1.0, "gradient clipping norm (none: no clipping)", ">0")
+    loss: str = _option(
+        "auto", "emd (vote histograms), mse (scores) or auto (emd when histograms exist)", choices=list(LOSSES)
+    )
+    rank_loss_weight: float = _option(0.0, "weight of a pairwise Bradley-Terry rank loss", ">=0")
+    freeze_prefix_blocks: int | None = _option(
+        None, "freeze the embeddings and the first K encoder blocks (none: train all)", ">=0"
+    )
+    seed: int = _option(0, "seed of the data order and dropout")
+    eval_every_epoch: bool = _option(True, "evaluate after every epoch (always at the end)")
+    checkpoint_every: int | None = _option(None, "save a resumable checkpoint every N steps and at the end", ">0")
+    keep_checkpoints: int | None = _option(2, "newest checkpoints kept (none: all)", ">0")
+    num_workers: int = _option(0, "data loading worker processes per training process", ">=0")
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            value, meta = getattr(self, item.name), item.metadata
+            kinds = typing.get_args(hints[item.name]) or (hints[item.name],)
+            if value is None and type(None) in kinds:
+                continue
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ValueError(f"FinetuneConfig.{item.name} must be one of {meta['choices']}, received {value!r}")
+            if int in kinds or float in kinds:
+                allowed = (int, float) if float in kinds else int
+                if isinstance(value, bool) or not isinstance(value, allowed):
+                    expected = "a number" if float in kinds else "an int"
+                    raise TypeError(f"FinetuneConfig.{item.name} must be {expected}, received {value!r}")
+                test, text = _BOUNDS.get(meta.get("bound"), (math.isfinite, "finite"))
+                if not (math.isfinite(value) and test(value)):
+                    raise ValueError(f"FinetuneConfig.{item.name} must be {text}, received {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "output_dir": str(self.output_dir)}
+
+
+@dataclass
+class FinetuneResult:
+    """What `finetune` produced.
+
+    Attributes:
+        model: the fine-tuned model (unwrapped, on the training device).
+        metrics: final evaluation `{"srocc", "plcc"}` (empty without an evaluation set).
+        history: one entry per evaluation: epoch, step, mean training loss, srocc, plcc.
+        num_images: size of the training set.
+        num_eval_images: evaluated examples, each counted once across processes.
+        output_dir: the run folder.
+    """
+
+    model: AestheticModel
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    num_images: int
+    num_eval_images: int
+    output_dir: Path
+
+
+def resample_histogram(histogram: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Resample `[..., K]` vote histograms with equally spaced bins spanning the scale onto `num_bins` bins.
+
+    Each source bin's mass is split linearly between the two nearest target bins, which keeps the total mass and
+    the mean position on the scale. With `K == num_bins` the histogram is unchanged.
+    """
+    k = histogram.shape[-1]
+    if k < 2 or num_bins < 2:
+        raise ValueError(f"histograms need at least 2 bins, received {k} -> {num_bins}")
+    if k == num_bins:
+        return histogram
+    position = torch.linspace(0, num_bins - 1, k, dtype=torch.float64)
+    low = position.floor().long().clamp(max=num_bins - 1)
+    frac = (position - low).to(histogram.dtype)
+    out = histogram.new_zeros(*histogram.shape[:-1], num_bins)
+    out.index_add_(-1, low, histogram * (1 - frac))
+    out.index_add_(-1, (low + 1).clamp(max=num_bins - 1), histogram * frac)
+    return out
+
+
+class _ScoredImages(TorchDataset):
+    """Rows of an image dataset as preprocessed pixels, scores on the model's scale and resampled histograms."""
+
+    def __init__(self, dataset: Any, processor: Any, source: Sequence[float], target: Sequence[float], bins: int | None):
+        self.dataset, self.processor, self.bins = dataset, processor, bins
+        self.scale = (target[1] - target[0]) / (source[1] - source[0])
+        self.offset = target[0] - source[0] * self.scale
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.dataset[int(index)]
+        pixels = self.processor(images=open_image(row["image"], f" (row {index})"), return_tensors="pt")["pixel_values"]
+        item = {"pixel_values": pixels[0], "score": torch.tensor(self.offset + self.scale * float(row["score"]))}
+        if self.bins is not None:
+            item["distribution"] = resample_histogram(torch.tensor(row["score_distribution"]), self.bins)
+        return item
+
+
+def _check_dataset(dataset: Any, what: str) -> None:
+    columns = getattr(dataset, "column_names", None)
+    if columns is None or not {"image", "score"} <= set(columns):
+        raise ValueError(f"{what} must be a datasets.Dataset with 'image' and 'score' columns, received columns {columns}")
+    if len(dataset) == 0:
+        raise ValueError(f"{what} is empty")
+
+
+def _train_mode(model: nn.Module) -> None:
+    # Dropout on; BatchNorm statistics frozen (they are not part of a task vector, so they must not drift).
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _freeze(model: AestheticModel, prefix_blocks: int | None, probe: torch.Tensor) -> None:
+    groups = model.parameter_groups()
+    if prefix_blocks is not None:
+        if prefix_blocks > model.adapter.num_blocks:
+            raise ValueError(f"freeze_prefix_blocks={prefix_blocks}, but the encoder has {model.adapter.num_blocks} blocks")
+        frozen = {EMBEDDINGS_GROUP, *(block_group(i) for i in range(prefix_blocks))}
+        for name, param in model.named_parameters():
+            param.requires_grad_(groups[name] not in frozen)
+    # Parameters the forward never reaches (e.g. DINOv2's mask token) get no gradient; freezing them lets
+    # DistributedDataParallel run without find_unused_parameters and leaves them exactly as in the base.
+    model.eval()
+    model(pixel_values=probe).scores.sum().backward()
+    for param in model.parameters():
+        param.requires_grad_(param.grad is not None)
+        param.grad = None
+
+
+def _optimizer(model: AestheticModel, config: FinetuneConfig) -> torch.optim.Optimizer:
+    groups = model.parameter_groups()
+    buckets: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            lr = config.lr_head if groups[name] == HEAD_GROUP else config.lr_encoder
+            buckets.setdefault((lr, config.weight_decay if param.ndim > 1 else 0.0), []).append(param)
+    return torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in buckets.items()])
+
+
+def _loss(model: AestheticModel, output: Any, batch: Mapping[str, torch.Tensor], kind: str, rank: float) -> torch.Tensor:
+    low, high = model.config.score_range
+    scores = output.scores.float()
+    if kind == "emd":
+        loss = emd_loss(output.distribution.float(), batch["distribution"])
+    else:
+        loss = torch.mean(((scores - batch["score"]) / (high - low)) ** 2)
+    if rank:  # on the expected-bin scale (1..num_bins), whatever the score range
+        loss = loss + rank * pairwise_rank_loss(scores * (model.config.num_bins - 1) / (high - low), batch["score"])
+    return loss
+
+
+@torch.no_grad()
+def _evaluate(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> tuple[dict[str, float], int]:
+    model.eval()
+    preds, targets = [], []
+    for batch in loader:
+        scores = model(pixel_values=batch["pixel_values"]).scores.float()
+        # Drops the examples repeated to even out the last batch across processes.
+        pred, target = accelerator.gather_for_metrics((scores, batch["score"]))
+        preds.append(pred.cpu())
+        targets.append(target.cpu())
+    _train_mode(model)
+    pred, target = torch.cat(preds), torch.cat(targets)
+    if len(pred) < 2:
+        return {"srocc": math.nan, "plcc": math.nan}, len(pred)
+    return {"srocc": srocc(pred, target), "plcc": plcc(pred, target)}, len(pred)
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in (output_dir / CHECKPOINTS_DIR).glob("step-*") if p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def _resolve_checkpoint(resume: str | Path | bool | None, output_dir: Path) -> Path | None:
+    if resume is None or resume is False:
+        return None
+    if resume is True or resume == "latest":
+        found = _checkpoints(output_dir)
+        if not found:
+            logger.info("No checkpoint in %s; starting from the beginning", output_dir / CHECKPOINTS_DIR)
+        return found[-1] if found else None
+    if not (Path(resume) / TRAINER_STATE_FILE).is_file():
+        raise FileNotFoundError(f"{resume} is not a checkpoint of finetune (no {TRAINER_STATE_FILE})")
+    return Path(resume)
+
+
+def _save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict[str, Any], keep: int | None) -> None:
+    """`save_state` of every process into a temporary folder, renamed into place once complete."""
+    final = output_dir / CHECKPOINTS_DIR / f"step-{state['global_step']:08d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / TRAINER_STATE_FILE, state)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in _checkpoints(output_dir)[: -keep if keep else 0]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def save_model_dir(model: AestheticModel, directory: Path) -> None:
+    """`save_pretrained` into a temporary sibling folder, then rename it into place."""
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+    model.source = {"path": str(directory.resolve())}
+
+
+def _dropout_seed(seed: int, epoch: int, batch: int, process: int, num_processes: int) -> int:
+    # Dropout depends only on where a micro-batch is in the run, so a resumed run draws the very same masks.
+    return (seed * 1_000_003 + (epoch * 10_000_019 + batch) * num_processes + process) % (2**63 - 1)
+
+
+def finetune(
+    base_model: AestheticModel,
+    train_ds: Any,
+    eval_ds: Any | None,
+    config: FinetuneConfig,
+    *,
+    database: str | None = None,
+    score_range: Sequence[float] | None = None,
+    resume_from_checkpoint: str | Path | bool | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of `base_model` on one database with Accelerate (1 CPU process or N GPU processes).
+
+    Args:
+        base_model: the base; it is not modified.
+        train_ds, eval_ds: `datasets.Dataset`s with `image` and `score` (and optionally `score_distribution`).
+        config: hyperparameters and the run folder.
+        database: registered database name; gives the score range and is recorded for the bank.
+        score_range: `(low, high)` of the `score` column, mapped linearly onto the model's `score_range`
+            (default: the database's range, else the model's).
+        resume_from_checkpoint: a checkpoint folder, or `"latest"` / `True` for the newest one in
+            `output_dir/checkpoints` (a fresh start when there is none).
+
+    Returns:
+        [`FinetuneResult`]. The main process also writes `output_dir/model` and `output_dir/finetune_result.json`.
+
+    Dropout masks are drawn from torch's global generator, reseeded for every micro-batch from `config.seed` and the
+    micro-batch's place in the run, so that a resumed run reproduces an uninterrupted one exactly.
+    """
+    spec = get_database_spec(database) if database is not None else None
+    for dataset, what in ((train_ds, "train_ds"), (eval_ds, "eval_ds")):
+        if dataset is not None:
+            _check_dataset(dataset, what)
+    source_range = tuple(score_range or (spec.score_range if spec else base_model.config.score_range))
+    if len(source_range) != 2 or not source_range[0] < source_range[1]:
+        raise ValueError(f"score_range must be (low, high) with low < high, received {score_range}")
+    has_histograms = "score_distribution" in train_ds.column_names
+    kind = ("emd" if has_histograms else "mse") if config.loss == "auto" else config.loss
+    if kind == "emd" and not has_histograms:
+        raise ValueError("loss='emd' needs a 'score_distribution' column (vote histograms); use loss='mse' or 'auto'")
+
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    main = accelerator.is_main_process
+    base_ref = {"fingerprint": model_fingerprint(base_model), **(base_model.source or {})}
+    model = copy.deepcopy(base_model).float()
+    model.source = None
+
+    def loader(dataset: Any, **kwargs: Any) -> DataLoader:
+        bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
+        scored = _ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
+        # Own generators keep data loading off the global RNG (dropout).
+        return DataLoader(scored, batch_size=config.batch_size, num_workers=config.num_workers,
+                          generator=torch.Generator(), **kwargs)
+
+    train_loader = loader(train_ds, shuffle=True)
+    _freeze(model, config.freeze_prefix_blocks, train_loader.dataset[0]["pixel_values"][None])
+    optimizer = _optimizer(model, config)
+    eval_loader = loader(eval_ds) if eval_ds is not None else None
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    scheduler = get_cosine_schedule_with_warmup(optimizer.optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    facts = {"base_fingerprint": base_ref["fingerprint"], "seed": config.seed, "batch_size": config.batch_size,
+             "num_processes": accelerator.num_processes, "num_images": len(train_ds), "total_steps": total_steps,
+             "gradient_accumulation_steps": config.gradient_accumulation_steps}
+    global_step, history, metrics, num_eval = 0, [], {}, 0
+    loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
+    checkpoint = _resolve_checkpoint(resume_from_checkpoint, config.output_dir)
+    if checkpoint is not None:
+        state = read_json(checkpoint / TRAINER_STATE_FILE, "a finetune checkpoint state")
+        differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
+        if differing:
+            raise ValueError(f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}")
+        accelerator.load_state(str(checkpoint))
+        global_step, history = int(state["global_step"]), list(state["history"])
+        if main:  # the pending loss, already summed over processes
+            loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
+            logger.info("Resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
+    if main:
+        logger.info("Fine-tuning on %d images (%s loss): %d steps of %d images x %d accumulation x %d process(es)",
+                    len(train_ds), kind, total_steps, config.batch_size, config.gradient_accumulation_steps,
+                    accelerator.num_processes)
+
+    def record() -> None:
+        nonlocal metrics, num_eval, loss_sum
+        totals = accelerator.reduce(loss_sum, reduction="sum")
+        entry = {"epoch": round(global_step / steps_per_epoch, 4), "step": global_step,
+                 "train_loss": float(totals[0] / totals[1].clamp_min(1))}
+        loss_sum = torch.zeros_like(loss_sum)
+        if eval_loader is not None:
+            metrics, num_eval = _evaluate(accelerator, model, eval_loader)
+            entry.update(metrics)
+        history.append(entry)
+        if main:
+            logger.info("step %d: %s", global_step, ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+
+    core = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Only the main process shows progress; there, TQDM_* environment settings apply.
+    quiet = {} if accelerator.is_local_main_process else {"disable": True}
+    progress = tqdm(total=total_steps, initial=global_step, desc="Fine-tuning", unit="step", **quiet)
+    _train_mode(model)
+    start_epoch, skip = divmod(global_step, steps_per_epoch)
+    for epoch in range(start_epoch, math.ceil(total_steps / steps_per_epoch)):
+        if global_step == total_steps:  # resumed from the final checkpoint
+            break
+        train_loader.set_epoch(epoch)
+        skipped = skip * config.gradient_accumulation_steps if epoch == start_epoch else 0
+        batches = accelerator.skip_first_batches(train_loader, skipped) if skipped else train_loader
+        for index, batch in enumerate(batches, start=skipped):
+            with accelerator.accumulate(model):
+                seed = _dropout_seed(config.seed, epoch, index, accelerator.process_index, accelerator.num_processes)
+                torch.manual_seed(seed)
+                loss = _loss(core, model(pixel_values=batch["pixel_values"]), batch, kind, config.rank_loss_weight)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            loss_sum += torch.stack([loss.detach().float(), torch.ones((), device=loss.device)])
+            if not accelerator.sync_gradients:
+                continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            global_step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            if global_step == total_steps or (global_step % steps_per_epoch == 0 and config.eval_every_epoch):
+                record()
+            if config.checkpoint_every and (global_step % config.checkpoint_every == 0 or global_step == total_steps):
+                state = {"global_step": global_step, "history": history, **facts,
+                         "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist()}
+                _save_checkpoint(accelerator, config.output_dir, state, config.keep_checkpoints)
+            if global_step == total_steps:
+                break
+    progress.close()
+    if not history or history[-1]["step"] != global_step:
+        record()
+    elif eval_loader is not None and num_eval == 0:  # resumed from the final checkpoint
+        metrics, num_eval = _evaluate(accelerator, model, eval_loader)
+
+    accelerator.wait_for_everyone()
+    tuned = accelerator.unwrap_model(model)
+    if main:
+        save_model_dir(tuned, config.output_dir / MODEL_DIR)
+        write_json(config.output_dir / RESULT_FILE, {
+            "database": asdict(spec) if spec else None, "num_images": len(train_ds), "num_eval_images": num_eval,
+            "metrics": metrics, "loss": kind, "score_range": list(source_range), "history": history,
+            "config": config.to_dict(), "base": base_ref, "steps": global_step,
+            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+        })
+        logger.info("Saved the fine-tuned model to %s", config.output_dir / MODEL_DIR)
+    accelerator.wait_for_everyone()
+    return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, config.output_dir)
+
+
+def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticModel:
+    if isinstance(model, AestheticModel):
+        return model
+    if not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"expected {what} (a folder with config.json from save_pretrained) at {model}")
+    return AestheticModel.from_pretrained(model)
+
+
+def finetune_database(
+    database: str,
+    root: str | Path,
+    base: AestheticModel | str | Path,
+    config: FinetuneConfig,
+    *,
+    split: str = "train",
+    eval_split: str | None = "validation",
+    split_seed: int = 0,
+    skip_invalid: bool = False,
+    resume_from_checkpoint: str | Path | bool | None = None,
+) -> FinetuneResult:
+    """Load a registered database from its official files (at image level) and the base model, then `finetune`.
+
+    Args:
+        database: registered name (e.g. `"koniq10k"`); personalised databases are used at image level.
+        root: the database folder as distributed.
+        base: an `AestheticModel` or its folder.
+        split, eval_split: splits to train and evaluate on (`eval_split=None`: no evaluation).
+        split_seed: seed of the seeded splits of databases without an official one.
+        skip_invalid: skip malformed rows and missing images instead of failing.
+    """
+    base_model = load_model_dir(base, "a base model")
+    train_ds, eval_ds = (
+        load_database(database, root, split=s, level="image", seed=split_seed, skip_invalid=skip_invalid) if s else None
+        for s in (split, eval_split)
+    )
+    return finetune(base_model, train_ds, eval_ds, config, database=database, resume_from_checkpoint=resume_from_checkpoint)
