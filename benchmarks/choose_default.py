@@ -1,0 +1,78 @@
+"""Choose the default personalization recipe by measurement, on raters the tests and the demo table do not use.
+
+The bank is the demo's (cached: run `taskvec-aesthetics demo` first, or this script builds it). The raters and their
+shared pool are drawn with another seed than the demo's, so the choice is not made on the demo's numbers.
+Prints one JSON line per recipe and a markdown table; writes both to benchmarks/results/choose_default.{json,md}.
+
+    python benchmarks/choose_default.py [--users 6] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # noqa: E402
+
+from taskvec_aesthetics.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, rate  # noqa: E402
+from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
+
+RECIPES = {
+    "task, 100 steps, last": dict(granularity="task", holdout_fraction=0.0),
+    "layer, 25 steps, last": dict(steps=25, holdout_fraction=0.0),
+    "layer, 100 steps, last": dict(holdout_fraction=0.0),
+    "layer, 100 steps, holdout": dict(),
+    "layer, 100 steps, holdout, no refit": dict(refit=False),
+    "layer, 100 steps, holdout, init pull 0.1": dict(init_pull=0.1),
+    "layer, 100 steps, holdout, pairwise+mse": dict(loss="pairwise+mse"),
+    "tensor, 100 steps, holdout": dict(granularity="tensor"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the raters and pool (the demo uses 0)")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    demo = DemoConfig()
+    world = build_world(demo.world)
+    base, bank, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
+    sources = [photo.downscaled(2 * demo.world.image_size) for photo in world.photos]
+    pool = make_pool(sources, demo.world.pool_size, demo.world.image_size, args.seed, id_prefix="pool")
+    users = make_users(args.users, args.seed)
+    ratings = datasets.concatenate_datasets([rate(user, pool, args.seed) for user in users])
+    rows = []
+    for name, overrides in RECIPES.items():
+        began = time.perf_counter()
+        result = run_benchmark(base, bank, ratings, BenchmarkConfig(
+            shots=demo.shots, seed=args.seed, methods=("default",), progress=False,
+            personalizer=PersonalizerConfig(seed=args.seed, **overrides)))
+        for row in result.summary():
+            row.update(recipe=name, overrides=overrides, wall_s=time.perf_counter() - began)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    shots = sorted({r["k"] for r in rows})
+    table = ["| recipe | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
+             "|---|" + "---|---|" * len(shots)]
+    for name in RECIPES:
+        cells = {r["k"]: r for r in rows if r["recipe"] == name}
+        table.append(f"| {name} | " + " | ".join(
+            f"{cells[k]['srocc_mean']:.3f} ± {cells[k]['srocc_std']:.3f} | {cells[k]['seconds_per_fit']:.1f}" for k in shots) + " |")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "choose_default.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "choose_default.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
