@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import CommitInfo
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -324,13 +325,19 @@ class TaskVectorBank:
 
     def __getitem__(self, name: str) -> TaskVector:
         """The task vector of ``name`` (float32), read from disk on first use."""
-        info = self.info(name)
         if name not in self._vectors:
-            if self.root is None:
-                raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
-            logger.debug("Reading task vector %s from %s", name, self.root / info.file)
-            self._vectors[name] = _read_task_file(self.root / info.file, self.parameter_shapes)
+            self._vectors[name] = self._read(name)
         return self._vectors[name]
+
+    def _read(self, name: str) -> TaskVector:
+        """The task vector of ``name``, from memory or read from the bank folder without caching it."""
+        if name in self._vectors:
+            return self._vectors[name]
+        info = self.info(name)
+        if self.root is None:
+            raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
+        logger.debug("Reading task vector %s from %s", name, self.root / info.file)
+        return _read_task_file(self.root / info.file, self.parameter_shapes)
 
     def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Parameter name -> `[T, *shape]` float32 tensor of all tasks' values, in task order."""
@@ -381,12 +388,17 @@ class TaskVectorBank:
             "tasks": [asdict(t) for t in self.tasks],
         }
 
-    def save_pretrained(self, save_directory: str | Path, storage_dtype: str | None = None) -> Path:
-        """Write ``bank_config.json`` and one ``task_vectors/<task>.safetensors`` per task.
+    def save_pretrained(
+        self, save_directory: str | Path, storage_dtype: str | None = None, overwrite_card: bool = False
+    ) -> Path:
+        """Write ``bank_config.json``, one ``task_vectors/<task>.safetensors`` per task, and a card (``README.md``).
 
         Task files already in ``save_directory`` in the same dtype are not rewritten, so adding a task to a saved
-        bank writes only the new file. Every file is written to a temporary name first, then renamed.
+        bank writes only the new file. Every file is written to a temporary name first, then renamed. A
+        ``README.md`` a person wrote is kept unless ``overwrite_card``; a generated card is regenerated.
         """
+        from . import hub
+
         directory = Path(save_directory)
         dtype_name = storage_dtype or self.storage_dtype
         if dtype_name not in STORAGE_DTYPES:
@@ -395,7 +407,7 @@ class TaskVectorBank:
         for task in self.tasks:
             if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
                 continue  # unchanged on disk
-            vector = self[task.name]
+            vector = self._read(task.name)  # one task in memory at a time
             tensors = {n: vector[n].to(STORAGE_DTYPES[dtype_name]).contiguous() for n in self.parameter_names}
             with atomic_path(directory / task.file) as tmp:
                 save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
@@ -404,7 +416,26 @@ class TaskVectorBank:
         if not same_place:
             self.root = directory
         self.source = {"path": str(directory.resolve())}
+        hub.write_card(hub.bank_card(self), directory, overwrite=overwrite_card)
         return directory
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
+        commit_message: str | None = None, overwrite_card: bool = False, license: str | None = None,
+        card: str | None = None,
+    ) -> CommitInfo:
+        """Upload the bank with its card to a Hub repository (created if missing) in one commit.
+
+        Afterwards `self.source` is `{"repo_id", "revision": <commit sha>}`, so models personalized with this bank
+        refer to it by repo id and pinned revision. The arguments are those of `AestheticModel.push_to_hub`
+        (without `export`). Returns the `huggingface_hub.CommitInfo` (a `str` holding its url; `.oid` is the sha).
+        """
+        from . import hub
+
+        return hub.push_bank(
+            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message,
+            overwrite_card=overwrite_card, license=license, card=card,
+        )
 
     @classmethod
     def from_pretrained(

@@ -48,6 +48,7 @@ class PersonalizationState:
         base_fingerprint: fingerprint of the base model the coefficients apply to.
         base_source: where that base model lives (`path`, or `repo_id` + `revision`), if known.
         info: personalizer config, number of ratings, holdout metrics, calibration, ...
+        bank_reference: where the bank lives, when the bank itself is not loaded (a merged export read back).
     """
 
     bank: TaskVectorBank | None
@@ -55,12 +56,22 @@ class PersonalizationState:
     base_fingerprint: str | None
     base_source: dict[str, Any] | None
     info: dict[str, Any] = field(default_factory=dict)
+    bank_reference: dict[str, Any] | None = None
 
     @classmethod
     def standalone(cls, record: dict[str, Any]) -> PersonalizationState:
         """The state of a merged export read back from its `personalization.json`."""
         coefficients = Coefficients.from_dict(record["coefficients"]) if "coefficients" in record else None
-        return cls(None, coefficients, record.get("base", {}).get("fingerprint"), record.get("base"), record.get("info", {}))
+        return cls(
+            None, coefficients, record.get("base", {}).get("fingerprint"), record.get("base"), record.get("info", {}),
+            bank_reference=record.get("bank"),
+        )
+
+    def bank_record(self) -> dict[str, Any] | None:
+        """Where the bank lives (`path`, or `repo_id` + `revision`) and the fingerprint of the base it was built on."""
+        if self.bank is None:
+            return copy.deepcopy(self.bank_reference)
+        return {**(self.bank.source or {}), "base_fingerprint": self.bank.base_fingerprint}
 
 
 def _reference(source: dict[str, Any] | None, what: str, how: str) -> dict[str, Any]:
@@ -81,8 +92,9 @@ def _personalization_record(model: AestheticModel, export: str) -> dict[str, Any
     }
     if state.coefficients is not None:
         record["coefficients"] = state.coefficients.to_dict()
-    if state.bank is not None:
-        record["bank"] = {**(state.bank.source or {}), "base_fingerprint": state.bank.base_fingerprint}
+    bank = state.bank_record()
+    if bank is not None:
+        record["bank"] = bank
     return record
 
 
@@ -138,7 +150,7 @@ def load_coefficients_export(
     model_class: type[AestheticModel], name_or_path: str | Path, config: AestheticConfig, **hub_kwargs: Any
 ) -> AestheticModel:
     """Resolve a coefficients-only export: load its base and bank, check fingerprints, merge."""
-    folder, _ = resolve_model_files(name_or_path, **hub_kwargs)
+    folder, source = resolve_model_files(name_or_path, **hub_kwargs)
     base_ref, bank_ref = dict(config.base_model or {}), dict(config.bank or {})
     base_location = base_ref.get("path") or base_ref.get("repo_id")
     bank_location = bank_ref.get("path") or bank_ref.get("repo_id")
@@ -174,4 +186,5 @@ def load_coefficients_export(
         from transformers import AutoImageProcessor
 
         model.image_processor = AutoImageProcessor.from_pretrained(str(folder))
+    model.source = source
     return model

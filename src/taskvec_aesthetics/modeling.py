@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import CommitInfo
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel
@@ -21,10 +22,11 @@ from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
 from .fingerprint import model_fingerprint
+from .losses import emd_loss
 from .merging import coefficient_layout, merge_parameters
 from .processing import ImageInput, collect_images, default_image_processor, open_image
 
-__all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "emd_loss", "HEAD_GROUP"]
+__all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +47,6 @@ class ScoreHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         probs = torch.sigmoid(self.fc2(self.dropout(self.act(self.fc1(features)))))
         return probs / probs.sum(dim=-1, keepdim=True)
-
-
-def emd_loss(distribution: torch.Tensor, target: torch.Tensor, r: float = 2.0) -> torch.Tensor:
-    """Earth mover's distance between score histograms (NIMA): mean over the batch of ||CDF_p - CDF_q||_r."""
-    target = target / target.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    cdf_gap = torch.cumsum(distribution, dim=-1) - torch.cumsum(target, dim=-1)
-    return (cdf_gap.abs().pow(r).mean(dim=-1)).pow(1.0 / r).mean()
 
 
 @dataclass
@@ -306,6 +301,7 @@ class AestheticModel(AestheticPreTrainedModel):
             raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
         merged.update(coefficients.extra)
         personalized = copy.deepcopy(self)
+        personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
         target = dict(personalized.named_parameters())
         with torch.no_grad():
             for name, value in merged.items():
@@ -365,8 +361,10 @@ class AestheticModel(AestheticPreTrainedModel):
         return TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=self)
 
     # -- saving and loading ----------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path, *args: Any, export: str = "merged", **kwargs: Any) -> None:
-        """Save the model.
+    def save_pretrained(
+        self, save_directory: str | Path, *args: Any, export: str = "merged", overwrite_card: bool = False, **kwargs: Any
+    ) -> None:
+        """Save the model, with a model card (`README.md`).
 
         Args:
             save_directory: target folder.
@@ -374,20 +372,72 @@ class AestheticModel(AestheticPreTrainedModel):
                 `preprocessor_config.json`); `"coefficients"` (personalized models only) writes the kilobyte-sized
                 coefficients-only format that points at the base model and bank by location, revision and
                 fingerprint.
+            overwrite_card: replace a `README.md` in the folder that a person wrote (a generated card is always
+                regenerated).
+            push_to_hub: also push the model with [`push_to_hub`] (`repo_id`, `private`, `token`, `revision` and
+                `commit_message` are taken from the keyword arguments; the repo id defaults to the folder name).
         """
         if export not in EXPORTS:
             raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
+        from . import hub
         from .exports import save_coefficients_export, write_personalization_file
 
+        if kwargs.pop("push_to_hub", False):
+            push = {k: kwargs.pop(k) for k in ("private", "token", "revision", "commit_message") if k in kwargs}
+            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+            self.save_pretrained(save_directory, *args, export=export, overwrite_card=overwrite_card, **kwargs)
+            self.push_to_hub(repo_id, export=export, overwrite_card=overwrite_card, **push)
+            return
         if export == "coefficients":
             save_coefficients_export(self, save_directory)
-            return
-        super().save_pretrained(save_directory, *args, **kwargs)
-        self.image_processor.save_pretrained(save_directory)
-        if self.personalization is not None:
-            write_personalization_file(self, save_directory, export="merged")
-        elif not kwargs.get("push_to_hub"):
-            self.source = {"path": str(Path(save_directory).resolve())}
+        else:
+            super().save_pretrained(save_directory, *args, **kwargs)
+            self.image_processor.save_pretrained(save_directory)
+            if self.personalization is not None:
+                write_personalization_file(self, save_directory, export="merged")
+            else:
+                self.source = {"path": str(Path(save_directory).resolve())}
+        hub.write_card(hub.model_card(self, export), save_directory, overwrite=overwrite_card)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        export: str = "merged",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        overwrite_card: bool = False,
+        license: str | None = None,
+        card: str | None = None,
+    ) -> CommitInfo:
+        """Upload the model with its card to a Hub repository (created if missing) in one commit.
+
+        Afterwards `self.source` is `{"repo_id", "revision": <commit sha>}`, so models personalized from a pushed
+        base refer to it by repo id and pinned revision.
+
+        Args:
+            repo_id: `"user/name"` (or `"name"` in your namespace).
+            export: `"merged"` (standalone weights) or `"coefficients"` (personalized models whose base and bank
+                are on the Hub: a few kilobytes that resolve them at their pinned revisions).
+            private: create the repository as private (an existing repository keeps its visibility).
+            token: Hub token; by default the stored one.
+            revision: branch to push to (created from `main` if missing).
+            commit_message: message of the commit.
+            overwrite_card: replace a `README.md` on the Hub that a person wrote (a generated card is always updated).
+            license: `license` of the card metadata (default `other`).
+            card: markdown to upload as `README.md` instead of the generated card.
+
+        Returns:
+            `huggingface_hub.CommitInfo`: the commit (a `str` holding its url; `.oid` is the commit sha).
+        """
+        from . import hub
+
+        return hub.push_model(
+            self, repo_id, export=export, private=private, token=token, revision=revision,
+            commit_message=commit_message, overwrite_card=overwrite_card, license=license, card=card,
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args: Any, **kwargs: Any):
