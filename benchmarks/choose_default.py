@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = DemoConfig()
     world = build_world(demo.world)
-    base, bank, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
+    base, bank, _, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
     sources = [photo.downscaled(2 * demo.world.image_size) for photo in world.photos]
     pool = make_pool(sources, demo.world.pool_size, demo.world.image_size, args.seed, id_prefix="pool")
     users = make_users(args.users, args.seed)

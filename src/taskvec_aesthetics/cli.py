@@ -19,6 +19,7 @@ import logging
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -156,13 +157,175 @@ def run_build_bank(args: argparse.Namespace) -> None:
     print(f"saved {bank!r} to {args.output}")
 
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (add_init_base, add_finetune, add_build_bank)
+# -- score ---------------------------------------------------------------------------------------------------------
+def add_score(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "score", help="score images with a model (base, merged or coefficients-only)",
+        description="Score image files and folders of images. Prints a table, or writes CSV / JSON with --output.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--model", required=True, help="model folder or Hub id")
+    parser.add_argument("--revision", help="Hub revision of the model")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--output", help="write the scores to this .csv or .json file instead of printing them")
+    parser.set_defaults(run=run_score)
+
+
+def run_score(args: argparse.Namespace) -> None:
+    from .modeling import AestheticModel
+    from .processing import list_images
+    from .scores_output import write_scores
+
+    files = [f for p in args.paths for f in (list_images(p) if Path(p).is_dir() else [Path(p)])]
+    model = AestheticModel.from_pretrained(args.model, revision=args.revision)
+    scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=True)
+    print(write_scores(files, scores.tolist(), args.output))
+
+
+# -- personalize ---------------------------------------------------------------------------------------------------
+def add_personalize(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "personalize", help="fit a personalized model to one person's ratings",
+        description="Fit task-vector coefficients to the ratings in a CSV file (columns image, score) or an image "
+        "folder with metadata.csv, and save the personalized model as coefficients only (kilobytes) or merged.",
+    )
+    parser.add_argument("--ratings", required=True, help="ratings CSV or image folder with metadata.csv")
+    parser.add_argument("--model", required=True, help="base model folder or Hub id")
+    parser.add_argument("--bank", help="bank folder or Hub id (default: the bank the model refers to)")
+    parser.add_argument("--output", required=True, help="folder to save the personalized model in")
+    parser.add_argument("--export", choices=("coefficients", "merged"), default="coefficients",
+                        help="what to save (default: coefficients)")
+    parser.add_argument("--preset", choices=("default", "paper"), default="default", help="recipe (default: default)")
+    parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
+    parser.add_argument("--granularity", choices=("task", "layer", "tensor"), help="coefficient granularity")
+    parser.add_argument("--calibrate", action="store_true", help="map predictions onto the rating scale")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.set_defaults(run=run_personalize)
+
+
+def run_personalize(args: argparse.Namespace) -> None:
+    from .bank import TaskVectorBank
+    from .data import load_ratings
+    from .modeling import AestheticModel
+
+    overrides = {k: getattr(args, k) for k in ("steps", "granularity") if getattr(args, k) is not None}
+    base = AestheticModel.from_pretrained(args.model)
+    bank = TaskVectorBank.from_pretrained(args.bank, base=base) if args.bank else None
+    model = base.personalize(load_ratings(args.ratings), bank=bank, preset=args.preset, calibrate=args.calibrate,
+                             seed=args.seed, progress=True, **overrides)
+    model.save_pretrained(args.output, export=args.export)
+    state = model.personalization
+    weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
+    print(f"personalized on {state.info['num_ratings']} ratings ({state.info['wall_time_s']:.1f} s); "
+          f"mean coefficient per task: {weights}\nsaved ({args.export}) to {args.output}")
+
+
+# -- demo ----------------------------------------------------------------------------------------------------------
+def add_demo(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the offline demo: real photos, simulated databases and raters, end to end",
+        description="Build a small world from real photographs (simulated databases and raters with known tastes), "
+        "fine-tune a bank on an ImageNet EfficientNet-Lite0 (cached for later runs), personalize every rater with "
+        "k ratings, and compare every method. Writes the table (JSON, markdown), a figure and two exports.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a tiny world: about a minute even with an empty cache")
+    parser.add_argument("--output", default="demo_output", help="folder for the results (default: demo_output)")
+    parser.add_argument("--cache-dir", help="where the base and bank are cached (default: ~/.cache/taskvec-aesthetics)")
+    parser.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from .demo.runner import DemoConfig, run_demo as demo
+
+    result = demo(DemoConfig.preset("quick" if args.quick else "default"), args.output, args.cache_dir)
+    print(result.report())
+
+
+# -- benchmark -----------------------------------------------------------------------------------------------------
+def add_benchmark(subparsers: Any) -> None:
+    from .benchmark import METHODS
+
+    parser = subparsers.add_parser(
+        "benchmark", help="run the few-shot PIAA protocol on a database with per-user ratings",
+        description="For every user and repeat, draw k rated images, personalize with every method, and test on "
+        "the user's other images. No test image takes part in any choice. Writes results.json, results.md and "
+        "results.png into --output.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--database", help="registered PIAA database, e.g. flickr-aes (with --root)")
+    source.add_argument("--ratings", help="a ratings CSV or image folder with a user_id column")
+    parser.add_argument("--root", help="the database folder as distributed")
+    parser.add_argument("--split", default="test", help="database split (default: test; FLICKR-AES: the 37 test workers)")
+    parser.add_argument("--model", required=True, help="base model folder or Hub id")
+    parser.add_argument("--bank", required=True, help="bank folder or Hub id")
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 100], help="k values (default: 10 100)")
+    parser.add_argument("--repeats", type=int, default=10, help="draws per user and k (default: 10)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    parser.add_argument("--output", default="benchmark_output", help="results folder (default: benchmark_output)")
+    parser.set_defaults(run=run_benchmark)
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    from .bank import TaskVectorBank
+    from .benchmark import BenchmarkConfig, run_benchmark as benchmark
+    from .data import load_database, load_ratings
+    from .modeling import AestheticModel
+
+    if args.database and not args.root:
+        raise ValueError("--database needs --root, the folder of the database as distributed")
+    dataset = load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
+    base = AestheticModel.from_pretrained(args.model)
+    bank = TaskVectorBank.from_pretrained(args.bank, base=base)
+    result = benchmark(base, bank, dataset, BenchmarkConfig(
+        shots=tuple(args.shots), repeats=args.repeats, methods=tuple(args.methods), seed=args.seed))
+    paths = result.save(args.output)
+    print(result.to_markdown() + "\n" + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+
+
+# -- push ----------------------------------------------------------------------------------------------------------
+def add_push(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "push", help="push a saved model, coefficients export or task-vector bank to the Hub",
+        description="Upload a folder written by save_pretrained (a base or merged model, a coefficients-only "
+        "personalized model or a task-vector bank, told apart by its files) to a Hub repository in one commit, with "
+        "its model card. The folder is loaded first, so a coefficients export whose base or bank cannot be resolved "
+        "is never published. Authenticate with `hf auth login` or the HF_TOKEN variable.",
+    )
+    parser.add_argument("path", help="the saved folder")
+    parser.add_argument("repo_id", help="Hub repository, e.g. user/my-aesthetic-model (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", "--branch", dest="revision", metavar="BRANCH",
+                        help="branch to push to, created from main if missing (default: main)")
+    parser.add_argument("--export", choices=("merged", "coefficients"),
+                        help="personalized models: push merged weights or coefficients only (default: as saved)")
+    parser.add_argument("--commit-message", help="message of the commit")
+    parser.add_argument("--license", help="license of the card metadata (default: other)")
+    parser.add_argument("--overwrite-card", action="store_true",
+                        help="replace a README.md you wrote (in the folder or on the Hub) with the generated card")
+    parser.set_defaults(run=run_push)
+
+
+def run_push(args: argparse.Namespace) -> None:
+    from .hub import push_saved
+
+    commit = push_saved(
+        args.path, args.repo_id, export=args.export, private=args.private or None, revision=args.revision,
+        commit_message=args.commit_message, overwrite_card=args.overwrite_card, license=args.license,
+    )
+    print(f"pushed {args.path} to {commit.repo_url.repo_id} at commit {commit.oid}: {commit.commit_url}")
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_demo, add_score, add_personalize, add_benchmark, add_init_base, add_finetune, add_build_bank, add_push,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskvec-aesthetics",
-        description="Personalized image aesthetics with task vectors: build bases, fine-tune databases, build banks.",
+        description="Personalized image aesthetics with task vectors: score, personalize, benchmark, and produce "
+        "banks (init-base, finetune, build-bank).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("taskvec_aesthetics").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, missing files, Hub errors (HfHubHTTPError is an OSError)
         logger.debug("Details of the error", exc_info=True)
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -103,6 +103,27 @@ class DemoResult:
     export_check: dict[str, Any]
     noise_ceiling: float
     bank_from_cache: bool
+    cache_folder: Path
+
+    def report(self) -> str:
+        """What the demo measured and where everything was written, for the terminal."""
+        check = self.export_check
+        lines = [
+            self.benchmark.to_markdown(),
+            f"Test SROCC against each rater's noisy ratings, mean ± std over {len(set(t.user_id for t in self.benchmark.trials))} "
+            f"raters; the noise ceiling (ratings vs. the raters' true utility) is {self.noise_ceiling:.3f}.",
+            "Timings: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in self.timings.items())
+            + (" (bank from cache)" if self.bank_from_cache else ""),
+            f"Exports of {check['user_id']} (k = {check['k']}), reloaded in a fresh process: "
+            + ", ".join(f"{e} {check[e]['bytes'] / 1024:,.0f} KB, max |diff| {check[e]['max_abs_diff']:.1e}"
+                        for e in ("coefficients", "merged"))
+            + (" - identical" if check["identical"] else " - NOT IDENTICAL"),
+            "",
+            f"base model and bank: {self.cache_folder / 'base'}, {self.cache_folder / 'bank'}",
+            *(f"{kind}: {path}" for kind, path in self.paths.items()),
+            *(f"{e} export: {check[e]['folder']}" for e in ("coefficients", "merged")),
+        ]
+        return "\n".join(lines)
 
 
 def _split(dataset: datasets.Dataset, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -149,7 +170,7 @@ def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: 
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     base = AestheticModel.from_pretrained(target / "base").eval()
-    return base, TaskVectorBank.from_pretrained(target / "bank", base=base), cached
+    return base, TaskVectorBank.from_pretrained(target / "bank", base=base), cached, target
 
 
 _RELOAD_SCRIPT = """
@@ -205,7 +226,7 @@ def run_demo(
     world = build_world(config.world)
     timings["world_s"] = time.perf_counter() - began
     mark = time.perf_counter()
-    base, bank, from_cache = _base_and_bank(config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
+    base, bank, from_cache, cache_folder = _base_and_bank(config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
     timings["bank_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in world.users])
@@ -228,4 +249,4 @@ def run_demo(
         "users": {u.user_id: u.describe() for u in world.users}, "bank": bank.to_config()["tasks"],
     })
     paths["demo"] = out / "demo.json"
-    return DemoResult(result, paths, timings, check, ceiling, from_cache)
+    return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder)
