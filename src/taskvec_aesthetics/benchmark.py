@@ -45,7 +45,7 @@ METHOD_LABELS: dict[str, str] = {
     "best_single": "best single task model (picked on the rated images)",
     "uniform": "uniform average of task vectors (c = 1/T)",
     "init": "softmax(10 x SROCC) init",
-    "paper": "paper recipe (tensor-wise, 500 steps, last step)",
+    "paper": "paper recipe (tensor-wise, half-batch pairs, last of {steps} steps)",
     "default": "our default (layer-wise, holdout-selected)",
     "head_finetune": "fine-tune the head of the best single model",
     "full_finetune": "fine-tune the base (all parameters the bank covers)",
@@ -126,7 +126,7 @@ class BenchmarkResult:
         for (method, k), users in per_user.items():
             values = np.array([np.nanmean(v) for v in users.values()])
             rows.append({
-                "method": method, "k": k, "label": _label(method, self.task_names),
+                "method": method, "k": k, "label": _label(method, self.config),
                 "srocc_mean": float(np.nanmean(values)), "srocc_std": float(np.nanstd(values)),
                 "users": int(len(values)), "seconds_per_fit": float(np.mean(seconds[method, k])),
             })
@@ -175,10 +175,10 @@ class BenchmarkResult:
         return paths
 
 
-def _label(method: str, task_names: Sequence[str]) -> str:
+def _label(method: str, config: dict[str, Any]) -> str:
     if method.startswith("single:"):
         return f"single task model `{method.split(':', 1)[1]}`, zero-shot"
-    return METHOD_LABELS.get(method, method)
+    return METHOD_LABELS.get(method, method).format(steps=config.get("paper", {}).get("steps", "?"))
 
 
 def _ordered_methods(task_names: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -329,6 +329,21 @@ def metric_path(name: str) -> str:
             "package data."
         )
     return str(folder)
+
+
+def metric_info(description: str, citation: str, inputs_description: str, reference_urls: Sequence[str] = ()) -> Any:
+    """The `evaluate.MetricInfo` of a bundled metric module: float64 predictions and references.
+
+    float64 in the default (list) format keeps full precision; the numpy format would cast to float32.
+    """
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=description, citation=citation, inputs_description=inputs_description,
+        features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+        reference_urls=list(reference_urls),
+    )
 
 
 def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:

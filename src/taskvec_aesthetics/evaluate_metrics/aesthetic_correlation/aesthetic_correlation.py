@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import datasets
 import evaluate
 
-from taskvec_aesthetics.metrics import correlation_report
+from taskvec_aesthetics.metrics import metric_info, correlation_report
 
 
 logger = logging.getLogger(__name__)
@@ -64,15 +63,7 @@ class AestheticCorrelation(evaluate.Metric):
     """SROCC, PLCC (plain and logistic), KRCC and pairwise accuracy between predictions and references."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # float64 in the default (list) format keeps full precision; the numpy format would cast to float32.
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions: list[float], references: list[float]) -> dict[str, float]:
         return correlation_report(predictions, references)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import datasets
 import evaluate
 
-from taskvec_aesthetics.metrics import krcc
+from taskvec_aesthetics.metrics import metric_info, krcc
 
 
 logger = logging.getLogger(__name__)
@@ -62,15 +61,8 @@ class Krcc(evaluate.Metric):
     """Kendall rank correlation coefficient (tau-b) between predictions and references."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # float64 in the default (list) format keeps full precision; the numpy format would cast to float32.
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-            reference_urls=["https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"],
+        return metric_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, ["https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"]
         )
 
     def _compute(self, predictions: list[float], references: list[float]) -> dict[str, float]:

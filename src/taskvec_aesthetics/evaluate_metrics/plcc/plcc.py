@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import datasets
 import evaluate
 
-from taskvec_aesthetics.metrics import plcc
+from taskvec_aesthetics.metrics import metric_info, plcc
 
 
 logger = logging.getLogger(__name__)
@@ -65,15 +64,8 @@ class Plcc(evaluate.Metric):
     """Pearson linear correlation coefficient, optionally after a 4-parameter logistic fit."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # float64 in the default (list) format keeps full precision; the numpy format would cast to float32.
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-            reference_urls=["https://en.wikipedia.org/wiki/Pearson_correlation_coefficient"],
+        return metric_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, ["https://en.wikipedia.org/wiki/Pearson_correlation_coefficient"]
         )
 
     def _compute(
