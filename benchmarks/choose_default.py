@@ -26,14 +26,14 @@ from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, ra
 from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
 
 RECIPES = {
-    "task, 100 steps, last": dict(granularity="task", holdout_fraction=0.0),
-    "layer, 25 steps, last": dict(steps=25, holdout_fraction=0.0),
-    "layer, 100 steps, last": dict(holdout_fraction=0.0),
-    "layer, 100 steps, holdout": dict(),
-    "layer, 100 steps, holdout, no refit": dict(refit=False),
-    "layer, 100 steps, holdout, init pull 0.1": dict(init_pull=0.1),
-    "layer, 100 steps, holdout, pairwise+mse": dict(loss="pairwise+mse"),
-    "tensor, 100 steps, holdout": dict(granularity="tensor"),
+    "layer, lr 1e-2, holdout + refit (current default)": dict(),
+    "layer, lr 1e-2, last step": dict(holdout_fraction=0.0),
+    "layer, lr 3e-2, holdout + refit": dict(learning_rate=3e-2),
+    "layer, lr 3e-2, holdout, no refit": dict(learning_rate=3e-2, refit=False),
+    "layer, lr 1e-1, holdout + refit": dict(learning_rate=1e-1),
+    "task, lr 3e-2, holdout + refit": dict(granularity="task", learning_rate=3e-2),
+    "tensor, lr 3e-2, holdout + refit": dict(granularity="tensor", learning_rate=3e-2),
+    "layer, lr 3e-2, pairwise+mse, holdout + refit": dict(learning_rate=3e-2, loss="pairwise+mse"),
 }
 
 

@@ -272,8 +272,14 @@ class _Methods:
 
     def _full_finetune(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
         params = {n: t.detach().clone().requires_grad_(True) for n, t in self.ours._base.items()}
-        _adam_fit(list(params.values()), lambda: pairwise_rank_loss(self._forward(params, rated).scores, ratings),
-                  self.config.baseline_steps, self.config.full_learning_rate)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        batch_size = self.config.personalizer.batch_size  # the same minibatches as the coefficient fits
+
+        def loss() -> torch.Tensor:
+            index = torch.randperm(len(rated), generator=generator)[:batch_size]
+            return pairwise_rank_loss(self._forward(params, rated[index]).scores, ratings[index])
+
+        _adam_fit(list(params.values()), loss, self.config.baseline_steps, self.config.full_learning_rate)
         with torch.no_grad():
             return self._forward(params, test).scores
 

@@ -42,7 +42,7 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("test SROCC (mean ± std over users)")
     ax.axvline(0.0, color="black", linewidth=0.5)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     ax.set_title("Few-shot personalization")
     if coefficients is not None:
         ax = axes[0][1]
