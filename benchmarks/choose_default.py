@@ -34,6 +34,8 @@ RECIPES = {
     "task, lr 3e-2, holdout + refit": dict(granularity="task", learning_rate=3e-2),
     "tensor, lr 3e-2, holdout + refit": dict(granularity="tensor", learning_rate=3e-2),
     "layer, lr 3e-2, pairwise+mse, holdout + refit": dict(learning_rate=3e-2, loss="pairwise+mse"),
+    "layer, lr 1e-2, holdout + refit, adapt head": dict(adapt_head=True),
+    "layer, lr 1e-2, last step, adapt head": dict(holdout_fraction=0.0, adapt_head=True),
 }
 
 
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1, help="seed of the raters and pool (the demo uses 0)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--only", nargs="+", choices=list(RECIPES), help="run only these recipes (results are merged)")
     args = parser.parse_args()
     demo = DemoConfig()
     world = build_world(demo.world)
@@ -50,8 +53,13 @@ def main() -> None:
     pool = make_pool(sources, demo.world.pool_size, demo.world.image_size, args.seed, id_prefix="pool")
     users = make_users(args.users, args.seed)
     ratings = datasets.concatenate_datasets([rate(user, pool, args.seed) for user in users])
-    rows = []
+    out = Path(args.output)
+    previous = out / "choose_default.json"
+    rows = [r for r in json.loads(previous.read_text()) if r["recipe"] not in (args.only or RECIPES)] if (
+        args.only and previous.is_file()) else []
     for name, overrides in RECIPES.items():
+        if args.only and name not in args.only:
+            continue
         began = time.perf_counter()
         result = run_benchmark(base, bank, ratings, BenchmarkConfig(
             shots=demo.shots, seed=args.seed, methods=("default",), progress=False,
@@ -65,9 +73,10 @@ def main() -> None:
              "|---|" + "---|---|" * len(shots)]
     for name in RECIPES:
         cells = {r["k"]: r for r in rows if r["recipe"] == name}
+        if not cells:
+            continue
         table.append(f"| {name} | " + " | ".join(
             f"{cells[k]['srocc_mean']:.3f} ± {cells[k]['srocc_std']:.3f} | {cells[k]['seconds_per_fit']:.1f}" for k in shots) + " |")
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "choose_default.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "choose_default.md").write_text("\n".join(table) + "\n")

@@ -27,7 +27,12 @@ from planted import build_world, images, to_pixels, user_ratings  # noqa: E402
 from taskvec_aesthetics.metrics import srocc  # noqa: E402
 from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
 
-USERS = {"0.75 t0 + 0.5 t1": [0.75, 0.5, 0.0], "t2 - 0.5 t0": [-0.5, 0.0, 1.0], "0.4 t0 + 0.3 t1 + 0.3 t2": [0.4, 0.3, 0.3]}
+USERS = {
+    "0.6 t0 + 0.6 t1 - 0.4 t2": [0.6, 0.6, -0.4],
+    "0.75 t0 + 0.5 t1": [0.75, 0.5, 0.0],
+    "t2 - 0.5 t0": [-0.5, 0.0, 1.0],
+    "t1 - 0.6 t2": [0.0, 1.0, -0.6],
+}
 
 
 def main() -> None:

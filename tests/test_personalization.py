@@ -28,9 +28,9 @@ def world(planted_world):
 
 @pytest.fixture(scope="module")
 def pool(world):
-    """A pool of images, a user who weighs two tasks (0.75, 0.5) and ignores the third, and a k = 20 split."""
+    """A pool of images, a user who likes two tasks (0.6, 0.6) and dislikes the third (-0.4), and a k = 20 split."""
     photos = images(300, seed=2)
-    utility, ratings = user_ratings(photos, [0.75, 0.5, 0.0], noise=0.1, seed=100)
+    utility, ratings = user_ratings(photos, [0.6, 0.6, -0.4], noise=0.1, seed=100)
     perm = torch.randperm(300, generator=torch.Generator().manual_seed(100))
     return to_pixels(world.base, photos), utility, ratings, perm[:20], perm[20:]
 
@@ -65,6 +65,16 @@ def test_streamed_gradient_path_matches_autograd(world, pool):
     assert torch.allclose(fits["autograd"], fits["streamed"], atol=1e-5)
     auto = Personalizer(world.base, world.bank, PersonalizerConfig(streamed_threshold=10))
     assert auto.gradient == "streamed"
+
+
+def test_a_bank_covering_the_embeddings_caches_nothing(world, pool):
+    pixels, _, ratings, rated, test = pool
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=5))
+    assert personalizer.prefix_blocks is None  # the planted tasks fine-tuned every parameter
+    coefficients, _ = personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double()))
+    predicted = personalizer.predict(coefficients, personalizer.encode(pixels[test]))
+    merged = world.base.with_coefficients(world.bank, coefficients)(pixel_values=pixels[test]).scores.detach()
+    assert torch.allclose(predicted, merged, atol=1e-5)
 
 
 def test_prefix_caching_equals_uncached_path(world, pool):
@@ -174,3 +184,29 @@ def test_fit_many(world):
     assert not torch.equal(reports["alice"].coefficients.values, reports["bob"].coefficients.values)
     with pytest.raises(ValueError, match="'user_id' column"):
         fit_many(world.base, world.bank, dataset.remove_columns("user_id"))
+
+
+def test_adapted_head_layer_travels_with_the_coefficients(world, pool, tmp_path):
+    pixels, _, ratings, rated, test = pool
+    fits = {}
+    for gradient in ("autograd", "streamed"):
+        personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(adapt_head=True, steps=15, gradient=gradient))
+        encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
+        fits[gradient] = personalizer.fit_encoded(encoded)[0]
+    coefficients = fits["autograd"]
+    assert set(coefficients.extra) == {"head.fc2.weight", "head.fc2.bias"}
+    assert all(torch.allclose(coefficients.extra[n], fits["streamed"].extra[n], atol=1e-5) for n in coefficients.extra)
+    moved = coefficients.extra["head.fc2.weight"] - world.base.with_coefficients(world.bank, coefficients.values.clone()) \
+        .state_dict()["head.fc2.weight"]
+    assert moved.abs().max() > 0  # the head layer really changed beyond the merge
+    model = world.base.with_coefficients(world.bank, coefficients)
+    expected = personalizer.predict(coefficients, personalizer.encode(pixels[test]))
+    assert torch.allclose(model(pixel_values=pixels[test]).scores.detach(), expected, atol=1e-5)
+    world.base.save_pretrained(tmp_path / "base")
+    world.bank.save_pretrained(tmp_path / "bank")
+    base = AestheticModel.from_pretrained(tmp_path / "base")
+    mine = base.with_coefficients(TaskVectorBank.from_pretrained(tmp_path / "bank"), coefficients)
+    mine.save_pretrained(tmp_path / "mine", export="coefficients")
+    assert sum(p.stat().st_size for p in (tmp_path / "mine").iterdir()) < 64 * 1024
+    reloaded = AestheticModel.from_pretrained(tmp_path / "mine").eval()
+    assert (reloaded(pixel_values=pixels[test]).scores - model(pixel_values=pixels[test]).scores).abs().max() <= 1e-5

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .io import atomic_path, write_json
-from .merging import functional_forward
 from .metrics import srocc
 from .losses import pairwise_rank_loss
 from .personalization import EncodedRatings, Personalizer, PersonalizerConfig
@@ -251,8 +250,7 @@ class _Methods:
         return {n: t.detach() for n, t in self.ours.merged(one_hot).items()}
 
     def _forward(self, params: dict[str, torch.Tensor], index: torch.Tensor):
-        return functional_forward(self.ours._network, params, prefix_hidden=self.prefix[index],
-                                  prefix_blocks=self.ours.prefix_blocks)
+        return self.ours.forward(params, self.prefix[index])
 
     def _head_finetune(self, rated, test, ratings, best, _rated_srocc) -> torch.Tensor:
         params = self._task_params(best)

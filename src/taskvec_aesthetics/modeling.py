@@ -149,14 +149,15 @@ class AestheticModel(AestheticPreTrainedModel):
         groups.update({f"head.{name}": HEAD_GROUP for name, _ in self.head.named_parameters()})
         return groups
 
-    def untouched_prefix_blocks(self, parameter_names: Any) -> int:
-        """How many leading encoder blocks have no parameter among ``parameter_names`` (0 if the embeddings do).
+    def untouched_prefix_blocks(self, parameter_names: Any) -> int | None:
+        """How many leading encoder blocks have no parameter among ``parameter_names``.
 
-        Their output does not depend on the coefficients, so it can be computed once per image.
+        Their output (after the embeddings) does not depend on the coefficients, so it can be computed once per
+        image. `None` when even the embeddings are among the parameters: nothing can be cached.
         """
         touched = {self.parameter_groups()[n] for n in parameter_names}
         if "embeddings" in touched:
-            return 0
+            return None
         count = 0
         while count < self.adapter.num_blocks and f"block.{count}" not in touched:
             count += 1

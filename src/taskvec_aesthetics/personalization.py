@@ -70,6 +70,8 @@ class PersonalizerConfig:
         eval_every: steps between holdout evaluations.
         refit: after picking the step count on the holdout, refit on all rated images for that many steps.
         calibrate: fit a monotone linear map from predictions onto the user's rating scale.
+        adapt_head: also learn an additive change of the head's last layer (5,130 values for 10 bins), stored with
+            the coefficients; `head_learning_rate` is its Adam learning rate and `head_l2` an L2 pull toward 0.
         gradient: `"autograd"`, `"streamed"` (exact, memory-lean; see `merging.streamed_coefficient_grad`) or
             `"auto"` (streamed when T x covered values exceeds `streamed_threshold`).
         seed: seed of the holdout split and minibatch order.
@@ -91,6 +93,9 @@ class PersonalizerConfig:
     eval_every: int = 5
     refit: bool = True
     calibrate: bool = False
+    adapt_head: bool = False
+    head_learning_rate: float = 1e-3
+    head_l2: float = 1e-2
     gradient: str = "auto"
     streamed_threshold: int = 200_000_000
     seed: int = 0
@@ -115,8 +120,11 @@ class PersonalizerConfig:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, received {getattr(self, name)}")
-        if self.weight_decay < 0 or self.init_pull < 0:
-            raise ValueError("weight_decay and init_pull must be >= 0")
+        if min(self.weight_decay, self.init_pull, self.head_l2) < 0 or self.head_learning_rate <= 0:
+            raise ValueError(
+                "weight_decay, init_pull and head_l2 must be >= 0 and head_learning_rate > 0; received "
+                f"{self.weight_decay}, {self.init_pull}, {self.head_l2}, {self.head_learning_rate}"
+            )
         if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
             raise ValueError(f"dtype must be float32, bfloat16, float16 or float64, received {self.dtype!r}")
 
@@ -236,6 +244,8 @@ class Personalizer:
         covered = set(bank.parameter_names)
         self._base = {n: p.detach() for n, p in self._network.named_parameters() if n in covered}
         self._stacked = {n: t.to(self.device, self.dtype) for n, t in bank.stacked().items()}
+        own = dict(self._network.named_parameters())
+        self._head = {n: own[n].detach() for n in ("head.fc2.weight", "head.fc2.bias")} if self.config.adapt_head else {}
         values = len(bank) * sum(t[0].numel() for t in self._stacked.values())
         streamed = self.config.gradient == "streamed" or (
             self.config.gradient == "auto" and values > self.config.streamed_threshold
@@ -245,7 +255,10 @@ class Personalizer:
     # -- encoding ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: Sequence[Any] | torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """Output of the frozen prefix for images (PIL, paths or pixel values), computed once and reused."""
+        """Output of the frozen prefix for images (PIL, paths or pixel values), computed once and reused.
+
+        When the bank covers the embeddings, nothing is frozen and this is the preprocessed pixel values.
+        """
         from .processing import open_image
 
         chunks = []
@@ -256,7 +269,8 @@ class Personalizer:
             else:
                 opened = [open_image(item, f" in row {start + i}") for i, item in enumerate(batch)]
                 pixels = self.model.image_processor(images=opened, return_tensors="pt")["pixel_values"]
-            chunks.append(self._network.encode_prefix(pixels.to(self.device, self.dtype), self.prefix_blocks))
+            pixels = pixels.to(self.device, self.dtype)
+            chunks.append(pixels if self.prefix_blocks is None else self._network.encode_prefix(pixels, self.prefix_blocks))
         return torch.cat(chunks)
 
     def encode_ratings(self, data: Any) -> EncodedRatings:
@@ -268,16 +282,33 @@ class Personalizer:
     def merged(self, coefficients: torch.Tensor) -> dict[str, torch.Tensor]:
         return merge_parameters(self._base, self._stacked, coefficients.to(self.device, self.dtype), self.layout)
 
-    def predict(self, coefficients: Coefficients | torch.Tensor, prefix: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def _params(self, values: torch.Tensor, head: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Merged parameters plus the learned change of the head's last layer (when adapted)."""
+        params = self.merged(values)
+        for name, delta in head.items():
+            params[name] = params.get(name, self._head[name]) + delta
+        return params
+
+    def predict(
+        self, coefficients: Coefficients | torch.Tensor, prefix: torch.Tensor, batch_size: int = 256,
+        head: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Scores of encoded images under ``coefficients`` (no model is materialised)."""
         values = coefficients.values if isinstance(coefficients, Coefficients) else coefficients
         with torch.no_grad():
-            params = self.merged(values)
+            params = self._params(values, head or {})
+            if isinstance(coefficients, Coefficients):
+                params.update({n: t.to(self.device, self.dtype) for n, t in coefficients.extra.items()})
             return torch.cat([
-                functional_forward(self._network, params, prefix_hidden=prefix[i : i + batch_size],
-                                   prefix_blocks=self.prefix_blocks).scores.float().cpu()
+                self.forward(params, prefix[i : i + batch_size]).scores.float().cpu()
                 for i in range(0, prefix.shape[0], batch_size)
             ])
+
+    def forward(self, params: Mapping[str, torch.Tensor], encoded: torch.Tensor):
+        """The network with ``params`` on encoded images (see `encode`): the model's output."""
+        if self.prefix_blocks is None:
+            return functional_forward(self._network, params, pixel_values=encoded)
+        return functional_forward(self._network, params, prefix_hidden=encoded, prefix_blocks=self.prefix_blocks)
 
     def task_scores(self, prefix: torch.Tensor) -> torch.Tensor:
         """`[T, N]` scores of each single task model (theta_0 + tau_t) on encoded images."""
@@ -288,9 +319,15 @@ class Personalizer:
             rows.append(self.predict(one_hot, prefix))
         return torch.stack(rows)
 
-    def coefficients_from(self, values: torch.Tensor) -> Coefficients:
+    def coefficients_from(self, values: torch.Tensor, head: Mapping[str, torch.Tensor] | None = None) -> Coefficients:
+        """`Coefficients` of ``values``; an adapted head layer is stored as its final values (`extra`)."""
+        extra = {}
+        if head:
+            with torch.no_grad():
+                params = self._params(values.detach(), head)
+            extra = {n: params[n].float().cpu() for n in head}
         return Coefficients(values.detach().float().cpu(), list(self.layout.group_names), self.bank.task_names,
-                            self.config.granularity)
+                            self.config.granularity, extra)
 
     def initial_coefficients(self, encoded: EncodedRatings) -> tuple[Coefficients, dict[str, float]]:
         """The starting point: softmax(temperature x zero-shot SROCC), uniform, or given; and the SROCCs."""
@@ -325,14 +362,16 @@ class Personalizer:
             loss = loss + torch.mean((predicted - ((ratings - ratings.min()) / span).to(scores.dtype)) ** 2)
         return loss
 
-    def _step_gradient(self, values: torch.Tensor, batch: EncodedRatings, init: torch.Tensor) -> float:
-        """Set ``values.grad`` for one batch; return the loss."""
-        forward = dict(prefix_hidden=batch.prefix, prefix_blocks=self.prefix_blocks)
+    def _step_gradient(
+        self, values: torch.Tensor, head: dict[str, torch.Tensor], batch: EncodedRatings, init: torch.Tensor
+    ) -> float:
+        """Set the gradients of ``values`` (and of the head change) for one batch; return the loss."""
         if self.gradient == "autograd":
-            loss = self._loss(functional_forward(self._network, self.merged(values), **forward).scores, batch.ratings)
+            loss = self._loss(self.forward(self._params(values, head), batch.prefix).scores, batch.ratings)
         else:
-            leaves = {n: t.detach().requires_grad_(True) for n, t in self.merged(values.detach()).items()}
-            loss = self._loss(functional_forward(self._network, leaves, **forward).scores, batch.ratings)
+            detached = {n: d.detach() for n, d in head.items()}
+            leaves = {n: t.detach().requires_grad_(True) for n, t in self._params(values.detach(), detached).items()}
+            loss = self._loss(self.forward(leaves, batch.prefix).scores, batch.ratings)
             loss.backward()
             names = self.bank.task_names
             grad = streamed_coefficient_grad(
@@ -340,27 +379,38 @@ class Personalizer:
                 len(names), self.layout,
             )
             values.grad = grad.to(values.dtype) if values.grad is None else values.grad + grad.to(values.dtype)
+            for name, delta in head.items():  # d(theta + delta)/d(delta) is the identity
+                delta.grad = leaves[name].grad.clone()
             loss = loss.detach()
         if self.config.init_pull > 0:
             loss = loss + self.config.init_pull * torch.sum((values - init) ** 2)
+        if head:
+            loss = loss + self.config.head_l2 * sum(torch.sum(d**2) for d in head.values())
         if loss.requires_grad:
             loss.backward()
         return float(loss.detach())
 
     def _optimise(
         self, init: Coefficients, train: EncodedRatings, holdout: EncodedRatings | None, steps: int, desc: str
-    ) -> tuple[torch.Tensor, list[float], list[dict[str, float]], int]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[float], list[dict[str, float]], int]:
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed)
         start = init.values.clone()
         values = start.clone().requires_grad_(True)
-        optimizer = torch.optim.AdamW([values], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        head = {n: torch.zeros_like(t, requires_grad=True) for n, t in self._head.items()}
+        groups = [{"params": [values]}] + ([{"params": list(head.values()), "lr": cfg.head_learning_rate,
+                                             "weight_decay": 0.0}] if head else [])
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         losses: list[float] = []
         holdout_history: list[dict[str, float]] = []
-        best = (math.inf, 0, start.clone())
+
+        def snapshot() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return values.detach().clone(), {n: d.detach().clone() for n, d in head.items()}
+
+        best = (math.inf, 0, snapshot())
         if holdout is not None:
-            holdout_history.append(self._evaluate_holdout(0, values, holdout))
-            best = (holdout_history[-1]["loss"], 0, start.clone())
+            holdout_history.append(self._evaluate_holdout(0, values, head, holdout))
+            best = (holdout_history[-1]["loss"], 0, snapshot())
         order = torch.randperm(len(train), generator=generator)
         cursor = 0
         for step in tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not cfg.progress, leave=False):
@@ -371,21 +421,23 @@ class Personalizer:
                     order, cursor = torch.randperm(len(train), generator=generator), 0
                 index, cursor = order[cursor : cursor + cfg.batch_size], cursor + cfg.batch_size
             optimizer.zero_grad(set_to_none=True)
-            losses.append(self._step_gradient(values, train.subset(index), start))
+            losses.append(self._step_gradient(values, head, train.subset(index), start))
             if not torch.isfinite(values.grad).all():
                 raise FloatingPointError(f"non-finite coefficient gradient at step {step}; lower the learning rate")
             optimizer.step()
             if holdout is not None and (step % cfg.eval_every == 0 or step == steps):
-                holdout_history.append(self._evaluate_holdout(step, values, holdout))
+                holdout_history.append(self._evaluate_holdout(step, values, head, holdout))
                 if holdout_history[-1]["loss"] < best[0] - 1e-9:
-                    best = (holdout_history[-1]["loss"], step, values.detach().clone())
+                    best = (holdout_history[-1]["loss"], step, snapshot())
         if holdout is None:
-            return values.detach(), losses, holdout_history, steps
-        return best[2], losses, holdout_history, best[1]
+            return *snapshot(), losses, holdout_history, steps
+        return *best[2], losses, holdout_history, best[1]
 
-    def _evaluate_holdout(self, step: int, values: torch.Tensor, holdout: EncodedRatings) -> dict[str, float]:
+    def _evaluate_holdout(
+        self, step: int, values: torch.Tensor, head: Mapping[str, torch.Tensor], holdout: EncodedRatings
+    ) -> dict[str, float]:
         """Holdout rank loss (the selection criterion: continuous, so it separates steps on few images) and SROCC."""
-        scores = self.predict(values.detach(), holdout.prefix)
+        scores = self.predict(values.detach(), holdout.prefix, head={n: d.detach() for n, d in head.items()})
         loss = float(pairwise_rank_loss(scores.double(), holdout.ratings, "all"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -409,11 +461,11 @@ class Personalizer:
         train_index, holdout_index = self._split(len(encoded))
         train = encoded.subset(train_index)
         holdout = None if holdout_index is None else encoded.subset(holdout_index)
-        values, losses, history, chosen = self._optimise(init, train, holdout, self.config.steps, "Personalizing")
-        if holdout is not None and self.config.refit:
+        values, head, losses, history, chosen = self._optimise(init, train, holdout, self.config.steps, "Personalizing")
+        if holdout is not None and self.config.refit and chosen > 0:
             # The holdout chose how many steps help; spend them on all the rated images.
-            values = init.values if chosen == 0 else self._optimise(init, encoded, None, chosen, "Refitting")[0]
-        coefficients = self.coefficients_from(values)
+            values, head = self._optimise(init, encoded, None, chosen, "Refitting")[:2]
+        coefficients = self.coefficients_from(values, head)
         calibration = self._calibration(coefficients, encoded) if self.config.calibrate else None
         report = PersonalizationReport(
             coefficients=coefficients, initial_coefficients=init, zero_shot_srocc=zero_shot, loss_history=losses,
