@@ -1,6 +1,9 @@
 """`taskvec-aesthetics demo --quick`: the whole library end to end on real photos, offline, on the CPU."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,17 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert {row["k"] for row in results["summary"]} == set(DemoConfig.preset("quick").shots)
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "results.md").is_file()
     assert len(record["bank"]) == 7 and all(task["metrics"] for task in record["bank"])
+    # the README's quickstart runs as written on the demo's output
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    quickstart = re.search(r"## Quickstart.*?```python\n(.*?)```", readme, re.S).group(1)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(compile(quickstart.replace("demo_output/", "out/"), "README quickstart", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    assert namespace["again"].personalization.coefficients.allclose(namespace["mine"].personalization.coefficients)
     # a second run finds the base and bank in the cache
     config = DemoConfig.preset("quick")
     *_, from_cache, folder = _base_and_bank(config, build_world(config.world), cache, progress=False)

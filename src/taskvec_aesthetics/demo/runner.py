@@ -29,7 +29,7 @@ import datasets
 
 from ..bank import TaskVectorBank
 from ..benchmark import BenchmarkConfig, BenchmarkResult, draw_order, run_benchmark
-from ..io import write_json
+from ..io import atomic_path, write_json
 from ..modeling import AestheticModel
 from ..personalization import PersonalizerConfig
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
@@ -216,6 +216,22 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
     return check
 
 
+def _write_sample_ratings(world: World, out: Path, count: int = 30) -> Path:
+    """The second rater's first ratings as an image folder (`metadata.csv` + PNGs) to try `personalize` on."""
+    user = world.users[min(1, len(world.users) - 1)].user_id
+    folder = out / "ratings" / user
+    folder.mkdir(parents=True, exist_ok=True)
+    ratings = world.ratings[user]
+    rows = ["file_name,score"]
+    for i in range(min(count, len(ratings))):
+        name = f"{ratings[i]['image_id']}.png"
+        world.pool.image(i).save(folder / name)  # ratings list the pool in pool order
+        rows.append(f"{name},{ratings[i]['score']}")
+    with atomic_path(folder / "metadata.csv") as tmp:
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def run_demo(
     config: DemoConfig | None = None, output_dir: str | Path = "demo_output", cache_dir: str | Path | None = None,
     progress: bool = True,
@@ -252,4 +268,5 @@ def run_demo(
         "users": {u.user_id: u.describe() for u in world.users}, "bank": bank.to_config()["tasks"],
     })
     paths["demo"] = out / "demo.json"
+    paths["sample ratings"] = _write_sample_ratings(world, out)
     return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder)
