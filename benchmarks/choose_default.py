@@ -36,6 +36,8 @@ RECIPES = {
     "layer, lr 3e-2, pairwise+mse, holdout + refit": dict(learning_rate=3e-2, loss="pairwise+mse"),
     "layer, lr 1e-2, holdout + refit, adapt head": dict(adapt_head=True),
     "layer, lr 1e-2, last step, adapt head": dict(holdout_fraction=0.0, adapt_head=True),
+    "paper preset (tensor, half-batch pairs, wd 1e-2, last of 500 steps)": dict(
+        granularity="tensor", pairing="half", weight_decay=1e-2, steps=500, holdout_fraction=0.0, refit=False),
 }
 
 
