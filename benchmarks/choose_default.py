@@ -37,7 +37,8 @@ RECIPES = {
     "layer, lr 1e-2, holdout + refit, adapt head": dict(adapt_head=True),
     "layer, lr 1e-2, last step, adapt head": dict(holdout_fraction=0.0, adapt_head=True),
     "paper preset (tensor, half-batch pairs, wd 1e-2, last of 500 steps)": dict(
-        granularity="tensor", pairing="half", weight_decay=1e-2, steps=500, holdout_fraction=0.0, refit=False),
+        granularity="tensor", pairing="half", weight_decay=1e-2, steps=500, holdout_fraction=0.0, refit=False
+    ),
 }
 
 
@@ -57,28 +58,48 @@ def main() -> None:
     ratings = datasets.concatenate_datasets([rate(user, pool, args.seed) for user in users])
     out = Path(args.output)
     previous = out / "choose_default.json"
-    rows = [r for r in json.loads(previous.read_text()) if r["recipe"] not in (args.only or RECIPES)] if (
-        args.only and previous.is_file()) else []
+    rows = (
+        [r for r in json.loads(previous.read_text()) if r["recipe"] not in (args.only or RECIPES)]
+        if (args.only and previous.is_file())
+        else []
+    )
     for name, overrides in RECIPES.items():
         if args.only and name not in args.only:
             continue
         began = time.perf_counter()
-        result = run_benchmark(base, bank, ratings, BenchmarkConfig(
-            shots=demo.shots, seed=args.seed, methods=("default",), progress=False,
-            personalizer=PersonalizerConfig(seed=args.seed, **overrides)))
+        result = run_benchmark(
+            base,
+            bank,
+            ratings,
+            BenchmarkConfig(
+                shots=demo.shots,
+                seed=args.seed,
+                methods=("default",),
+                progress=False,
+                personalizer=PersonalizerConfig(seed=args.seed, **overrides),
+            ),
+        )
         for row in result.summary():
             row.update(recipe=name, overrides=overrides, wall_s=time.perf_counter() - began)
             rows.append(row)
             print(json.dumps(row), flush=True)
     shots = sorted({r["k"] for r in rows})
-    table = ["| recipe | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
-             "|---|" + "---|---|" * len(shots)]
+    table = [
+        "| recipe | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
+        "|---|" + "---|---|" * len(shots),
+    ]
     for name in RECIPES:
         cells = {r["k"]: r for r in rows if r["recipe"] == name}
         if not cells:
             continue
-        table.append(f"| {name} | " + " | ".join(
-            f"{cells[k]['srocc_mean']:.3f} ± {cells[k]['srocc_std']:.3f} | {cells[k]['seconds_per_fit']:.1f}" for k in shots) + " |")
+        table.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{cells[k]['srocc_mean']:.3f} ± {cells[k]['srocc_std']:.3f} | {cells[k]['seconds_per_fit']:.1f}"
+                for k in shots
+            )
+            + " |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "choose_default.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "choose_default.md").write_text("\n".join(table) + "\n")

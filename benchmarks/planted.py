@@ -65,9 +65,12 @@ def main() -> None:
                 if granularity == "layer":
                     rows.setdefault("softmax(10 x SROCC) init", []).append(test_srocc(report.initial_coefficients))
                     rows.setdefault("uniform average (c = 1/T)", []).append(
-                        test_srocc(torch.full(coefficients.shape, 1 / len(world.bank))))
+                        test_srocc(torch.full(coefficients.shape, 1 / len(world.bank)))
+                    )
                     for t, task in enumerate(world.bank.task_names):
-                        rows.setdefault(f"single task model {task}", []).append(srocc(task_scores[t, test], utility[test]))
+                        rows.setdefault(f"single task model {task}", []).append(
+                            srocc(task_scores[t, test], utility[test])
+                        )
     table = ["| method | test SROCC (mean ± std) |", "|---|---|"]
     for method, values in rows.items():
         line = {"method": method, "mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}

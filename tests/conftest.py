@@ -8,9 +8,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from hub_server import local_hub  # noqa: E402,F401  (session-scoped LocalHub fixture)
-
 import pytest  # noqa: E402
+from hub_server import local_hub  # noqa: E402,F401  (session-scoped LocalHub fixture)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["FIXTURE_NAMES", "FLICKR_TEST_WORKERS", "DatabaseFixture", "make_database_fixture", "write_database_fixture"]
+__all__ = [
+    "FIXTURE_NAMES",
+    "FLICKR_TEST_WORKERS",
+    "DatabaseFixture",
+    "make_database_fixture",
+    "write_database_fixture",
+]
 
 # Test workers of FLICKR-AES used by the fixture (from the standard list of 37).
 FLICKR_TEST_WORKERS = ("AGXT2OHMTWBRS", "A10VDYXRLMTMG2", "A2BHHEWR9PRDX8")
@@ -178,7 +184,9 @@ def _aadb(fixture: DatabaseFixture, rng: np.random.Generator, n: int, bad_rows: 
     bad_urls = ["http://example.com/photo.jpg", _flickr_url(names[0])]
     bad_scores = ["3", "high"]
     bad = [
-        _csv_line(["bad", workers[0], bad_urls[i % 2], *[""] * 9, bad_scores[i % 2], *[""] * 9, "", ""], quote_all=True)
+        _csv_line(
+            ["bad", workers[0], bad_urls[i % 2], *[""] * 9, bad_scores[i % 2], *[""] * 9, "", ""], quote_all=True
+        )
         for i in range(bad_rows)
     ]
     _inject(fixture, "AADB_AllinAll.csv", lines, bad)
@@ -258,7 +266,9 @@ def _koniq10k(fixture: DatabaseFixture, rng: np.random.Generator, n: int, bad_ro
     names = [f"{i}.jpg" for i in 10**10 + rng.choice(10**6, n, replace=False)]
     splits = _splits(rng, n, ("train", "validation", "test"))
     sets_lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"]
-    scores_lines = [_csv_line(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"], True)]
+    scores_lines = [
+        _csv_line(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"], True)
+    ]
     set_names = {"train": "training", "validation": "validation", "test": "test"}
     for name, split in zip(names, splits):
         counts = rng.integers(0, 40, 5)

@@ -416,7 +416,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             raise HubError(400, None, f"Invalid repo name {repo_id!r}: expected letters, digits, '-', '_' or '.'")
         with self.hub.lock:
             if repo_id in self.hub.repos:
-                raise HubError(409, None, f"You already created this model repo: {repo_id}", url=self._repo_url(repo_id))
+                raise HubError(
+                    409, None, f"You already created this model repo: {repo_id}", url=self._repo_url(repo_id)
+                )
             repo = Repo(private=payload.get("visibility") == "private", created_at=_now())
             attributes = self.hub.store_file(DEFAULT_GITATTRIBUTES.encode())
             repo.add_commit("main", {".gitattributes": attributes}, "initial commit", "", "system")
@@ -516,7 +518,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             actions = {"upload": {"href": f"{self.hub.url}/lfs-upload/{ticket}"},
                        "verify": {"href": f"{self._repo_url(repo)}.git/info/lfs/objects/verify"}}  # fmt: skip
             objects.append({"oid": oid, "size": size, "authenticated": True, "actions": actions})
-        return _json({"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"})
+        return _json(
+            {"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"}
+        )
 
     def lfs_upload(self, ticket: str) -> _Response:
         # Like a pre-signed storage URL: the ticket authorizes the upload, no token is sent.
@@ -636,7 +640,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             return _Response(200, data, headers)
         byte_range = _byte_range(requested, len(data))
         if byte_range is None:
-            raise HubError(416, None, f"Range {requested!r} is not satisfiable", {"Content-Range": f"bytes */{len(data)}"})
+            raise HubError(
+                416, None, f"Range {requested!r} is not satisfiable", {"Content-Range": f"bytes */{len(data)}"}
+            )
         start, end = byte_range
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         return _Response(206, data[start : end + 1], headers)

@@ -66,7 +66,9 @@ def build_world(**bank_kwargs) -> PlantedWorld:
     return PlantedWorld(base, TaskVectorBank.from_finetuned(base, tuned, **bank_kwargs), tuned)
 
 
-def user_ratings(photos: list[Image.Image], weights: list[float], noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def user_ratings(
+    photos: list[Image.Image], weights: list[float], noise: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A user's noise-free utility (a known mixture of the tasks) and noisy ratings of it."""
     utility = criteria(photos) @ torch.tensor(weights, dtype=torch.float64)
     generator = torch.Generator().manual_seed(seed)

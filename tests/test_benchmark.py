@@ -35,8 +35,13 @@ def _ratings():
     return {u: user_ratings(photos, w, noise=0.05, seed=i)[1].numpy() for i, (u, w) in enumerate(USERS.items())}
 
 
-CONFIG = dict(shots=(10, 20), personalizer=PersonalizerConfig(steps=20),
-              paper=PersonalizerConfig.from_preset("paper", steps=20), baseline_steps=10, progress=False)
+CONFIG = dict(
+    shots=(10, 20),
+    personalizer=PersonalizerConfig(steps=20),
+    paper=PersonalizerConfig.from_preset("paper", steps=20),
+    baseline_steps=10,
+    progress=False,
+)
 
 
 def test_every_method_runs_and_results_are_written(world, tmp_path):

@@ -38,18 +38,45 @@ def test_score_prints_and_writes(saved, capsys, tmp_path):
     assert main(["score", str(saved / "photos"), "--model", str(saved / "base")]) == 0
     table = capsys.readouterr().out
     assert "p00.png" in table and len(table.strip().splitlines()) == 31
-    assert main(["score", str(saved / "photos" / "p01.png"), "--model", str(saved / "base"),
-                 "--output", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(saved / "photos" / "p01.png"),
+                "--model",
+                str(saved / "base"),
+                "--output",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "s.json").read_text())
     expected = AestheticModel.from_pretrained(saved / "base").score([saved / "photos" / "p01.png"])
     assert rows[0]["score"] == pytest.approx(float(expected[0]), abs=1e-6)
-    assert main(["score", str(saved / "photos"), "--model", str(saved / "base"), "--output", str(tmp_path / "s.txt")]) == 2
+    assert (
+        main(["score", str(saved / "photos"), "--model", str(saved / "base"), "--output", str(tmp_path / "s.txt")])
+        == 2
+    )
     assert "must end in .csv or .json" in capsys.readouterr().err
 
 
 def test_personalize_command_exports_coefficients(saved, capsys, tmp_path):
-    code = main(["personalize", "--ratings", str(saved / "one_user.csv"), "--model", str(saved / "base"),
-                 "--bank", str(saved / "bank"), "--output", str(tmp_path / "mine"), "--steps", "10"])
+    code = main(
+        [
+            "personalize",
+            "--ratings",
+            str(saved / "one_user.csv"),
+            "--model",
+            str(saved / "base"),
+            "--bank",
+            str(saved / "bank"),
+            "--output",
+            str(tmp_path / "mine"),
+            "--steps",
+            "10",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "personalized on 20 ratings" in capsys.readouterr().out
     assert (tmp_path / "mine" / "coefficients.safetensors").is_file()
@@ -57,14 +84,45 @@ def test_personalize_command_exports_coefficients(saved, capsys, tmp_path):
     base = AestheticModel.from_pretrained(saved / "base")
     photo = [saved / "photos" / "p25.png"]
     assert float((model.score(photo) - base.score(photo)).abs()) > 1e-4
-    assert main(["personalize", "--ratings", str(tmp_path / "none.csv"), "--model", str(saved / "base"),
-                 "--bank", str(saved / "bank"), "--output", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "personalize",
+                "--ratings",
+                str(tmp_path / "none.csv"),
+                "--model",
+                str(saved / "base"),
+                "--bank",
+                str(saved / "bank"),
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_benchmark_command_on_a_ratings_file(saved, capsys, tmp_path):
-    code = main(["benchmark", "--ratings", str(saved / "ratings.csv"), "--model", str(saved / "base"),
-                 "--bank", str(saved / "bank"), "--shots", "10", "--repeats", "1", "--methods", "default", "uniform",
-                 "--output", str(tmp_path / "bench")])
+    code = main(
+        [
+            "benchmark",
+            "--ratings",
+            str(saved / "ratings.csv"),
+            "--model",
+            str(saved / "base"),
+            "--bank",
+            str(saved / "bank"),
+            "--shots",
+            "10",
+            "--repeats",
+            "1",
+            "--methods",
+            "default",
+            "uniform",
+            "--output",
+            str(tmp_path / "bench"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert {r["method"] for r in result["summary"]} == {"default", "uniform"}

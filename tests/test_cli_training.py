@@ -53,20 +53,53 @@ def test_user_errors_exit_with_code_2(tmp_path, koniq, base, capsys):
     assert main([]) == 2 and "required: COMMAND" in capsys.readouterr().err
     assert main(["finetune", "--database", "koniq10k"]) == 2
     assert "the following arguments are required: --root, --base, --output" in capsys.readouterr().err
-    assert main(["finetune", "--database", "koniq10k", "--root", str(koniq), "--base", str(base),
-                 "--output", str(tmp_path / "run"), "--batch-size", "0"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--database",
+                "koniq10k",
+                "--root",
+                str(koniq),
+                "--base",
+                str(base),
+                "--output",
+                str(tmp_path / "run"),
+                "--batch-size",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == "error: FinetuneConfig.batch_size must be > 0, received 0"
     assert main(["finetune", "--database", "nodb", "--root", str(koniq), "--base", str(base), "--output", "x"]) == 2
     assert "error: Unknown database 'nodb'" in capsys.readouterr().err
-    assert main(["build-bank", str(tmp_path), "--base", str(tmp_path / "nobase"), "--output", str(tmp_path / "b")]) == 2
+    assert (
+        main(["build-bank", str(tmp_path), "--base", str(tmp_path / "nobase"), "--output", str(tmp_path / "b")]) == 2
+    )
     assert capsys.readouterr().err.startswith("error: expected a base model")
     assert not (tmp_path / "run").exists() and not (tmp_path / "b").exists()
 
 
 def test_init_base_command(tmp_path, capsys):
     AutoModel.from_config(encoder_configs()["clip"]).save_pretrained(tmp_path / "encoder")
-    assert main(["init-base", "--encoder", str(tmp_path / "encoder"), "--output", str(tmp_path / "base"),
-                 "--seed", "5", "--score-range", "0", "100"]) == 0
+    assert (
+        main(
+            [
+                "init-base",
+                "--encoder",
+                str(tmp_path / "encoder"),
+                "--output",
+                str(tmp_path / "base"),
+                "--seed",
+                "5",
+                "--score-range",
+                "0",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert "saved base model (clip_vision_model encoder" in capsys.readouterr().out
     model = AestheticModel.from_pretrained(tmp_path / "base")
     assert model.config.score_range == [0.0, 100.0] and (tmp_path / "base" / "preprocessor_config.json").is_file()
@@ -75,15 +108,41 @@ def test_init_base_command(tmp_path, capsys):
 def test_two_process_finetune_counts_each_eval_example_once(tmp_path, koniq, base):
     run = tmp_path / "run"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", "0", "-m", "taskvec_aesthetics.cli", "finetune", "--database", "koniq10k",
-        "--root", str(koniq), "--base", str(base), "--output", str(run), "--batch-size", "2", "--epochs", "2",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "0",
+        "-m",
+        "taskvec_aesthetics.cli",
+        "finetune",
+        "--database",
+        "koniq10k",
+        "--root",
+        str(koniq),
+        "--base",
+        str(base),
+        "--output",
+        str(run),
+        "--batch-size",
+        "2",
+        "--epochs",
+        "2",
     ]
     # accelerate 1.15 starts several CPU processes on one machine through its torchrun path ("--multi_gpu") when
     # ACCELERATE_USE_CPU is set; "--cpu --num_processes 2" alone would start a single process.
     start = time.perf_counter()
-    done = subprocess.run(command, env={**command_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        command,
+        env={**command_env(), "ACCELERATE_USE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     wall = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"2-process finetune: {wall:.1f} s")
@@ -101,9 +160,29 @@ def test_two_process_finetune_counts_each_eval_example_once(tmp_path, koniq, bas
 def test_build_bank_command(tmp_path, koniq, base, capsys):
     spaq = write_database_fixture("spaq", tmp_path / "data", num_images=20)
     common = ["--base", str(base), "--batch-size", "4", "--max-steps", "2"]
-    assert main(["finetune", "--database", "koniq10k", "--root", str(koniq), "--output", str(tmp_path / "koniq"), *common]) == 0
-    assert main(["finetune", "--database", "spaq", "--root", str(spaq), "--output", str(tmp_path / "spaq"),
-                 "--eval-split", "test", *common]) == 0
+    assert (
+        main(
+            ["finetune", "--database", "koniq10k", "--root", str(koniq), "--output", str(tmp_path / "koniq"), *common]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                "--database",
+                "spaq",
+                "--root",
+                str(spaq),
+                "--output",
+                str(tmp_path / "spaq"),
+                "--eval-split",
+                "test",
+                *common,
+            ]
+        )
+        == 0
+    )
     runs = [str(tmp_path / "koniq"), str(tmp_path / "spaq")]
     assert main(["build-bank", *runs, "--base", str(base), "--output", str(tmp_path / "bank")]) == 0
     assert "saved TaskVectorBank(2 tasks ['koniq10k', 'spaq']" in capsys.readouterr().out
@@ -119,9 +198,30 @@ def test_build_bank_command(tmp_path, koniq, base, capsys):
 
     other = tmp_path / "other_base"
     tiny_model("clip", seed=7).save_pretrained(other)
-    assert main(["finetune", "--database", "koniq10k", "--root", str(koniq), "--output", str(tmp_path / "stranger"),
-                 "--base", str(other), "--max-steps", "1", "--eval-split", "none"]) == 0
-    assert main(["build-bank", *runs, str(tmp_path / "stranger"), "--base", str(base), "--output", str(tmp_path / "b2")]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--database",
+                "koniq10k",
+                "--root",
+                str(koniq),
+                "--output",
+                str(tmp_path / "stranger"),
+                "--base",
+                str(other),
+                "--max-steps",
+                "1",
+                "--eval-split",
+                "none",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["build-bank", *runs, str(tmp_path / "stranger"), "--base", str(base), "--output", str(tmp_path / "b2")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"error: run {tmp_path / 'stranger'} was fine-tuned from a base with fingerprint" in err
     assert not (tmp_path / "b2").exists()
@@ -134,15 +234,33 @@ def test_accelerate_config_and_paper_script(tmp_path, koniq):
     assert (str(config.distributed_type), config.mixed_precision) == ("DistributedType.MULTI_GPU", "bf16")
 
     AutoModel.from_config(encoder_configs()["clip"]).save_pretrained(tmp_path / "encoder")
-    env = {**command_env(), "WORK": str(tmp_path / "work"), "ENCODER": str(tmp_path / "encoder"),
-           "DATABASES": "koniq10k", "KONIQ10K_ROOT": str(koniq), "ACCELERATE_ARGS": "--cpu --num_processes 1",
-           "FINETUNE_ARGS": "--max-steps 2 --batch-size 4"}
-    done = subprocess.run(["bash", str(EXAMPLES / "build_paper_bank.sh")], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    env = {
+        **command_env(),
+        "WORK": str(tmp_path / "work"),
+        "ENCODER": str(tmp_path / "encoder"),
+        "DATABASES": "koniq10k",
+        "KONIQ10K_ROOT": str(koniq),
+        "ACCELERATE_ARGS": "--cpu --num_processes 1",
+        "FINETUNE_ARGS": "--max-steps 2 --batch-size 4",
+    }
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "build_paper_bank.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    bank = TaskVectorBank.from_pretrained(tmp_path / "work" / "bank",
-                                          base=AestheticModel.from_pretrained(tmp_path / "work" / "base"))
+    bank = TaskVectorBank.from_pretrained(
+        tmp_path / "work" / "bank", base=AestheticModel.from_pretrained(tmp_path / "work" / "base")
+    )
     assert bank.task_names == ["koniq10k"] and bank.info("koniq10k").num_images == 7
-    missing = subprocess.run(["bash", str(EXAMPLES / "build_paper_bank.sh")], capture_output=True, text=True,
-                             env={**env, "DATABASES": "ava koniq10k"}, check=False)
+    missing = subprocess.run(
+        ["bash", str(EXAMPLES / "build_paper_bank.sh")],
+        capture_output=True,
+        text=True,
+        env={**env, "DATABASES": "ava koniq10k"},
+        check=False,
+    )
     assert missing.returncode != 0 and "set AVA_ROOT" in missing.stderr

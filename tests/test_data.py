@@ -190,7 +190,9 @@ def test_ava_mean_vote_and_test_list(fixtures):
     lines = (fixture.root / "AVA.txt").read_text().splitlines()
     assert all(len(line.split(" ")) == 15 for line in lines)
     test = load_database("ava", fixture.root, "test")
-    assert set(test["image_id"]) == set((fixture.root / "aesthetics_image_lists/generic_test.jpgl").read_text().split())
+    assert set(test["image_id"]) == set(
+        (fixture.root / "aesthetics_image_lists/generic_test.jpgl").read_text().split()
+    )
     for score, distribution in zip(test["score"], test["score_distribution"]):
         assert score == pytest.approx(np.dot(np.arange(1, 11), distribution), rel=1e-5)
 
@@ -357,7 +359,9 @@ def test_root_that_is_not_the_database_names_expected_files(name, tmp_path):
 
 
 def test_empty_ava_root_names_the_label_file(tmp_path):
-    with pytest.raises(DatabaseFormatError, match=r"(?s)'AVA.txt' not found.*aesthetics_image_lists/generic_test.jpgl"):
+    with pytest.raises(
+        DatabaseFormatError, match=r"(?s)'AVA.txt' not found.*aesthetics_image_lists/generic_test.jpgl"
+    ):
         load_database("ava", tmp_path)
 
 
@@ -402,7 +406,9 @@ def test_load_ratings_from_csv_with_relative_and_absolute_paths(tmp_path):
 
 def test_load_ratings_from_an_imagefolder(tmp_path):
     names = _photos(tmp_path)
-    (tmp_path / "metadata.csv").write_text("file_name,score\n" + "".join(f"{n},{i + 1}\n" for i, n in enumerate(names)))
+    (tmp_path / "metadata.csv").write_text(
+        "file_name,score\n" + "".join(f"{n},{i + 1}\n" for i, n in enumerate(names))
+    )
     dataset = load_ratings(tmp_path)
     assert dataset.column_names == ["image", "image_id", "score"]
     assert dict(zip(dataset["image_id"], dataset["score"])) == {n: i + 1.0 for i, n in enumerate(names)}

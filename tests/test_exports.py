@@ -72,7 +72,10 @@ def test_coefficients_export_reloads_in_a_fresh_process(saved):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", script, str(root / "mine"), str(root / "x.pt")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     fresh = torch.tensor(eval(result.stdout.strip().splitlines()[-1]))

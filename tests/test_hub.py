@@ -154,8 +154,13 @@ def test_push_records_the_commit_and_writes_validated_cards(published: dict[str,
     files = published["files"]
     assert "coefficients.safetensors" in files[MINE] and "model.safetensors" not in files[MINE]
     assert "model.safetensors" in files[MERGED] and "coefficients.safetensors" not in files[MERGED]
-    assert files[SAVED_BASE] == [".gitattributes", "README.md", "config.json", "model.safetensors",
-                                 "preprocessor_config.json"]  # save_pretrained(push_to_hub=True) pushes it all
+    assert files[SAVED_BASE] == [
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]  # save_pretrained(push_to_hub=True) pushes it all
     cards = published["cards"]
     mine, merged = cards[MINE]["data"], cards[MERGED]["data"]
     assert (mine["base_model"], mine["base_model_relation"]) == (BASE, "adapter")

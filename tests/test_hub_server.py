@@ -130,14 +130,18 @@ def test_upload_sends_big_and_binary_files_through_lfs(pushed: dict[str, Any], e
     assert result["entries"]["model.safetensors"] == ["RepoFile", digests["model.safetensors"]]  # by .gitattributes
     assert result["entries"]["config.json"] == ["RepoFile", None]
     assert result["entries"]["notes"] == ["RepoFolder", None]
-    assert result["top"] == sorted([".gitattributes", "README.md", "big.dat", "config.json", "model.safetensors", "notes"])
+    assert result["top"] == sorted(
+        [".gitattributes", "README.md", "big.dat", "config.json", "model.safetensors", "notes"]
+    )
     assert result["paths"] == ["config.json", "notes"]
     assert sorted(result["files"]) == sorted([".gitattributes", *digests])
     assert result["siblings"] == sorted(result["files"])
     assert result["sha"] == pushed["commit"]
 
 
-def test_downloads_into_fresh_cache_return_uploaded_bytes(pushed: dict[str, Any], anonymous_env: dict[str, str]) -> None:
+def test_downloads_into_fresh_cache_return_uploaded_bytes(
+    pushed: dict[str, Any], anonymous_env: dict[str, str]
+) -> None:
     result = client_json(
         f"""
         import hashlib, json
@@ -153,7 +157,9 @@ def test_downloads_into_fresh_cache_return_uploaded_bytes(pushed: dict[str, Any]
         anonymous_env,
     )
     assert result["single"] == pushed["sha256"]
-    assert {name: digest for name, digest in result["snapshot"].items() if name != ".gitattributes"} == pushed["sha256"]
+    assert {name: digest for name, digest in result["snapshot"].items() if name != ".gitattributes"} == pushed[
+        "sha256"
+    ]
     assert result["commit"] == pushed["commit"]  # snapshots are cached under the commit id
 
 
@@ -274,7 +280,10 @@ def test_private_repo_needs_the_token(env: dict[str, str], anonymous_env: dict[s
         print(json.dumps(out))
         """
     anonymous = client_json(attempts, anonymous_env)
-    assert anonymous == {**dict.fromkeys(["download", "snapshot", "info"], "RepositoryNotFoundError"), "upload": "HfHubHTTPError"}
+    assert anonymous == {
+        **dict.fromkeys(["download", "snapshot", "info"], "RepositoryNotFoundError"),
+        "upload": "HfHubHTTPError",
+    }
     authorized = {"download": "hidden", "snapshot": [".gitattributes", "secret.txt"], "info": True, "upload": 40}
     assert client_json(attempts, env) == authorized
     wrong_token = client_json(attempts, {**anonymous_env, "HF_TOKEN": "hf_wrong"})

@@ -101,7 +101,10 @@ def test_streamed_gradient_equals_autograd(setup, granularity):
     values = coefficients.values.clone().requires_grad_(True)
     loss = functional_forward(base, merge_parameters(params, stacked, values, layout), pixel_values=x).scores.sum()
     loss.backward()
-    merged = {n: t.detach().requires_grad_(True) for n, t in merge_parameters(params, stacked, coefficients.values, layout).items()}
+    merged = {
+        n: t.detach().requires_grad_(True)
+        for n, t in merge_parameters(params, stacked, coefficients.values, layout).items()
+    }
     functional_forward(base, merged, pixel_values=x).scores.sum().backward()
     streamed = streamed_coefficient_grad(
         {n: t.grad for n, t in merged.items()}, lambda t: bank[TASKS[t]], len(TASKS), layout

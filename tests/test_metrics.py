@@ -27,7 +27,6 @@ from taskvec_aesthetics.metrics import (
     srocc,
 )
 
-
 # Any warning from inside numpy/scipy in the numeric tests is a failure.
 numeric = pytest.mark.filterwarnings("error")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from planted import images, to_pixels, user_ratings
-from tiny_models import perturbed_copy, tiny_model
+from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
 from taskvec_aesthetics.metrics import srocc
@@ -71,7 +71,9 @@ def test_a_bank_covering_the_embeddings_caches_nothing(world, pool):
     pixels, _, ratings, rated, test = pool
     personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=5))
     assert personalizer.prefix_blocks is None  # the planted tasks fine-tuned every parameter
-    coefficients, _ = personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double()))
+    coefficients, _ = personalizer.fit_encoded(
+        EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
+    )
     predicted = personalizer.predict(coefficients, personalizer.encode(pixels[test]))
     merged = world.base.with_coefficients(world.bank, coefficients)(pixel_values=pixels[test]).scores.detach()
     assert torch.allclose(predicted, merged, atol=1e-5)
@@ -79,11 +81,15 @@ def test_a_bank_covering_the_embeddings_caches_nothing(world, pool):
 
 def test_prefix_caching_equals_uncached_path(world, pool):
     pixels, _, ratings, rated, test = pool
-    top = [n for n in world.bank.parameter_names if n.startswith(("encoder.encoder.layers.1.", "encoder.post_", "head."))]
+    top = [
+        n for n in world.bank.parameter_names if n.startswith(("encoder.encoder.layers.1.", "encoder.post_", "head."))
+    ]
     bank = TaskVectorBank.from_finetuned(world.base, world.tuned, parameter_names=top)
     personalizer = Personalizer(world.base, bank, PersonalizerConfig(steps=10))
     assert personalizer.prefix_blocks == 1
-    coefficients, _ = personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double()))
+    coefficients, _ = personalizer.fit_encoded(
+        EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
+    )
     cached = personalizer.predict(coefficients, personalizer.encode(pixels[test]))
     uncached = world.base.with_coefficients(bank, coefficients)(pixel_values=pixels[test]).scores.detach()
     assert torch.allclose(cached, uncached, atol=1e-5)
@@ -117,7 +123,12 @@ def test_pairwise_loss_masks_ties():
 def test_paper_preset():
     paper = PersonalizerConfig.from_preset("paper")
     assert (paper.granularity, paper.pairing, paper.steps, paper.batch_size, paper.learning_rate) == (
-        "tensor", "half", 500, 32, 1e-2)
+        "tensor",
+        "half",
+        500,
+        32,
+        1e-2,
+    )
     assert paper.holdout_fraction == 0.0 and paper.temperature == 10.0
     default = PersonalizerConfig()
     assert default.granularity == "layer" and default.pairing == "all" and default.holdout_fraction > 0
@@ -158,9 +169,9 @@ def test_personalize_dataset_then_coefficients_export(world, tmp_path):
     world.bank.save_pretrained(tmp_path / "bank")
     bank = TaskVectorBank.from_pretrained(tmp_path / "bank")
     pics = _pil_images(12, seed=1)
-    dataset = datasets.Dataset.from_dict(
-        {"image": pics, "score": [float(i % 5 + 1) for i in range(12)]}
-    ).cast_column("image", datasets.Image())
+    dataset = datasets.Dataset.from_dict({"image": pics, "score": [float(i % 5 + 1) for i in range(12)]}).cast_column(
+        "image", datasets.Image()
+    )
     model = base.personalize(dataset, bank=bank, steps=10, calibrate=True)
     report = model.personalization.info
     assert report["num_ratings"] == 12 and report["calibration"]["slope"] > 0
@@ -175,10 +186,13 @@ def test_personalize_dataset_then_coefficients_export(world, tmp_path):
 
 def test_fit_many(world):
     pics = _pil_images(8, seed=3)
-    dataset = datasets.Dataset.from_dict({
-        "image": pics * 2, "score": [1, 2, 3, 4, 5, 1, 2, 3] + [5, 4, 3, 2, 1, 5, 4, 3],
-        "user_id": ["alice"] * 8 + ["bob"] * 8,
-    }).cast_column("image", datasets.Image())
+    dataset = datasets.Dataset.from_dict(
+        {
+            "image": pics * 2,
+            "score": [1, 2, 3, 4, 5, 1, 2, 3] + [5, 4, 3, 2, 1, 5, 4, 3],
+            "user_id": ["alice"] * 8 + ["bob"] * 8,
+        }
+    ).cast_column("image", datasets.Image())
     reports = fit_many(world.base, world.bank, dataset, PersonalizerConfig(steps=5))
     assert list(reports) == ["alice", "bob"]
     assert not torch.equal(reports["alice"].coefficients.values, reports["bob"].coefficients.values)
@@ -190,14 +204,18 @@ def test_adapted_head_layer_travels_with_the_coefficients(world, pool, tmp_path)
     pixels, _, ratings, rated, test = pool
     fits = {}
     for gradient in ("autograd", "streamed"):
-        personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(adapt_head=True, steps=15, gradient=gradient))
+        personalizer = Personalizer(
+            world.base, world.bank, PersonalizerConfig(adapt_head=True, steps=15, gradient=gradient)
+        )
         encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
         fits[gradient] = personalizer.fit_encoded(encoded)[0]
     coefficients = fits["autograd"]
     assert set(coefficients.extra) == {"head.fc2.weight", "head.fc2.bias"}
     assert all(torch.allclose(coefficients.extra[n], fits["streamed"].extra[n], atol=1e-5) for n in coefficients.extra)
-    moved = coefficients.extra["head.fc2.weight"] - world.base.with_coefficients(world.bank, coefficients.values.clone()) \
-        .state_dict()["head.fc2.weight"]
+    moved = (
+        coefficients.extra["head.fc2.weight"]
+        - world.base.with_coefficients(world.bank, coefficients.values.clone()).state_dict()["head.fc2.weight"]
+    )
     assert moved.abs().max() > 0  # the head layer really changed beyond the merge
     model = world.base.with_coefficients(world.bank, coefficients)
     expected = personalizer.predict(coefficients, personalizer.encode(pixels[test]))

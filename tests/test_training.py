@@ -9,8 +9,8 @@ from tiny_models import encoder_configs, tiny_model
 from transformers import AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_fingerprint
-from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.bank_production import build_bank, init_base
+from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
 from taskvec_aesthetics.training import RESULT_FILE, FinetuneConfig, finetune, finetune_database, resample_histogram
 
@@ -75,12 +75,23 @@ def test_pairwise_rank_loss_ignores_ties():
 def test_resumed_run_ends_with_the_same_weights(tmp_path, koniq, clip_base):
     # 7 images in batches of 2 with accumulation 2: 2 steps per epoch, so step 3 is in the middle of an epoch.
     settings = {"batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 5, "rank_loss_weight": 0.5}
-    full = finetune_database("koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "full", checkpoint_every=3, **settings))
+    full = finetune_database(
+        "koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "full", checkpoint_every=3, **settings)
+    )
     checkpoint = tmp_path / "full" / "checkpoints" / "step-00000003"
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step-00000003", "step-00000005"]
-    resumed = finetune_database("koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "resumed", **settings),
-                                resume_from_checkpoint=checkpoint)
-    base, tuned, again = weights(AestheticModel.from_pretrained(clip_base)), weights(full.model), weights(resumed.model)
+    resumed = finetune_database(
+        "koniq10k",
+        koniq,
+        clip_base,
+        FinetuneConfig(tmp_path / "resumed", **settings),
+        resume_from_checkpoint=checkpoint,
+    )
+    base, tuned, again = (
+        weights(AestheticModel.from_pretrained(clip_base)),
+        weights(full.model),
+        weights(resumed.model),
+    )
     assert sum(not torch.equal(tuned[n], base[n]) for n in base) > len(base) // 2
     assert all(torch.equal(tuned[n], again[n]) for n in tuned)
     assert resumed.history == full.history and resumed.metrics == full.metrics
@@ -90,11 +101,21 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, koniq, clip_base):
     other = finetune_database("koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "other", seed=1, **settings))
     assert not torch.equal(weights(other.model)["head.fc2.weight"], tuned["head.fc2.weight"])
     with pytest.raises(ValueError, match="batch_size"):
-        finetune_database("koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "bad", **{**settings, "batch_size": 3}),
-                          resume_from_checkpoint=checkpoint)
+        finetune_database(
+            "koniq10k",
+            koniq,
+            clip_base,
+            FinetuneConfig(tmp_path / "bad", **{**settings, "batch_size": 3}),
+            resume_from_checkpoint=checkpoint,
+        )
     with pytest.raises(ValueError, match="base_fingerprint"):
-        finetune_database("koniq10k", koniq, tiny_model("clip", seed=1), FinetuneConfig(tmp_path / "bad", **settings),
-                          resume_from_checkpoint=checkpoint)
+        finetune_database(
+            "koniq10k",
+            koniq,
+            tiny_model("clip", seed=1),
+            FinetuneConfig(tmp_path / "bad", **settings),
+            resume_from_checkpoint=checkpoint,
+        )
 
 
 def test_frozen_prefix_and_batchnorm_stay_exactly_base(tmp_path, koniq):
@@ -149,7 +170,9 @@ def test_bad_inputs_are_clear_errors(tmp_path, koniq, clip_base):
 
 def test_build_bank_refuses_runs_of_another_base(tmp_path, koniq, clip_base):
     other = tiny_model("clip", seed=1)
-    finetune_database("koniq10k", koniq, other, FinetuneConfig(tmp_path / "run", batch_size=4, max_steps=1, eval_every_epoch=False))
+    finetune_database(
+        "koniq10k", koniq, other, FinetuneConfig(tmp_path / "run", batch_size=4, max_steps=1, eval_every_epoch=False)
+    )
     with pytest.raises(FingerprintMismatchError, match=f"run {tmp_path / 'run'} was fine-tuned from a base"):
         build_bank([tmp_path / "run"], clip_base)
     bank = build_bank([tmp_path / "run"], other)
@@ -169,11 +192,19 @@ def test_init_base_from_local_encoders(tmp_path):
     with pytest.raises(ValueError, match="takes 32 px images"):
         init_base(tmp_path / "encoder", image_size=64)
 
-    text = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, vocab_size=99)
+    text = CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, vocab_size=99
+    )
     composite = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=encoder_configs()["clip"].to_dict()))
     composite.save_pretrained(tmp_path / "clip")
-    processor = {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 40},
-                 "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "do_normalize": True}
+    processor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 40},
+        "do_center_crop": True,
+        "crop_size": {"height": 32, "width": 32},
+        "do_normalize": True,
+    }
     (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps(processor))
     tower = init_base(tmp_path / "clip")
     assert tower.config.encoder_config.model_type == "clip_vision_model"

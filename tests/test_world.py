@@ -100,15 +100,18 @@ def _rgb(image):
     return np.asarray(image, dtype=np.float64)
 
 
-@pytest.mark.parametrize(("trait", "measure", "low", "high"), [
-    ("sharpness", _laplacian_variance, -1.0, 1.0),
-    ("noise", _high_frequency, 0.0, 1.0),
-    ("jpeg", _blockiness, 0.0, 1.0),
-    ("exposure", lambda im: _rgb(im).mean(), -1.0, 1.0),
-    ("saturation", lambda im: _rgb(im).std(axis=2).mean(), -1.0, 1.0),
-    ("contrast", lambda im: _gray(im).std(), -1.0, 1.0),
-    ("warmth", lambda im: (_rgb(im)[..., 0] - _rgb(im)[..., 2]).mean(), -1.0, 1.0),
-])
+@pytest.mark.parametrize(
+    ("trait", "measure", "low", "high"),
+    [
+        ("sharpness", _laplacian_variance, -1.0, 1.0),
+        ("noise", _high_frequency, 0.0, 1.0),
+        ("jpeg", _blockiness, 0.0, 1.0),
+        ("exposure", lambda im: _rgb(im).mean(), -1.0, 1.0),
+        ("saturation", lambda im: _rgb(im).std(axis=2).mean(), -1.0, 1.0),
+        ("contrast", lambda im: _gray(im).std(), -1.0, 1.0),
+        ("warmth", lambda im: (_rgb(im)[..., 0] - _rgb(im)[..., 2]).mean(), -1.0, 1.0),
+    ],
+)
 def test_each_trait_moves_its_measure_monotonically(base, trait, measure, low, high):
     values = [measure(apply_traits(base, {trait: strength}, seed=3)) for strength in np.linspace(low, high, 5)]
     assert all(a < b for a, b in pairwise(values)), (trait, values)
@@ -134,8 +137,12 @@ def test_apply_traits_extremes_seed_and_validation(base):
 def _fingerprint(world):
     data = [world.pool.png, world.pool.strengths.tobytes()]
     for name, dataset in world.databases.items():
-        data += [name, list(dataset["score"]), list(dataset["score_distribution"]), [row["bytes"] for row in
-                 dataset.cast_column("image", ImageFeature(decode=False))["image"]]]
+        data += [
+            name,
+            list(dataset["score"]),
+            list(dataset["score_distribution"]),
+            [row["bytes"] for row in dataset.cast_column("image", ImageFeature(decode=False))["image"]],
+        ]
     data += [(user.user_id, user.taste, user.noise) for user in world.users]
     data += [list(world.ratings[user.user_id]["score"]) for user in world.users]
     return data
@@ -151,8 +158,9 @@ def test_world_is_deterministic_per_seed(world):
 
 def test_make_database_matches_world_and_has_standard_columns(world, photos):
     config = world.config
-    dataset = make_database("contrast", photos[:config.num_photos], config.images_per_database, config.image_size,
-                            config.seed)
+    dataset = make_database(
+        "contrast", photos[: config.num_photos], config.images_per_database, config.image_size, config.seed
+    )
     assert list(dataset["score"]) == list(world.databases["contrast"]["score"])
     assert set(dataset.column_names) == {"image", "score", "score_distribution", "image_id"}
     row = dataset[0]

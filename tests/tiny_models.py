@@ -11,8 +11,14 @@ from taskvec_aesthetics import AestheticConfig, AestheticModel
 from taskvec_aesthetics.efficientnet_lite import EfficientNetLiteConfig
 
 IMAGE_SIZE = 32
-_VIT_LIKE = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                 image_size=IMAGE_SIZE, patch_size=8)
+_VIT_LIKE = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=IMAGE_SIZE,
+    patch_size=8,
+)
 
 
 def encoder_configs() -> dict:
@@ -23,8 +29,14 @@ def encoder_configs() -> dict:
         "dinov2": Dinov2Config(**_VIT_LIKE),
         "vit": ViTConfig(**_VIT_LIKE),
         "efficientnet_lite": EfficientNetLiteConfig(
-            image_size=IMAGE_SIZE, stem_channels=8, hidden_size=32, kernel_sizes=[3, 3, 5], strides=[1, 2, 2],
-            expand_ratios=[1, 2, 2], out_channels=[8, 12, 16], num_block_repeats=[1, 1, 2],
+            image_size=IMAGE_SIZE,
+            stem_channels=8,
+            hidden_size=32,
+            kernel_sizes=[3, 3, 5],
+            strides=[1, 2, 2],
+            expand_ratios=[1, 2, 2],
+            out_channels=[8, 12, 16],
+            num_block_repeats=[1, 1, 2],
         ),
         "generic": ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
     }

@@ -10,7 +10,7 @@ from .configuration import AestheticConfig
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
 from .modeling import AestheticModel, AestheticModelOutput
-from .personalization import Personalizer, PersonalizerConfig, PersonalizationReport, fit_many
+from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
 
 __version__ = "0.1.0"
 

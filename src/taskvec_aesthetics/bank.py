@@ -58,9 +58,11 @@ class TaskVector(Mapping[str, torch.Tensor]):
         """tau = finetuned - base over ``parameter_names`` (default: every trainable parameter of ``base``)."""
         base_params = dict(base.named_parameters())
         tuned_params = dict(finetuned.named_parameters())
-        names = list(parameter_names) if parameter_names is not None else [
-            n for n, p in base_params.items() if p.requires_grad
-        ]
+        names = (
+            list(parameter_names)
+            if parameter_names is not None
+            else [n for n, p in base_params.items() if p.requires_grad]
+        )
         missing = [n for n in names if n not in tuned_params or n not in base_params]
         if missing:
             raise ValueError(f"parameters missing from the base or fine-tuned model: {missing[:5]} ({len(missing)})")
@@ -350,11 +352,18 @@ class TaskVectorBank:
         tasks = [self.info(n) for n in names]
         vectors = {n: self._vectors[n] for n in names if n in self._vectors}
         return TaskVectorBank(
-            self.base, self.parameter_shapes, tasks, vectors,
-            storage_dtype=self.storage_dtype, root=self.root, source=self.source,
+            self.base,
+            self.parameter_shapes,
+            tasks,
+            vectors,
+            storage_dtype=self.storage_dtype,
+            root=self.root,
+            source=self.source,
         )
 
-    def add_task(self, name: str, vector: TaskVector | nn.Module, base: nn.Module | None = None, **metadata: Any) -> None:
+    def add_task(
+        self, name: str, vector: TaskVector | nn.Module, base: nn.Module | None = None, **metadata: Any
+    ) -> None:
         """Add a task to this bank: a `TaskVector`, or a fine-tuned model together with its ``base``."""
         if name in self:
             raise ValueError(f"the bank already has a task {name!r}; choose another name")
@@ -363,19 +372,26 @@ class TaskVectorBank:
                 raise ValueError("adding a fine-tuned model needs its base model: add_task(name, model, base=base)")
             self.check_base(base)
             vector = TaskVector.from_models(base, vector, self.parameter_names)
-        vector = TaskVector({n: vector[n] for n in self.parameter_names}) if set(vector) >= set(self.parameter_shapes) else vector
+        if set(vector) > set(self.parameter_shapes):  # e.g. a vector over all parameters: keep the bank's
+            vector = TaskVector({n: vector[n] for n in self.parameter_names})
         self._check_vector(name, vector)
         self.tasks.append(TaskInfo(name=name, **metadata))
         self._vectors[name] = vector
 
     def check_base(self, model_or_fingerprint: nn.Module | str) -> None:
         """Raise `FingerprintMismatchError` unless the model is the base this bank was built on."""
-        found = model_or_fingerprint if isinstance(model_or_fingerprint, str) else model_fingerprint(model_or_fingerprint)
+        found = (
+            model_or_fingerprint if isinstance(model_or_fingerprint, str) else model_fingerprint(model_or_fingerprint)
+        )
         if found != self.base_fingerprint:
             raise FingerprintMismatchError(
                 f"this bank was built on a base model with fingerprint {self.base_fingerprint}, but it is applied to a "
                 f"model with fingerprint {found}. Load the bank's base model"
-                + (f" ({self.base.get('repo_id') or self.base.get('path')})" if self.base.get("repo_id") or self.base.get("path") else "")
+                + (
+                    f" ({self.base.get('repo_id') or self.base.get('path')})"
+                    if self.base.get("repo_id") or self.base.get("path")
+                    else ""
+                )
             )
 
     # -- files -------------------------------------------------------------------------------------------------
@@ -420,8 +436,15 @@ class TaskVectorBank:
         return directory
 
     def push_to_hub(
-        self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
-        commit_message: str | None = None, overwrite_card: bool = False, license: str | None = None,
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        overwrite_card: bool = False,
+        license: str | None = None,
         card: str | None = None,
     ) -> CommitInfo:
         """Upload the bank with its card to a Hub repository (created if missing) in one commit.
@@ -433,8 +456,15 @@ class TaskVectorBank:
         from . import hub
 
         return hub.push_bank(
-            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message,
-            overwrite_card=overwrite_card, license=license, card=card,
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            overwrite_card=overwrite_card,
+            license=license,
+            card=card,
         )
 
     @classmethod
@@ -465,11 +495,15 @@ class TaskVectorBank:
         else:
             from . import hub
 
-            root, commit = hub.download(str(name_or_path), [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir)
+            root, commit = hub.download(
+                str(name_or_path), [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir
+            )
             source = {"repo_id": str(name_or_path), "revision": commit}
             config = read_json(root / BANK_CONFIG_FILE, "a task-vector bank config (bank_config.json)")
             wanted = [t for t in config.get("tasks", []) if tasks is None or t.get("name") in tasks]
-            root, _ = hub.download(str(name_or_path), [t["file"] for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
+            root, _ = hub.download(
+                str(name_or_path), [t["file"] for t in wanted], revision=commit, token=token, cache_dir=cache_dir
+            )
         bank = cls._from_config(config, root, source)
         if tasks is not None:
             bank = bank.select(list(tasks))

@@ -57,10 +57,16 @@ def build_bank(
         if name in vectors:
             raise ValueError(f"two runs give task {name!r} (the second is {run}); a bank holds one run per task")
         # One fine-tuned model in memory at a time: only its task vector is kept.
-        vectors[name] = TaskVector.from_models(base, load_model_dir(run / MODEL_DIR, f"the fine-tuned model of run {run}"))
+        vectors[name] = TaskVector.from_models(
+            base, load_model_dir(run / MODEL_DIR, f"the fine-tuned model of run {run}")
+        )
         metadata[name] = {
-            "database": spec.get("name"), "kind": spec.get("kind"), "score_range": result.get("score_range"),
-            "num_images": result.get("num_images"), "licence": spec.get("licence"), "citation": spec.get("citation"),
+            "database": spec.get("name"),
+            "kind": spec.get("kind"),
+            "score_range": result.get("score_range"),
+            "num_images": result.get("num_images"),
+            "licence": spec.get("licence"),
+            "citation": spec.get("citation"),
             "metrics": result.get("metrics") or {},
         }
         logger.info("Task %s from %s: %s", name, run, metadata[name]["metrics"])
@@ -117,7 +123,9 @@ def init_base(
     native = getattr(model.config, "image_size", None)
     if image_size is not None and image_size != native:
         if getattr(model.config, "patch_size", None) is not None:
-            raise ValueError(f"{encoder} takes {native} px images (fixed patch grid), received image_size={image_size}")
+            raise ValueError(
+                f"{encoder} takes {native} px images (fixed patch grid), received image_size={image_size}"
+            )
         processor = default_image_processor(model.config, image_size)
     base = AestheticModel.from_encoder(model, image_processor=processor, seed=seed, **config_kwargs)
     if save_directory is not None:

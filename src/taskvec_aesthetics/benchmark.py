@@ -10,9 +10,7 @@ the head of the best single model, fine-tuning the base, and a learned weighted 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import time
 import warnings
 from collections import defaultdict
@@ -28,8 +26,8 @@ from tqdm.auto import tqdm
 from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .io import atomic_path, write_json
-from .metrics import srocc
 from .losses import pairwise_rank_loss
+from .metrics import srocc
 from .personalization import EncodedRatings, Personalizer, PersonalizerConfig
 
 if TYPE_CHECKING:
@@ -124,11 +122,17 @@ class BenchmarkResult:
         rows = []
         for (method, k), users in per_user.items():
             values = np.array([np.nanmean(v) for v in users.values()])
-            rows.append({
-                "method": method, "k": k, "label": _label(method, self.config),
-                "srocc_mean": float(np.nanmean(values)), "srocc_std": float(np.nanstd(values)),
-                "users": int(len(values)), "seconds_per_fit": float(np.mean(seconds[method, k])),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "k": k,
+                    "label": _label(method, self.config),
+                    "srocc_mean": float(np.nanmean(values)),
+                    "srocc_std": float(np.nanstd(values)),
+                    "users": int(len(values)),
+                    "seconds_per_fit": float(np.mean(seconds[method, k])),
+                }
+            )
         order = {m: i for i, m in enumerate(_ordered_methods(self.task_names))}
         return sorted(rows, key=lambda r: (order.get(r["method"], 99), r["k"]))
 
@@ -136,8 +140,10 @@ class BenchmarkResult:
         """A table: one row per method, one column pair (SROCC, seconds) per k."""
         rows = self.summary()
         shots = sorted({r["k"] for r in rows})
-        lines = ["| method | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
-                 "|---|" + "---|---|" * len(shots)]
+        lines = [
+            "| method | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
+            "|---|" + "---|---|" * len(shots),
+        ]
         by_method: dict[str, dict[int, dict]] = defaultdict(dict)
         for row in rows:
             by_method[row["label"]][row["k"]] = row
@@ -145,8 +151,11 @@ class BenchmarkResult:
             parts = []
             for k in shots:
                 row = cells.get(k)
-                parts += ["n/a", "n/a"] if row is None else [
-                    f"{row['srocc_mean']:.3f} ± {row['srocc_std']:.3f}", f"{row['seconds_per_fit']:.2f}"]
+                parts += (
+                    ["n/a", "n/a"]
+                    if row is None
+                    else [f"{row['srocc_mean']:.3f} ± {row['srocc_std']:.3f}", f"{row['seconds_per_fit']:.2f}"]
+                )
             lines.append(f"| {label} | " + " | ".join(parts) + " |")
         return "\n".join(lines) + "\n"
 
@@ -157,8 +166,9 @@ class BenchmarkResult:
             "task_names": self.task_names,
             "config": self.config,
             "timings": self.timings,
-            "example": None if self.example_coefficients is None else {
-                "user_id": self.example_user, "coefficients": self.example_coefficients.to_dict()},
+            "example": None
+            if self.example_coefficients is None
+            else {"user_id": self.example_user, "coefficients": self.example_coefficients.to_dict()},
         }
 
     def save(self, directory: str | Path, figure: bool = True) -> dict[str, Path]:
@@ -237,8 +247,11 @@ class _Methods:
         if "uniform" in methods:
             uniform = torch.full((self.ours.layout.num_groups, len(self.ours.bank)), 1.0 / len(self.ours.bank))
             yield "uniform", _srocc(self.ours.predict(uniform, self.prefix[test]), test_ratings), 0.0
-        for method, fit in (("head_finetune", self._head_finetune), ("full_finetune", self._full_finetune),
-                            ("ensemble", self._ensemble)):
+        for method, fit in (
+            ("head_finetune", self._head_finetune),
+            ("full_finetune", self._full_finetune),
+            ("ensemble", self._ensemble),
+        ):
             if method in methods:
                 began = time.perf_counter()
                 predicted = fit(rated, test, ratings, best, rated_srocc)
@@ -258,13 +271,18 @@ class _Methods:
             features = {"rated": self._forward(params, rated).features, "test": self._forward(params, test).features}
         network = self.ours._network
         head = copy.deepcopy(network.head)
-        head.load_state_dict({n[len("head."):]: params.get(n, p) for n, p in network.named_parameters()
-                              if n.startswith("head.")})
+        head.load_state_dict(
+            {n[len("head.") :]: params.get(n, p) for n, p in network.named_parameters() if n.startswith("head.")}
+        )
         head.eval()  # dropout off: k ratings are too few to regularise by noise, and the fit stays deterministic
         score = lambda x: network.scores_from_distribution(head(x))  # noqa: E731
         torch.manual_seed(self.config.seed)
-        _adam_fit(list(head.parameters()), lambda: pairwise_rank_loss(score(features["rated"]), ratings),
-                  self.config.baseline_steps, self.config.head_learning_rate)
+        _adam_fit(
+            list(head.parameters()),
+            lambda: pairwise_rank_loss(score(features["rated"]), ratings),
+            self.config.baseline_steps,
+            self.config.head_learning_rate,
+        )
         with torch.no_grad():
             return score(features["test"])
 
@@ -287,8 +305,12 @@ class _Methods:
         features = (scores - mean) / std
         init = torch.softmax(10.0 * torch.tensor(np.nan_to_num(rated_srocc, nan=0.0)), dim=0)
         weights = init.clone().requires_grad_(True)
-        _adam_fit([weights], lambda: pairwise_rank_loss(weights @ features[:, rated], ratings.double()),
-                  self.config.baseline_steps, self.config.ensemble_learning_rate)
+        _adam_fit(
+            [weights],
+            lambda: pairwise_rank_loss(weights @ features[:, rated], ratings.double()),
+            self.config.baseline_steps,
+            self.config.ensemble_learning_rate,
+        )
         with torch.no_grad():
             return weights @ features[:, test]
 
@@ -321,7 +343,9 @@ def run_benchmark(
     config = config or BenchmarkConfig()
     missing = [c for c in ("image", "score", user_column) if c not in getattr(dataset, "column_names", [])]
     if missing:
-        raise ValueError(f"the benchmark needs a datasets.Dataset with columns image, score and {user_column}; missing {missing}")
+        raise ValueError(
+            f"the benchmark needs a datasets.Dataset with columns image, score and {user_column}; missing {missing}"
+        )
     began = time.perf_counter()
     image_ids = dataset["image_id"] if "image_id" in dataset.column_names else [str(i) for i in range(len(dataset))]
     unique = list(dict.fromkeys(image_ids))
@@ -337,12 +361,18 @@ def run_benchmark(
     scores = np.asarray(dataset["score"], dtype=np.float64)
     trials: list[Trial] = []
     example_user = None
-    for user, rows in tqdm(_user_rows(dataset, user_column).items(), desc="Users", unit="user",
-                           disable=not config.progress):
+    for user, rows in tqdm(
+        _user_rows(dataset, user_column).items(), desc="Users", unit="user", disable=not config.progress
+    ):
         for k in config.shots:
             if len(rows) - k < config.min_test_images:
-                logger.info("Skipping user %s at k=%d: %d images leave fewer than %d to test", user, k, len(rows),
-                            config.min_test_images)
+                logger.info(
+                    "Skipping user %s at k=%d: %d images leave fewer than %d to test",
+                    user,
+                    k,
+                    len(rows),
+                    config.min_test_images,
+                )
                 continue
             for repeat in range(config.repeats):
                 order = draw_order(len(rows), config.seed, k, repeat, user)
@@ -360,11 +390,23 @@ def run_benchmark(
     if not trials:
         raise ValueError("no user had enough images for any k; lower shots or min_test_images")
     return BenchmarkResult(
-        trials=trials, task_names=bank.task_names,
-        config={"shots": list(config.shots), "repeats": config.repeats, "seed": config.seed,
-                "methods": list(config.methods), "personalizer": config.personalizer.to_dict(),
-                "paper": config.paper.to_dict(), "baseline_steps": config.baseline_steps},
-        timings={"encode_s": encode_seconds, "task_scoring_s": methods.task_scoring_seconds,
-                 "images": len(unique), "total_s": time.perf_counter() - began},
-        example_coefficients=example if example_user else None, example_user=example_user,
+        trials=trials,
+        task_names=bank.task_names,
+        config={
+            "shots": list(config.shots),
+            "repeats": config.repeats,
+            "seed": config.seed,
+            "methods": list(config.methods),
+            "personalizer": config.personalizer.to_dict(),
+            "paper": config.paper.to_dict(),
+            "baseline_steps": config.baseline_steps,
+        },
+        timings={
+            "encode_s": encode_seconds,
+            "task_scoring_s": methods.task_scoring_seconds,
+            "images": len(unique),
+            "total_s": time.perf_counter() - began,
+        },
+        example_coefficients=example if example_user else None,
+        example_user=example_user,
     )

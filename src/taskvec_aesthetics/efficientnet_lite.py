@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutputWithNoAttention
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPoolingAndNoAttention,
+    ImageClassifierOutputWithNoAttention,
+)
 
 __all__ = [
     "EfficientNetLiteConfig",
@@ -170,7 +173,8 @@ def _block_specs(config: EfficientNetLiteConfig) -> list[_BlockSpec]:
     last = len(config.num_block_repeats) - 1
     # Lite keeps the depth of the first and last stages fixed.
     stage_repeats = [
-        r if i in (0, last) else math.ceil(config.depth_coefficient * r) for i, r in enumerate(config.num_block_repeats)
+        r if i in (0, last) else math.ceil(config.depth_coefficient * r)
+        for i, r in enumerate(config.num_block_repeats)
     ]
     num_blocks = sum(stage_repeats)
     specs: list[_BlockSpec] = []
@@ -227,7 +231,9 @@ class EfficientNetLiteBlock(nn.Module):
         super().__init__()
         hidden = spec.in_channels * spec.expand_ratio
         self.expand = EfficientNetLiteConvBNAct(config, spec.in_channels, hidden) if spec.expand_ratio != 1 else None
-        self.depthwise = EfficientNetLiteConvBNAct(config, hidden, hidden, spec.kernel_size, spec.stride, groups=hidden)
+        self.depthwise = EfficientNetLiteConvBNAct(
+            config, hidden, hidden, spec.kernel_size, spec.stride, groups=hidden
+        )
         self.project = EfficientNetLiteConvBNAct(config, hidden, spec.out_channels, activation=False)
         self.use_residual = spec.stride == 1 and spec.in_channels == spec.out_channels
         self.drop_connect_rate = spec.drop_connect_rate

@@ -63,7 +63,11 @@ class PersonalizationState:
         """The state of a merged export read back from its `personalization.json`."""
         coefficients = Coefficients.from_dict(record["coefficients"]) if "coefficients" in record else None
         return cls(
-            None, coefficients, record.get("base", {}).get("fingerprint"), record.get("base"), record.get("info", {}),
+            None,
+            coefficients,
+            record.get("base", {}).get("fingerprint"),
+            record.get("base"),
+            record.get("info", {}),
             bank_reference=record.get("bank"),
         )
 
@@ -76,9 +80,7 @@ class PersonalizationState:
 
 def _reference(source: dict[str, Any] | None, what: str, how: str) -> dict[str, Any]:
     if not source or not (source.get("path") or source.get("repo_id")):
-        raise ValueError(
-            f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}"
-        )
+        raise ValueError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
     return {k: source[k] for k in ("path", "repo_id", "revision") if source.get(k) is not None}
 
 
@@ -142,7 +144,9 @@ def resolve_model_files(
         return path, {"path": str(path.resolve())}
     from . import hub
 
-    folder, commit = hub.download(str(name_or_path), list(_SIDE_FILES), revision=revision, token=token, cache_dir=cache_dir)
+    folder, commit = hub.download(
+        str(name_or_path), list(_SIDE_FILES), revision=revision, token=token, cache_dir=cache_dir
+    )
     return folder, {"repo_id": str(name_or_path), "revision": commit}
 
 
@@ -155,10 +159,14 @@ def load_coefficients_export(
     base_location = base_ref.get("path") or base_ref.get("repo_id")
     bank_location = bank_ref.get("path") or bank_ref.get("repo_id")
     if not base_location or not bank_location:
-        raise ValueError(f"{name_or_path}: config.json must reference a base model and a bank; found base {base_ref}, bank {bank_ref}")
+        raise ValueError(
+            f"{name_or_path}: config.json must reference a base model and a bank; found base {base_ref}, bank {bank_ref}"
+        )
     token, cache_dir = hub_kwargs.get("token"), hub_kwargs.get("cache_dir")
     try:
-        base = model_class.from_pretrained(base_location, revision=base_ref.get("revision"), token=token, cache_dir=cache_dir)
+        base = model_class.from_pretrained(
+            base_location, revision=base_ref.get("revision"), token=token, cache_dir=cache_dir
+        )
     except (OSError, ValueError) as error:
         raise ValueError(f"{name_or_path}: cannot load its base model {base_location!r}: {error}") from error
     found = model_fingerprint(base)
@@ -169,7 +177,11 @@ def load_coefficients_export(
         )
     try:
         bank = TaskVectorBank.from_pretrained(
-            bank_location, revision=bank_ref.get("revision"), tasks=bank_ref.get("tasks"), token=token, cache_dir=cache_dir
+            bank_location,
+            revision=bank_ref.get("revision"),
+            tasks=bank_ref.get("tasks"),
+            token=token,
+            cache_dir=cache_dir,
         )
     except (OSError, ValueError) as error:
         raise ValueError(f"{name_or_path}: cannot load its bank {bank_location!r}: {error}") from error

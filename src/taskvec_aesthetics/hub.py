@@ -57,7 +57,10 @@ METRIC_NAMES = {"srocc": "SROCC", "plcc": "PLCC", "plcc_logistic": "PLCC (logist
                 "pairwise_accuracy": "Pairwise accuracy"}  # fmt: skip
 # Files a push replaces: stale ones from an earlier push (e.g. a merged export before a coefficients one) go away.
 MODEL_PUSH_FILES = [
-    "model*.safetensors", "model.safetensors.index.json", "coefficients.safetensors", "personalization.json"
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "coefficients.safetensors",
+    "personalization.json",
 ]
 BANK_PUSH_FILES = ["task_vectors/*"]
 _BAR_EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -149,16 +152,30 @@ def bank_card(bank: TaskVectorBank, repo_id: str | None = None, license: str | N
             "licence": _cell(task.licence), "citation": _cell(task.citation),
         })  # fmt: skip
     kinds = {task.kind for task in bank.tasks}
-    tags = ["task-vectors", "image-aesthetics", LIBRARY_NAME] + (["image-quality-assessment"] if "iqa" in kinds else [])
+    tags = ["task-vectors", "image-aesthetics", LIBRARY_NAME] + (
+        ["image-quality-assessment"] if "iqa" in kinds else []
+    )
     data = ModelCardData(
-        library_name=LIBRARY_NAME, license=license or DEFAULT_LICENSE, tags=tags, base_model=bank.base.get("repo_id"),
-        model_name=title, eval_results=results or None,
+        library_name=LIBRARY_NAME,
+        license=license or DEFAULT_LICENSE,
+        tags=tags,
+        base_model=bank.base.get("repo_id"),
+        model_name=title,
+        eval_results=results or None,
     )
     values = sum(math.prod(shape) for shape in bank.parameter_shapes.values())
     return ModelCard.from_template(
-        data, template_path=str(TEMPLATES / "bank.md"), title=title, location=location, tasks=rows,
-        task_names=bank.task_names, base_ref=_reference(bank.base), num_tensors=len(bank.parameter_shapes),
-        num_values=_count(values), storage_dtype=bank.storage_dtype, paper=PAPER,
+        data,
+        template_path=str(TEMPLATES / "bank.md"),
+        title=title,
+        location=location,
+        tasks=rows,
+        task_names=bank.task_names,
+        base_ref=_reference(bank.base),
+        num_tensors=len(bank.parameter_shapes),
+        num_values=_count(values),
+        storage_dtype=bank.storage_dtype,
+        paper=PAPER,
     )
 
 
@@ -171,12 +188,22 @@ def _base_card(model: AestheticModel, repo_id: str | None, license: str) -> Mode
     tags = ["image-aesthetics", "image-quality-assessment", LIBRARY_NAME, encoder_type]
     data = ModelCardData(library_name=LIBRARY_NAME, license=license, tags=tags)
     return ModelCard.from_template(
-        data, template_path=str(TEMPLATES / "base_model.md"), title=_title(repo_id, "Aesthetic scorer"),
-        location=location, encoder_type=encoder_type, encoder_params=_count(model.encoder.num_parameters()),
-        head_params=_count(sum(p.numel() for p in model.head.parameters())), feature_dim=model.adapter.feature_dim,
-        num_blocks=model.adapter.num_blocks, hidden_size=config.head_hidden_size, dropout=config.head_dropout,
-        num_bins=config.num_bins, score_range=config.score_range, fingerprint=model_fingerprint(model),
-        bank_location=_where(config.bank) if config.bank else None, paper=PAPER,
+        data,
+        template_path=str(TEMPLATES / "base_model.md"),
+        title=_title(repo_id, "Aesthetic scorer"),
+        location=location,
+        encoder_type=encoder_type,
+        encoder_params=_count(model.encoder.num_parameters()),
+        head_params=_count(sum(p.numel() for p in model.head.parameters())),
+        feature_dim=model.adapter.feature_dim,
+        num_blocks=model.adapter.num_blocks,
+        hidden_size=config.head_hidden_size,
+        dropout=config.head_dropout,
+        num_bins=config.num_bins,
+        score_range=config.score_range,
+        fingerprint=model_fingerprint(model),
+        bank_location=_where(config.bank) if config.bank else None,
+        paper=PAPER,
     )
 
 
@@ -199,19 +226,34 @@ def _personalized_card(model: AestheticModel, export: str, repo_id: str | None, 
     relation = ("adapter" if export == "coefficients" else "merge") if base_repo else None
     tags = ["image-aesthetics", "personalized", "task-vectors", LIBRARY_NAME]
     data = ModelCardData(
-        library_name=LIBRARY_NAME, license=license, tags=tags, base_model=base_repo, base_model_relation=relation,
-        model_name=title, eval_results=results,
+        library_name=LIBRARY_NAME,
+        license=license,
+        tags=tags,
+        base_model=base_repo,
+        base_model_relation=relation,
+        model_name=title,
+        eval_results=results,
     )
     coefficients = state.coefficients
     return ModelCard.from_template(
-        data, template_path=str(TEMPLATES / "personalized_model.md"), title=title, location=location,
-        export=export, base_ref=base_ref, bank_ref=bank_ref, num_ratings=info.get("num_ratings"),
-        num_holdout=info.get("num_holdout"), holdout_srocc=_number(holdout), chosen_step=info.get("chosen_step"),
-        calibrated=bool(info.get("calibration")), score_range=model.config.score_range,
+        data,
+        template_path=str(TEMPLATES / "personalized_model.md"),
+        title=title,
+        location=location,
+        export=export,
+        base_ref=base_ref,
+        bank_ref=bank_ref,
+        num_ratings=info.get("num_ratings"),
+        num_holdout=info.get("num_holdout"),
+        holdout_srocc=_number(holdout),
+        chosen_step=info.get("chosen_step"),
+        calibrated=bool(info.get("calibration")),
+        score_range=model.config.score_range,
         granularity=coefficients.granularity if coefficients else None,
         num_groups=len(coefficients.group_names) if coefficients else None,
         coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
-        chart=_chart(coefficients.task_weights()) if coefficients else "", paper=PAPER,
+        chart=_chart(coefficients.task_weights()) if coefficients else "",
+        paper=PAPER,
     )
 
 

@@ -110,9 +110,7 @@ def merge_parameters(
         layout: the coefficient layout (`coefficient_layout`).
     """
     if coefficients.dim() != 2 or coefficients.shape[0] != layout.num_groups:
-        raise ValueError(
-            f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}"
-        )
+        raise ValueError(f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}")
     merged = {}
     for name, group in layout.group_of.items():
         stacked = stacked_task_vectors[name]

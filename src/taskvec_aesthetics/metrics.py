@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import optimize, special, stats
 
-
 if TYPE_CHECKING:
     import evaluate
 
@@ -75,8 +74,7 @@ def _as_vector(values: Any, name: str) -> np.ndarray:
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(
-            f"`{name}` must be finite, got {bad.size} non-finite value(s) "
-            f"(first at index {bad[0]}: {array[bad[0]]})."
+            f"`{name}` must be finite, got {bad.size} non-finite value(s) (first at index {bad[0]}: {array[bad[0]]})."
         )
     return array
 
@@ -340,8 +338,12 @@ def metric_info(description: str, citation: str, inputs_description: str, refere
     import evaluate
 
     return evaluate.MetricInfo(
-        description=description, citation=citation, inputs_description=inputs_description,
-        features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=datasets.Features(
+            {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+        ),
         reference_urls=list(reference_urls),
     )
 

@@ -307,13 +307,18 @@ class AestheticModel(AestheticPreTrainedModel):
         with torch.no_grad():
             for name, value in merged.items():
                 if value.shape != target[name].shape:
-                    raise ValueError(f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}")
+                    raise ValueError(
+                        f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
+                    )
                 target[name].copy_(value.to(target[name].dtype))
         from .exports import PersonalizationState
 
         personalized.personalization = PersonalizationState(
-            bank=bank, coefficients=coefficients, base_fingerprint=fingerprint,
-            base_source=copy.deepcopy(self.source), info=dict(info or {}),
+            bank=bank,
+            coefficients=coefficients,
+            base_fingerprint=fingerprint,
+            base_source=copy.deepcopy(self.source),
+            info=dict(info or {}),
         )
         return personalized
 
@@ -357,13 +362,20 @@ class AestheticModel(AestheticPreTrainedModel):
     def _referenced_bank(self) -> TaskVectorBank:
         reference = self.config.bank
         if not reference:
-            raise ValueError("no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)")
+            raise ValueError(
+                "no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)"
+            )
         location = reference.get("path") or reference.get("repo_id")
         return TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=self)
 
     # -- saving and loading ----------------------------------------------------------------------------------
     def save_pretrained(
-        self, save_directory: str | Path, *args: Any, export: str = "merged", overwrite_card: bool = False, **kwargs: Any
+        self,
+        save_directory: str | Path,
+        *args: Any,
+        export: str = "merged",
+        overwrite_card: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Save the model, with a model card (`README.md`).
 
@@ -436,8 +448,16 @@ class AestheticModel(AestheticPreTrainedModel):
         from . import hub
 
         return hub.push_model(
-            self, repo_id, export=export, private=private, token=token, revision=revision,
-            commit_message=commit_message, overwrite_card=overwrite_card, license=license, card=card,
+            self,
+            repo_id,
+            export=export,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            overwrite_card=overwrite_card,
+            license=license,
+            card=card,
         )
 
     @classmethod

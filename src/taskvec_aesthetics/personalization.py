@@ -111,7 +111,9 @@ class PersonalizerConfig:
         if isinstance(self.init, str):
             _one_of("init", self.init, INITS)
         elif not isinstance(self.init, (Coefficients, Mapping)):
-            raise TypeError(f"init must be one of {INITS}, Coefficients or a dict, received {type(self.init).__name__}")
+            raise TypeError(
+                f"init must be one of {INITS}, Coefficients or a dict, received {type(self.init).__name__}"
+            )
         for name in ("steps", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, received {getattr(self, name)}")
@@ -135,8 +137,17 @@ class PersonalizerConfig:
         presets = {
             "default": {},
             "paper": dict(
-                granularity="tensor", init="zero_shot_srocc", temperature=10.0, loss="pairwise", pairing="half",
-                learning_rate=1e-2, weight_decay=1e-2, steps=500, batch_size=32, holdout_fraction=0.0, refit=False,
+                granularity="tensor",
+                init="zero_shot_srocc",
+                temperature=10.0,
+                loss="pairwise",
+                pairing="half",
+                learning_rate=1e-2,
+                weight_decay=1e-2,
+                steps=500,
+                batch_size=32,
+                holdout_fraction=0.0,
+                refit=False,
             ),
         }
         if name not in presets:
@@ -144,9 +155,14 @@ class PersonalizerConfig:
         return cls(**{**presets[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self) if not isinstance(self.init, Coefficients) else {
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "init"}, "init": "given"
-        }
+        data = (
+            dataclasses.asdict(self)
+            if not isinstance(self.init, Coefficients)
+            else {
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "init"},
+                "init": "given",
+            }
+        )
         if isinstance(self.init, Mapping):
             data["init"] = dict(self.init)
         return data
@@ -245,7 +261,9 @@ class Personalizer:
         self._base = {n: p.detach() for n, p in self._network.named_parameters() if n in covered}
         self._stacked = {n: t.to(self.device, self.dtype) for n, t in bank.stacked().items()}
         own = dict(self._network.named_parameters())
-        self._head = {n: own[n].detach() for n in ("head.fc2.weight", "head.fc2.bias")} if self.config.adapt_head else {}
+        self._head = (
+            {n: own[n].detach() for n in ("head.fc2.weight", "head.fc2.bias")} if self.config.adapt_head else {}
+        )
         values = len(bank) * sum(t[0].numel() for t in self._stacked.values())
         streamed = self.config.gradient == "streamed" or (
             self.config.gradient == "auto" and values > self.config.streamed_threshold
@@ -270,7 +288,9 @@ class Personalizer:
                 opened = [open_image(item, f" in row {start + i}") for i, item in enumerate(batch)]
                 pixels = self.model.image_processor(images=opened, return_tensors="pt")["pixel_values"]
             pixels = pixels.to(self.device, self.dtype)
-            chunks.append(pixels if self.prefix_blocks is None else self._network.encode_prefix(pixels, self.prefix_blocks))
+            chunks.append(
+                pixels if self.prefix_blocks is None else self._network.encode_prefix(pixels, self.prefix_blocks)
+            )
         return torch.cat(chunks)
 
     def encode_ratings(self, data: Any) -> EncodedRatings:
@@ -290,7 +310,10 @@ class Personalizer:
         return params
 
     def predict(
-        self, coefficients: Coefficients | torch.Tensor, prefix: torch.Tensor, batch_size: int = 256,
+        self,
+        coefficients: Coefficients | torch.Tensor,
+        prefix: torch.Tensor,
+        batch_size: int = 256,
         head: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Scores of encoded images under ``coefficients`` (no model is materialised)."""
@@ -299,10 +322,12 @@ class Personalizer:
             params = self._params(values, head or {})
             if isinstance(coefficients, Coefficients):
                 params.update({n: t.to(self.device, self.dtype) for n, t in coefficients.extra.items()})
-            return torch.cat([
-                self.forward(params, prefix[i : i + batch_size]).scores.float().cpu()
-                for i in range(0, prefix.shape[0], batch_size)
-            ])
+            return torch.cat(
+                [
+                    self.forward(params, prefix[i : i + batch_size]).scores.float().cpu()
+                    for i in range(0, prefix.shape[0], batch_size)
+                ]
+            )
 
     def forward(self, params: Mapping[str, torch.Tensor], encoded: torch.Tensor):
         """The network with ``params`` on encoded images (see `encode`): the model's output."""
@@ -326,15 +351,22 @@ class Personalizer:
             with torch.no_grad():
                 params = self._params(values.detach(), head)
             extra = {n: params[n].float().cpu() for n in head}
-        return Coefficients(values.detach().float().cpu(), list(self.layout.group_names), self.bank.task_names,
-                            self.config.granularity, extra)
+        return Coefficients(
+            values.detach().float().cpu(),
+            list(self.layout.group_names),
+            self.bank.task_names,
+            self.config.granularity,
+            extra,
+        )
 
     def initial_coefficients(self, encoded: EncodedRatings) -> tuple[Coefficients, dict[str, float]]:
         """The starting point: softmax(temperature x zero-shot SROCC), uniform, or given; and the SROCCs."""
         names = self.bank.task_names
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a constant task model on few images has SROCC NaN: counted as 0
-            zero_shot = {n: srocc(s.numpy(), encoded.ratings.numpy()) for n, s in zip(names, self.task_scores(encoded.prefix))}
+            zero_shot = {
+                n: srocc(s.numpy(), encoded.ratings.numpy()) for n, s in zip(names, self.task_scores(encoded.prefix))
+            }
         zero_shot = {n: (0.0 if math.isnan(v) else float(v)) for n, v in zero_shot.items()}
         init = self.config.init
         if isinstance(init, Coefficients):
@@ -375,8 +407,10 @@ class Personalizer:
             loss.backward()
             names = self.bank.task_names
             grad = streamed_coefficient_grad(
-                {n: t.grad for n, t in leaves.items()}, lambda t: {n: s[t] for n, s in self._stacked.items()},
-                len(names), self.layout,
+                {n: t.grad for n, t in leaves.items()},
+                lambda t: {n: s[t] for n, s in self._stacked.items()},
+                len(names),
+                self.layout,
             )
             values.grad = grad.to(values.dtype) if values.grad is None else values.grad + grad.to(values.dtype)
             for name, delta in head.items():  # d(theta + delta)/d(delta) is the identity
@@ -398,8 +432,9 @@ class Personalizer:
         start = init.values.clone()
         values = start.clone().requires_grad_(True)
         head = {n: torch.zeros_like(t, requires_grad=True) for n, t in self._head.items()}
-        groups = [{"params": [values]}] + ([{"params": list(head.values()), "lr": cfg.head_learning_rate,
-                                             "weight_decay": 0.0}] if head else [])
+        groups = [{"params": [values]}] + (
+            [{"params": list(head.values()), "lr": cfg.head_learning_rate, "weight_decay": 0.0}] if head else []
+        )
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         losses: list[float] = []
         holdout_history: list[dict[str, float]] = []
@@ -461,17 +496,27 @@ class Personalizer:
         train_index, holdout_index = self._split(len(encoded))
         train = encoded.subset(train_index)
         holdout = None if holdout_index is None else encoded.subset(holdout_index)
-        values, head, losses, history, chosen = self._optimise(init, train, holdout, self.config.steps, "Personalizing")
+        values, head, losses, history, chosen = self._optimise(
+            init, train, holdout, self.config.steps, "Personalizing"
+        )
         if holdout is not None and self.config.refit and chosen > 0:
             # The holdout chose how many steps help; spend them on all the rated images.
             values, head = self._optimise(init, encoded, None, chosen, "Refitting")[:2]
         coefficients = self.coefficients_from(values, head)
         calibration = self._calibration(coefficients, encoded) if self.config.calibrate else None
         report = PersonalizationReport(
-            coefficients=coefficients, initial_coefficients=init, zero_shot_srocc=zero_shot, loss_history=losses,
-            holdout_history=history, chosen_step=chosen, num_ratings=len(encoded),
-            num_holdout=0 if holdout is None else len(holdout), wall_time=time.perf_counter() - began,
-            gradient=self.gradient, calibration=calibration, config=self.config.to_dict(),
+            coefficients=coefficients,
+            initial_coefficients=init,
+            zero_shot_srocc=zero_shot,
+            loss_history=losses,
+            holdout_history=history,
+            chosen_step=chosen,
+            num_ratings=len(encoded),
+            num_holdout=0 if holdout is None else len(holdout),
+            wall_time=time.perf_counter() - began,
+            gradient=self.gradient,
+            calibration=calibration,
+            config=self.config.to_dict(),
         )
         return coefficients, report
 
@@ -509,13 +554,18 @@ def _check_ratings(ratings: torch.Tensor) -> None:
 
 
 def fit_many(
-    model: AestheticModel, bank: TaskVectorBank, dataset: Any, config: PersonalizerConfig | None = None,
+    model: AestheticModel,
+    bank: TaskVectorBank,
+    dataset: Any,
+    config: PersonalizerConfig | None = None,
     user_column: str = "user_id",
 ) -> dict[str, PersonalizationReport]:
     """Personalize every user of a dataset with a `user_id` column; returns each user's report (with coefficients)."""
     column_names = getattr(dataset, "column_names", None)
     if column_names is None or user_column not in column_names:
-        raise ValueError(f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}")
+        raise ValueError(
+            f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
+        )
     personalizer = Personalizer(model, bank, config)
     users = list(dict.fromkeys(dataset[user_column]))
     reports = {}

@@ -29,15 +29,26 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
     labels = list(dict.fromkeys(r["label"] for r in rows))
     shots = sorted({r["k"] for r in rows})
     coefficients = result.example_coefficients
-    fig, axes = plt.subplots(1, 2 if coefficients is not None else 1, figsize=(15, 0.38 * len(labels) + 2.5),
-                             squeeze=False, gridspec_kw={"width_ratios": [3, 2]} if coefficients is not None else None)
+    fig, axes = plt.subplots(
+        1,
+        2 if coefficients is not None else 1,
+        figsize=(15, 0.38 * len(labels) + 2.5),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 2]} if coefficients is not None else None,
+    )
     ax = axes[0][0]
     height = 0.8 / len(shots)
     for j, k in enumerate(shots):
         cells = {r["label"]: r for r in rows if r["k"] == k}
-        ys = [i + j * height for i, label in enumerate(labels) if label in cells]
-        ax.barh(ys, [cells[l]["srocc_mean"] for l in labels if l in cells], height=height,
-                xerr=[cells[l]["srocc_std"] for l in labels if l in cells], label=f"k = {k}", capsize=2)
+        present = [(i, cells[label]) for i, label in enumerate(labels) if label in cells]
+        ax.barh(
+            [i + j * height for i, _ in present],
+            [row["srocc_mean"] for _, row in present],
+            height=height,
+            xerr=[row["srocc_std"] for _, row in present],
+            label=f"k = {k}",
+            capsize=2,
+        )
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("test SROCC (mean ± std over users)")
@@ -46,9 +57,16 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
     ax.set_title("Few-shot personalization")
     if coefficients is not None:
         ax = axes[0][1]
-        image = ax.imshow(coefficients.values.numpy(), aspect="auto", cmap="RdBu_r",
-                          vmin=-abs(coefficients.values).max(), vmax=abs(coefficients.values).max())
-        ax.set_xticks(range(len(coefficients.task_names)), coefficients.task_names, rotation=45, ha="right", fontsize=8)
+        image = ax.imshow(
+            coefficients.values.numpy(),
+            aspect="auto",
+            cmap="RdBu_r",
+            vmin=-abs(coefficients.values).max(),
+            vmax=abs(coefficients.values).max(),
+        )
+        ax.set_xticks(
+            range(len(coefficients.task_names)), coefficients.task_names, rotation=45, ha="right", fontsize=8
+        )
         ax.set_yticks(range(len(coefficients.group_names)), coefficients.group_names, fontsize=7)
         ax.set_title(f"coefficients of user {result.example_user} (k = {max(shots)})")
         fig.colorbar(image, ax=ax)

@@ -47,8 +47,12 @@ def default_image_processor(encoder_config: PreTrainedConfig, image_size: int | 
     mean = list(getattr(encoder_config, "image_mean", None) or mean)
     std = list(getattr(encoder_config, "image_std", None) or std)
     return ViTImageProcessorPil(
-        do_resize=True, size={"height": size, "width": size}, do_rescale=True, do_normalize=True,
-        image_mean=mean, image_std=std,
+        do_resize=True,
+        size={"height": size, "width": size},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=mean,
+        image_std=std,
     )
 
 

@@ -75,7 +75,12 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
         if missing:
             raise ValueError(f"the ratings dataset lacks columns {missing}; it has {data.column_names}")
         return Ratings(decode_images(data, image_column), [_score(s, i) for i, s in enumerate(data[score_column])])
-    elif isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, Sequence) for x in data) and not isinstance(data[0], (str, Image.Image)):
+    elif (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(isinstance(x, Sequence) for x in data)
+        and not isinstance(data[0], (str, Image.Image))
+    ):
         images, scores = list(data[0]), list(data[1])
         if len(images) != len(scores):
             raise ValueError(f"received {len(scores)} ratings for {len(images)} images; expected one rating per image")

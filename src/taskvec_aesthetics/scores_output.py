@@ -22,7 +22,9 @@ def write_scores(files: Sequence[Path], scores: Sequence[float], output: str | P
         raise ValueError(f"received {len(scores)} scores for {len(files)} files")
     if output is None:
         width = max(len(str(f)) for f in files)
-        return "\n".join([f"{'image':<{width}}  score", *(f"{str(f):<{width}}  {s:.4f}" for f, s in zip(files, scores))])
+        return "\n".join(
+            [f"{'image':<{width}}  score", *(f"{str(f):<{width}}  {s:.4f}" for f, s in zip(files, scores))]
+        )
     output = Path(output)
     if output.suffix.lower() == ".json":
         text = json.dumps([{"image": str(f), "score": s} for f, s in zip(files, scores)], indent=2) + "\n"

@@ -32,18 +32,23 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .backbones import EMBEDDINGS_GROUP, block_group
-from .bank import TaskVector, TaskVectorBank
 from .data import get_database_spec, load_database
-from .fingerprint import FingerprintMismatchError, model_fingerprint
+from .fingerprint import model_fingerprint
 from .io import read_json, write_json
-from .metrics import plcc, srocc
 from .losses import emd_loss, pairwise_rank_loss
+from .metrics import plcc, srocc
 from .modeling import HEAD_GROUP, AestheticModel
 from .processing import open_image
 
 __all__ = [
-    "FinetuneConfig", "FinetuneResult", "finetune", "finetune_database", "resample_histogram", "RESULT_FILE",
-    "MODEL_DIR", "CHECKPOINTS_DIR",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "finetune",
+    "finetune_database",
+    "resample_histogram",
+    "RESULT_FILE",
+    "MODEL_DIR",
+    "CHECKPOINTS_DIR",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,10 +58,21 @@ MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
 LOSSES = ("auto", "emd", "mse")
-_BOUNDS = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"), "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)")}
+_BOUNDS = {
+    ">0": (lambda v: v > 0, "> 0"),
+    ">=0": (lambda v: v >= 0, ">= 0"),
+    "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
 # Settings that fix the data order and the schedule: a checkpoint only resumes a run that shares them.
-_RESUME_KEYS = ("base_fingerprint", "seed", "batch_size", "gradient_accumulation_steps", "num_processes", "num_images",
-                "total_steps")
+_RESUME_KEYS = (
+    "base_fingerprint",
+    "seed",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "num_processes",
+    "num_images",
+    "total_steps",
+)
 
 
 def _option(default: Any, help: str, bound: str | None = None, **extra: Any) -> Any:
@@ -77,7 +93,9 @@ class FinetuneConfig:
     output_dir: str | Path = field(metadata={"help": "run folder: model/, finetune_result.json, checkpoints/"})
     lr_encoder: float = _option(1e-4, "learning rate of the encoder", ">0")
     lr_head: float = _option(1e-3, "learning rate of the score head", ">0")
-    weight_decay: float = _option(0.0, "AdamW decay of matrices (it adds a pull towards zero to every task vector)", ">=0")
+    weight_decay: float = _option(
+        0.0, "AdamW decay of matrices (it adds a pull towards zero to every task vector)", ">=0"
+    )
     epochs: int = _option(1, "passes over the training set", ">0")
     max_steps: int | None = _option(None, "optimizer steps; overrides epochs", ">0")
     batch_size: int = _option(32, "images per process and micro-batch", ">0")
@@ -167,7 +185,9 @@ def resample_histogram(histogram: torch.Tensor, num_bins: int) -> torch.Tensor:
 class _ScoredImages(TorchDataset):
     """Rows of an image dataset as preprocessed pixels, scores on the model's scale and resampled histograms."""
 
-    def __init__(self, dataset: Any, processor: Any, source: Sequence[float], target: Sequence[float], bins: int | None):
+    def __init__(
+        self, dataset: Any, processor: Any, source: Sequence[float], target: Sequence[float], bins: int | None
+    ):
         self.dataset, self.processor, self.bins = dataset, processor, bins
         self.scale = (target[1] - target[0]) / (source[1] - source[0])
         self.offset = target[0] - source[0] * self.scale
@@ -177,7 +197,9 @@ class _ScoredImages(TorchDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.dataset[int(index)]
-        pixels = self.processor(images=open_image(row["image"], f" (row {index})"), return_tensors="pt")["pixel_values"]
+        pixels = self.processor(images=open_image(row["image"], f" (row {index})"), return_tensors="pt")[
+            "pixel_values"
+        ]
         item = {"pixel_values": pixels[0], "score": torch.tensor(self.offset + self.scale * float(row["score"]))}
         if self.bins is not None:
             item["distribution"] = resample_histogram(torch.tensor(row["score_distribution"]), self.bins)
@@ -187,7 +209,9 @@ class _ScoredImages(TorchDataset):
 def _check_dataset(dataset: Any, what: str) -> None:
     columns = getattr(dataset, "column_names", None)
     if columns is None or not {"image", "score"} <= set(columns):
-        raise ValueError(f"{what} must be a datasets.Dataset with 'image' and 'score' columns, received columns {columns}")
+        raise ValueError(
+            f"{what} must be a datasets.Dataset with 'image' and 'score' columns, received columns {columns}"
+        )
     if len(dataset) == 0:
         raise ValueError(f"{what} is empty")
 
@@ -204,7 +228,9 @@ def _freeze(model: AestheticModel, prefix_blocks: int | None, probe: torch.Tenso
     groups = model.parameter_groups()
     if prefix_blocks is not None:
         if prefix_blocks > model.adapter.num_blocks:
-            raise ValueError(f"freeze_prefix_blocks={prefix_blocks}, but the encoder has {model.adapter.num_blocks} blocks")
+            raise ValueError(
+                f"freeze_prefix_blocks={prefix_blocks}, but the encoder has {model.adapter.num_blocks} blocks"
+            )
         frozen = {EMBEDDINGS_GROUP, *(block_group(i) for i in range(prefix_blocks))}
         for name, param in model.named_parameters():
             param.requires_grad_(groups[name] not in frozen)
@@ -227,7 +253,9 @@ def _optimizer(model: AestheticModel, config: FinetuneConfig) -> torch.optim.Opt
     return torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in buckets.items()])
 
 
-def _loss(model: AestheticModel, output: Any, batch: Mapping[str, torch.Tensor], kind: str, rank: float) -> torch.Tensor:
+def _loss(
+    model: AestheticModel, output: Any, batch: Mapping[str, torch.Tensor], kind: str, rank: float
+) -> torch.Tensor:
     low, high = model.config.score_range
     scores = output.scores.float()
     if kind == "emd":
@@ -348,7 +376,8 @@ def finetune(
         raise ValueError("loss='emd' needs a 'score_distribution' column (vote histograms); use loss='mse' or 'auto'")
 
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     main = accelerator.is_main_process
@@ -360,8 +389,9 @@ def finetune(
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
         scored = _ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
         # Own generators keep data loading off the global RNG (dropout).
-        return DataLoader(scored, batch_size=config.batch_size, num_workers=config.num_workers,
-                          generator=torch.Generator(), **kwargs)
+        return DataLoader(
+            scored, batch_size=config.batch_size, num_workers=config.num_workers, generator=torch.Generator(), **kwargs
+        )
 
     train_loader = loader(train_ds, shuffle=True)
     _freeze(model, config.freeze_prefix_blocks, train_loader.dataset[0]["pixel_values"][None])
@@ -371,11 +401,19 @@ def finetune(
 
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    scheduler = get_cosine_schedule_with_warmup(optimizer.optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer.optimizer, round(config.warmup_ratio * total_steps), total_steps
+    )
     accelerator.register_for_checkpointing(scheduler)
-    facts = {"base_fingerprint": base_ref["fingerprint"], "seed": config.seed, "batch_size": config.batch_size,
-             "num_processes": accelerator.num_processes, "num_images": len(train_ds), "total_steps": total_steps,
-             "gradient_accumulation_steps": config.gradient_accumulation_steps}
+    facts = {
+        "base_fingerprint": base_ref["fingerprint"],
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "num_processes": accelerator.num_processes,
+        "num_images": len(train_ds),
+        "total_steps": total_steps,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+    }
     global_step, history, metrics, num_eval = 0, [], {}, 0
     loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
     checkpoint = _resolve_checkpoint(resume_from_checkpoint, config.output_dir)
@@ -383,22 +421,33 @@ def finetune(
         state = read_json(checkpoint / TRAINER_STATE_FILE, "a finetune checkpoint state")
         differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
         if differing:
-            raise ValueError(f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}")
+            raise ValueError(
+                f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}"
+            )
         accelerator.load_state(str(checkpoint))
         global_step, history = int(state["global_step"]), list(state["history"])
         if main:  # the pending loss, already summed over processes
             loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
             logger.info("Resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
     if main:
-        logger.info("Fine-tuning on %d images (%s loss): %d steps of %d images x %d accumulation x %d process(es)",
-                    len(train_ds), kind, total_steps, config.batch_size, config.gradient_accumulation_steps,
-                    accelerator.num_processes)
+        logger.info(
+            "Fine-tuning on %d images (%s loss): %d steps of %d images x %d accumulation x %d process(es)",
+            len(train_ds),
+            kind,
+            total_steps,
+            config.batch_size,
+            config.gradient_accumulation_steps,
+            accelerator.num_processes,
+        )
 
     def record() -> None:
         nonlocal metrics, num_eval, loss_sum
         totals = accelerator.reduce(loss_sum, reduction="sum")
-        entry = {"epoch": round(global_step / steps_per_epoch, 4), "step": global_step,
-                 "train_loss": float(totals[0] / totals[1].clamp_min(1))}
+        entry = {
+            "epoch": round(global_step / steps_per_epoch, 4),
+            "step": global_step,
+            "train_loss": float(totals[0] / totals[1].clamp_min(1)),
+        }
         loss_sum = torch.zeros_like(loss_sum)
         if eval_loader is not None:
             metrics, num_eval = _evaluate(accelerator, model, eval_loader)
@@ -441,8 +490,12 @@ def finetune(
             if global_step == total_steps or (global_step % steps_per_epoch == 0 and config.eval_every_epoch):
                 record()
             if config.checkpoint_every and (global_step % config.checkpoint_every == 0 or global_step == total_steps):
-                state = {"global_step": global_step, "history": history, **facts,
-                         "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist()}
+                state = {
+                    "global_step": global_step,
+                    "history": history,
+                    **facts,
+                    "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist(),
+                }
                 _save_checkpoint(accelerator, config.output_dir, state, config.keep_checkpoints)
             if global_step == total_steps:
                 break
@@ -456,12 +509,23 @@ def finetune(
     tuned = accelerator.unwrap_model(model)
     if main:
         save_model_dir(tuned, config.output_dir / MODEL_DIR)
-        write_json(config.output_dir / RESULT_FILE, {
-            "database": asdict(spec) if spec else None, "num_images": len(train_ds), "num_eval_images": num_eval,
-            "metrics": metrics, "loss": kind, "score_range": list(source_range), "history": history,
-            "config": config.to_dict(), "base": base_ref, "steps": global_step,
-            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
-        })
+        write_json(
+            config.output_dir / RESULT_FILE,
+            {
+                "database": asdict(spec) if spec else None,
+                "num_images": len(train_ds),
+                "num_eval_images": num_eval,
+                "metrics": metrics,
+                "loss": kind,
+                "score_range": list(source_range),
+                "history": history,
+                "config": config.to_dict(),
+                "base": base_ref,
+                "steps": global_step,
+                "num_processes": accelerator.num_processes,
+                "mixed_precision": accelerator.mixed_precision,
+            },
+        )
         logger.info("Saved the fine-tuned model to %s", config.output_dir / MODEL_DIR)
     accelerator.wait_for_everyone()
     return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, config.output_dir)
@@ -499,7 +563,11 @@ def finetune_database(
     """
     base_model = load_model_dir(base, "a base model")
     train_ds, eval_ds = (
-        load_database(database, root, split=s, level="image", seed=split_seed, skip_invalid=skip_invalid) if s else None
+        load_database(database, root, split=s, level="image", seed=split_seed, skip_invalid=skip_invalid)
+        if s
+        else None
         for s in (split, eval_split)
     )
-    return finetune(base_model, train_ds, eval_ds, config, database=database, resume_from_checkpoint=resume_from_checkpoint)
+    return finetune(
+        base_model, train_ds, eval_ds, config, database=database, resume_from_checkpoint=resume_from_checkpoint
+    )

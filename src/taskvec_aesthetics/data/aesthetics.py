@@ -95,7 +95,10 @@ def read_aadb(
     """
     first_list = require_path(
         root,
-        [f"imgListFiles_label/{_AADB_LISTS['train']}", f"imgListFiles_label/imgListFiles_label/{_AADB_LISTS['train']}"],
+        [
+            f"imgListFiles_label/{_AADB_LISTS['train']}",
+            f"imgListFiles_label/imgListFiles_label/{_AADB_LISTS['train']}",
+        ],
         "AADB",
         AADB_LAYOUT,
     )
@@ -112,7 +115,9 @@ def read_aadb(
 
     ratings_file = require_path(root, ["AADB_AllinAll.csv"], "AADB", AADB_LAYOUT)
     records, invalid_answers, unlisted = [], 0, 0
-    for line, row in read_csv_rows(ratings_file, ["WorkerId", "Input.image_url1", "Answer.overallScore1"], log, "AADB"):
+    for line, row in read_csv_rows(
+        ratings_file, ["WorkerId", "Input.image_url1", "Answer.overallScore1"], log, "AADB"
+    ):
         worker = row["WorkerId"]
         if not worker:
             log.add(ratings_file, line, "empty WorkerId")

@@ -101,8 +101,9 @@ def _skimage(name: str, file: str, credit: str, licence: str, box: Box | None = 
 
 
 def _asset(name: str, file: str, origin: str, licence: str, box: Box | None = None) -> PhotoSource:
-    return PhotoSource(name, f"taskvec-aesthetics demo asset ({file}); {origin}", licence, "taskvec_aesthetics",
-                       file, box)
+    return PhotoSource(
+        name, f"taskvec-aesthetics demo asset ({file}); {origin}", licence, "taskvec_aesthetics", file, box
+    )
 
 
 _CC_BY_2 = "CC BY 2.0"
@@ -114,23 +115,54 @@ _DISTINCT: tuple[PhotoSource, ...] = (
     _skimage("chelsea", "chelsea.png", "photo by Stefan van der Walt", "CC0"),
     _skimage("coffee", "coffee.png", "photo by Rachel Michetti", "CC0"),
     _skimage("rocket", "rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX", "public domain"),
-    _skimage("motorcycle", "motorcycle_left.png", "Middlebury 2014 stereo data set (Scharstein et al.)",
-             "as redistributed by scikit-image (BSD-3-Clause package)"),
+    _skimage(
+        "motorcycle",
+        "motorcycle_left.png",
+        "Middlebury 2014 stereo data set (Scharstein et al.)",
+        "as redistributed by scikit-image (BSD-3-Clause package)",
+    ),
     _skimage("hubble_deep_field", "hubble_deep_field.jpg", "NASA / Hubble Space Telescope", "public domain"),
-    _skimage("immunohistochemistry", "ihc.png", "Center for Microscopy and Molecular Imaging",
-             "no known copyright restrictions"),
+    _skimage(
+        "immunohistochemistry",
+        "ihc.png",
+        "Center for Microscopy and Molecular Imaging",
+        "no known copyright restrictions",
+    ),
     _skimage("retina", "retina.jpg", "fundus photograph by Mikael Haggstrom", "CC0", _RETINA_BOX),
-    PhotoSource("china", "scikit-learn sample image (datasets/images/china.jpg); photo by danielbuechele (Flickr)",
-                _CC_BY_2, "sklearn", "datasets/images/china.jpg"),
-    PhotoSource("flower", "scikit-learn sample image (datasets/images/flower.jpg); photo by vultilion (Flickr)",
-                _CC_BY_2, "sklearn", "datasets/images/flower.jpg"),
-    PhotoSource("grace_hopper", "matplotlib sample data (mpl-data/sample_data/grace_hopper.jpg); US Navy photo",
-                "public domain", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-    _asset("raccoon", "scipy_face.jpg", "raccoon face from SciPy 1.9 scipy.misc.face (public-domain-image.com)",
-           "public domain"),
+    PhotoSource(
+        "china",
+        "scikit-learn sample image (datasets/images/china.jpg); photo by danielbuechele (Flickr)",
+        _CC_BY_2,
+        "sklearn",
+        "datasets/images/china.jpg",
+    ),
+    PhotoSource(
+        "flower",
+        "scikit-learn sample image (datasets/images/flower.jpg); photo by vultilion (Flickr)",
+        _CC_BY_2,
+        "sklearn",
+        "datasets/images/flower.jpg",
+    ),
+    PhotoSource(
+        "grace_hopper",
+        "matplotlib sample data (mpl-data/sample_data/grace_hopper.jpg); US Navy photo",
+        "public domain",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+    ),
+    _asset(
+        "raccoon",
+        "scipy_face.jpg",
+        "raccoon face from SciPy 1.9 scipy.misc.face (public-domain-image.com)",
+        "public domain",
+    ),
     _asset("city", "kivy_city.jpg", "frame of cityCC0 from the Kivy examples package", "CC0"),
-    _asset("faust", "kivy_faust.jpg", "faust_github.jpg from the Kivy examples package",
-           "MIT (Kivy Team and other contributors)"),
+    _asset(
+        "faust",
+        "kivy_faust.jpg",
+        "faust_github.jpg from the Kivy examples package",
+        "MIT (Kivy Team and other contributors)",
+    ),
     # Greyscale photographs, converted to RGB.
     _skimage("camera", "camera.png", "photo by Lav Varshney", "CC0"),
     _skimage("coins", "coins.png", "Greek coins from Pompeii, Brooklyn Museum", "no known copyright restrictions"),
@@ -166,8 +198,16 @@ def _crop_sources() -> tuple[PhotoSource, ...]:
     for name, box in _CROPS:
         counts[name] = counts.get(name, 0) + 1
         source = by_name[name]
-        crops.append(PhotoSource(f"{name}/crop-{counts[name]}", f"crop of {source.origin}", source.licence,
-                                 source.package, source.file, box))
+        crops.append(
+            PhotoSource(
+                f"{name}/crop-{counts[name]}",
+                f"crop of {source.origin}",
+                source.licence,
+                source.package,
+                source.file,
+                box,
+            )
+        )
     return tuple(crops)
 
 
@@ -218,9 +258,13 @@ def load_photos(limit: int | None = None) -> list[Photo]:
             continue
         photos.append(_load(source, path))
     if missing:
-        logger.info("Skipped the demo photos of %s: not installed (pip install taskvec-aesthetics[demo])",
-                    ", ".join(sorted(missing)))
+        logger.info(
+            "Skipped the demo photos of %s: not installed (pip install taskvec-aesthetics[demo])",
+            ", ".join(sorted(missing)),
+        )
     if not photos:
-        raise ValueError(f"found no demo photos: the packages {sorted(missing)} are not installed; "
-                         "expected them from the demo extra (pip install taskvec-aesthetics[demo])")
+        raise ValueError(
+            f"found no demo photos: the packages {sorted(missing)} are not installed; "
+            "expected them from the demo extra (pip install taskvec-aesthetics[demo])"
+        )
     return photos

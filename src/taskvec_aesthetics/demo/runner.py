@@ -84,8 +84,14 @@ class DemoConfig:
         if name == "default":
             return cls()
         if name == "quick":
-            return cls(world=WorldConfig.preset("quick"), finetune_steps=15, shots=(10, 20), personalizer_steps=30,
-                       paper_steps=30, baseline_steps=30)
+            return cls(
+                world=WorldConfig.preset("quick"),
+                finetune_steps=15,
+                shots=(10, 20),
+                personalizer_steps=30,
+                paper_steps=30,
+                baseline_steps=30,
+            )
         raise ValueError(f"unknown demo preset {name!r}; choose 'default' or 'quick'")
 
     def bank_key(self) -> str:
@@ -93,8 +99,14 @@ class DemoConfig:
         world = dataclasses.asdict(self.world)
         for unrelated in ("pool_size", "num_users"):
             world.pop(unrelated)
-        recipe = {"version": _CACHE_VERSION, "world": world, "freeze": self.freeze_prefix_blocks,
-                  "steps": self.finetune_steps, "batch": self.finetune_batch_size, "seed": self.seed}
+        recipe = {
+            "version": _CACHE_VERSION,
+            "world": world,
+            "freeze": self.freeze_prefix_blocks,
+            "steps": self.finetune_steps,
+            "batch": self.finetune_batch_size,
+            "seed": self.seed,
+        }
         return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,11 +127,14 @@ class DemoResult:
             self.benchmark.to_markdown(),
             f"Test SROCC against each rater's noisy ratings, mean ± std over {len(set(t.user_id for t in self.benchmark.trials))} "
             f"raters; the noise ceiling (ratings vs. the raters' true utility) is {self.noise_ceiling:.3f}.",
-            "Timings: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in self.timings.items())
+            "Timings: "
+            + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in self.timings.items())
             + (" (bank from cache)" if self.bank_from_cache else ""),
             f"Exports of {check['user_id']} (k = {check['k']}), reloaded in a fresh process: "
-            + ", ".join(f"{e} {check[e]['bytes'] / 1024:,.0f} KB, max |diff| {check[e]['max_abs_diff']:.1e}"
-                        for e in ("coefficients", "merged"))
+            + ", ".join(
+                f"{e} {check[e]['bytes'] / 1024:,.0f} KB, max |diff| {check[e]['max_abs_diff']:.1e}"
+                for e in ("coefficients", "merged")
+            )
             + (" - identical" if check["identical"] else " - NOT IDENTICAL"),
             "",
             f"base model and bank: {self.cache_folder / 'base'}, {self.cache_folder / 'bank'}",
@@ -139,15 +154,27 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, progress: bool) 
     from ..bank_production import LITE0_IMAGENET, build_bank, init_base
     from ..training import FinetuneConfig, finetune
 
-    base = init_base(LITE0_IMAGENET, seed=config.seed, image_size=config.world.image_size, save_directory=folder / "base")
+    base = init_base(
+        LITE0_IMAGENET, seed=config.seed, image_size=config.world.image_size, save_directory=folder / "base"
+    )
     runs = []
     for name, database in world.databases.items():
         train, evaluation = _split(database, config.seed)
         run_dir = folder / "runs" / name
-        result = finetune(base, train, evaluation, FinetuneConfig(
-            output_dir=run_dir, max_steps=config.finetune_steps, batch_size=config.finetune_batch_size,
-            freeze_prefix_blocks=config.freeze_prefix_blocks, seed=config.seed, eval_every_epoch=False,
-        ), score_range=SIMULATED_DATABASES[name].score_range)
+        result = finetune(
+            base,
+            train,
+            evaluation,
+            FinetuneConfig(
+                output_dir=run_dir,
+                max_steps=config.finetune_steps,
+                batch_size=config.finetune_batch_size,
+                freeze_prefix_blocks=config.freeze_prefix_blocks,
+                seed=config.seed,
+                eval_every_epoch=False,
+            ),
+            score_range=SIMULATED_DATABASES[name].score_range,
+        )
         logger.info("Fine-tuned %s: eval %s", name, result.metrics)
         runs.append(run_dir)
     bank = build_bank(runs, folder / "base")
@@ -204,14 +231,22 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
     for export in ("coefficients", "merged"):
         folder = out / "exports" / f"{user}-{export}"
         model.save_pretrained(folder, export=export)
-        done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, str(folder), *paths], capture_output=True,
-                              text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", _RELOAD_SCRIPT, str(folder), *paths],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"reloading the {export} export in a fresh process failed:\n{done.stderr[-2000:]}")
         reloaded = json.loads(done.stdout.strip().splitlines()[-1])
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        check[export] = {"folder": str(folder), "bytes": size,
-                         "max_abs_diff": max(abs(a - b) for a, b in zip(reloaded, expected.tolist()))}
+        check[export] = {
+            "folder": str(folder),
+            "bytes": size,
+            "max_abs_diff": max(abs(a - b) for a, b in zip(reloaded, expected.tolist())),
+        }
     check["identical"] = all(check[e]["max_abs_diff"] <= 1e-5 for e in ("coefficients", "merged"))
     return check
 
@@ -233,7 +268,9 @@ def _write_sample_ratings(world: World, out: Path, count: int = 30) -> Path:
 
 
 def run_demo(
-    config: DemoConfig | None = None, output_dir: str | Path = "demo_output", cache_dir: str | Path | None = None,
+    config: DemoConfig | None = None,
+    output_dir: str | Path = "demo_output",
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo and write its table, figure and exports into ``output_dir``."""
@@ -245,16 +282,27 @@ def run_demo(
     world = build_world(config.world)
     timings["world_s"] = time.perf_counter() - began
     mark = time.perf_counter()
-    base, bank, from_cache, cache_folder = _base_and_bank(config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
+    base, bank, from_cache, cache_folder = _base_and_bank(
+        config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress
+    )
     timings["bank_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in world.users])
     personalizer = PersonalizerConfig(steps=config.personalizer_steps, seed=config.seed)
-    result = run_benchmark(base, bank, ratings, BenchmarkConfig(
-        shots=config.shots, repeats=config.repeats, seed=config.seed, personalizer=personalizer,
-        paper=PersonalizerConfig.from_preset("paper", steps=config.paper_steps, seed=config.seed),
-        baseline_steps=config.baseline_steps, progress=progress,
-    ))
+    result = run_benchmark(
+        base,
+        bank,
+        ratings,
+        BenchmarkConfig(
+            shots=config.shots,
+            repeats=config.repeats,
+            seed=config.seed,
+            personalizer=personalizer,
+            paper=PersonalizerConfig.from_preset("paper", steps=config.paper_steps, seed=config.seed),
+            baseline_steps=config.baseline_steps,
+            progress=progress,
+        ),
+    )
     timings["benchmark_s"] = time.perf_counter() - mark
     ceiling = sum(world.noise_ceiling(u.user_id) for u in world.users) / len(world.users)
     paths = result.save(out)
@@ -262,11 +310,18 @@ def run_demo(
     check = _check_exports(base, bank, world, config, out)
     timings["exports_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - began
-    write_json(out / "demo.json", {
-        "config": dataclasses.asdict(config), "timings": timings, "noise_ceiling": ceiling,
-        "bank_from_cache": from_cache, "export_check": check,
-        "users": {u.user_id: u.describe() for u in world.users}, "bank": bank.to_config()["tasks"],
-    })
+    write_json(
+        out / "demo.json",
+        {
+            "config": dataclasses.asdict(config),
+            "timings": timings,
+            "noise_ceiling": ceiling,
+            "bank_from_cache": from_cache,
+            "export_check": check,
+            "users": {u.user_id: u.describe() for u in world.users},
+            "bank": bank.to_config()["tasks"],
+        },
+    )
     paths["demo"] = out / "demo.json"
     paths["sample ratings"] = _write_sample_ratings(world, out)
     return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder)

@@ -30,9 +30,23 @@ from scipy.stats import spearmanr
 from .photos import Photo, load_photos
 
 __all__ = [
-    "SIMULATED_DATABASES", "TRAITS", "TRAIT_NAMES", "Pool", "SimulatedDatabase", "SimulatedUser", "Trait",
-    "World", "WorldConfig", "apply_traits", "build_world", "make_database", "make_pool", "make_users",
-    "noise_ceiling", "rate", "score_database",
+    "SIMULATED_DATABASES",
+    "TRAITS",
+    "TRAIT_NAMES",
+    "Pool",
+    "SimulatedDatabase",
+    "SimulatedUser",
+    "Trait",
+    "World",
+    "WorldConfig",
+    "apply_traits",
+    "build_world",
+    "make_database",
+    "make_pool",
+    "make_users",
+    "noise_ceiling",
+    "rate",
+    "score_database",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,15 +65,22 @@ class Trait:
     negative: str  # what a negative taste weight likes, e.g. "soft"
 
 
-TRAITS: dict[str, Trait] = {trait.name: trait for trait in (
-    Trait("sharpness", -1.0, 1.0, "Gaussian blur below 0 (sigma 2.2 px at 128 px), sharpening above", "sharp", "soft"),
-    Trait("noise", 0.0, 1.0, "additive Gaussian noise, standard deviation 0.12 of the range at 1", "grainy", "clean"),
-    Trait("jpeg", 0.0, 1.0, "JPEG compression at quality 5 + 90 * (1 - strength) ** 2", "blocky", "artefact-free"),
-    Trait("exposure", -1.0, 1.0, "brightness times 2 ** (1.25 * strength)", "bright", "dark"),
-    Trait("saturation", -1.0, 1.0, "chroma times 1 + strength: greyscale at -1", "vivid", "muted"),
-    Trait("contrast", -1.0, 1.0, "deviation from the mean luminance times 2 ** strength", "punchy", "flat"),
-    Trait("warmth", -1.0, 1.0, "red times 1 + 0.25 * strength, blue times 1 - 0.25 * strength", "warm", "cool"),
-)}
+TRAITS: dict[str, Trait] = {
+    trait.name: trait
+    for trait in (
+        Trait(
+            "sharpness", -1.0, 1.0, "Gaussian blur below 0 (sigma 2.2 px at 128 px), sharpening above", "sharp", "soft"
+        ),
+        Trait(
+            "noise", 0.0, 1.0, "additive Gaussian noise, standard deviation 0.12 of the range at 1", "grainy", "clean"
+        ),
+        Trait("jpeg", 0.0, 1.0, "JPEG compression at quality 5 + 90 * (1 - strength) ** 2", "blocky", "artefact-free"),
+        Trait("exposure", -1.0, 1.0, "brightness times 2 ** (1.25 * strength)", "bright", "dark"),
+        Trait("saturation", -1.0, 1.0, "chroma times 1 + strength: greyscale at -1", "vivid", "muted"),
+        Trait("contrast", -1.0, 1.0, "deviation from the mean luminance times 2 ** strength", "punchy", "flat"),
+        Trait("warmth", -1.0, 1.0, "red times 1 + 0.25 * strength, blue times 1 - 0.25 * strength", "warm", "cool"),
+    )
+}
 """The traits, in a fixed order, with their strength ranges."""
 TRAIT_NAMES: tuple[str, ...] = tuple(TRAITS)
 _LOW, _HIGH = np.array([(trait.low, trait.high) for trait in TRAITS.values()]).T
@@ -74,8 +95,9 @@ def _check_strengths(strengths: Mapping[str, float]) -> dict[str, float]:
         if name not in TRAITS:
             raise ValueError(f"unknown trait {name!r}; expected one of {list(TRAIT_NAMES)}")
         if not TRAITS[name].low <= float(value) <= TRAITS[name].high:
-            raise ValueError(f"strength of {name!r} must lie in [{TRAITS[name].low}, {TRAITS[name].high}], "
-                             f"received {value!r}")
+            raise ValueError(
+                f"strength of {name!r} must lie in [{TRAITS[name].low}, {TRAITS[name].high}], received {value!r}"
+            )
     return {name: float(value) for name, value in strengths.items()}
 
 
@@ -134,8 +156,13 @@ def _stream(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([int(seed)] + [zlib.crc32(name.encode()) for name in names])
 
 
-_FEATURES = {"image": ImageFeature(), "score": Value("float32"), "user_id": Value("string"),
-             "score_distribution": List(Value("float32"), length=10), "image_id": Value("string")}
+_FEATURES = {
+    "image": ImageFeature(),
+    "score": Value("float32"),
+    "user_id": Value("string"),
+    "score_distribution": List(Value("float32"), length=10),
+    "image_id": Value("string"),
+}
 
 
 def _dataset(columns: dict) -> Dataset:
@@ -183,8 +210,16 @@ class Pool:
         return [{"bytes": data, "path": None} for data in self.png]
 
 
-def make_pool(photos: Sequence[Photo], num_images: int, image_size: int, seed: int, *,
-              always: Sequence[str] = (), p_active: float = 0.6, id_prefix: str = "pool") -> Pool:
+def make_pool(
+    photos: Sequence[Photo],
+    num_images: int,
+    image_size: int,
+    seed: int,
+    *,
+    always: Sequence[str] = (),
+    p_active: float = 0.6,
+    id_prefix: str = "pool",
+) -> Pool:
     """Render images: random square crop (60-100 % of the short side) of a photo, random flip, resize, traits.
 
     Photos are used in turn (in a seeded order), so each appears about equally often. Each trait is applied with
@@ -225,8 +260,12 @@ def make_pool(photos: Sequence[Photo], num_images: int, image_size: int, seed: i
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=1)  # lossless; level 1 is fast
         png.append(buffer.getvalue())
-    return Pool(image_ids=[f"{id_prefix}-{index:05d}" for index in range(num_images)], png=png,
-                strengths=strengths, photo_names=[photos[index].name for index in order])
+    return Pool(
+        image_ids=[f"{id_prefix}-{index:05d}" for index in range(num_images)],
+        png=png,
+        strengths=strengths,
+        photo_names=[photos[index].name for index in order],
+    )
 
 
 # ------------------------------------------------------------------------------------------- databases
@@ -258,22 +297,33 @@ class SimulatedDatabase:
 
     def metadata(self) -> dict:
         """Description usable as bank task metadata."""
-        return {"database": f"simulated-{self.name}", "kind": self.kind, "score_range": list(self.score_range),
-                "description": self.description, "criterion": dict(self.weights),
-                "licence": "simulated from real photographs; see the package NOTICE for the photos' licences"}
+        return {
+            "database": f"simulated-{self.name}",
+            "kind": self.kind,
+            "score_range": list(self.score_range),
+            "description": self.description,
+            "criterion": dict(self.weights),
+            "licence": "simulated from real photographs; see the package NOTICE for the photos' licences",
+        }
 
 
-SIMULATED_DATABASES: dict[str, SimulatedDatabase] = {database.name: database for database in (
-    SimulatedDatabase("sharpness", "iqa", {"sharpness": 1.0}, "rewards sharp images, penalises blur"),
-    SimulatedDatabase("noise", "iqa", {"noise": -1.0}, "penalises sensor noise"),
-    SimulatedDatabase("jpeg", "iqa", {"jpeg": -1.0}, "penalises JPEG compression artefacts"),
-    SimulatedDatabase("exposure", "iqa", {"exposure": 1.0}, "rewards bright exposure, penalises dark images"),
-    SimulatedDatabase("saturation", "giaa", {"saturation": 1.0}, "rewards vivid colours"),
-    SimulatedDatabase("contrast", "giaa", {"contrast": 1.0}, "rewards punchy contrast"),
-    SimulatedDatabase("general", "giaa", {"sharpness": 0.3, "noise": -0.15, "jpeg": -0.1, "exposure": 0.15,
-                                          "saturation": 0.15, "contrast": 0.15},
-                      "generic aesthetics: a fixed mix of sharpness, cleanliness, exposure, colour and contrast"),
-)}
+SIMULATED_DATABASES: dict[str, SimulatedDatabase] = {
+    database.name: database
+    for database in (
+        SimulatedDatabase("sharpness", "iqa", {"sharpness": 1.0}, "rewards sharp images, penalises blur"),
+        SimulatedDatabase("noise", "iqa", {"noise": -1.0}, "penalises sensor noise"),
+        SimulatedDatabase("jpeg", "iqa", {"jpeg": -1.0}, "penalises JPEG compression artefacts"),
+        SimulatedDatabase("exposure", "iqa", {"exposure": 1.0}, "rewards bright exposure, penalises dark images"),
+        SimulatedDatabase("saturation", "giaa", {"saturation": 1.0}, "rewards vivid colours"),
+        SimulatedDatabase("contrast", "giaa", {"contrast": 1.0}, "rewards punchy contrast"),
+        SimulatedDatabase(
+            "general",
+            "giaa",
+            {"sharpness": 0.3, "noise": -0.15, "jpeg": -0.1, "exposure": 0.15, "saturation": 0.15, "contrast": 0.15},
+            "generic aesthetics: a fixed mix of sharpness, cleanliness, exposure, colour and contrast",
+        ),
+    )
+}
 """The simulated databases by name. No database covers ``warmth``."""
 
 NUM_VOTES, VOTE_STD = 25, 1.3
@@ -296,8 +346,14 @@ def score_database(name: str, pool: Pool, seed: int) -> Dataset:
     noise = _stream(seed, name, "votes").normal(0.0, VOTE_STD, (len(pool), NUM_VOTES))
     votes = np.clip(np.rint(mean[:, None] + noise), 1, 10).astype(int)
     histogram = (votes[..., None] == np.arange(1, 11)).mean(axis=1, dtype=np.float64)
-    return _dataset({"image": pool._image_column(), "score": votes.mean(axis=1).astype(np.float32),
-                     "score_distribution": histogram.astype(np.float32), "image_id": list(pool.image_ids)})
+    return _dataset(
+        {
+            "image": pool._image_column(),
+            "score": votes.mean(axis=1).astype(np.float32),
+            "score_distribution": histogram.astype(np.float32),
+            "image_id": list(pool.image_ids),
+        }
+    )
 
 
 def make_database(name: str, photos: Sequence[Photo], num_images: int, image_size: int, seed: int) -> Dataset:
@@ -376,13 +432,21 @@ def rate(user: SimulatedUser, pool: Pool, seed: int) -> Dataset:
         raise TypeError(f"user must be a SimulatedUser, received {type(user).__name__}")
     utility = user.utility(pool.strengths)
     if len(pool) < 2 or utility.std() == 0:
-        raise ValueError(f"the pool of {len(pool)} images does not vary in {user.user_id}'s traits; "
-                         "expected images with different strengths")
+        raise ValueError(
+            f"the pool of {len(pool)} images does not vary in {user.user_id}'s traits; "
+            "expected images with different strengths"
+        )
     z = (utility - utility.mean()) / utility.std()
     noisy = 3.0 + z + _stream(seed, user.user_id, "ratings").normal(0.0, user.noise, len(pool))
     scores = np.clip(np.rint(noisy * 2.0) / 2.0, 1.0, 5.0).astype(np.float32)
-    return _dataset({"image": pool._image_column(), "score": scores, "user_id": [user.user_id] * len(pool),
-                     "image_id": list(pool.image_ids)})
+    return _dataset(
+        {
+            "image": pool._image_column(),
+            "score": scores,
+            "user_id": [user.user_id] * len(pool),
+            "image_id": list(pool.image_ids),
+        }
+    )
 
 
 def noise_ceiling(user: SimulatedUser, pool: Pool, ratings: Dataset) -> float:
@@ -434,8 +498,10 @@ class WorldConfig:
         return cls(**{**_PRESETS[name], **overrides})
 
 
-_PRESETS: dict[str, dict] = {"default": {}, "quick": {"image_size": 64, "num_photos": 12, "images_per_database": 40,
-                                                     "pool_size": 48, "num_users": 3}}
+_PRESETS: dict[str, dict] = {
+    "default": {},
+    "quick": {"image_size": 64, "num_photos": 12, "images_per_database": 40, "pool_size": 48, "num_users": 3},
+}
 
 
 @dataclass
@@ -494,7 +560,13 @@ def build_world(config: WorldConfig | None = None) -> World:
     pool = make_pool(sources, config.pool_size, config.image_size, config.seed, id_prefix="pool")
     users = make_users(config.num_users, config.seed)
     ratings = {user.user_id: rate(user, pool, config.seed) for user in users}
-    logger.info("Built %d databases x %d images, a pool of %d images and %d raters from %d photos in %.1f s",
-                len(databases), config.images_per_database, len(pool), len(users), len(photos),
-                time.perf_counter() - start)
+    logger.info(
+        "Built %d databases x %d images, a pool of %d images and %d raters from %d photos in %.1f s",
+        len(databases),
+        config.images_per_database,
+        len(pool),
+        len(users),
+        len(photos),
+        time.perf_counter() - start,
+    )
     return World(config, photos, databases, strengths, pool, users, ratings)

@@ -6,8 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import metric_info, correlation_report
-
+from taskvec_aesthetics.metrics import correlation_report, metric_info
 
 logger = logging.getLogger(__name__)
 

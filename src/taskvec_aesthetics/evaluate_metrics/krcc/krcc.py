@@ -6,8 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import metric_info, krcc
-
+from taskvec_aesthetics.metrics import krcc, metric_info
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,10 @@ class Krcc(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         return metric_info(
-            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, ["https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"]
+            _DESCRIPTION,
+            _CITATION,
+            _KWARGS_DESCRIPTION,
+            ["https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"],
         )
 
     def _compute(self, predictions: list[float], references: list[float]) -> dict[str, float]:

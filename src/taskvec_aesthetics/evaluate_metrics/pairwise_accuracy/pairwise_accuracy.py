@@ -8,7 +8,6 @@ import evaluate
 
 from taskvec_aesthetics.metrics import metric_info, pairwise_accuracy
 
-
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\

@@ -8,7 +8,6 @@ import evaluate
 
 from taskvec_aesthetics.metrics import metric_info, plcc
 
-
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
@@ -65,10 +64,11 @@ class Plcc(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         return metric_info(
-            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, ["https://en.wikipedia.org/wiki/Pearson_correlation_coefficient"]
+            _DESCRIPTION,
+            _CITATION,
+            _KWARGS_DESCRIPTION,
+            ["https://en.wikipedia.org/wiki/Pearson_correlation_coefficient"],
         )
 
-    def _compute(
-        self, predictions: list[float], references: list[float], logistic: bool = False
-    ) -> dict[str, float]:
+    def _compute(self, predictions: list[float], references: list[float], logistic: bool = False) -> dict[str, float]:
         return {"plcc": plcc(predictions, references, logistic=logistic)}

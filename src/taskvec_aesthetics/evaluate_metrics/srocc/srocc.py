@@ -8,7 +8,6 @@ import evaluate
 
 from taskvec_aesthetics.metrics import metric_info, srocc
 
-
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
@@ -54,7 +53,10 @@ class Srocc(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         return metric_info(
-            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, ["https://en.wikipedia.org/wiki/Spearman%27s_rank_correlation_coefficient"]
+            _DESCRIPTION,
+            _CITATION,
+            _KWARGS_DESCRIPTION,
+            ["https://en.wikipedia.org/wiki/Spearman%27s_rank_correlation_coefficient"],
         )
 
     def _compute(self, predictions: list[float], references: list[float]) -> dict[str, float]:
