@@ -29,6 +29,7 @@ from .io import atomic_path, write_json
 from .losses import pairwise_rank_loss
 from .metrics import srocc
 from .personalization import EncodedRatings, Personalizer, PersonalizerConfig
+from .ratings_input import decode_images, rows_by_user
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -211,10 +212,10 @@ def _adam_fit(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], s
 class _Methods:
     """The methods of the protocol over one set of encoded images (the frozen prefix of each image, once)."""
 
-    def __init__(self, model: AestheticModel, bank: TaskVectorBank, prefix: torch.Tensor, config: BenchmarkConfig):
+    def __init__(self, ours: Personalizer, prefix: torch.Tensor, config: BenchmarkConfig):
         self.config = config
-        self.ours = Personalizer(model, bank, config.personalizer)
-        self.paper = Personalizer(model, bank, config.paper) if "paper" in config.methods else None
+        self.ours = ours
+        self.paper = Personalizer(ours.model, ours.bank, config.paper) if "paper" in config.methods else None
         self.prefix = prefix
         began = time.perf_counter()
         self.task_scores = self.ours.task_scores(prefix)  # [T, N]: each task model scores every image once
@@ -320,13 +321,6 @@ def draw_order(num_images: int, seed: int, k: int, repeat: int, user_id: str) ->
     return np.random.default_rng([seed, k, repeat, *map(ord, user_id)]).permutation(num_images)
 
 
-def _user_rows(dataset: Any, user_column: str) -> dict[str, list[int]]:
-    rows: dict[str, list[int]] = defaultdict(list)
-    for index, user in enumerate(dataset[user_column]):
-        rows[str(user)].append(index)
-    return dict(rows)
-
-
 def run_benchmark(
     model: AestheticModel,
     bank: TaskVectorBank,
@@ -351,18 +345,15 @@ def run_benchmark(
     unique = list(dict.fromkeys(image_ids))
     position = {image_id: i for i, image_id in enumerate(unique)}
     first_row = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
-    from .ratings_input import decode_images
-
-    probe = Personalizer(model, bank, config.personalizer)
-    decoded = decode_images(dataset.select([first_row[i] for i in unique]))
-    prefix = probe.encode(decoded)
+    ours = Personalizer(model, bank, config.personalizer)
+    prefix = ours.encode(decode_images(dataset.select([first_row[i] for i in unique])))
     encode_seconds = time.perf_counter() - began
-    methods = _Methods(model, bank, prefix, config)
+    methods = _Methods(ours, prefix, config)
     scores = np.asarray(dataset["score"], dtype=np.float64)
     trials: list[Trial] = []
     example_user = None
     for user, rows in tqdm(
-        _user_rows(dataset, user_column).items(), desc="Users", unit="user", disable=not config.progress
+        rows_by_user(dataset, user_column).items(), desc="Users", unit="user", disable=not config.progress
     ):
         for k in config.shots:
             if len(rows) - k < config.min_test_images:

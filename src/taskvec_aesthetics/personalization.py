@@ -25,7 +25,7 @@ from .coefficients import GRANULARITIES, Coefficients
 from .losses import pairwise_rank_loss
 from .merging import coefficient_layout, functional_forward, merge_parameters, streamed_coefficient_grad
 from .metrics import srocc
-from .ratings_input import Ratings, as_ratings
+from .ratings_input import Ratings, as_ratings, rows_by_user
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -567,9 +567,8 @@ def fit_many(
             f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
         )
     personalizer = Personalizer(model, bank, config)
-    users = list(dict.fromkeys(dataset[user_column]))
     reports = {}
-    for user in tqdm(users, desc="Users", unit="user", disable=not personalizer.config.progress):
-        rows = [i for i, u in enumerate(dataset[user_column]) if u == user]
+    users = rows_by_user(dataset, user_column)
+    for user, rows in tqdm(users.items(), desc="Users", unit="user", disable=not personalizer.config.progress):
         _, reports[user] = personalizer.fit_encoded(personalizer.encode_ratings(dataset.select(rows)))
     return reports

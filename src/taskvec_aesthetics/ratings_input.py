@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .processing import open_image
 
-__all__ = ["Ratings", "as_ratings", "decode_images"]
+__all__ = ["Ratings", "as_ratings", "decode_images", "rows_by_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ def decode_images(dataset: Any, column: str = "image") -> list[Image.Image]:
     if isinstance(dataset.features[column], ImageFeature):
         dataset = dataset.cast_column(column, ImageFeature(decode=False))
     return [_decode_cell(cell, row) for row, cell in enumerate(dataset[column])]
+
+
+def rows_by_user(dataset: Any, column: str = "user_id") -> dict[str, list[int]]:
+    """Row indices of each user of a dataset, users in order of first appearance."""
+    rows: dict[str, list[int]] = {}
+    for index, user in enumerate(dataset[column]):
+        rows.setdefault(str(user), []).append(index)
+    return rows
 
 
 def _score(value: Any, row: int) -> float:
