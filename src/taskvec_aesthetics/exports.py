@@ -17,6 +17,7 @@ from .coefficients import COEFFICIENTS_FILE, Coefficients
 from .configuration import EXPORT_FORMAT_VERSION, AestheticConfig
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .io import atomic_path, read_json, write_json
+from .processing import load_image_processor
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -193,10 +194,8 @@ def load_coefficients_export(
     coefficients = Coefficients.load(folder / COEFFICIENTS_FILE)
     record = read_personalization_file(folder) or {}
     model = base.with_coefficients(bank, coefficients, info=record.get("info"))
-    processor_file = folder / "preprocessor_config.json"
-    if processor_file.is_file():
-        from transformers import AutoImageProcessor
-
-        model.image_processor = AutoImageProcessor.from_pretrained(str(folder))
+    processor = load_image_processor(folder)
+    if processor is not None:
+        model.image_processor = processor
     model.source = source
     return model

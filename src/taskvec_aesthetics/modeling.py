@@ -24,7 +24,7 @@ from .configuration import AestheticConfig
 from .fingerprint import model_fingerprint
 from .losses import emd_loss
 from .merging import coefficient_layout, merge_parameters
-from .processing import ImageInput, collect_images, default_image_processor, open_image
+from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
 
 __all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
 
@@ -478,22 +478,13 @@ class AestheticModel(AestheticPreTrainedModel):
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         folder, source = resolve_model_files(pretrained_model_name_or_path, **hub_kwargs)
         model.source = source
-        model._image_processor = _load_image_processor(folder)
+        model._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
             from .exports import PersonalizationState
 
             model.personalization = PersonalizationState.standalone(info)
         return model
-
-
-def _load_image_processor(folder: Path) -> Any:
-    processor_file = folder / "preprocessor_config.json"
-    if not processor_file.is_file():
-        return None
-    from transformers import AutoImageProcessor
-
-    return AutoImageProcessor.from_pretrained(str(folder))
 
 
 AutoConfig.register(AestheticConfig.model_type, AestheticConfig, exist_ok=True)

@@ -18,6 +18,7 @@ __all__ = [
     "list_images",
     "open_image",
     "collect_images",
+    "load_image_processor",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ def default_image_processor(encoder_config: PreTrainedConfig, image_size: int | 
         image_mean=mean,
         image_std=std,
     )
+
+
+def load_image_processor(folder: str | Path) -> Any:
+    """The image processor saved in ``folder`` (`preprocessor_config.json`), or None when there is none."""
+    if not (Path(folder) / "preprocessor_config.json").is_file():
+        return None
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(str(folder))
 
 
 def list_images(folder: str | Path) -> list[Path]:
