@@ -240,11 +240,18 @@ def test_evaluate_modules_equal_the_python_api(modules: dict[str, object], seed:
     rng = np.random.default_rng(seed)
     pred, target = rng.normal(size=40), np.round(rng.uniform(1, 10, size=40))
     report = correlation_report(pred, target)
-    assert modules["aesthetic_correlation"].compute(predictions=pred, references=target) == report
+    # The logistic PLCC comes from an iterative curve fit whose last digits depend on BLAS threading: compare
+    # every value within a tolerance far below any meaningful difference.
+    combined = modules["aesthetic_correlation"].compute(predictions=pred, references=target)
+    assert combined.keys() == report.keys()
+    for name, value in report.items():
+        tolerance = 1e-4 if name == "plcc_logistic" else 1e-9
+        assert combined[name] == pytest.approx(value, abs=tolerance), name
     for name in ("srocc", "plcc", "krcc", "pairwise_accuracy"):
-        assert modules[name].compute(predictions=pred.tolist(), references=target.tolist()) == {name: report[name]}
+        single = modules[name].compute(predictions=pred.tolist(), references=target.tolist())
+        assert single.keys() == {name} and single[name] == pytest.approx(report[name], abs=1e-9)
     logistic = modules["plcc"].compute(predictions=torch.tensor(pred), references=target, logistic=True)
-    assert logistic == {"plcc": report["plcc_logistic"]}
+    assert logistic.keys() == {"plcc"} and logistic["plcc"] == pytest.approx(report["plcc_logistic"], abs=1e-4)
 
 
 def test_evaluate_modules_share_the_input_handling(modules: dict[str, object]) -> None:
