@@ -240,7 +240,7 @@ def test_accelerate_config_and_paper_script(tmp_path, koniq):
         "ENCODER": str(tmp_path / "encoder"),
         "DATABASES": "koniq10k",
         "KONIQ10K_ROOT": str(koniq),
-        "ACCELERATE_ARGS": "--cpu --num_processes 1",
+        "TOP_BLOCKS": "1",
         "FINETUNE_ARGS": "--max-steps 2 --batch-size 4",
     }
     done = subprocess.run(
@@ -252,10 +252,14 @@ def test_accelerate_config_and_paper_script(tmp_path, koniq):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    bank = TaskVectorBank.from_pretrained(
-        tmp_path / "work" / "bank", base=AestheticModel.from_pretrained(tmp_path / "work" / "base")
-    )
+    assert "no GPU found: fine-tuning in one CPU process" in done.stderr
+    base = AestheticModel.from_pretrained(tmp_path / "work" / "base")
+    bank = TaskVectorBank.from_pretrained(tmp_path / "work" / "bank", base=base)
     assert bank.task_names == ["koniq10k"] and bank.info("koniq10k").num_images == 7
+    # Only the top block (and the neck and head) was fine-tuned: the bank leaves the rest out.
+    groups = base.parameter_groups()
+    last = f"block.{base.adapter.num_blocks - 1}"
+    assert {groups[name] for name in bank.parameter_names} <= {last, "neck", "head"}
     missing = subprocess.run(
         ["bash", str(EXAMPLES / "build_paper_bank.sh")],
         capture_output=True,
