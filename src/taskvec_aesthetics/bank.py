@@ -642,7 +642,9 @@ class TaskVectorBank:
         else:
             name = str(name_or_path)
             try:
-                root, commit = hub.download(name, [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir)
+                root, commit = hub.download(
+                    name, [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir
+                )
             except (OSError, ValueError) as error:
                 raise hub.not_found_locally(name, "bank", error) from error
             config_path = root / BANK_CONFIG_FILE
@@ -674,7 +676,9 @@ class TaskVectorBank:
             raise ConfigError(f"{where} is missing the fields {missing}")
         base = config["base"]
         if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
-            raise ConfigError(f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}")
+            raise ConfigError(
+                f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}"
+            )
         parameters = config["parameters"]
         if not isinstance(parameters, dict) or not parameters:
             raise ConfigError(f"{where}: field 'parameters' must be a non-empty object of name -> shape")
