@@ -56,6 +56,10 @@ def _not_model_file(relative: str) -> bool:
     return relative not in _MODEL_FILES and not (relative.startswith("model") and relative.endswith(".safetensors"))
 
 
+# Calibrated scores are float32: a larger slope or intercept overflows them to inf for ordinary scores.
+_MAX_CALIBRATION = 1e30
+
+
 def check_calibration(calibration: Any, where: str) -> None:
     """A stored calibration must map scores monotonically and finitely: finite slope > 0, finite intercept."""
     if calibration is None:
@@ -64,10 +68,16 @@ def check_calibration(calibration: Any, where: str) -> None:
         raise ConfigError(f"{where}: field 'calibration' must be an object with slope and intercept")
     for key in ("slope", "intercept"):
         value = calibration.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or abs(value) > _MAX_CALIBRATION
+        ):
             raise ConfigError(
-                f"{where}: field 'calibration.{key}' must be a finite number, received {value!r}. A calibration that is "
-                "not finite comes from ratings far outside any usable scale (check the ratings file)"
+                f"{where}: field 'calibration.{key}' must be a finite number of magnitude <= {_MAX_CALIBRATION:g} "
+                f"(calibrated scores are float32), received {value!r}. Such a calibration comes from ratings far "
+                "outside any usable scale: check the ratings"
             )
     if calibration["slope"] <= 0:
         raise ConfigError(
