@@ -198,6 +198,8 @@ class TaskInfo:
             value = data.get(name)
             if (value is not None or name == "name") and not check(value):
                 raise ConfigError(f"{where}: field '{name}' must be {expected}, received {value!r}")
+        if data.get("file"):
+            check_relative_path(data["file"], f"{where}: field 'file'")
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except ValueError as error:
@@ -636,9 +638,11 @@ class TaskVectorBank:
 
         local = hub.local_folder(name_or_path, "bank")
         if local is not None:
+            identity = folder_identity(local)  # before the config is read: a later swap is then noticed
             config_path = local / BANK_CONFIG_FILE
             config = read_json(config_path, "a task-vector bank config (bank_config.json)")
             bank = cls._from_config(config, local, {"path": str(local.resolve())}, config_path)
+            bank._root_identity = identity
         else:
             name = str(name_or_path)
             try:

@@ -56,6 +56,8 @@ def _not_model_file(relative: str) -> bool:
     return relative not in _MODEL_FILES and not (relative.startswith("model") and relative.endswith(".safetensors"))
 
 
+#: Largest accepted coefficient magnitude: far beyond any useful mix, far below float32 overflow of merged weights.
+MAX_ABS_COEFFICIENT = 1e3
 # Calibrated scores are float32: a larger slope or intercept overflows them to inf for ordinary scores.
 _MAX_CALIBRATION = 1e30
 
@@ -94,7 +96,14 @@ def check_finite_weights(model: nn.Module, where: str) -> None:
 
 
 def _check_coefficients(coefficients: Coefficients, where: str) -> None:
-    """Coefficient values are finite by construction; their extra tensors (e.g. an adapted head) must be too."""
+    """Coefficients are finite by construction; they must also be mixing weights of a sane size, and their extra
+    tensors (e.g. an adapted head) finite."""
+    largest = float(coefficients.values.abs().max()) if coefficients.values.numel() else 0.0
+    if largest > MAX_ABS_COEFFICIENT:
+        raise IntegrityError(
+            f"{where}: a coefficient has magnitude {largest:g}; coefficients weight task vectors (typically within "
+            f"[-2, 2]) and must stay within +-{MAX_ABS_COEFFICIENT:g}"
+        )
     for name, tensor in coefficients.extra.items():
         if not bool(torch.isfinite(tensor).all()):
             raise IntegrityError(f"{where}: the stored tensor 'extra.{name}' holds NaN or inf values")

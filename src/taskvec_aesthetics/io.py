@@ -49,6 +49,24 @@ _RETIRED = "old"
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: Path, directory: bool = False) -> None:
+    # Writers such as safetensors create files with mode 0o600; give them the mode any new file would get.
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _unique_sibling(target: Path, kind: str) -> Path:
     return target.with_name(f".{target.name}.{kind}-{uuid.uuid4().hex[:12]}")
 
@@ -66,6 +84,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        _follow_umask(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -198,13 +217,25 @@ def link_file(source: str | Path, target: str | Path) -> None:
     _link_or_copy(Path(source), Path(target))
 
 
-def _carry_over(source: Path, staging: Path, keep: Callable[[str], bool]) -> None:
+def _carry_over(source: Path, staging: Path, keep: Callable[[str], bool]) -> set[str]:
+    carried = set()
     for folder, dirs, files in os.walk(source, followlinks=False):
         for name in files + [d for d in dirs if (Path(folder) / d).is_symlink()]:
             path = Path(folder) / name
             relative = path.relative_to(source).as_posix()
             if keep(relative):
                 _link_or_copy(path, staging / relative)
+                carried.add(relative)
+    return carried
+
+
+def _apply_umask(staging: Path, carried: set[str]) -> None:
+    """Give what this save wrote (not the user's carried-over files) the modes the umask asks for."""
+    for folder, dirs, files in os.walk(staging, followlinks=False):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if not path.is_symlink() and path.relative_to(staging).as_posix() not in carried:
+                _follow_umask(path, directory=path.is_dir())
 
 
 _RENAME_EXCHANGE = 2
@@ -274,9 +305,9 @@ def folder_transaction(target: str | Path, keep: Callable[[str], bool] = lambda 
         staging = _unique_sibling(target, _STAGING)
         staging.mkdir()  # mode 0o777 filtered by the umask, like the folder it replaces
         try:
-            if target.is_dir():
-                _carry_over(target, staging, keep)
+            carried = _carry_over(target, staging, keep) if target.is_dir() else set()
             yield staging
+            _apply_umask(staging, carried)
             retired = _swap_in(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
