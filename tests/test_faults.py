@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tiny_models import perturbed_copy, pixels, tiny_model
 
-from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVector, TaskVectorBank
+from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
 from taskvec_aesthetics.bank import BANK_CONFIG_FILE
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
@@ -212,7 +212,9 @@ def test_legacy_fingerprints_still_load_with_a_warning(saved, caplog):
         bank = TaskVectorBank.from_pretrained(root / "bank", base=base)
     assert any("save it again" in r.message for r in caplog.records)
     bank.save_pretrained(root / "upgraded")
-    assert json.loads((root / "upgraded" / BANK_CONFIG_FILE).read_text())["base"]["fingerprint"] == legacy
+    upgraded = json.loads((root / "upgraded" / BANK_CONFIG_FILE).read_text())
+    assert upgraded["base"]["fingerprint"] == model_fingerprint(base) != legacy
+    assert all(t["sha256"] and t["size"] for t in upgraded["tasks"])
     with pytest.raises(FingerprintMismatchError):
         TaskVectorBank.from_pretrained(root / "bank", base=tiny_model("clip", seed=1))
 
@@ -314,10 +316,10 @@ def test_kill_9_mid_save_leaves_the_old_folder_and_the_next_save_cleans_up(tmp_p
     bank = TaskVectorBank.from_pretrained(tmp_path / "bank")
     for kind in kinds:
         target = tmp_path / kind / "target"
-        leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(".target.") and "lock" not in p.name]
-        assert leftovers, "the kill did not land inside a save"
         version = assert_bank_consistent(target) if kind == "bank" else _check_model(target, kind)
         assert version == 1, f"{kind}: a reader sees version {version} of a save that never completed"
+        leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(".target.") and "lock" not in p.name]
+        assert leftovers, "the killed save left no staging folder: it did not write into one"
         # The next save completes and removes what the killed one left.
         if kind == "bank":
             constant_bank(base, 3).save_pretrained(target)

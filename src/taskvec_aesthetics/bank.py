@@ -516,6 +516,8 @@ class TaskVectorBank:
             same = found == self.base_fingerprint
             if not same and is_legacy_fingerprint(self.base_fingerprint):
                 same = fingerprint_matches(model_or_fingerprint, self.base_fingerprint, self._where())
+                if same:  # verified the old way: from now on (and in the next save) the full fingerprint
+                    self.base["fingerprint"] = found
         if not same:
             raise FingerprintMismatchError(
                 f"this bank was built on a base model with fingerprint {self.base_fingerprint}, but it is applied to a "
