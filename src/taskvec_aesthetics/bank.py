@@ -35,6 +35,7 @@ from .io import (
     folder_identity,
     folder_transaction,
     link_file,
+    read_consistently,
     read_json,
     safe_join,
     write_json,
@@ -640,11 +641,16 @@ class TaskVectorBank:
 
         local = hub.local_folder(name_or_path, "bank")
         if local is not None:
-            identity = folder_identity(local)  # before the config is read: a later swap is then noticed
-            config_path = local / BANK_CONFIG_FILE
-            config = read_json(config_path, "a task-vector bank config (bank_config.json)")
-            bank = cls._from_config(config, local, {"path": str(local.resolve())}, config_path)
-            bank._root_identity = identity
+
+            def read_local() -> TaskVectorBank:
+                identity = folder_identity(local)  # before the config is read: a later swap is then noticed
+                config_path = local / BANK_CONFIG_FILE
+                config = read_json(config_path, "a task-vector bank config (bank_config.json)")
+                bank = cls._from_config(config, local, {"path": str(local.resolve())}, config_path)
+                bank._root_identity = identity
+                return bank
+
+            bank = read_consistently(local, read_local)
         else:
             name = str(name_or_path)
             try:

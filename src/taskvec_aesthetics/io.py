@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,9 +192,17 @@ def read_consistently(folder: str | Path, read: Callable[[], T], attempts: int =
     A save replaces a folder as a whole (see [`folder_transaction`]); a reader that opens its files one by one could
     otherwise take `config.json` from one version and the weights from the next.
     """
-    for _ in range(attempts):
+    for attempt in range(attempts):
         before = folder_identity(folder)
-        result = read()
+        try:
+            result = read()
+        except (OSError, ValueError):
+            # A read that failed because the folder was being replaced (or removed and put back) is retried.
+            now = folder_identity(folder)
+            if attempt + 1 == attempts or (now == before and now is not None):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+            continue
         if folder_identity(folder) == before:
             return result
         logger.info("%s was replaced by a save while it was read; reading it again", folder)
