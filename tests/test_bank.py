@@ -8,6 +8,7 @@ from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
 from taskvec_aesthetics.bank import BANK_CONFIG_FILE
+from taskvec_aesthetics.errors import IntegrityError
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,10 @@ def test_storage_dtype(tmp_path, bank, dtype):
     original, restored = bank["db0"]["head.fc1.weight"], loaded["db0"]["head.fc1.weight"]
     assert restored.dtype == torch.float32
     assert torch.allclose(restored, original, rtol=1e-2, atol=1e-3) and not torch.equal(restored, original)
-    bank.storage_dtype = "float32"
+    # Saving never changes the bank saved: later saves still default to its own dtype.
+    assert (bank.storage_dtype, bank.root, bank.source) == ("float32", None, None)
+    bank.save_pretrained(tmp_path / "again")
+    assert TaskVectorBank.from_pretrained(tmp_path / "again").storage_dtype == "float32"
 
 
 def test_add_task_writes_only_new_file(tmp_path, base, bank):
@@ -110,6 +114,13 @@ def test_wrong_base_is_a_clear_error(tmp_path, bank):
 def test_bad_files(tmp_path, bank):
     bank.save_pretrained(tmp_path)
     (tmp_path / "task_vectors" / "db0.safetensors").write_bytes(b"pickle? no thanks")
+    with pytest.raises(IntegrityError, match="db0.safetensors has 17 bytes, but bank_config.json records"):
+        TaskVectorBank.from_pretrained(tmp_path)["db0"]
+    # A bank saved by an earlier version records no checksums: its files' content is still checked.
+    config = json.loads((tmp_path / BANK_CONFIG_FILE).read_text())
+    for task in config["tasks"]:
+        del task["sha256"], task["size"]
+    (tmp_path / BANK_CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         TaskVectorBank.from_pretrained(tmp_path)["db0"]
     from safetensors.torch import save_file

@@ -133,10 +133,10 @@ def test_personalized_card_provenance_coefficients_and_metrics(models: dict, exp
 
 
 def test_personalized_card_of_local_references_has_no_hub_base(models: dict, tmp_path: Path) -> None:
-    base = models["base"]
-    base.save_pretrained(tmp_path / "base")  # now a local folder
-    bank = models["bank"]
-    bank.save_pretrained(tmp_path / "bank")
+    models["base"].save_pretrained(tmp_path / "base")  # loaded back, it refers to a local folder
+    base = AestheticModel.from_pretrained(tmp_path / "base")
+    models["bank"].save_pretrained(tmp_path / "bank")
+    bank = TaskVectorBank.from_pretrained(tmp_path / "bank")
     mine = base.with_coefficients(bank, {"ava": 1.0})
     mine.save_pretrained(tmp_path / "mine", export="coefficients")
     card = ModelCard.load(tmp_path / "mine" / "README.md")

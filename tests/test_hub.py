@@ -16,7 +16,7 @@ import torch
 from hub_server import TEST_TOKEN, TEST_USER, LocalHub, hub_env, run_client
 from tiny_models import perturbed_copy, tiny_model
 
-from taskvec_aesthetics import TaskVectorBank
+from taskvec_aesthetics import AestheticModel, TaskVectorBank
 from taskvec_aesthetics.hub import saved_kind
 
 TESTS = str(Path(__file__).parent)
@@ -255,10 +255,10 @@ def test_coefficients_push_needs_hub_references_and_fails_before_any_upload(tmp_
 
 
 def test_saved_kind_detects_each_format(tmp_path: Path) -> None:
-    base = tiny_model("clip")
-    base.save_pretrained(tmp_path / "base")
-    bank = TaskVectorBank.from_finetuned(base, {"ava": perturbed_copy(base, 1)})
-    bank.save_pretrained(tmp_path / "bank")
+    tiny_model("clip").save_pretrained(tmp_path / "base")
+    base = AestheticModel.from_pretrained(tmp_path / "base")  # saving does not change a model; loading records where
+    TaskVectorBank.from_finetuned(base, {"ava": perturbed_copy(base, 1)}).save_pretrained(tmp_path / "bank")
+    bank = TaskVectorBank.from_pretrained(tmp_path / "bank")
     base.with_coefficients(bank, {"ava": 0.5}).save_pretrained(tmp_path / "mine", export="coefficients")
     assert [saved_kind(tmp_path / name) for name in ("base", "bank", "mine")] == ["model", "bank", "coefficients"]
     (tmp_path / "empty").mkdir()

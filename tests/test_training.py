@@ -79,7 +79,9 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, koniq, clip_base):
         "koniq10k", koniq, clip_base, FinetuneConfig(tmp_path / "full", checkpoint_every=3, **settings)
     )
     checkpoint = tmp_path / "full" / "checkpoints" / "step-00000003"
-    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step-00000003", "step-00000005"]
+    visible = sorted(p.name for p in checkpoint.parent.iterdir() if not p.name.startswith("."))
+    assert visible == ["step-00000003", "step-00000005"]
+    assert not list(checkpoint.parent.glob("*.pkl")) and not list(checkpoint.glob("*.pkl"))
     resumed = finetune_database(
         "koniq10k",
         koniq,

@@ -7,6 +7,7 @@ Implements Yun & Choo, "Scaling Up Personalized Image Aesthetic Assessment via T
 from .bank import TaskInfo, TaskVector, TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
+from .errors import TaskvecAestheticsError
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
 from .modeling import AestheticModel, AestheticModelOutput
@@ -23,6 +24,7 @@ __all__ = [
     "TaskInfo",
     "TaskVector",
     "TaskVectorBank",
+    "TaskvecAestheticsError",
     "model_fingerprint",
     "Personalizer",
     "PersonalizerConfig",

@@ -8,9 +8,11 @@ task vector per source database over one base model, saved as one safetensors fi
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import logging
 import numbers
-import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +20,26 @@ from typing import Any
 
 import torch
 from huggingface_hub import CommitInfo
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
 
 from .configuration import EXPORT_FORMAT_VERSION
-from .fingerprint import FingerprintMismatchError, model_fingerprint
-from .io import atomic_path, read_json, write_json
+from .errors import ConfigError, IntegrityError
+from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
+from .io import (
+    atomic_path,
+    check_relative_path,
+    file_digest,
+    folder_identity,
+    folder_transaction,
+    link_file,
+    read_consistently,
+    read_json,
+    safe_join,
+    write_json,
+)
 
 __all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
 
@@ -144,7 +159,11 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
 @dataclass
 class TaskInfo:
-    """Metadata of one task of a bank: where its task vector came from and how good that model was."""
+    """Metadata of one task of a bank: where its task vector came from and how good that model was.
+
+    `file` is the task file's path inside the bank folder (a plain relative path); `sha256` and `size` record its
+    content when it was saved, and are verified the first time the file is read.
+    """
 
     name: str
     file: str = ""
@@ -154,45 +173,115 @@ class TaskInfo:
     num_images: int | None = None
     licence: str | None = None
     citation: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    sha256: str | None = None
+    size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or os.sep in self.name or self.name.startswith("."):
-            raise ValueError(f"a task name must be a non-empty file-safe string, received {self.name!r}")
+        if not isinstance(self.name, str) or not _TASK_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"a task name must be a non-empty file-safe string (no '/' or '\\', not starting with '.'), "
+                f"received {self.name!r}"
+            )
         self.file = self.file or f"{TASK_VECTORS_DIR}/{self.name}.safetensors"
+        check_relative_path(self.file, f"the file of task {self.name!r}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskInfo:
-        known = {f for f in cls.__dataclass_fields__}
+    def from_dict(cls, data: Mapping[str, Any], where: str = "task metadata") -> TaskInfo:
+        """A `TaskInfo` from a `tasks[i]` entry of `bank_config.json`; ``where`` names it in errors."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where} must be a JSON object, received {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            logger.warning("Ignoring unknown task metadata fields %s", unknown)
-        return cls(**{k: v for k, v in data.items() if k in known})
+            logger.warning("Ignoring unknown fields %s of %s", unknown, where)
+        for name, check, expected in _TASK_FIELDS:
+            value = data.get(name)
+            if (value is not None or name == "name") and not check(value):
+                raise ConfigError(f"{where}: field '{name}' must be {expected}, received {value!r}")
+        if data.get("file"):
+            check_relative_path(data["file"], f"{where}: field 'file'")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
 
-def _read_task_file(path: Path, expected: Mapping[str, list[int]]) -> TaskVector:
-    """Read one task's safetensors file, checking it holds exactly the bank's parameters and shapes."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_TASK_NAME = re.compile(r"[^./\\\x00][^/\\\x00]*")
+# (field, check, what is expected) of each `tasks[i]` entry; None is accepted for all but `name`.
+_TASK_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("name", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    ("file", lambda v: isinstance(v, str), "a relative path (a string)"),
+    ("database", lambda v: isinstance(v, str), "a string"),
+    ("kind", lambda v: isinstance(v, str), "a string"),
+    ("licence", lambda v: isinstance(v, str), "a string"),
+    ("citation", lambda v: isinstance(v, str), "a string"),
+    ("score_range", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)), "[low, high]"),
+    ("num_images", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    ("size", lambda v: _is_int(v) and v >= 0, "a non-negative integer (bytes)"),
+    ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
+    (
+        "metrics",
+        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, type(None))) for x in v.values()),
+        "an object of numbers",
+    ),
+)
+
+
+def _read_task_file(
+    path: Path, expected: Mapping[str, list[int]], info: TaskInfo | None = None, verify: bool = False
+) -> TaskVector:
+    """Read one task's safetensors file, checking it holds exactly the bank's parameters and shapes.
+
+    With ``verify``, the file's size and sha256 must be those ``info`` records (the bytes are hashed as read, so
+    what is checked is what is used).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"task vector file {path} is missing")
+    data = path.read_bytes()
+    if verify and info is not None and info.size is not None and len(data) != info.size:
+        raise IntegrityError(
+            f"{path} has {len(data)} bytes, but bank_config.json records {info.size} for task {info.name!r}: the file "
+            "is damaged or was replaced"
+        )
+    if verify and info is not None and info.sha256 is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != info.sha256:
+            raise IntegrityError(
+                f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: the "
+                "file is damaged or was replaced"
+            )
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            names = set(handle.keys())
-            missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
-            if missing or extra:
-                raise ValueError(
-                    f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
-                    f"unexpected keys {extra[:5]} ({len(extra)})"
-                )
-            tensors = {name: handle.get_tensor(name) for name in expected}
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a valid safetensors file: {error}") from None
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
+    del data
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
+            f"unexpected keys {extra[:5]} ({len(extra)})"
+        )
     for name, tensor in tensors.items():
         if list(tensor.shape) != list(expected[name]):
             raise ValueError(f"'{name}' in {path} has shape {list(tensor.shape)}, the bank expects {expected[name]}")
-    vector = TaskVector(tensors)
+    vector = TaskVector({name: tensors[name] for name in expected})
     if not all(torch.isfinite(t).all() for t in vector.values()):
         raise ValueError(f"{path} holds NaN or inf values")
     return vector
+
+
+def _not_bank_file(relative: str) -> bool:
+    """Files of a bank folder that a bank save does not own (its config, task files and card are its own)."""
+    return relative != BANK_CONFIG_FILE and not relative.startswith(f"{TASK_VECTORS_DIR}/")
 
 
 class TaskVectorBank:
@@ -234,6 +323,9 @@ class TaskVectorBank:
         self.root = Path(root) if root is not None else None
         self.source = dict(source) if source else None
         self._vectors: dict[str, TaskVector] = dict(vectors or {})
+        # Task files whose checksum was verified, and the folder version they were read from.
+        self._verified: set[str] = set()
+        self._root_identity = folder_identity(self.root) if self.root is not None else None
         for name, vector in self._vectors.items():
             self._check_vector(name, vector)
 
@@ -332,14 +424,28 @@ class TaskVectorBank:
         return self._vectors[name]
 
     def _read(self, name: str) -> TaskVector:
-        """The task vector of ``name``, from memory or read from the bank folder without caching it."""
+        """The task vector of ``name``, from memory or read from the bank folder without caching it.
+
+        The first read of a task file verifies its size and sha256 against `bank_config.json`.
+        """
         if name in self._vectors:
             return self._vectors[name]
         info = self.info(name)
         if self.root is None:
             raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
-        logger.debug("Reading task vector %s from %s", name, self.root / info.file)
-        return _read_task_file(self.root / info.file, self.parameter_shapes)
+        path = safe_join(self.root, info.file, f"{self.root / BANK_CONFIG_FILE}: field tasks[{name!r}].file")
+        logger.debug("Reading task vector %s from %s", name, path)
+        try:
+            vector = _read_task_file(path, self.parameter_shapes, info, verify=name not in self._verified)
+        except (IntegrityError, FileNotFoundError) as error:
+            if folder_identity(self.root) != self._root_identity:
+                raise IntegrityError(
+                    f"{error}. The bank folder {self.root} was replaced by a save after this bank was loaded: load it "
+                    "again with TaskVectorBank.from_pretrained"
+                ) from None
+            raise
+        self._verified.add(name)
+        return vector
 
     def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Parameter name -> `[T, *shape]` float32 tensor of all tasks' values, in task order."""
@@ -351,7 +457,7 @@ class TaskVectorBank:
         """A bank with only the tasks ``names``, in that order (task files stay lazy)."""
         tasks = [self.info(n) for n in names]
         vectors = {n: self._vectors[n] for n in names if n in self._vectors}
-        return TaskVectorBank(
+        selected = TaskVectorBank(
             self.base,
             self.parameter_shapes,
             tasks,
@@ -360,6 +466,9 @@ class TaskVectorBank:
             root=self.root,
             source=self.source,
         )
+        selected._verified = self._verified & set(names)
+        selected._root_identity = self._root_identity
+        return selected
 
     def add_task(
         self, name: str, vector: TaskVector | nn.Module, base: nn.Module | None = None, **metadata: Any
@@ -378,12 +487,39 @@ class TaskVectorBank:
         self.tasks.append(TaskInfo(name=name, **metadata))
         self._vectors[name] = vector
 
-    def check_base(self, model_or_fingerprint: nn.Module | str) -> None:
-        """Raise `FingerprintMismatchError` unless the model is the base this bank was built on."""
-        found = (
-            model_or_fingerprint if isinstance(model_or_fingerprint, str) else model_fingerprint(model_or_fingerprint)
-        )
-        if found != self.base_fingerprint:
+    def _where(self) -> str:
+        return str(self.root / BANK_CONFIG_FILE) if self.root is not None else "this bank"
+
+    def check_base(self, model_or_fingerprint: nn.Module | str) -> str:
+        """Raise `FingerprintMismatchError` unless the model is the base this bank was built on.
+
+        Given a model, also checks that it has every parameter the bank covers, with the recorded shape.
+
+        Returns:
+            `str`: the fingerprint of the model (or the fingerprint given).
+        """
+        if isinstance(model_or_fingerprint, str):
+            found = model_or_fingerprint
+            same = found == self.base_fingerprint
+        else:
+            params = dict(model_or_fingerprint.named_parameters())
+            for name, shape in self.parameter_shapes.items():
+                if name not in params:
+                    raise ConfigError(
+                        f"{self._where()}: field 'parameters' names {name!r}, which the base model does not have"
+                    )
+                if list(params[name].shape) != shape:
+                    raise ConfigError(
+                        f"{self._where()}: field 'parameters[{name!r}]' gives shape {shape}, but the base model's "
+                        f"parameter has shape {list(params[name].shape)}"
+                    )
+            found = model_fingerprint(model_or_fingerprint)
+            same = found == self.base_fingerprint
+            if not same and is_legacy_fingerprint(self.base_fingerprint):
+                same = fingerprint_matches(model_or_fingerprint, self.base_fingerprint, self._where())
+                if same:  # verified the old way: from now on (and in the next save) the full fingerprint
+                    self.base["fingerprint"] = found
+        if not same:
             raise FingerprintMismatchError(
                 f"this bank was built on a base model with fingerprint {self.base_fingerprint}, but it is applied to a "
                 f"model with fingerprint {found}. Load the bank's base model"
@@ -393,14 +529,15 @@ class TaskVectorBank:
                     else ""
                 )
             )
+        return found
 
     # -- files -------------------------------------------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         return {
             "format_version": EXPORT_FORMAT_VERSION,
-            "base": self.base,
+            "base": copy.deepcopy(self.base),
             "storage_dtype": self.storage_dtype,
-            "parameters": self.parameter_shapes,
+            "parameters": copy.deepcopy(self.parameter_shapes),
             "tasks": [asdict(t) for t in self.tasks],
         }
 
@@ -409,30 +546,42 @@ class TaskVectorBank:
     ) -> Path:
         """Write ``bank_config.json``, one ``task_vectors/<task>.safetensors`` per task, and a card (``README.md``).
 
-        Task files already in ``save_directory`` in the same dtype are not rewritten, so adding a task to a saved
-        bank writes only the new file. Every file is written to a temporary name first, then renamed. A
-        ``README.md`` a person wrote is kept unless ``overwrite_card``; a generated card is regenerated.
+        The folder is written as a whole or not at all (see `io.folder_transaction`): a reader sees the old bank or
+        the new one, and the task files of the old bank that this one does not list are gone. `bank_config.json`
+        records each task file's sha256 and size. Task files of this bank's own folder that are unchanged (same dtype,
+        not in memory) are hard-linked, not rewritten, so adding a task to a saved bank writes only the new file. A
+        ``README.md`` a person wrote is kept unless ``overwrite_card``; a generated card is regenerated. The bank
+        itself is not modified (its dtype, folder and source stay what they were).
         """
         from . import hub
 
-        directory = Path(save_directory)
         dtype_name = storage_dtype or self.storage_dtype
         if dtype_name not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
-        same_place = self.root is not None and self.root.resolve() == directory.resolve()
-        for task in self.tasks:
-            if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
-                continue  # unchanged on disk
-            vector = self._read(task.name)  # one task in memory at a time
-            tensors = {n: vector[n].to(STORAGE_DTYPES[dtype_name]).contiguous() for n in self.parameter_names}
-            with atomic_path(directory / task.file) as tmp:
-                save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
-        self.storage_dtype = dtype_name
-        write_json(directory / BANK_CONFIG_FILE, self.to_config())
-        if not same_place:
-            self.root = directory
-        self.source = {"path": str(directory.resolve())}
-        hub.write_card(hub.bank_card(self), directory, overwrite=overwrite_card)
+        directory = Path(save_directory)
+        same_place = self.root is not None and directory.exists() and self.root.resolve() == directory.resolve()
+        saved_tasks = []
+        with folder_transaction(directory, keep=_not_bank_file) as staging:
+            for task in self.tasks:
+                target = safe_join(staging, task.file, f"the file of task {task.name!r}")
+                if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
+                    # Unchanged on disk: share the file, keep (or compute, for an older bank) its checksum.
+                    source = safe_join(self.root, task.file, f"{self._where()}: field tasks[{task.name!r}].file")
+                    link_file(source, target)
+                    if task.sha256 is None or task.size is None:
+                        sha256, size = file_digest(target)
+                    else:
+                        sha256, size = task.sha256, task.size
+                else:
+                    vector = self._read(task.name)  # one task in memory at a time
+                    tensors = {n: vector[n].to(STORAGE_DTYPES[dtype_name]).contiguous() for n in self.parameter_names}
+                    with atomic_path(target) as tmp:
+                        save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
+                    sha256, size = file_digest(target)
+                saved_tasks.append(dataclasses.replace(task, sha256=sha256, size=size))
+            saved = TaskVectorBank(self.base, self.parameter_shapes, saved_tasks, storage_dtype=dtype_name)
+            write_json(staging / BANK_CONFIG_FILE, saved.to_config())
+            hub.write_card(hub.bank_card(saved), staging, overwrite=overwrite_card)
         return directory
 
     def push_to_hub(
@@ -488,23 +637,35 @@ class TaskVectorBank:
             cache_dir: Hub cache folder.
             base: when given, check that this bank was built on it (fingerprint) and fail clearly otherwise.
         """
-        path = Path(name_or_path)
-        if path.is_dir():
-            root, source = path, {"path": str(path.resolve())}
-            config = read_json(root / BANK_CONFIG_FILE, "a task-vector bank config (bank_config.json)")
-        else:
-            from . import hub
+        from . import hub
 
-            root, commit = hub.download(
-                str(name_or_path), [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir
-            )
-            source = {"repo_id": str(name_or_path), "revision": commit}
-            config = read_json(root / BANK_CONFIG_FILE, "a task-vector bank config (bank_config.json)")
-            wanted = [t for t in config.get("tasks", []) if tasks is None or t.get("name") in tasks]
-            root, _ = hub.download(
-                str(name_or_path), [t["file"] for t in wanted], revision=commit, token=token, cache_dir=cache_dir
-            )
-        bank = cls._from_config(config, root, source)
+        local = hub.local_folder(name_or_path, "bank")
+        if local is not None:
+
+            def read_local() -> TaskVectorBank:
+                identity = folder_identity(local)  # before the config is read: a later swap is then noticed
+                config_path = local / BANK_CONFIG_FILE
+                config = read_json(config_path, "a task-vector bank config (bank_config.json)")
+                bank = cls._from_config(config, local, {"path": str(local.resolve())}, config_path)
+                bank._root_identity = identity
+                return bank
+
+            bank = read_consistently(local, read_local)
+        else:
+            name = str(name_or_path)
+            try:
+                root, commit = hub.download(
+                    name, [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir
+                )
+            except (OSError, ValueError) as error:
+                raise hub.not_found_locally(name, "bank", error) from error
+            config_path = root / BANK_CONFIG_FILE
+            config = read_json(config_path, "a task-vector bank config (bank_config.json)")
+            bank = cls._from_config(config, root, {"repo_id": name, "revision": commit}, config_path)
+            wanted = [t for t in bank.tasks if tasks is None or t.name in tasks]
+            # Every file entry was checked by _from_config before anything is downloaded.
+            root, _ = hub.download(name, [t.file for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
+            bank.root, bank._root_identity = root, folder_identity(root)
         if tasks is not None:
             bank = bank.select(list(tasks))
         if base is not None:
@@ -512,23 +673,54 @@ class TaskVectorBank:
         return bank
 
     @classmethod
-    def _from_config(cls, config: Mapping[str, Any], root: Path, source: Mapping[str, Any]) -> TaskVectorBank:
+    def _from_config(
+        cls, config: Mapping[str, Any], root: Path, source: Mapping[str, Any], where: Path | None = None
+    ) -> TaskVectorBank:
+        """Build a bank from a parsed `bank_config.json`, checking its structure field by field."""
+        where = where or root / BANK_CONFIG_FILE
         version = config.get("format_version")
         if version != EXPORT_FORMAT_VERSION:
-            raise ValueError(
-                f"{root / BANK_CONFIG_FILE} has format_version {version!r}; this library reads version {EXPORT_FORMAT_VERSION}"
+            raise ConfigError(
+                f"{where} has format_version {version!r}; this library reads version {EXPORT_FORMAT_VERSION}"
             )
         missing = [k for k in ("base", "parameters", "tasks") if k not in config]
         if missing:
-            raise ValueError(f"{root / BANK_CONFIG_FILE} is missing {missing}")
-        return cls(
-            config["base"],
-            config["parameters"],
-            [TaskInfo.from_dict(t) for t in config["tasks"]],
-            storage_dtype=config.get("storage_dtype", "float32"),
-            root=root,
-            source=source,
-        )
+            raise ConfigError(f"{where} is missing the fields {missing}")
+        base = config["base"]
+        if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
+            raise ConfigError(
+                f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}"
+            )
+        parameters = config["parameters"]
+        if not isinstance(parameters, dict) or not parameters:
+            raise ConfigError(f"{where}: field 'parameters' must be a non-empty object of name -> shape")
+        for name, shape in parameters.items():
+            if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+                raise ConfigError(
+                    f"{where}: field 'parameters[{name!r}]' must be a shape (a list of non-negative integers), "
+                    f"received {shape!r}"
+                )
+        tasks = config["tasks"]
+        if not isinstance(tasks, list) or not tasks:
+            raise ConfigError(f"{where}: field 'tasks' must be a non-empty list, received {type(tasks).__name__}")
+        infos = [TaskInfo.from_dict(t, f"{where}: tasks[{i}]") for i, t in enumerate(tasks)]
+        for i, info in enumerate(infos):
+            safe_join(root, info.file, f"{where}: field tasks[{i}].file")
+        storage_dtype = config.get("storage_dtype", "float32")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ConfigError(
+                f"{where}: field 'storage_dtype' must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}"
+            )
+        if any(info.sha256 is None or info.size is None for info in infos):
+            logger.warning(
+                "%s records no checksum for some task files (it was saved by an earlier version), so they are not "
+                "verified. Load the bank and save it again (save_pretrained) to record them",
+                where,
+            )
+        try:
+            return cls(base, parameters, infos, storage_dtype=storage_dtype, root=root, source=source)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     def __repr__(self) -> str:
         values = sum(torch.Size(s).numel() for s in self.parameter_shapes.values())

@@ -245,6 +245,7 @@ def add_personalize(subparsers: Any) -> None:
     parser.add_argument("--granularity", choices=("task", "layer", "tensor"), help="coefficient granularity")
     parser.add_argument("--calibrate", action="store_true", help="map predictions onto the rating scale")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
     parser.set_defaults(run=run_personalize)
 
 
@@ -257,7 +258,7 @@ def run_personalize(args: argparse.Namespace) -> None:
     base = AestheticModel.from_pretrained(args.model)
     bank = TaskVectorBank.from_pretrained(args.bank, base=base) if args.bank else None
     model = base.personalize(
-        load_ratings(args.ratings),
+        load_ratings(args.ratings, skip_invalid=args.skip_invalid),
         bank=bank,
         preset=args.preset,
         calibrate=args.calibrate,
@@ -436,11 +437,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("taskvec_aesthetics").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from .errors import TaskvecAestheticsError
+
     try:
         args.run(args)
-    except (ValueError, OSError) as error:  # bad input, missing files, Hub errors (HfHubHTTPError is an OSError)
+    # Library errors, bad input, missing files, Hub errors (HfHubHTTPError is an OSError): one line, no traceback.
+    except (TaskvecAestheticsError, ValueError, OSError) as error:
         logger.debug("Details of the error", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())
+        if "skip_invalid" in vars(args):  # advice in the command's own terms
+            message = message.replace("pass skip_invalid=True", "pass --skip-invalid")
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import ConfigError
 from .io import atomic_path
 
 __all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
@@ -145,13 +146,22 @@ class Coefficients:
                 f"granularity/group_names/task_names; missing {missing or ['coefficients tensor']}"
             )
         extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
-        return cls(
-            tensors["coefficients"],
-            json.loads(metadata["group_names"]),
-            json.loads(metadata["task_names"]),
-            metadata["granularity"],
-            extra,
-        )
+        names = {}
+        for key in ("group_names", "task_names"):
+            try:
+                names[key] = json.loads(metadata[key])
+            except json.JSONDecodeError:
+                names[key] = None
+            if not isinstance(names[key], list) or not all(isinstance(n, str) for n in names[key]):
+                raise ConfigError(
+                    f"{target}: metadata field '{key}' must be a JSON list of names, received {metadata[key]!r}"
+                )
+        try:
+            return cls(
+                tensors["coefficients"], names["group_names"], names["task_names"], metadata["granularity"], extra
+            )
+        except ValueError as error:
+            raise ConfigError(f"{target}: {error}") from None
 
     def __repr__(self) -> str:
         weights = ", ".join(f"{k}={v:+.3f}" for k, v in self.task_weights().items())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .bank import BANK_CONFIG_FILE
+from .errors import FolderNotFoundError
 from .io import atomic_path, read_json
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ __all__ = [
     "download",
     "is_generated_card",
     "is_local",
+    "local_folder",
+    "not_found_locally",
     "model_card",
     "push_bank",
     "push_model",
@@ -70,6 +73,29 @@ _BAR_EIGHTHS = " ▏▎▍▌▋▊▉"
 def is_local(name_or_path: str | Path) -> bool:
     """True when ``name_or_path`` is an existing local folder (otherwise it is taken as a Hub repo id)."""
     return Path(name_or_path).is_dir()
+
+
+def local_folder(name_or_path: str | Path, what: str) -> Path | None:
+    """``name_or_path`` as a local folder; None when it names a Hub repository instead.
+
+    Raises:
+        [`FolderNotFoundError`]: it is written as a local path (absolute, starting with `.` or `~`, or with more than
+            one `/`) or names a file, but no such folder exists.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text:
+        raise FolderNotFoundError(f"{what} folder not found: {text!r} is not a folder")
+    return None
+
+
+def not_found_locally(name: str, what: str, error: Exception) -> FolderNotFoundError:
+    """The error for a name that is neither a local folder nor a Hub repository that could be loaded."""
+    return FolderNotFoundError(
+        f"{what} folder not found: {name!r} is not a local folder, and as a Hub repo id it could not be loaded: {error}"
+    )
 
 
 def download(

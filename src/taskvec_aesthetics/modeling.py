@@ -21,7 +21,6 @@ from .backbones import BackboneAdapter, adapter_for
 from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
-from .fingerprint import model_fingerprint
 from .losses import emd_loss
 from .merging import coefficient_layout, merge_parameters
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
@@ -290,8 +289,7 @@ class AestheticModel(AestheticPreTrainedModel):
         """
         if self.personalization is not None:
             raise ValueError("this model is already personalized; call with_coefficients on its base model")
-        fingerprint = model_fingerprint(self)
-        bank.check_base(fingerprint)
+        fingerprint = bank.check_base(self)
         coefficients = self._as_coefficients(bank, coefficients)
         layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
         layout.check(coefficients, bank.task_names)
@@ -392,8 +390,7 @@ class AestheticModel(AestheticPreTrainedModel):
         """
         if export not in EXPORTS:
             raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
-        from . import hub
-        from .exports import save_coefficients_export, write_personalization_file
+        from .exports import save_model_export
 
         if kwargs.pop("push_to_hub", False):
             push = {k: kwargs.pop(k) for k in ("private", "token", "revision", "commit_message") if k in kwargs}
@@ -401,16 +398,14 @@ class AestheticModel(AestheticPreTrainedModel):
             self.save_pretrained(save_directory, *args, export=export, overwrite_card=overwrite_card, **kwargs)
             self.push_to_hub(repo_id, export=export, overwrite_card=overwrite_card, **push)
             return
-        if export == "coefficients":
-            save_coefficients_export(self, save_directory)
-        else:
-            super().save_pretrained(save_directory, *args, **kwargs)
-            self.image_processor.save_pretrained(save_directory)
-            if self.personalization is not None:
-                write_personalization_file(self, save_directory, export="merged")
-            else:
-                self.source = {"path": str(Path(save_directory).resolve())}
-        hub.write_card(hub.model_card(self, export), save_directory, overwrite=overwrite_card)
+        # One transaction: the folder holds the old model or the new one, never a mix, and no stale files.
+        save_model_export(
+            self,
+            save_directory,
+            export,
+            lambda folder: super(AestheticModel, self).save_pretrained(folder, *args, **kwargs),
+            overwrite_card=overwrite_card,
+        )
 
     def push_to_hub(
         self,
@@ -467,16 +462,37 @@ class AestheticModel(AestheticPreTrainedModel):
         A coefficients export loads its base model and bank from the recorded locations and revisions, checks
         both fingerprints, and merges. A missing or mismatched base or bank is an error.
         """
-        from .exports import load_coefficients_export, read_personalization_file, resolve_model_files
+        from . import hub
+        from .io import read_consistently
+
+        local = hub.local_folder(pretrained_model_name_or_path, "model")
+
+        def load() -> AestheticModel:
+            return cls._load(pretrained_model_name_or_path, *model_args, **kwargs)
+
+        if local is None:
+            return load()
+        # A save swaps a whole folder in; read again if that happened while this load read its files.
+        return read_consistently(local, load)
+
+    @classmethod
+    def _load(cls, pretrained_model_name_or_path: str | Path, *model_args: Any, **kwargs: Any) -> AestheticModel:
+        from .exports import (
+            check_finite_weights,
+            load_coefficients_export,
+            read_personalization_file,
+            resolve_model_files,
+        )
 
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
+        folder, source = resolve_model_files(pretrained_model_name_or_path, **hub_kwargs)
         config = kwargs.get("config")
         if not isinstance(config, AestheticConfig):
             config = AestheticConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if config.is_coefficients_export:
             return load_coefficients_export(cls, pretrained_model_name_or_path, config, **hub_kwargs)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        folder, source = resolve_model_files(pretrained_model_name_or_path, **hub_kwargs)
+        check_finite_weights(model, f"the weights of {pretrained_model_name_or_path}")
         model.source = source
         model._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)

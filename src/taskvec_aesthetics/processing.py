@@ -7,9 +7,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import PreTrainedConfig
+
+from .errors import TaskvecAestheticsError
 
 __all__ = [
     "ImageInput",
@@ -17,6 +20,8 @@ __all__ = [
     "default_image_processor",
     "list_images",
     "open_image",
+    "to_rgb",
+    "ImageTooLargeError",
     "collect_images",
     "load_image_processor",
 ]
@@ -77,17 +82,50 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+class ImageTooLargeError(TaskvecAestheticsError, ValueError):
+    """An image has more pixels than Pillow's decompression-bomb limit allows."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image`` as it is meant to be seen.
+
+    The EXIF orientation is applied (phones store portraits sideways), and high-bit-depth grey images (`I;16`, `I`,
+    `F`) are scaled by their value range, where Pillow's `convert("RGB")` would clip everything above 255.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+    elif image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if image.mode == "F" and low >= 0.0 and high <= 1.0:
+            values = values * 255.0  # a float image on [0, 1]
+        elif low < 0.0 or high > 255.0:
+            # Integer data of 16 bits (how Pillow opens 16-bit PNGs) keeps its nominal range; anything else its own.
+            low, high = (0.0, 65535.0) if low >= 0.0 and high <= 65535.0 and image.mode == "I" else (low, high)
+            values = (values - low) / max(high - low, 1e-12) * 255.0
+    else:
+        return image.convert("RGB")
+    grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    return grey.convert("RGB")
+
+
 def open_image(item: Image.Image | str | Path, where: str = "") -> Image.Image:
-    """An RGB PIL image from a PIL image or a file path, with a clear error for unreadable files."""
+    """An RGB PIL image from a PIL image or a file path, with a clear error for unreadable files (see `to_rgb`)."""
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)
     if isinstance(item, (str, Path)):
         path = Path(item)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found{where}: {path}")
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
+                return to_rgb(image)
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(
+                f"image{where} {path} is too large to decode safely ({error}). If you trust it, raise Pillow's limit "
+                "before scoring: `PIL.Image.MAX_IMAGE_PIXELS = <pixels>` (None removes it)"
+            ) from None
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot decode image{where} {path}: {error}") from None
     raise TypeError(f"expected a PIL image or a file path{where}, received {type(item).__name__}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .processing import open_image
+from .processing import open_image, to_rgb
 
 __all__ = ["Ratings", "as_ratings", "decode_images", "rows_by_user"]
 
@@ -33,8 +33,8 @@ def _decode_cell(cell: Any, row: int) -> Image.Image:
         if cell.get("bytes"):
             try:
                 with Image.open(io.BytesIO(cell["bytes"])) as image:
-                    return image.convert("RGB")
-            except (UnidentifiedImageError, OSError) as error:
+                    return to_rgb(image)
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
                 raise ValueError(f"cannot decode the image in row {row} ({cell.get('path')}): {error}") from None
         if cell.get("path"):
             return open_image(Path(cell["path"]), f" in row {row}")

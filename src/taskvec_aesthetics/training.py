@@ -13,9 +13,9 @@ taskvec-aesthetics build-bank runs/* --base base --output bank
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
-import os
 import shutil
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,6 +25,9 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -33,8 +36,9 @@ from transformers import get_cosine_schedule_with_warmup
 
 from .backbones import EMBEDDINGS_GROUP, block_group
 from .data import get_database_spec, load_database
+from .errors import ConfigError, IntegrityError
 from .fingerprint import model_fingerprint
-from .io import read_json, write_json
+from .io import atomic_path, file_digest, folder_transaction, read_json, safe_join, write_json
 from .losses import emd_loss, pairwise_rank_loss
 from .metrics import plcc, srocc
 from .modeling import HEAD_GROUP, AestheticModel
@@ -57,6 +61,9 @@ RESULT_FILE = "finetune_result.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
+# A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
+CHECKPOINT_MODEL_FILE = "model.safetensors"
+CHECKPOINT_OPTIMIZER_FILE = "optimizer.safetensors"
 LOSSES = ("auto", "emd", "mse")
 _BOUNDS = {
     ">0": (lambda v: v > 0, "> 0"),
@@ -289,44 +296,121 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def _resolve_checkpoint(resume: str | Path | bool | None, output_dir: Path) -> Path | None:
+def _checkpoint_candidates(resume: str | Path | bool | None, output_dir: Path) -> list[Path]:
+    """Checkpoints to try, best first: the one given, or every checkpoint of the run from the newest."""
     if resume is None or resume is False:
-        return None
+        return []
     if resume is True or resume == "latest":
         found = _checkpoints(output_dir)
         if not found:
             logger.info("No checkpoint in %s; starting from the beginning", output_dir / CHECKPOINTS_DIR)
-        return found[-1] if found else None
+        return found[::-1]
     if not (Path(resume) / TRAINER_STATE_FILE).is_file():
         raise FileNotFoundError(f"{resume} is not a checkpoint of finetune (no {TRAINER_STATE_FILE})")
-    return Path(resume)
+    return [Path(resume)]
 
 
-def _save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict[str, Any], keep: int | None) -> None:
-    """`save_state` of every process into a temporary folder, renamed into place once complete."""
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state dict split into tensors (for safetensors) and plain values (for JSON)."""
+    state = optimizer.state_dict()
+    tensors, values = {}, {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                values[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "values": values}
+
+
+def _optimizer_state_dict(tensors: Mapping[str, torch.Tensor], record: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *record["values"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": record["param_groups"]}
+
+
+def _save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: Path,
+    state: dict[str, Any],
+    keep: int | None,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+) -> None:
+    """Write a checkpoint folder as one transaction: weights, optimizer tensors (safetensors) and trainer state.
+
+    Nothing is pickled. Only the main process writes: the model and the optimizer are the same on every process.
+    """
     final = output_dir / CHECKPOINTS_DIR / f"step-{state['global_step']:08d}"
-    tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / TRAINER_STATE_FILE, state)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        weights = {n: t.detach().cpu().contiguous() for n, t in accelerator.unwrap_model(model).state_dict().items()}
+        optimizer_tensors, optimizer_record = _optimizer_state(optimizer.optimizer)
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        with folder_transaction(final) as staging:
+            files = {}
+            for name, tensors in ((CHECKPOINT_MODEL_FILE, weights), (CHECKPOINT_OPTIMIZER_FILE, optimizer_tensors)):
+                with atomic_path(staging / name) as tmp:
+                    save_file(tensors, str(tmp))
+                sha256, size = file_digest(staging / name)
+                files[name] = {"sha256": sha256, "size": size}
+            record = {**state, "files": files, "optimizer": optimizer_record, "scheduler": scheduler.state_dict()}
+            write_json(staging / TRAINER_STATE_FILE, {**record, "scaler": scaler})
         for old in _checkpoints(output_dir)[: -keep if keep else 0]:
             shutil.rmtree(old)
+            old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
+
+
+def _read_checkpoint(checkpoint: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The trainer state and the tensors of a checkpoint, each file checked against its recorded sha256 and size."""
+    where = checkpoint / TRAINER_STATE_FILE
+    state = read_json(where, "a finetune checkpoint state")
+    files = state.get("files")
+    if not isinstance(files, dict) or set(files) != {CHECKPOINT_MODEL_FILE, CHECKPOINT_OPTIMIZER_FILE}:
+        raise ConfigError(
+            f"{checkpoint} is not a checkpoint of this version (its {TRAINER_STATE_FILE} lists no safetensors files): "
+            "earlier versions stored Accelerate checkpoints with pickled state, which is never loaded. Start the run "
+            "again without resuming"
+        )
+    tensors = {}
+    for name, record in files.items():
+        data = safe_join(checkpoint, name, f"{where}: field files").read_bytes()
+        if not isinstance(record, dict) or len(data) != record.get("size"):
+            raise IntegrityError(f"{checkpoint / name} has {len(data)} bytes, {where} records {record}")
+        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            raise IntegrityError(f"{checkpoint / name} does not have the sha256 that {where} records")
+        try:
+            tensors[name] = load_safetensors(data)
+        except (SafetensorError, ValueError, RuntimeError) as error:
+            raise IntegrityError(f"{checkpoint / name} is not a valid safetensors file: {error}") from None
+    return state, tensors
+
+
+def _load_checkpoint(
+    candidates: Sequence[Path],
+) -> tuple[Path, dict[str, Any], dict[str, dict[str, torch.Tensor]]] | tuple[None, None, None]:
+    """The first readable checkpoint among ``candidates``; a damaged one is skipped with a warning."""
+    problems = []
+    for checkpoint in candidates:
+        try:
+            return (checkpoint, *_read_checkpoint(checkpoint))
+        except (OSError, ValueError) as error:
+            if len(candidates) == 1:
+                raise
+            problems.append(f"{checkpoint.name}: {error}")
+            logger.warning("Checkpoint %s cannot be used (%s); trying the previous one", checkpoint, error)
+    if problems:
+        raise IntegrityError("no usable checkpoint to resume from: " + "; ".join(problems))
+    return None, None, None
 
 
 def save_model_dir(model: AestheticModel, directory: Path) -> None:
-    """`save_pretrained` into a temporary sibling folder, then rename it into place."""
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    """Save a model this library has just built (`save_pretrained`, one transaction) and record where it lives."""
+    model.save_pretrained(directory)
     model.source = {"path": str(directory.resolve())}
 
 
@@ -404,7 +488,6 @@ def finetune(
     scheduler = get_cosine_schedule_with_warmup(
         optimizer.optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
-    accelerator.register_for_checkpointing(scheduler)
     facts = {
         "base_fingerprint": base_ref["fingerprint"],
         "seed": config.seed,
@@ -416,15 +499,19 @@ def finetune(
     }
     global_step, history, metrics, num_eval = 0, [], {}, 0
     loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
-    checkpoint = _resolve_checkpoint(resume_from_checkpoint, config.output_dir)
+    checkpoint, state, tensors = _load_checkpoint(_checkpoint_candidates(resume_from_checkpoint, config.output_dir))
     if checkpoint is not None:
-        state = read_json(checkpoint / TRAINER_STATE_FILE, "a finetune checkpoint state")
         differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
         if differing:
             raise ValueError(
                 f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}"
             )
-        accelerator.load_state(str(checkpoint))
+        accelerator.unwrap_model(model).load_state_dict(tensors[CHECKPOINT_MODEL_FILE])
+        optimizer.load_state_dict(_optimizer_state_dict(tensors[CHECKPOINT_OPTIMIZER_FILE], state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
+        del tensors
         global_step, history = int(state["global_step"]), list(state["history"])
         if main:  # the pending loss, already summed over processes
             loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
@@ -496,7 +583,9 @@ def finetune(
                     **facts,
                     "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist(),
                 }
-                _save_checkpoint(accelerator, config.output_dir, state, config.keep_checkpoints)
+                _save_checkpoint(
+                    accelerator, config.output_dir, state, config.keep_checkpoints, model, optimizer, scheduler
+                )
             if global_step == total_steps:
                 break
     progress.close()

@@ -21,7 +21,16 @@ from pathlib import Path
 from datasets import Dataset, DatasetInfo
 
 from .loading import build_dataset
-from .records import DatabaseFormatError, IssueLog, Record, drop_missing_images, parse_score, read_csv_rows, read_text
+from .records import (
+    DatabaseFormatError,
+    IssueLog,
+    Record,
+    drop_missing_images,
+    parse_score,
+    read_csv_rows,
+    read_text,
+    separator_hint,
+)
 
 __all__ = ["IMAGE_COLUMNS", "SCORE_COLUMNS", "USER_COLUMN", "load_ratings"]
 
@@ -108,6 +117,6 @@ def _columns(path: Path) -> tuple[str, str, str | None]:
     if image is None or score is None:
         raise DatabaseFormatError(
             f"{path.name} has columns {header}; expected an image column (one of {list(IMAGE_COLUMNS)}) and a "
-            f"score column (one of {list(SCORE_COLUMNS)})."
+            f"score column (one of {list(SCORE_COLUMNS)}).{separator_hint(header)}"
         )
     return image, score, USER_COLUMN if USER_COLUMN in header else None

@@ -15,12 +15,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import TaskvecAestheticsError
+
 __all__ = [
     "DatabaseFormatError",
     "Issue",
     "IssueLog",
     "Record",
     "drop_missing_images",
+    "separator_hint",
     "find_path",
     "mean_by_image",
     "parse_score",
@@ -49,7 +52,7 @@ class Issue:
         return f"{where}: {self.reason}"
 
 
-class DatabaseFormatError(ValueError):
+class DatabaseFormatError(TaskvecAestheticsError, ValueError):
     """A database's files are missing, malformed, or refer to images that do not exist.
 
     Attributes:
@@ -156,8 +159,17 @@ def require_path(root: Path, candidates: Sequence[str], database: str, layout: s
 
 
 def read_text(path: Path) -> str:
-    """Read a text file as UTF-8 (with or without BOM), falling back to Latin-1 as some releases need."""
+    """Read a text file as UTF-8 (with or without BOM), falling back to Latin-1 as some releases need.
+
+    Raises:
+        [`DatabaseFormatError`]: the file is UTF-16 (as some spreadsheet programs save "Unicode text").
+    """
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
+        raise DatabaseFormatError(
+            f"{path.name} looks UTF-16 encoded (it has a UTF-16 byte-order mark or NUL bytes), as spreadsheet programs "
+            "write 'Unicode text'; save it as 'CSV UTF-8' (comma-separated) instead."
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -186,7 +198,7 @@ def read_csv_rows(
     if missing:
         raise DatabaseFormatError(
             f"{database}: {path.name} has columns {header}, but {missing} are missing; expected at least "
-            f"{list(required)}."
+            f"{list(required)}.{separator_hint(header)}"
         )
     for fields in reader:
         if not any(field.strip() for field in fields):
@@ -195,6 +207,18 @@ def read_csv_rows(
             log.add(path, reader.line_num, f"expected {len(header)} comma-separated fields, got {len(fields)}")
             continue
         yield reader.line_num, {name: value.strip() for name, value in zip(header, fields)}
+
+
+def separator_hint(header: Sequence[str]) -> str:
+    """A sentence naming the likely cause when a CSV header did not split on commas, else an empty string."""
+    if len(header) == 1:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+            if separator in header[0]:
+                return (
+                    f" The file seems to be separated by {name}, not commas (spreadsheet programs do this in some "
+                    "locales); save it as comma-separated CSV."
+                )
+    return ""
 
 
 def read_whitespace_rows(path: Path, num_fields: int, log: IssueLog) -> Iterator[tuple[int, list[str]]]:
