@@ -554,11 +554,18 @@ class AestheticModel(AestheticPreTrainedModel):
         from .exports import PERSONALIZATION_FILE, PersonalizationState, read_personalization_file, resolve_model_files
 
         if not subfolder or hub.is_local(location):
-            folder, self.source = resolve_model_files(Path(location) / subfolder if subfolder else location, **hub_kwargs)
+            folder, self.source = resolve_model_files(
+                Path(location) / subfolder if subfolder else location, **hub_kwargs
+            )
         else:
-            names = [f"{subfolder}/{name}" for name in ("config.json", "preprocessor_config.json", PERSONALIZATION_FILE)]
+            names = [
+                f"{subfolder}/{name}" for name in ("config.json", "preprocessor_config.json", PERSONALIZATION_FILE)
+            ]
             snapshot, commit = hub.download(str(location), names, **hub_kwargs)
-            folder, self.source = snapshot / subfolder, {"repo_id": str(location), "revision": commit, "subfolder": subfolder}
+            folder, self.source = (
+                snapshot / subfolder,
+                {"repo_id": str(location), "revision": commit, "subfolder": subfolder},
+            )
         self._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
