@@ -571,13 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already reported
         return int(exit_.code or 0)
-    try:
-        with _output(args):
+    with _output(args):
+        try:
             args.run(args)
-    except (ValueError, OSError) as error:  # bad input, missing files, Hub errors (HfHubHTTPError is an OSError)
-        logger.debug("Details of the error", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        except (ValueError, OSError) as error:  # bad input, missing files, Hub errors (HfHubHTTPError is an OSError)
+            logger.debug("Details of the error", exc_info=True)
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
