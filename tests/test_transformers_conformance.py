@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,6 +54,7 @@ def _prepare_test_package() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as download:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        command += ["--retries", "1", "--timeout", "20"]  # offline: skip soon rather than retry for minutes
         command += [f"transformers=={transformers.__version__}", "--dest", download]
         fetched = subprocess.run(command, capture_output=True, text=True, timeout=600)
         archives = list(Path(download).glob("transformers-*.tar.gz"))
@@ -74,7 +76,12 @@ def _prepare_test_package() -> Path:
                 path.write_text(text)
         for folder in {staging, *(p.parent for p in staging.rglob("*.py"))}:
             (folder / "__init__.py").touch()
-        staging.rename(package)  # atomic: a half-unpacked package is never seen
+        try:
+            staging.rename(package)  # atomic: a half-unpacked package is never seen
+        except OSError:  # another test run unpacked it first
+            shutil.rmtree(staging)
+            if not package.is_dir():
+                raise
     return root
 
 
