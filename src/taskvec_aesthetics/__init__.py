@@ -38,7 +38,28 @@ _EXPORTS = {
     "load_metric": "metrics",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "AestheticConfig",
+    "AestheticModel",
+    "AestheticModelOutput",
+    "Coefficients",
+    "FingerprintMismatchError",
+    "TaskInfo",
+    "TaskVector",
+    "TaskVectorBank",
+    "model_fingerprint",
+    "Personalizer",
+    "PersonalizerConfig",
+    "PersonalizationReport",
+    "fit_many",
+    "srocc",
+    "plcc",
+    "krcc",
+    "pairwise_accuracy",
+    "correlation_report",
+    "load_metric",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .bank import TaskInfo, TaskVector, TaskVectorBank
