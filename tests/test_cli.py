@@ -225,3 +225,13 @@ def test_help_is_fast_and_imports_neither_torch_nor_transformers():
     help_ = min(seconds("-m", "taskvec_aesthetics.cli", "score", "--help") for _ in range(3))
     # Generous on a busy machine; importing torch alone takes seconds.
     assert help_ - python < 1.0, (help_, python)
+
+
+def test_every_public_name_of_the_lazy_package_resolves():
+    import taskvec_aesthetics
+
+    assert sorted(set(taskvec_aesthetics.__all__) - {"__version__"}) == sorted(taskvec_aesthetics._EXPORTS)
+    for name in taskvec_aesthetics.__all__:
+        assert getattr(taskvec_aesthetics, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        taskvec_aesthetics.nothing  # noqa: B018
