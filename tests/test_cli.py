@@ -153,29 +153,25 @@ def test_score_checks_its_inputs_before_loading_and_names_a_bank_given_as_model(
     assert "is a task-vector bank" in capsys.readouterr().err
 
 
-@pytest.fixture
-def transformers_bars():
-    """transformers' progress bars on (their default), as in a fresh process; restored afterwards."""
-    from transformers.utils import logging as transformers_logging
+def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, capsys):
+    # tqdm reads TQDM_DISABLE when it is imported (the tests set it), so the bars are observed in a fresh process.
+    import os
+    import subprocess
+    import sys
 
-    enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.enable_progress_bar()
-    yield
-    if not enabled:
-        transformers_logging.disable_progress_bar()
-
-
-def test_quiet_by_default_verbose_shows_transformers_bars(saved, capsys, monkeypatch, transformers_bars):
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     photo = str(saved / "photos" / "p00.png")
-    assert main(["score", photo, "--model", str(saved / "base")]) == 0
-    default = capsys.readouterr().err
-    assert main(["--verbose", "score", photo, "--model", str(saved / "base")]) == 0
-    verbose = capsys.readouterr().err
-    assert "Loading weights" not in default and "Loading weights" in verbose
-    assert "Scoring" in default  # our own bar stays
-    assert main(["--quiet", "score", photo, "--model", str(saved / "base")]) == 0
-    assert "Scoring" not in capsys.readouterr().err
+    script = (
+        "import sys\nfrom taskvec_aesthetics.cli import main\n"
+        "for flags in ([], ['--verbose'], ['--quiet']):\n"
+        "    print('RUN', *flags, file=sys.stderr, flush=True)\n"
+        f"    assert main([*flags, 'score', {photo!r}, '--model', {str(saved / 'base')!r}]) == 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    err = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stderr
+    default, verbose, quiet = err.split("RUN")[1:]
+    assert "Loading weights" not in default and "Scoring" in default  # our own bar stays
+    assert "Loading weights" in verbose and "Scoring" in verbose
+    assert "Loading weights" not in quiet and "Scoring" not in quiet
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert main(["score", photo, "--model", str(saved / "base")]) == 0
     assert "Scoring" not in capsys.readouterr().err

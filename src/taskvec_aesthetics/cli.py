@@ -368,7 +368,8 @@ def run_demo(args: argparse.Namespace) -> None:
     from .demo.runner import DemoConfig
     from .demo.runner import run_demo as demo
 
-    result = demo(DemoConfig.preset("quick" if args.quick else "default"), args.output, args.cache_dir)
+    config = DemoConfig.preset("quick" if args.quick else "default")
+    result = demo(config, args.output, args.cache_dir, progress=args.progress)
     print(result.report())
 
 
@@ -424,7 +425,13 @@ def run_benchmark(args: argparse.Namespace) -> None:
         base,
         bank,
         dataset,
-        BenchmarkConfig(shots=tuple(args.shots), repeats=args.repeats, methods=tuple(args.methods), seed=args.seed),
+        BenchmarkConfig(
+            shots=tuple(args.shots),
+            repeats=args.repeats,
+            methods=tuple(args.methods),
+            seed=args.seed,
+            progress=args.progress,
+        ),
     )
     paths = result.save(args.output)
     print(result.to_markdown() + "\n" + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
