@@ -2,7 +2,8 @@
 
 The mixins (`ModelTesterMixin`, `ConfigTester`) come from the source distribution of the installed transformers
 version, fetched with pip into a cache the first time (set `TASKVEC_AESTHETICS_TEST_CACHE` to move it). When the
-package registry cannot be reached the module is skipped with that reason.
+package registry cannot be reached, or `parameterized` (which those tests import; in the `test` extra) is missing,
+the module is skipped with that reason.
 
 The source distribution ships `tests/*.py` but not the sub-packages `test_modeling_common.py` imports
 (`exporters/`, `generation/`, `utils/`); the stand-ins written for them are inert: `GenerationTesterMixin` is only
