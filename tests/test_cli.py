@@ -153,6 +153,7 @@ def test_score_checks_its_inputs_before_loading_and_names_a_bank_given_as_model(
     assert "is a task-vector bank" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh process that imports torch
 def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, capsys):
     # tqdm reads TQDM_DISABLE when it is imported (the tests set it), so the bars are observed in a fresh process.
     import os
