@@ -325,22 +325,20 @@ def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any,
     _check_is_model(model_location)
     model = AestheticModel.from_pretrained(model_location)
     state = model.personalization
-    if state is not None:  # a personalized model: start again from its base
+    if state is not None:  # a personalized model: personalize its base again
         where = state.base_source or {}
         if not (where.get("path") or where.get("repo_id")):
             raise ValueError(f"{model_location} is personalized but does not record where its base model lives")
         model = AestheticModel.from_pretrained(where.get("path") or where["repo_id"], revision=where.get("revision"))
-        if bank_location is None and state.bank is not None:
-            return model, state.bank
-        reference = state.bank_record() if bank_location is None else None
-    else:
-        reference = model.config.bank if bank_location is None else None
-    if bank_location is None:
-        bank_location = (reference or {}).get("path") or (reference or {}).get("repo_id")
-        if not bank_location:
-            raise ValueError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
-        return model, TaskVectorBank.from_pretrained(bank_location, revision=reference.get("revision"), base=model)
-    return model, TaskVectorBank.from_pretrained(bank_location, base=model)
+    if bank_location is not None:
+        return model, TaskVectorBank.from_pretrained(bank_location, base=model)
+    if state is not None and state.bank is not None:
+        return model, state.bank
+    reference = (state.bank_record() if state is not None else model.config.bank) or {}
+    location = reference.get("path") or reference.get("repo_id")
+    if not location:
+        raise ValueError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
+    return model, TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=model)
 
 
 # -- demo ----------------------------------------------------------------------------------------------------------
