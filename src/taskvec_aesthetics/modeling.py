@@ -256,10 +256,13 @@ class AestheticModel(AestheticPreTrainedModel):
                 hidden, start = adapter.embed(pixel_values), 0
             else:
                 raise ValueError("forward needs pixel_values or prefix_hidden, received neither")
+            # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
+            keep = output_hidden_states is not None and output_hidden_states is not False
             hidden_states = [hidden]
             for index in range(start, adapter.num_blocks):
                 hidden = adapter.run_block(index, hidden)
-                hidden_states.append(hidden)
+                if keep:
+                    hidden_states.append(hidden)
         features = adapter.pool(hidden)
         distribution = self.head(features)
         scores = self.scores_from_distribution(distribution)
