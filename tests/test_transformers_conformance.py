@@ -97,6 +97,9 @@ except (OSError, subprocess.TimeoutExpired, ImportError) as error:
         allow_module_level=True,
     )
 
+# About 30 s of CPU for both encoders (collecting transformers' test module included); CI runs slow tests too.
+pytestmark = pytest.mark.slow
+
 ModelTesterMixin = modeling_common.ModelTesterMixin
 ConfigTester = configuration_common.ConfigTester
 floats_tensor = modeling_common.floats_tensor
