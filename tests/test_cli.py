@@ -129,3 +129,106 @@ def test_benchmark_command_on_a_ratings_file(saved, capsys, tmp_path):
     assert {t["user_id"] for t in result["trials"]} == {"a", "b"}
     assert main(["benchmark", "--database", "flickr-aes", "--model", "m", "--bank", "b"]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_personalize_without_bank_uses_the_bank_the_model_refers_to(saved, capsys, tmp_path):
+    common = ["personalize", "--ratings", str(saved / "one_user.csv"), "--steps", "5"]
+    assert main([*common, "--model", str(saved / "base"), "--output", str(tmp_path / "x")]) == 2
+    assert "refers to no bank" in capsys.readouterr().err
+    first = [*common, "--model", str(saved / "base"), "--bank", str(saved / "bank"), "--output", str(tmp_path / "a")]
+    assert main(first) == 0, capsys.readouterr().err
+    # A personalized model refers to its bank: personalizing it again needs no --bank and starts from its base.
+    assert main([*common, "--model", str(tmp_path / "a"), "--output", str(tmp_path / "b"), "--seed", "1"]) == 0
+    capsys.readouterr()
+    again = AestheticModel.from_pretrained(tmp_path / "b")
+    assert again.personalization.bank.source == {"path": str((saved / "bank").resolve())}
+    assert again.personalization.base_source == {"path": str((saved / "base").resolve())}
+
+
+def test_score_checks_its_inputs_before_loading_and_names_a_bank_given_as_model(saved, capsys):
+    assert main(["score", str(saved / "photos" / "nope.png"), "--model", "no/such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "nope.png" in err and "such-model" not in err
+    assert main(["score", str(saved / "photos"), "--model", str(saved / "bank")]) == 2
+    assert "is a task-vector bank" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a fresh process that imports torch
+def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, capsys):
+    # tqdm reads TQDM_DISABLE when it is imported (the tests set it), so the bars are observed in a fresh process.
+    import os
+    import subprocess
+    import sys
+
+    photo = str(saved / "photos" / "p00.png")
+    script = (
+        "import sys\nfrom taskvec_aesthetics.cli import main\n"
+        "for flags in ([], ['--verbose'], ['--quiet']):\n"
+        "    print('RUN', *flags, file=sys.stderr, flush=True)\n"
+        f"    assert main([*flags, 'score', {photo!r}, '--model', {str(saved / 'base')!r}]) == 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    err = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stderr
+    default, verbose, quiet = err.split("RUN")[1:]
+    assert "Loading weights" not in default and "Scoring" in default  # our own bar stays
+    assert "Loading weights" in verbose and "Scoring" in verbose
+    assert "Loading weights" not in quiet and "Scoring" not in quiet
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert main(["score", photo, "--model", str(saved / "base")]) == 0
+    assert "Scoring" not in capsys.readouterr().err
+
+
+def test_help_texts_match_the_library(capsys):
+    from taskvec_aesthetics import cli
+    from taskvec_aesthetics.bank import STORAGE_DTYPES
+    from taskvec_aesthetics.benchmark import METHODS
+    from taskvec_aesthetics.data.ratings import IMAGE_COLUMNS, SCORE_COLUMNS, USER_COLUMN
+
+    assert cli.STORAGE_DTYPES == tuple(STORAGE_DTYPES)
+    assert cli.BENCHMARK_METHODS == METHODS
+    for command, names in (("personalize", (*IMAGE_COLUMNS, *SCORE_COLUMNS)), ("benchmark", (USER_COLUMN,))):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(name in text for name in names), (command, names)
+        assert "resolves against the CSV's folder" in text
+    assert main(["demo", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "TASKVEC_AESTHETICS_CACHE" in text and "XDG_CACHE_HOME" in text
+
+
+LIGHT_COMMANDS = ("score", "personalize", "benchmark", "demo", "init-base", "build-bank", "push")
+
+
+def test_help_is_fast_and_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+    import time
+
+    probe = (
+        "import sys\nfrom taskvec_aesthetics import cli\n"
+        f"for command in {LIGHT_COMMANDS!r}:\n    assert cli.main([command, '--help']) == 0\n"
+        "assert cli.main(['--help']) == 0\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY []"
+
+    def seconds(*args: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *args], capture_output=True, check=True)
+        return time.perf_counter() - start
+
+    python = min(seconds("-c", "pass") for _ in range(3))
+    help_ = min(seconds("-m", "taskvec_aesthetics.cli", "score", "--help") for _ in range(3))
+    # Generous on a busy machine; importing torch alone takes seconds.
+    assert help_ - python < 1.0, (help_, python)
+
+
+def test_every_public_name_of_the_lazy_package_resolves():
+    import taskvec_aesthetics
+
+    assert sorted(set(taskvec_aesthetics.__all__) - {"__version__"}) == sorted(taskvec_aesthetics._EXPORTS)
+    for name in taskvec_aesthetics.__all__:
+        assert getattr(taskvec_aesthetics, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        taskvec_aesthetics.nothing  # noqa: B018

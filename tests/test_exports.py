@@ -64,7 +64,7 @@ def test_coefficients_export_reloads_in_a_fresh_process(saved):
     torch.save(x, root / "x.pt")
     expected = personalized.eval()(pixel_values=x).scores
     script = (
-        "import sys, torch; import taskvec_aesthetics; from transformers import AutoModel;"
+        "import sys, torch; from taskvec_aesthetics import AestheticModel; from transformers import AutoModel;"
         "m = AutoModel.from_pretrained(sys.argv[1]).eval();"
         "x = torch.load(sys.argv[2], weights_only=True);"
         "print(repr(m(pixel_values=x).scores.tolist()))"

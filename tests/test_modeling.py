@@ -129,3 +129,46 @@ def test_encoder_config_accepts_dict():
     assert config.encoder_config.model_type == "clip_vision_model"
     with pytest.raises(ValueError, match="model_type"):
         AestheticConfig(encoder_config={"hidden_size": 32})
+
+
+def test_subfolder_reads_its_own_image_processor_and_is_the_recorded_source(tmp_path):
+    from transformers import CLIPImageProcessor
+
+    parent = tiny_model("clip", seed=1)
+    parent.image_processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size=48)
+    parent.save_pretrained(tmp_path)
+    model = tiny_model("clip", seed=2)
+    model.image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=IMAGE_SIZE)
+    model.save_pretrained(tmp_path / "sub")
+
+    loaded = AestheticModel.from_pretrained(tmp_path, subfolder="sub")
+    assert loaded.image_processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    assert loaded.source == {"path": str((tmp_path / "sub").resolve())}
+    torch.testing.assert_close(loaded(pixel_values=pixels(2)).scores, model(pixel_values=pixels(2)).scores)
+
+
+def test_missing_weights_get_the_encoders_own_init():
+    # CLIP scales its attention and MLP weights by width and depth; the wrapper must not replace that by N(0, 0.02).
+    config = AestheticConfig(encoder_config=encoder_configs()["clip"], head_hidden_size=16)
+    width, depth = config.encoder_config.hidden_size, config.encoder_config.num_hidden_layers
+    loaded = AestheticModel.from_pretrained(None, config=config, state_dict={})
+    layer = loaded.encoder.encoder.layers[0]
+    expected = {
+        layer.self_attn.q_proj: width**-0.5 * (2 * depth) ** -0.5,  # 0.088
+        layer.self_attn.out_proj: width**-0.5,  # 0.177
+        layer.mlp.fc1: (2 * width) ** -0.5,  # 0.125
+    }
+    for module, std in expected.items():
+        assert module.weight.std().item() == pytest.approx(std, rel=0.2)
+
+
+def test_forward_honours_return_dict_and_output_flags():
+    model = tiny_model("clip")
+    full = model(pixel_values=pixels(2), output_hidden_states=True, output_attentions=True)
+    assert len(full.hidden_states) == model.adapter.num_blocks + 1
+    assert len(full.attentions) == (0 if model.config.encoder_config._attn_implementation == "sdpa" else 2)
+    as_tuple = model(pixel_values=pixels(2), return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], full.scores)
+    with pytest.raises(TypeError):
+        model(pixel_values=pixels(2), output_everything=True)

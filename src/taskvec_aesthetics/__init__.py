@@ -2,18 +2,42 @@
 
 Implements Yun & Choo, "Scaling Up Personalized Image Aesthetic Assessment via Task Vector Customization"
 (ECCV 2024) as a Hugging Face model package.
+
+The public names below are imported on first use, so that `import taskvec_aesthetics` (and the command line's
+`--help`) does not load torch and transformers. Using `AestheticModel` or `AestheticConfig` registers them with
+transformers' `AutoConfig` / `AutoModel`.
 """
 
-from .bank import TaskInfo, TaskVector, TaskVectorBank
-from .coefficients import Coefficients
-from .configuration import AestheticConfig
-from .errors import TaskvecAestheticsError
-from .fingerprint import FingerprintMismatchError, model_fingerprint
-from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
-from .modeling import AestheticModel, AestheticModelOutput
-from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "AestheticConfig": "configuration",
+    "AestheticModel": "modeling",
+    "AestheticModelOutput": "modeling",
+    "Coefficients": "coefficients",
+    "FingerprintMismatchError": "fingerprint",
+    "TaskInfo": "bank",
+    "TaskVector": "bank",
+    "TaskVectorBank": "bank",
+    "TaskvecAestheticsError": "errors",
+    "model_fingerprint": "fingerprint",
+    "Personalizer": "personalization",
+    "PersonalizerConfig": "personalization",
+    "PersonalizationReport": "personalization",
+    "fit_many": "personalization",
+    "srocc": "metrics",
+    "plcc": "metrics",
+    "krcc": "metrics",
+    "pairwise_accuracy": "metrics",
+    "correlation_report": "metrics",
+    "load_metric": "metrics",
+}
 
 __all__ = [
     "AestheticConfig",
@@ -38,3 +62,27 @@ __all__ = [
     "load_metric",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from .bank import TaskInfo, TaskVector, TaskVectorBank
+    from .coefficients import Coefficients
+    from .configuration import AestheticConfig
+    from .errors import TaskvecAestheticsError
+    from .fingerprint import FingerprintMismatchError, model_fingerprint
+    from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
+    from .modeling import AestheticModel, AestheticModelOutput
+    from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in ("AestheticConfig", "AestheticModel"):
+        import_module(".modeling", __name__)  # the Auto classes learn both together
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -12,11 +12,13 @@ Running ``embed``, every block and ``pool`` reproduces the encoder's own ``poole
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.utils.output_capturing import OutputRecorder
 
 __all__ = [
     "BackboneAdapter",
@@ -105,6 +107,45 @@ class BackboneAdapter:
         for index in range(start, stop):
             hidden = self.run_block(index, hidden)
         return hidden
+
+    @contextmanager
+    def recording_attentions(self, enabled: bool = True) -> Iterator[list[torch.Tensor]]:
+        """Collect, in call order, the attention weights of the encoder's attention layers run inside the block.
+
+        The layers are the ones the encoder declares for `output_attentions` (its `_can_record_outputs`), so the
+        weights are the encoder's own; they exist only with `attn_implementation="eager"`.
+        """
+        recorded: list[torch.Tensor] = []
+        handles = []
+        if enabled:
+            for module, index in self._attention_layers():
+
+                def record(module: nn.Module, args: tuple, output: tuple | torch.Tensor, index: int = index) -> None:
+                    weights = output[index] if isinstance(output, (tuple, list)) else None
+                    if weights is not None:
+                        recorded.append(weights)
+
+                handles.append(module.register_forward_hook(record))
+        try:
+            yield recorded
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _attention_layers(self) -> list[tuple[nn.Module, int]]:
+        specs = (getattr(type(self.encoder), "_can_record_outputs", None) or {}).get("attentions", [])
+        layers = []
+        for spec in specs if isinstance(specs, list) else [specs]:
+            if not isinstance(spec, OutputRecorder):  # a class or a class name; the weights come second
+                named = isinstance(spec, str)
+                spec = OutputRecorder(None if named else spec, index=1, class_name=spec if named else None)
+            for name, module in self.encoder.named_modules():
+                by_class = spec.target_class is not None and isinstance(module, spec.target_class)
+                by_name = spec.class_name is not None and name.endswith(spec.class_name)
+                in_layer = spec.layer_name is None or f".{spec.layer_name.strip('.')}." in f".{name}."
+                if (by_class or by_name) and in_layer:
+                    layers.append((module, spec.index))
+        return layers
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled features of a batch of images: embed, every block, pool."""

@@ -3,6 +3,10 @@
 Each subcommand is one `add_<name>(subparsers)` function that declares its arguments and sets `run` to a small
 function calling one library function. To add a subcommand, write both and list `add_<name>` in `SUBCOMMANDS`.
 
+The command starts fast: this module imports nothing heavy, and each `run_<name>` imports what it needs. Options
+derived from a library class that imports torch (`finetune`'s `FinetuneConfig`) are declared by an
+`add_options` default, added only when that subcommand is the one parsed.
+
 Fine-tuning runs plain or under Accelerate, e.g. two CPU processes on one machine:
 
 ```bash
@@ -16,15 +20,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .errors import TaskvecAestheticsError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 logger = logging.getLogger(__name__)
+
+# Stated here rather than imported, so that --help needs no heavy import; tests check them against the library.
+STORAGE_DTYPES = ("float32", "bfloat16", "float16")  # bank.STORAGE_DTYPES
+BENCHMARK_METHODS = (  # benchmark.METHODS
+    "single",
+    "best_single",
+    "uniform",
+    "init",
+    "paper",
+    "default",
+    "head_finetune",
+    "full_finetune",
+    "ensemble",
+)
+RATINGS_HELP = (
+    "a ratings CSV, or an image folder with metadata.csv. Columns: the image (image, file_name or path; a relative "
+    "path resolves against the CSV's folder), the score (score or rating)"
+)
 
 
 def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -108,8 +134,6 @@ def run_init_base(args: argparse.Namespace) -> None:
 
 # -- finetune ------------------------------------------------------------------------------------------------------
 def add_finetune(subparsers: Any) -> None:
-    from .training import FinetuneConfig
-
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune the base model on one database (plain or under accelerate launch)",
@@ -139,8 +163,13 @@ def add_finetune(subparsers: Any) -> None:
         metavar="CHECKPOINT",
         help="resume from a checkpoint folder, or (no value) from the newest in OUTPUT/checkpoints",
     )
+    parser.set_defaults(run=run_finetune, add_options=add_finetune_options)
+
+
+def add_finetune_options(parser: argparse.ArgumentParser) -> None:
+    from .training import FinetuneConfig  # imports torch: only when finetune is the command
+
     _add_config_arguments(parser, FinetuneConfig, skip=("output_dir",))
-    parser.set_defaults(run=run_finetune)
 
 
 def run_finetune(args: argparse.Namespace) -> None:
@@ -169,8 +198,6 @@ def run_finetune(args: argparse.Namespace) -> None:
 
 # -- build-bank ----------------------------------------------------------------------------------------------------
 def add_build_bank(subparsers: Any) -> None:
-    from .bank import STORAGE_DTYPES
-
     parser = subparsers.add_parser(
         "build-bank",
         help="build a task-vector bank from fine-tuning runs of one base",
@@ -204,7 +231,7 @@ def add_score(subparsers: Any) -> None:
         description="Score image files and folders of images. Prints a table, or writes CSV / JSON with --output.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
+    parser.add_argument("--model", required=True, help="model folder or Hub id (base, merged or coefficients-only)")
     parser.add_argument("--revision", help="Hub revision of the model")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--output", help="write the scores to this .csv or .json file instead of printing them")
@@ -212,14 +239,29 @@ def add_score(subparsers: Any) -> None:
 
 
 def run_score(args: argparse.Namespace) -> None:
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:  # before the (slow) model load
+        raise FileNotFoundError(f"no such image file or folder: {', '.join(missing)}")
     from .modeling import AestheticModel
     from .processing import list_images
     from .scores_output import write_scores
 
     files = [f for p in args.paths for f in (list_images(p) if Path(p).is_dir() else [Path(p)])]
+    _check_is_model(args.model)
     model = AestheticModel.from_pretrained(args.model, revision=args.revision)
-    scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=True)
+    scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=args.progress)
     print(write_scores(files, scores.tolist(), args.output))
+
+
+def _check_is_model(location: str) -> None:
+    """A saved bank passed where a model is expected gets an error that says so."""
+    from .bank import BANK_CONFIG_FILE
+
+    if (Path(location) / BANK_CONFIG_FILE).is_file():
+        raise ValueError(
+            f"{location} is a task-vector bank ({BANK_CONFIG_FILE}), not a model: pass it as --bank, and its base "
+            "model (the folder or Hub id its card names) as --model"
+        )
 
 
 # -- personalize ---------------------------------------------------------------------------------------------------
@@ -227,12 +269,17 @@ def add_personalize(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "personalize",
         help="fit a personalized model to one person's ratings",
-        description="Fit task-vector coefficients to the ratings in a CSV file (columns image, score) or an image "
-        "folder with metadata.csv, and save the personalized model as coefficients only (kilobytes) or merged.",
+        description="Fit task-vector coefficients to one person's ratings and save the personalized model as "
+        "coefficients only (kilobytes) or merged. Given a personalized model, its base is personalized again with "
+        "the new ratings.",
     )
-    parser.add_argument("--ratings", required=True, help="ratings CSV or image folder with metadata.csv")
-    parser.add_argument("--model", required=True, help="base model folder or Hub id")
-    parser.add_argument("--bank", help="bank folder or Hub id (default: the bank the model refers to)")
+    parser.add_argument("--ratings", required=True, help=RATINGS_HELP + ".")
+    parser.add_argument("--model", required=True, help="base model folder or Hub id, or a personalized model")
+    parser.add_argument(
+        "--bank",
+        help="bank folder or Hub id (default: the bank the model refers to: a personalized model's, or the `bank` "
+        "of the model's config.json)",
+    )
     parser.add_argument("--output", required=True, help="folder to save the personalized model in")
     parser.add_argument(
         "--export",
@@ -250,20 +297,18 @@ def add_personalize(subparsers: Any) -> None:
 
 
 def run_personalize(args: argparse.Namespace) -> None:
-    from .bank import TaskVectorBank
     from .data import load_ratings
-    from .modeling import AestheticModel
 
     overrides = {k: getattr(args, k) for k in ("steps", "granularity") if getattr(args, k) is not None}
-    base = AestheticModel.from_pretrained(args.model)
-    bank = TaskVectorBank.from_pretrained(args.bank, base=base) if args.bank else None
+    ratings = load_ratings(args.ratings, skip_invalid=args.skip_invalid)
+    base, bank = _base_and_bank(args.model, args.bank)
     model = base.personalize(
-        load_ratings(args.ratings, skip_invalid=args.skip_invalid),
+        ratings,
         bank=bank,
         preset=args.preset,
         calibrate=args.calibrate,
         seed=args.seed,
-        progress=True,
+        progress=args.progress,
         **overrides,
     )
     model.save_pretrained(args.output, export=args.export)
@@ -275,6 +320,30 @@ def run_personalize(args: argparse.Namespace) -> None:
     )
 
 
+def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any, Any]:
+    """The base model to personalize and its bank: the given one, else the one the model refers to."""
+    from .bank import TaskVectorBank
+    from .modeling import AestheticModel
+
+    _check_is_model(model_location)
+    model = AestheticModel.from_pretrained(model_location)
+    state = model.personalization
+    if state is not None:  # a personalized model: personalize its base again
+        where = state.base_source or {}
+        if not (where.get("path") or where.get("repo_id")):
+            raise ValueError(f"{model_location} is personalized but does not record where its base model lives")
+        model = AestheticModel.from_pretrained(where.get("path") or where["repo_id"], revision=where.get("revision"))
+    if bank_location is not None:
+        return model, TaskVectorBank.from_pretrained(bank_location, base=model)
+    if state is not None and state.bank is not None:
+        return model, state.bank
+    reference = (state.bank_record() if state is not None else model.config.bank) or {}
+    location = reference.get("path") or reference.get("repo_id")
+    if not location:
+        raise ValueError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
+    return model, TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=model)
+
+
 # -- demo ----------------------------------------------------------------------------------------------------------
 def add_demo(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -282,12 +351,16 @@ def add_demo(subparsers: Any) -> None:
         help="run the offline demo: real photos, simulated databases and raters, end to end",
         description="Build a small world from real photographs (simulated databases and raters with known tastes), "
         "fine-tune a bank on an ImageNet EfficientNet-Lite0 (cached for later runs), personalize every rater with "
-        "k ratings, and compare every method. Writes the table (JSON, markdown), a figure and two exports.",
+        "k ratings, and compare every method. Writes the table (JSON, markdown), a figure and two exports. The "
+        "base and bank are cached in --cache-dir, else $TASKVEC_AESTHETICS_CACHE, else "
+        "$XDG_CACHE_HOME/taskvec-aesthetics, else ~/.cache/taskvec-aesthetics.",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny world: about a minute even with an empty cache")
     parser.add_argument("--output", default="demo_output", help="folder for the results (default: demo_output)")
     parser.add_argument(
-        "--cache-dir", help="where the base and bank are cached (default: ~/.cache/taskvec-aesthetics)"
+        "--cache-dir",
+        help="where the base and bank are cached (default: $TASKVEC_AESTHETICS_CACHE, else "
+        "$XDG_CACHE_HOME/taskvec-aesthetics, else ~/.cache/taskvec-aesthetics)",
     )
     parser.set_defaults(run=run_demo)
 
@@ -296,14 +369,13 @@ def run_demo(args: argparse.Namespace) -> None:
     from .demo.runner import DemoConfig
     from .demo.runner import run_demo as demo
 
-    result = demo(DemoConfig.preset("quick" if args.quick else "default"), args.output, args.cache_dir)
+    config = DemoConfig.preset("quick" if args.quick else "default")
+    result = demo(config, args.output, args.cache_dir, progress=args.progress)
     print(result.report())
 
 
 # -- benchmark -----------------------------------------------------------------------------------------------------
 def add_benchmark(subparsers: Any) -> None:
-    from .benchmark import METHODS
-
     parser = subparsers.add_parser(
         "benchmark",
         help="run the few-shot PIAA protocol on a database with per-user ratings",
@@ -313,7 +385,7 @@ def add_benchmark(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--database", help="registered PIAA database, e.g. flickr-aes (with --root)")
-    source.add_argument("--ratings", help="a ratings CSV or image folder with a user_id column")
+    source.add_argument("--ratings", help=RATINGS_HELP + ", and the rater (user_id).")
     parser.add_argument("--root", help="the database folder as distributed")
     parser.add_argument(
         "--split", default="test", help="database split (default: test; FLICKR-AES: the 37 test workers)"
@@ -322,7 +394,14 @@ def add_benchmark(subparsers: Any) -> None:
     parser.add_argument("--bank", required=True, help="bank folder or Hub id")
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 100], help="k values (default: 10 100)")
     parser.add_argument("--repeats", type=int, default=10, help="draws per user and k (default: 10)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=BENCHMARK_METHODS,
+        default=list(BENCHMARK_METHODS),
+        metavar="METHOD",
+        help=f"methods to run, of {', '.join(BENCHMARK_METHODS)} (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     parser.add_argument("--output", default="benchmark_output", help="results folder (default: benchmark_output)")
     parser.set_defaults(run=run_benchmark)
@@ -340,13 +419,20 @@ def run_benchmark(args: argparse.Namespace) -> None:
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
     )
+    _check_is_model(args.model)
     base = AestheticModel.from_pretrained(args.model)
     bank = TaskVectorBank.from_pretrained(args.bank, base=base)
     result = benchmark(
         base,
         bank,
         dataset,
-        BenchmarkConfig(shots=tuple(args.shots), repeats=args.repeats, methods=tuple(args.methods), seed=args.seed),
+        BenchmarkConfig(
+            shots=tuple(args.shots),
+            repeats=args.repeats,
+            methods=tuple(args.methods),
+            seed=args.seed,
+            progress=args.progress,
+        ),
     )
     paths = result.save(args.output)
     print(result.to_markdown() + "\n" + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
@@ -415,40 +501,95 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the command line.
+
+    Args:
+        argv: the arguments about to be parsed. Only the subcommand they name gets its `add_options` (options that
+            need a heavy import); without `argv`, every subcommand gets them.
+    """
     parser = argparse.ArgumentParser(
         prog="taskvec-aesthetics",
         description="Personalized image aesthetics with task vectors: score, personalize, benchmark, and produce "
-        "banks (init-base, finetune, build-bank).",
+        "banks (init-base, finetune, build-bank). Progress bars follow --quiet and TQDM_DISABLE=1.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="log debugging details and show transformers' loading bars"
+    )
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and results only")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    named = None if argv is None else next((a for a in argv if a in subparsers.choices), None)
+    for name, subparser in subparsers.choices.items():
+        add_options = subparser.get_default("add_options")
+        if add_options is not None and (argv is None or name == named):
+            add_options(subparser)
     return parser
+
+
+@contextmanager
+def _output(args: argparse.Namespace) -> Iterator[None]:
+    """Log through tqdm (a log line never breaks a progress bar); quiet transformers' own bars unless --verbose.
+
+    Sets `args.progress` for the command's own bars (off with --quiet or TQDM_DISABLE=1). What it changes in the
+    logging set-up is undone afterwards.
+    """
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # logging must never raise
+                self.handleError(record)
+
+    root, ours = logging.getLogger(), logging.getLogger("taskvec_aesthetics")
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    added = not root.handlers  # like logging.basicConfig: keep a set-up the caller made
+    if added:
+        root.addHandler(handler)
+    level, bars = ours.level, transformers_logging.is_progress_bar_enabled()
+    ours.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    transformers_logging.disable_default_handler()  # transformers' messages go through the root's handlers
+    transformers_logging.enable_propagation()
+    if not args.verbose:  # the loads and saves a command makes on the user's behalf show no bars of their own
+        transformers_logging.disable_progress_bar()
+    args.progress = not args.quiet and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+    try:
+        yield
+    finally:
+        if added:
+            root.removeHandler(handler)
+        ours.setLevel(level)
+        transformers_logging.disable_propagation()
+        transformers_logging.enable_default_handler()
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 usage or input error)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already reported
         return int(exit_.code or 0)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("taskvec_aesthetics").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from .errors import TaskvecAestheticsError
-
-    try:
-        args.run(args)
-    # Library errors, bad input, missing files, Hub errors (HfHubHTTPError is an OSError): one line, no traceback.
-    except (TaskvecAestheticsError, ValueError, OSError) as error:
-        logger.debug("Details of the error", exc_info=True)
-        message = " ".join(str(error).split())
-        if "skip_invalid" in vars(args):  # advice in the command's own terms
-            message = message.replace("pass skip_invalid=True", "pass --skip-invalid")
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    with _output(args):
+        try:
+            args.run(args)
+        # Library errors, bad input, missing files, Hub errors (HfHubHTTPError is an OSError): one line, no traceback.
+        except (TaskvecAestheticsError, ValueError, OSError) as error:
+            logger.debug("Details of the error", exc_info=True)
+            message = " ".join(str(error).split())
+            if "skip_invalid" in vars(args):  # advice in the command's own terms
+                message = message.replace("pass skip_invalid=True", "pass --skip-invalid")
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPoolingAndNoAttention,
     ImageClassifierOutputWithNoAttention,
@@ -224,8 +225,11 @@ class EfficientNetLiteConvBNAct(nn.Module):
         return self.activation(self.bn(self.conv(hidden_states)))
 
 
-class EfficientNetLiteBlock(nn.Module):
-    """Inverted residual (MBConv) block: optional 1x1 expansion, depthwise conv, 1x1 projection, residual."""
+class EfficientNetLiteBlock(GradientCheckpointingLayer):
+    """Inverted residual (MBConv) block: optional 1x1 expansion, depthwise conv, 1x1 projection, residual.
+
+    A `GradientCheckpointingLayer`: with gradient checkpointing enabled, training recomputes it in the backward pass.
+    """
 
     def __init__(self, config: EfficientNetLiteConfig, spec: _BlockSpec) -> None:
         super().__init__()
@@ -263,6 +267,7 @@ class EfficientNetLitePreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["EfficientNetLiteBlock"]
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -57,12 +57,29 @@ class AestheticModelOutput(ModelOutput):
         scores: `[B]` predicted scores on `config.score_range`.
         distribution: `[B, num_bins]` predicted score distribution.
         features: `[B, d]` pooled encoder features.
+        hidden_states: with `output_hidden_states=True`, the encoder's hidden state after the embeddings and after
+            each block (from block `prefix_blocks` on when run from `prefix_hidden`).
+        attentions: with `output_attentions=True`, the attention weights of each attention layer of the encoder
+            (`[B, heads, tokens, tokens]`; needs `attn_implementation="eager"`, encoders without attention have none).
     """
 
     loss: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     distribution: torch.Tensor | None = None
     features: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def _select(states: list[torch.Tensor], selection: bool | int | list[int] | None) -> tuple | None:
+    """The hidden states `output_hidden_states` asks for: all, none, or those at the given indices (others None)."""
+    if selection is None or selection is False:
+        return None
+    if selection is True:
+        return tuple(states)
+    count = len(states)
+    kept = {i % count for i in ([selection] if isinstance(selection, int) else selection) if -count <= i < count}
+    return tuple(state if i in kept else None for i, state in enumerate(states))
 
 
 class AestheticPreTrainedModel(PreTrainedModel):
@@ -71,6 +88,13 @@ class AestheticPreTrainedModel(PreTrainedModel):
     base_model_prefix = "aesthetic"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # The encoder does the attention and the checkpointing: these flags let transformers pass the requested attention
+    # implementation and gradient checkpointing down to it, and the encoder then checks its own support.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -79,6 +103,13 @@ class AestheticPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
+
+    def initialize_weights(self) -> None:
+        # transformers hands this class's "custom code" flag down to every sub-model, and with it the encoder skips
+        # the inits it does at module level (CLIP's attention and MLP scales). The encoder initialises itself, with
+        # its own flag; the head is ours. Both skip the tensors `from_pretrained` loaded.
+        self.encoder.initialize_weights()
+        super().initialize_weights()
 
 
 class AestheticModel(AestheticPreTrainedModel):
@@ -192,8 +223,10 @@ class AestheticModel(AestheticPreTrainedModel):
         labels: torch.Tensor | None = None,
         prefix_hidden: torch.Tensor | None = None,
         prefix_blocks: int = 0,
-        **kwargs: Any,
-    ) -> AestheticModelOutput:
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AestheticModelOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
             pixel_values (`torch.Tensor` of shape `[B, C, H, W]`): preprocessed images.
@@ -202,19 +235,46 @@ class AestheticModel(AestheticPreTrainedModel):
             prefix_hidden (`torch.Tensor`, *optional*): the output of `encode_prefix(pixel_values, prefix_blocks)`,
                 used instead of `pixel_values` to skip a frozen prefix.
             prefix_blocks (`int`): how many blocks `prefix_hidden` has already been through.
+            output_hidden_states (`bool`, `int` or `list[int]`, *optional*, defaults to
+                `config.output_hidden_states`): also return the encoder's hidden states; indices (negative ones
+                count from the end) keep only those, the others are `None`.
+            output_attentions (`bool`, *optional*, defaults to `config.output_attentions`): also return the
+                encoder's attention weights.
+            return_dict (`bool`, *optional*, defaults to `config.return_dict`): return an [`AestheticModelOutput`]
+                rather than a tuple of its non-empty fields.
         """
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = config.return_dict if return_dict is None else return_dict
         adapter = self.adapter
-        if prefix_hidden is not None:
-            hidden = adapter.forward_blocks(prefix_hidden, prefix_blocks)
-        elif pixel_values is not None:
-            hidden = adapter.forward_blocks(adapter.embed(pixel_values))
-        else:
-            raise ValueError("forward needs pixel_values or prefix_hidden, received neither")
+        with adapter.recording_attentions(output_attentions) as attentions:
+            if prefix_hidden is not None:
+                hidden, start = prefix_hidden, prefix_blocks
+            elif pixel_values is not None:
+                hidden, start = adapter.embed(pixel_values), 0
+            else:
+                raise ValueError("forward needs pixel_values or prefix_hidden, received neither")
+            # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
+            keep = output_hidden_states is not None and output_hidden_states is not False
+            hidden_states = [hidden]
+            for index in range(start, adapter.num_blocks):
+                hidden = adapter.run_block(index, hidden)
+                if keep:
+                    hidden_states.append(hidden)
         features = adapter.pool(hidden)
         distribution = self.head(features)
         scores = self.scores_from_distribution(distribution)
         loss = None if labels is None else self._loss(scores, distribution, labels)
-        return AestheticModelOutput(loss=loss, scores=scores, distribution=distribution, features=features)
+        output = AestheticModelOutput(
+            loss=loss,
+            scores=scores,
+            distribution=distribution,
+            features=features,
+            hidden_states=_select(hidden_states, output_hidden_states),
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
 
     def _loss(self, scores: torch.Tensor, distribution: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.to(distribution.dtype)
@@ -259,7 +319,8 @@ class AestheticModel(AestheticPreTrainedModel):
                     opened = [open_image(item, f" #{start + i}") for i, item in enumerate(batch)]
                     pixels = self.image_processor(images=opened, return_tensors="pt")["pixel_values"]
                 dtype = next(self.parameters()).dtype
-                results.append(self(pixel_values=pixels.to(device=device, dtype=dtype)).scores.float().cpu())
+                pixels = pixels.to(device=device, dtype=dtype)
+                results.append(self(pixel_values=pixels, return_dict=True).scores.float().cpu())
         finally:
             self.train(was_training)
         return self.calibrate(torch.cat(results))
@@ -456,51 +517,74 @@ class AestheticModel(AestheticPreTrainedModel):
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *model_args: Any, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
         """Load a base or merged model, or resolve a coefficients-only export into its merged model.
 
-        A coefficients export loads its base model and bank from the recorded locations and revisions, checks
-        both fingerprints, and merges. A missing or mismatched base or bank is an error.
+        Takes the arguments of `PreTrainedModel.from_pretrained`, including `subfolder` (the config, weights, image
+        processor and `personalization.json` are all read from it) and `output_loading_info=True` (returns
+        `(model, loading_info)`). A coefficients export loads its base model and bank from the recorded locations
+        and revisions, checks both fingerprints, and merges. A missing or mismatched base or bank is an error.
         """
         from . import hub
         from .io import read_consistently
 
-        local = hub.local_folder(pretrained_model_name_or_path, "model")
-
         def load() -> AestheticModel:
             return cls._load(pretrained_model_name_or_path, *model_args, **kwargs)
 
+        # None: the weights come as `state_dict=` with a `config=`; there is no folder to read.
+        location = pretrained_model_name_or_path
+        local = None if location is None else hub.local_folder(location, "model")
         if local is None:
             return load()
         # A save swaps a whole folder in; read again if that happened while this load read its files.
         return read_consistently(local, load)
 
     @classmethod
-    def _load(cls, pretrained_model_name_or_path: str | Path, *model_args: Any, **kwargs: Any) -> AestheticModel:
-        from .exports import (
-            check_finite_weights,
-            load_coefficients_export,
-            read_personalization_file,
-            resolve_model_files,
-        )
+    def _load(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
+        from .exports import check_finite_weights, load_coefficients_export
 
+        location = pretrained_model_name_or_path
+        subfolder = kwargs.get("subfolder") or ""
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
-        folder, source = resolve_model_files(pretrained_model_name_or_path, **hub_kwargs)
         config = kwargs.get("config")
-        if not isinstance(config, AestheticConfig):
-            config = AestheticConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if config.is_coefficients_export:
-            return load_coefficients_export(cls, pretrained_model_name_or_path, config, **hub_kwargs)
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        check_finite_weights(model, f"the weights of {pretrained_model_name_or_path}")
-        model.source = source
-        model._image_processor = load_image_processor(folder)
+        if not isinstance(config, AestheticConfig) and location is not None:
+            config = AestheticConfig.from_pretrained(location, subfolder=subfolder, **hub_kwargs)
+        if isinstance(config, AestheticConfig) and config.is_coefficients_export:
+            if subfolder:
+                raise ValueError(
+                    f"{location}: a coefficients-only export cannot yet be loaded from a subfolder "
+                    f"({subfolder!r}); pass the subfolder's own path"
+                )
+            return load_coefficients_export(cls, location, config, **hub_kwargs)
+        loaded = super().from_pretrained(location, *model_args, **kwargs)
+        model = loaded[0] if kwargs.get("output_loading_info") else loaded
+        check_finite_weights(model, f"the weights of {location if location is not None else 'the given state_dict'}")
+        if location is not None:  # None: weights given as `state_dict=`, no folder to read side files from
+            model._read_side_files(location, subfolder, **hub_kwargs)
+        return loaded
+
+    def _read_side_files(self, location: str | Path, subfolder: str, **hub_kwargs: Any) -> None:
+        """Record where the model lives and read the image processor and `personalization.json` saved beside it."""
+        from . import hub
+        from .exports import PERSONALIZATION_FILE, PersonalizationState, read_personalization_file, resolve_model_files
+
+        if not subfolder or hub.is_local(location):
+            folder, self.source = resolve_model_files(
+                Path(location) / subfolder if subfolder else location, **hub_kwargs
+            )
+        else:
+            names = [
+                f"{subfolder}/{name}" for name in ("config.json", "preprocessor_config.json", PERSONALIZATION_FILE)
+            ]
+            snapshot, commit = hub.download(str(location), names, **hub_kwargs)
+            folder, self.source = (
+                snapshot / subfolder,
+                {"repo_id": str(location), "revision": commit, "subfolder": subfolder},
+            )
+        self._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
-            from .exports import PersonalizationState
-
-            model.personalization = PersonalizationState.standalone(info)
-        return model
+            self.personalization = PersonalizationState.standalone(info)
 
 
 AutoConfig.register(AestheticConfig.model_type, AestheticConfig, exist_ok=True)

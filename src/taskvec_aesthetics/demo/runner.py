@@ -149,8 +149,11 @@ def _split(dataset: datasets.Dataset, seed: int) -> tuple[datasets.Dataset, data
     return parts["train"], parts["test"]
 
 
-def _build_bank(config: DemoConfig, world: World, folder: Path, progress: bool) -> None:
-    """Make the base model, fine-tune one model per database, build the bank; all inside ``folder``."""
+def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, progress: bool) -> None:
+    """Make the base model, fine-tune one model per database, build the bank; all inside ``folder``.
+
+    ``folder`` is renamed to ``final`` once complete, so the bank records its base at ``final / "base"``.
+    """
     from ..bank_production import LITE0_IMAGENET, build_bank, init_base
     from ..training import FinetuneConfig, finetune
 
@@ -177,7 +180,8 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, progress: bool) 
         )
         logger.info("Fine-tuned %s: eval %s", name, result.metrics)
         runs.append(run_dir)
-    bank = build_bank(runs, folder / "base")
+    base.source = {"path": str((final / "base").resolve())}
+    bank = build_bank(runs, base)
     for task in bank.tasks:
         spec = SIMULATED_DATABASES[task.name].metadata()
         task.database, task.kind, task.licence = spec["database"], spec["kind"], spec["licence"]
@@ -193,7 +197,7 @@ def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: 
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
         try:
-            _build_bank(config, world, scratch, progress)
+            _build_bank(config, world, scratch, target, progress)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(scratch, target)
