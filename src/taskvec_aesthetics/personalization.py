@@ -323,6 +323,8 @@ class PersonalizationReport:
     @property
     def estimate(self) -> str:
         """One line for the user, e.g. "expected SROCC on your photos: 0.61 ± 0.07, 5-fold CV on 30 ratings"."""
+        if self.cv_srocc is None and self.config.get("selection") == "last":
+            return "no estimate of SROCC: selection='last' keeps the last step without cross-validating"
         if self.cv_srocc is None:
             return f"no estimate of SROCC: {self.num_ratings} ratings are too few to cross-validate"
         return (
@@ -765,7 +767,7 @@ class Personalizer:
             }
             for i, name in enumerate(names)
         ]
-        return names[chosen], table, float(correlation[chosen]), float(np.nanstd(boot_srocc[chosen]))
+        return names[chosen], table, table[chosen]["srocc"], table[chosen]["srocc_se"]
 
     # -- fitting -------------------------------------------------------------------------------------------------
     def fit_encoded(self, encoded: EncodedRatings) -> tuple[Coefficients, PersonalizationReport]:
