@@ -37,10 +37,12 @@ def main() -> None:
         world=dataclasses.replace(preset.world, num_users=args.raters, pool_size=args.pool),
         shots=tuple(args.shots),
         methods=DEMO_METHODS,
+        score_candidates=True,
     )
     with tempfile.TemporaryDirectory() as scratch:
         result = run_demo(config, output_dir=scratch, progress=False)
         print(result.report())
+        print(result.benchmark.selection_rules())
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         for suffix in ("md", "json", "png"):

@@ -74,6 +74,7 @@ def main() -> None:
         methods=METHODS,
         personalizer=PersonalizerConfig(**overrides),
         progress=False,
+        score_candidates=True,
     )
     ours = Personalizer(world.base, world.bank, config.personalizer)
     methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
@@ -114,6 +115,7 @@ def main() -> None:
     for k, (gap, user) in worst.items():
         print(f"k={k}: worst user {user!r}, default - best single = {gap:+.3f}")
     seconds = [t.seconds for t in trials if t.method == "default"]
+    print(result.selection_rules())
     print(f"{np.mean(seconds):.2f} s per personalization; wrote {', '.join(str(p) for p in paths.values())}")
 
 

@@ -44,8 +44,8 @@ def _ratings():
 
 CONFIG = dict(
     shots=(10, 20),
-    personalizer=PersonalizerConfig(steps=20),
-    paper=PersonalizerConfig.from_preset("paper", steps=20),
+    personalizer=PersonalizerConfig(steps=10, folds=3),
+    paper=PersonalizerConfig.from_preset("paper", steps=10),
     baseline_steps=10,
     progress=False,
 )

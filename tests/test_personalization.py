@@ -59,7 +59,8 @@ def test_planted_mixture_beats_every_baseline(world, pool):
 
 def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     pixels, _, ratings, rated, _ = pool
-    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=10))
+    quick = dict(steps=6, eval_every=3)
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(**quick))
     encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
     _, report = personalizer.fit_encoded(encoded)
     table = {row["candidate"]: row for row in report.cross_validation}
@@ -73,9 +74,9 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     summary = report.summary()["cross_validation"]
     assert summary["candidates"] == report.cross_validation and summary["estimate"] == report.estimate
     # an infinite tolerance keeps the simplest candidate; no tolerance keeps the best one
-    lenient = Personalizer(world.base, world.bank, PersonalizerConfig(steps=10, tolerance=1e9))
+    lenient = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=1e9))
     assert lenient.fit_encoded(encoded)[1].chosen == "uniform"
-    strict = Personalizer(world.base, world.bank, PersonalizerConfig(steps=10, tolerance=0.0, criterion="srocc"))
+    strict = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=0.0, criterion="srocc"))
     chosen = strict.fit_encoded(encoded)[1]
     assert chosen.cv_srocc == max(row["srocc"] for row in chosen.cross_validation)
     # a simple winner is a task-wise mix; a learned one keeps its granularity
@@ -87,7 +88,7 @@ def test_the_same_ratings_in_any_row_order_give_identical_coefficients(world):
     _, ratings = user_ratings(photos, [0.6, 0.6, -0.4], noise=0.1, seed=3)
     rows = [(photo, float(score)) for photo, score in zip(photos, ratings)]
     rows.append((photos[0].copy(), float(ratings[0]) + 1.0))  # the same image rated twice: averaged
-    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=10))
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=6, eval_every=3, folds=3))
     fits = []
     for seed in (0, 1, 2):
         order = np.random.default_rng(seed).permutation(len(rows))
@@ -151,14 +152,15 @@ def test_deterministic_and_dropout_off(world, pool):
     pixels, _, ratings, rated, _ = pool
     noisy = world.base.train()  # dropout on in the caller's model must not leak into the fit
     try:
-        runs = [Personalizer(noisy, world.bank, PersonalizerConfig(steps=15)) for _ in range(2)]
+        runs = [Personalizer(noisy, world.bank, PersonalizerConfig(steps=6, eval_every=3)) for _ in range(2)]
         encoded = EncodedRatings(runs[0].encode(pixels[rated]), ratings[rated].double())
         (a, ra), (b, rb) = runs[0].fit_encoded(encoded), runs[1].fit_encoded(encoded)
     finally:
         world.base.eval()
     assert torch.equal(a.values, b.values) and ra.zero_shot_srocc == rb.zero_shot_srocc
     assert ra.cross_validation == rb.cross_validation
-    other_seed = Personalizer(world.base, world.bank, PersonalizerConfig(steps=15, seed=7)).fit_encoded(encoded)[1]
+    other_seed = Personalizer(world.base, world.bank, PersonalizerConfig(steps=6, eval_every=3, seed=7))
+    other_seed = other_seed.fit_encoded(encoded)[1]
     assert other_seed.cross_validation != ra.cross_validation  # the seed draws the folds
 
 

@@ -92,6 +92,8 @@ class BenchmarkConfig:
         baseline_steps: optimisation steps of the fine-tuning and ensemble baselines (fixed: no test-set selection).
         head_learning_rate, full_learning_rate, ensemble_learning_rate: their Adam learning rates.
         min_test_images: skip a user at a k that leaves fewer test images than this.
+        score_candidates: also refit every candidate our default cross-validated and record its test SROCC next to
+            its cross-validation row (to study selection rules; costs one more fit per learned candidate).
         progress: show a progress bar over users.
     """
 
@@ -106,6 +108,7 @@ class BenchmarkConfig:
     full_learning_rate: float = 1e-4
     ensemble_learning_rate: float = 1e-2
     min_test_images: int = 10
+    score_candidates: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -131,6 +134,7 @@ class Trial:
     seconds: float
     chosen: str | None = None
     cv_srocc: float | None = None
+    candidates: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -257,6 +261,46 @@ class BenchmarkResult:
             )
         return "\n".join(lines) + "\n"
 
+    def selection_rules(self) -> str:
+        """Where our default refitted every candidate (`score_candidates`): a table of the mean test SROCC per k of
+        the candidate each selection rule picks on the same draws (the first, in `CANDIDATES` order, within z
+        standard errors of the best cross-validated SROCC), of each candidate always, and of the best on the test
+        images; and how often each candidate is the best on the test images."""
+        rows = [t for t in self.trials if t.method == "default" and t.candidates]
+        if not rows:
+            return ""
+        shots = sorted({t.k for t in rows})
+        lines = ["| selection rule | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---|" * len(shots)]
+
+        def pick(candidates: list[dict[str, Any]], z: float) -> dict[str, Any]:
+            best = max(c["srocc"] for c in candidates)
+            return next(c for c in candidates if best - c["srocc"] <= z * c["gap_to_best_se"] + 1e-12)
+
+        def mean(values: list[float]) -> str:
+            return f"{np.nanmean(values):.3f}"
+
+        for z in (0.0, 0.5, 1.0):
+            cells = [mean([pick(t.candidates, z)["test_srocc"] for t in rows if t.k == k]) for k in shots]
+            lines.append(f"| first within {z} SE of the best | " + " | ".join(cells) + " |")
+        for name in [c["candidate"] for c in rows[0].candidates]:
+            cells = [
+                mean([c["test_srocc"] for t in rows if t.k == k for c in t.candidates if c["candidate"] == name])
+                for k in shots
+            ]
+            lines.append(f"| always `{name}` | " + " | ".join(cells) + " |")
+        cells = [mean([max(c["test_srocc"] for c in t.candidates) for t in rows if t.k == k]) for k in shots]
+        lines.append("| the best on the test images (oracle) | " + " | ".join(cells) + " |")
+        lines.append("")
+        for k in shots:
+            wins: dict[str, int] = defaultdict(int)
+            for t in rows:
+                if t.k == k:
+                    wins[max(t.candidates, key=lambda c: c["test_srocc"])["candidate"]] += 1
+            lines.append(
+                f"k={k}: best candidate on the test images: " + ", ".join(f"{n} {c}" for n, c in wins.items())
+            )
+        return "\n".join(lines) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary(),
@@ -341,6 +385,17 @@ class _Methods:
             coefficients, report = personalizer.fit_encoded(encoded)
             seconds = time.perf_counter() - began
             facts = {"chosen": report.chosen, "cv_srocc": report.cv_srocc} if method == "default" else {}
+            if method == "default" and self.config.score_candidates:
+                refits = personalizer.candidate_coefficients(encoded, report)
+                facts["candidates"] = [
+                    {
+                        **row,
+                        "test_srocc": _srocc(
+                            personalizer.predict(refits[row["candidate"]], self.prefix[test]), test_ratings
+                        ),
+                    }
+                    for row in report.cross_validation
+                ]
             yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds, facts
             if method == "default":
                 self.example = coefficients

@@ -63,13 +63,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Candidates of the cross-validated selection, simplest first (the order in which ties within a standard error are
-#: broken). `task`, `layer` and `tensor` are coefficients learned at that granularity.
+#: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken: the
+#: best single database model first (the answer a user could find alone), then mixes of the task models, then learned
+#: coefficients. `task`, `layer` and `tensor` are coefficients learned at that granularity.
 CANDIDATES: dict[str, str] = {
-    "uniform": "uniform mix (c = 1/T)",
-    "init": "softmax(temperature x SROCC) mix",
     "single": "best single task model",
+    "init": "softmax(temperature x SROCC) mix",
     "ensemble": "output-ensemble weights as task-wise coefficients",
+    "uniform": "uniform mix (c = 1/T)",
     "task": "learned task-wise coefficients",
     "layer": "learned layer-wise coefficients",
     "tensor": "learned tensor-wise coefficients",
@@ -191,7 +192,7 @@ class PersonalizerConfig:
     @property
     def candidate_names(self) -> tuple[str, ...]:
         """The candidates `"cv"` compares, simplest first."""
-        chosen = self.candidates or ("uniform", "init", "single", "ensemble", self.granularity)
+        chosen = self.candidates or ("single", "init", "ensemble", "uniform", self.granularity)
         return tuple(name for name in CANDIDATES if name in chosen)
 
     @classmethod
@@ -795,14 +796,7 @@ class Personalizer:
             predictions = self._cross_validate(encoded, scores, folds)
             chosen, table, *estimate = self._choose(predictions, ratings)
             steps = predictions[chosen][1]
-        head: dict[str, torch.Tensor] = {}
-        losses: list[float] = []
-        if chosen in GRANULARITIES:
-            start = self._start(chosen, scores, everything, ratings, "init" if cfg.selection == "last" else None)
-            values, head, losses, _ = self._optimise(start, encoded, steps) if steps else (start, {}, [], [])
-        else:
-            values = self._simple(chosen, scores, everything, ratings)
-        coefficients = self.coefficients_from(values, head)
+        coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores)
         calibration = self._calibration(coefficients, encoded) if cfg.calibrate else None
         initial = self.coefficients_from(self._simple("init", scores, everything, ratings))
         report = PersonalizationReport(
@@ -825,6 +819,32 @@ class Personalizer:
             config=cfg.to_dict(),
         )
         return coefficients, report
+
+    def _fit_candidate(
+        self, name: str, steps: int, encoded: EncodedRatings, scores: _Scores | None = None
+    ) -> tuple[Coefficients, list[float]]:
+        """Fit candidate ``name`` on all of (canonical) ``encoded``; learned ones for ``steps`` steps."""
+        scores = scores or self._scores(encoded.prefix)
+        everything, ratings = torch.arange(len(encoded)), encoded.ratings
+        if name not in GRANULARITIES:
+            return self.coefficients_from(self._simple(name, scores, everything, ratings)), []
+        start = self._start(name, scores, everything, ratings, "init" if self.config.selection == "last" else None)
+        if not steps:
+            return self.coefficients_from(start), []
+        values, head, losses, _ = self._optimise(start, encoded, steps)
+        return self.coefficients_from(values, head), losses
+
+    def candidate_coefficients(
+        self, encoded: EncodedRatings, report: PersonalizationReport
+    ) -> dict[str, Coefficients]:
+        """Every cross-validated candidate of ``report`` refitted on all the ratings (the winner's is the fit's):
+        for studying selection rules on test images."""
+        encoded = encoded.canonical()
+        scores = self._scores(encoded.prefix)
+        return {
+            row["candidate"]: self._fit_candidate(row["candidate"], row["steps"], encoded, scores)[0]
+            for row in report.cross_validation
+        }
 
     def _calibration(self, coefficients: Coefficients, encoded: EncodedRatings) -> dict[str, float]:
         """Least-squares ratings ~ slope * prediction + intercept, with slope kept positive (monotone)."""

@@ -69,6 +69,8 @@ class DemoConfig:
         paper_steps: steps of the paper's recipe. The paper runs 500; the demo runs 100 to stay within minutes on
             a CPU (the table says so), and `benchmarks/` measures the full 500.
         baseline_steps: steps of the fine-tuning and ensemble baselines.
+        score_candidates: also record the test SROCC of every candidate our default cross-validated (see
+            `BenchmarkConfig.score_candidates`).
         seed: seed of the base model's head, fine-tuning and draws.
     """
 
@@ -82,6 +84,7 @@ class DemoConfig:
     personalizer_steps: int = 50
     paper_steps: int = 100
     baseline_steps: int = 100
+    score_candidates: bool = False
     seed: int = 0
 
     @classmethod
@@ -307,6 +310,7 @@ def run_demo(
             personalizer=personalizer,
             paper=PersonalizerConfig.from_preset("paper", steps=config.paper_steps, seed=config.seed),
             baseline_steps=config.baseline_steps,
+            score_candidates=config.score_candidates,
             progress=progress,
         ),
     )
