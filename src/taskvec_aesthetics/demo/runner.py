@@ -4,7 +4,7 @@
 2. Make the base model (ImageNet EfficientNet-Lite0 + the paper's head), fine-tune one model per simulated
    database with Accelerate (top blocks + head; the frozen prefix is shared), build the bank. Base and bank are
    cached under the user's cache folder, keyed by everything that determines them, so a second run skips this.
-3. Run the few-shot PIAA protocol (`benchmark.py`) for every rater at each k: all methods and baselines.
+3. Run the few-shot PIAA protocol (`benchmark.py`) for every rater at each k: our default and the baselines.
 4. Write the table (JSON, markdown) and the figure; export one personalized model in both modes and reload each in
    a fresh Python process to check its scores are identical.
 """
