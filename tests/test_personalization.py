@@ -64,7 +64,7 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
     _, report = personalizer.fit_encoded(encoded)
     table = {row["candidate"]: row for row in report.cross_validation}
-    assert list(table) == ["uniform", "init", "single", "ensemble", "layer"]
+    assert list(table) == ["single", "init", "ensemble", "uniform", "layer"]
     assert [row["candidate"] for row in report.cross_validation if row["chosen"]] == [report.chosen]
     best = max(row["srocc"] for row in table.values())
     assert table[report.chosen]["srocc"] >= best - table[report.chosen]["gap_to_best_se"] - 1e-9
@@ -73,9 +73,9 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     assert "5-fold CV on 20 ratings" in report.estimate
     summary = report.summary()["cross_validation"]
     assert summary["candidates"] == report.cross_validation and summary["estimate"] == report.estimate
-    # an infinite tolerance keeps the simplest candidate; no tolerance keeps the best one
+    # an infinite tolerance keeps the first candidate, the best single model; no tolerance keeps the best one
     lenient = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=1e9))
-    assert lenient.fit_encoded(encoded)[1].chosen == "uniform"
+    assert lenient.fit_encoded(encoded)[1].chosen == "single"
     strict = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=0.0, criterion="srocc"))
     chosen = strict.fit_encoded(encoded)[1]
     assert chosen.cv_srocc == max(row["srocc"] for row in chosen.cross_validation)
@@ -187,7 +187,7 @@ def test_paper_preset():
     assert paper.selection == "last" and paper.temperature == 10.0
     default = PersonalizerConfig()
     assert default.granularity == "layer" and default.pairing == "all" and default.selection == "cv"
-    assert default.candidate_names == ("uniform", "init", "single", "ensemble", "layer")
+    assert default.candidate_names == ("single", "init", "ensemble", "uniform", "layer")
     with pytest.raises(ValueError, match="unknown preset"):
         PersonalizerConfig.from_preset("magic")
     with pytest.raises(ValueError, match="granularity must be one of"):

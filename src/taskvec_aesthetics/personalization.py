@@ -4,11 +4,10 @@ Personalization is a function of the *set* of ratings: rows are put in a canonic
 score) and an image rated twice is averaged, before any split or minibatch.
 
 Simple and learned answers compete on the same deterministic K folds of the rated images (never any other image):
-the best single task model, the uniform mix, the softmax(SROCC) mix, the output ensemble's weights used as
-coefficients, and coefficients learned at task and layer granularity (their step count chosen inside the folds). The
-candidate that cross-validates best wins, unless a simpler one is within one standard error of it; the winner is then
-refitted on all the ratings, and its cross-validated SROCC is the user's estimate of how well the model ranks their
-photos.
+the best single task model, the softmax(SROCC) mix, the output ensemble's weights used as coefficients, the uniform
+mix, and learned coefficients (their step count chosen inside the folds). The candidate that cross-validates best
+wins, unless one earlier in that list is within one standard error of it; the winner is then refitted on all the
+ratings, and its cross-validated SROCC is the user's estimate of how well the model ranks their photos.
 
 Everything shares one encoding: the frozen prefix of the encoder (blocks no task vector touches) runs once per image,
 each task model scores the rated images once (`[T, N]`), and every optimisation step runs only the rest of the
@@ -99,8 +98,8 @@ class PersonalizerConfig:
         folds: K of the K-fold cross-validation (fewer when there are fewer than 2K ratings).
         criterion: what selects a candidate and a step count on the pooled out-of-fold predictions: `"srocc"` or
             `"rank_loss"` (the Bradley-Terry loss over all pairs).
-        tolerance: a simpler candidate wins when within this many standard errors (of the paired difference,
-            bootstrapped over the rated images) of the best one.
+        tolerance: a candidate earlier in `CANDIDATES` (the best single model first) wins when within this many
+            standard errors (of the paired difference, bootstrapped over the rated images) of the best one.
         start: where learned coefficients start: `"ensemble"` (the output-ensemble weights) or `"init"`.
         granularity: `"task"` (T coefficients), `"layer"` (one per layer group and task) or `"tensor"`
             (one per parameter tensor and task, the paper's).
