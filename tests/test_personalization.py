@@ -66,8 +66,9 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     table = {row["candidate"]: row for row in report.cross_validation}
     assert list(table) == ["single", "init", "ensemble", "uniform", "layer"]
     assert [row["candidate"] for row in report.cross_validation if row["chosen"]] == [report.chosen]
-    best = max(row["srocc"] for row in table.values())
-    assert table[report.chosen]["srocc"] >= best - table[report.chosen]["gap_to_best_se"] - 1e-9
+    criterion = report.criterion
+    best = max(row[criterion] for row in table.values())
+    assert table[report.chosen][criterion] >= best - table[report.chosen]["gap_to_best_se"] - 1e-3
     assert report.cv_srocc == table[report.chosen]["srocc"] and report.cv_srocc_se == table[report.chosen]["srocc_se"]
     assert report.estimate.startswith(f"expected SROCC on your photos: {report.cv_srocc:.2f} ± ")
     assert "5-fold CV on 20 ratings" in report.estimate

@@ -96,8 +96,9 @@ class PersonalizerConfig:
         candidates: what `"cv"` chooses from (see `CANDIDATES`); by default the four simple ones and coefficients
             learned at `granularity` (learned task-wise coefficients, `"task"`, measured no better and cost as much).
         folds: K of the K-fold cross-validation (fewer when there are fewer than 2K ratings).
-        criterion: what selects a candidate and a step count on the pooled out-of-fold predictions: `"srocc"` or
-            `"rank_loss"` (the Bradley-Terry loss over all pairs).
+        criterion: what selects a candidate and a step count on the pooled out-of-fold predictions: `"rank_loss"`
+            (the Bradley-Terry loss over all pairs; continuous, so it separates candidates on few ratings; measured
+            better than SROCC on the planted benchmark at k = 10 and for the worst user) or `"srocc"`.
         tolerance: a candidate earlier in `CANDIDATES` (the best single model first) wins when within this many
             standard errors (of the paired difference, bootstrapped over the rated images) of the best one.
         start: where learned coefficients start: `"ensemble"` (the output-ensemble weights) or `"init"`.
@@ -128,7 +129,7 @@ class PersonalizerConfig:
     selection: str = "cv"
     candidates: tuple[str, ...] | None = None
     folds: int = 5
-    criterion: str = "srocc"
+    criterion: str = "rank_loss"
     tolerance: float = 1.0
     start: str = "ensemble"
     granularity: str = "layer"
@@ -315,7 +316,7 @@ class PersonalizationReport:
     cv_srocc: float | None = None
     cv_srocc_se: float | None = None
     folds: int = 0
-    criterion: str = "srocc"
+    criterion: str = "rank_loss"
     duplicates: int = 0
     calibration: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
