@@ -101,7 +101,8 @@ def test_the_same_ratings_in_any_row_order_give_identical_coefficients(world):
     report = fits[0].report
     assert report.num_ratings == 24 and report.duplicates == 1 and report.summary()["duplicates"] == 1
     # pre-encoded ratings in another order (keyed by their prefix rows) give the same fit as well
-    encoded = personalizer.encode_ratings(rows)
+    with pytest.warns(UserWarning, match="duplicates"):
+        encoded = personalizer.encode_ratings(rows)
     encoded.keys = None
     shuffled = encoded.subset(torch.randperm(len(encoded), generator=torch.Generator().manual_seed(5)))
     assert torch.equal(personalizer.fit_encoded(shuffled)[0].values, personalizer.fit_encoded(encoded)[0].values)
