@@ -26,18 +26,21 @@ from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, ra
 from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
 
 RECIPES = {
-    "layer, lr 1e-2, holdout + refit (current default)": dict(),
-    "layer, lr 1e-2, last step": dict(holdout_fraction=0.0),
-    "layer, lr 3e-2, holdout + refit": dict(learning_rate=3e-2),
-    "layer, lr 3e-2, holdout, no refit": dict(learning_rate=3e-2, refit=False),
-    "layer, lr 1e-1, holdout + refit": dict(learning_rate=1e-1),
-    "task, lr 3e-2, holdout + refit": dict(granularity="task", learning_rate=3e-2),
-    "tensor, lr 3e-2, holdout + refit": dict(granularity="tensor", learning_rate=3e-2),
-    "layer, lr 3e-2, pairwise+mse, holdout + refit": dict(learning_rate=3e-2, loss="pairwise+mse"),
-    "layer, lr 1e-2, holdout + refit, adapt head": dict(adapt_head=True),
-    "layer, lr 1e-2, last step, adapt head": dict(holdout_fraction=0.0, adapt_head=True),
+    "cv: srocc criterion, 1 SE, ensemble start (default)": dict(),
+    "cv: rank-loss criterion": dict(criterion="rank_loss"),
+    "cv: best candidate, no 1-SE rule": dict(tolerance=0.0),
+    "cv: learned start from the softmax init": dict(start="init"),
+    "cv: learned task-wise coefficients as a candidate too": dict(
+        candidates=("uniform", "init", "single", "ensemble", "task", "layer")
+    ),
+    "learned layer-wise, last of 50 steps (no selection)": dict(selection="last"),
     "paper preset (tensor, half-batch pairs, wd 1e-2, last of 500 steps)": dict(
-        granularity="tensor", pairing="half", weight_decay=1e-2, steps=500, holdout_fraction=0.0, refit=False
+        selection="last",
+        granularity="tensor",
+        pairing="half",
+        learning_rate=1e-2,
+        weight_decay=1e-2,
+        steps=500,
     ),
 }
 
@@ -85,7 +88,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     shots = sorted({r["k"] for r in rows})
     table = [
-        "| recipe | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
+        "| recipe | " + " | ".join(f"k={k} SROCC [95% CI] | k={k} s/fit" for k in shots) + " |",
         "|---|" + "---|---|" * len(shots),
     ]
     for name in RECIPES:
@@ -95,7 +98,8 @@ def main() -> None:
         table.append(
             f"| {name} | "
             + " | ".join(
-                f"{cells[k]['srocc_mean']:.3f} ± {cells[k]['srocc_std']:.3f} | {cells[k]['seconds_per_fit']:.1f}"
+                f"{cells[k]['srocc_mean']:.3f} [{cells[k]['srocc_low']:.3f}, {cells[k]['srocc_high']:.3f}] | "
+                f"{cells[k]['seconds_per_fit']:.1f}"
                 for k in shots
             )
             + " |"

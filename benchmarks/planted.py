@@ -1,16 +1,19 @@
-"""The planted-truth table: a tiny encoder fine-tuned on three synthetic tasks, and users who mix them.
+"""The planted-truth benchmark: a tiny encoder fine-tuned on four synthetic tasks, and users whose taste is known.
 
-For each user (a known mixture of the tasks) and each seed, k = 20 rated images train every method and the other
-280 images test it (SROCC against the noise-free utility). Prints one JSON line per method and a markdown table.
-The same world backs tests/test_personalization.py, which asserts the inequalities on one fixed seed.
+Each user's utility is a known mixture of five image traits (tests/planted.py): single-criterion tastes, tastes with
+negative weights, and tastes on a trait (a vertical gradient) that no task covers. For each user, k and repeat, k
+rated images (noisy ratings) train every method and the others test it, by SROCC against the noise-free utility.
+The protocol and statistics are the library's (`taskvec_aesthetics.benchmark`): means over users with 95 % bootstrap
+intervals, paired differences to our default with win/tie/loss counts, and which candidate the default chose.
 
-    python benchmarks/planted.py [--seeds 5]
+    python benchmarks/planted.py [--repeats 3] [--shots 10 30 100]
+
+Writes benchmarks/results/planted.{json,md,png} and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,65 +23,100 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from planted import build_world, images, to_pixels, user_ratings  # noqa: E402
 
-from taskvec_aesthetics.metrics import srocc  # noqa: E402
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.benchmark import (  # noqa: E402
+    BenchmarkConfig,
+    BenchmarkResult,
+    Trial,
+    _Methods,
+    draw_order,
+)
+from taskvec_aesthetics.personalization import Personalizer, PersonalizerConfig  # noqa: E402
 
+#: Weights on the traits (red, green, blue, texture, gradient); tasks 0-3 learn the first four.
 USERS = {
-    "0.6 t0 + 0.6 t1 - 0.4 t2": [0.6, 0.6, -0.4],
-    "0.75 t0 + 0.5 t1": [0.75, 0.5, 0.0],
-    "t2 - 0.5 t0": [-0.5, 0.0, 1.0],
-    "t1 - 0.6 t2": [0.0, 1.0, -0.6],
+    "red only": [1.0, 0.0, 0.0, 0.0, 0.0],
+    "texture only": [0.0, 0.0, 0.0, 1.0, 0.0],
+    "dislikes green": [0.0, -1.0, 0.0, 0.0, 0.0],
+    "0.6 red + 0.6 green - 0.4 blue": [0.6, 0.6, -0.4, 0.0, 0.0],
+    "blue - 0.5 red": [-0.5, 0.0, 1.0, 0.0, 0.0],
+    "green - 0.6 blue": [0.0, 1.0, -0.6, 0.0, 0.0],
+    "0.5 red + 0.5 texture": [0.5, 0.0, 0.0, 0.5, 0.0],
+    "gradient + 0.5 green (gradient uncovered)": [0.0, 0.5, 0.0, 0.0, 1.0],
+    "gradient only (uncovered)": [0.0, 0.0, 0.0, 0.0, 1.0],
 }
+METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 30, 100])
+    parser.add_argument("--images", type=int, default=400, help="images each user rates (k rated, the rest tested)")
+    parser.add_argument("--noise", type=float, default=0.1, help="rating noise (the traits spread over about 0..1)")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--stem", default="planted", help="file names of the results")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="PersonalizerConfig overrides")
     args = parser.parse_args()
+    began = time.perf_counter()
+    torch.manual_seed(0)
     world = build_world()
-    photos = images(300, seed=2)
-    pixels = to_pixels(world.base, photos)
-    rows: dict[str, list[float]] = {}
-    seconds: list[float] = []
-    for granularity in ("task", "layer"):
-        personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(granularity=granularity))
-        prefix = personalizer.encode(pixels)
-        task_scores = personalizer.task_scores(prefix)
-        for name, weights in USERS.items():
-            for seed in range(args.seeds):
-                utility, ratings = user_ratings(photos, weights, noise=0.1, seed=100 + seed)
-                perm = torch.randperm(len(photos), generator=torch.Generator().manual_seed(100 + seed))
-                rated, test = perm[: args.k], perm[args.k :]
-                began = time.perf_counter()
-                coefficients, report = personalizer.fit_encoded(EncodedRatings(prefix[rated], ratings[rated].double()))
-                seconds.append(time.perf_counter() - began)
-
-                def test_srocc(values):
-                    return srocc(personalizer.predict(values, prefix[test]), utility[test])
-
-                rows.setdefault(f"learned ({granularity}-wise)", []).append(test_srocc(coefficients))
-                if granularity == "layer":
-                    rows.setdefault("softmax(10 x SROCC) init", []).append(test_srocc(report.initial_coefficients))
-                    rows.setdefault("uniform average (c = 1/T)", []).append(
-                        test_srocc(torch.full(coefficients.shape, 1 / len(world.bank)))
-                    )
-                    for t, task in enumerate(world.bank.task_names):
-                        rows.setdefault(f"single task model {task}", []).append(
-                            srocc(task_scores[t, test], utility[test])
-                        )
-    table = ["| method | test SROCC (mean ± std) |", "|---|---|"]
-    for method, values in rows.items():
-        line = {"method": method, "mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
-        print(json.dumps(line))
-        table.append(f"| {method} | {line['mean']:.3f} ± {line['std']:.3f} |")
-    print(json.dumps({"seconds_per_personalization": float(np.mean(seconds)), "k": args.k}))
-    print("\n".join(table))
-    print(f"\nk = {args.k}; {len(USERS)} users x {args.seeds} seeds; {np.mean(seconds):.2f} s per personalization")
+    photos = images(args.images, seed=2)
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    config = BenchmarkConfig(
+        shots=tuple(args.shots),
+        repeats=args.repeats,
+        methods=METHODS,
+        personalizer=PersonalizerConfig(**overrides),
+        progress=False,
+        score_candidates=True,
+    )
+    ours = Personalizer(world.base, world.bank, config.personalizer)
+    methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
+    trials, example_user = [], None
+    for u, (user, weights) in enumerate(USERS.items()):
+        for k in config.shots:
+            for repeat in range(config.repeats):
+                utility, ratings = user_ratings(photos, weights, noise=args.noise, seed=1000 * u + repeat)
+                order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
+                rated, test = order[:k], order[k:]
+                for method, value, seconds, facts in methods.run(rated, test, ratings[rated], utility[test]):
+                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
+                if example_user is None and k == max(config.shots):
+                    example_user, example = user, methods.example
+        print(f"{user}: done ({time.perf_counter() - began:.0f} s)", flush=True)
+    result = BenchmarkResult(
+        trials=trials,
+        task_names=world.bank.task_names,
+        config={
+            "shots": list(config.shots),
+            "repeats": config.repeats,
+            "noise": args.noise,
+            "images": args.images,
+            "users": USERS,
+            "personalizer": config.personalizer.to_dict(),
+        },
+        timings={"total_s": time.perf_counter() - began},
+        example_coefficients=example,
+        example_user=example_user,
+    )
+    out = Path(args.output)
+    paths = result.save(out, stem=args.stem)
+    per_user = result.per_user()
+    worst = {
+        k: min((per_user["default", k][u] - per_user["best_single", k][u], u) for u in USERS) for k in config.shots
+    }
+    print(result.to_markdown())
+    for k, (gap, user) in worst.items():
+        print(f"k={k}: worst user {user!r}, default - best single = {gap:+.3f}")
+    seconds = [t.seconds for t in trials if t.method == "default"]
+    print(result.selection_rules())
+    print(f"{np.mean(seconds):.2f} s per personalization; wrote {', '.join(str(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

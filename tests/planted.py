@@ -1,4 +1,9 @@
-"""A planted-truth world: a tiny encoder fine-tuned on T synthetic scoring tasks, and users who mix them."""
+"""A planted-truth world: a tiny encoder fine-tuned on T synthetic scoring tasks, and users who mix them.
+
+Each image has five measurable traits (:data:`TRAITS`): the brightness of its red, green and blue channels, the
+strength of its texture, and a vertical brightness gradient. Task t is a full fine-tuning of the base toward trait t
+for the first four; no task learns the gradient, so a taste on it lies outside the bank's span.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,27 @@ from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
 
-NUM_TASKS = 3
+TRAITS = ("red", "green", "blue", "texture", "gradient")
+NUM_TASKS = 4  # the first four traits; "gradient" is covered by no task
 
 
 def images(n: int, seed: int) -> list[Image.Image]:
-    """Small photos whose per-channel brightness varies from image to image, plus texture."""
+    """Small photos with random per-channel brightness, texture strength and vertical gradient."""
     rng = np.random.default_rng(seed)
     brightness = rng.uniform(40, 215, size=(n, 1, 1, 3))
-    texture = rng.normal(0, 30, size=(n, 32, 32, 3))
-    arrays = np.clip(brightness + texture, 0, 255).astype(np.uint8)
+    texture = rng.normal(0, 1, size=(n, 32, 32, 3)) * rng.uniform(4, 40, size=(n, 1, 1, 1))
+    ramp = np.linspace(1, -1, 32)[None, :, None, None] * rng.uniform(-35, 35, size=(n, 1, 1, 1))
+    arrays = np.clip(brightness + texture + ramp, 0, 255).astype(np.uint8)
     return [Image.fromarray(a) for a in arrays]
 
 
 def criteria(photos: list[Image.Image]) -> torch.Tensor:
-    """`[N, T]` noise-free task criteria: task t rewards the brightness of channel t."""
-    return torch.tensor(np.stack([np.asarray(p, dtype=np.float64).mean(axis=(0, 1)) / 255 for p in photos]))
+    """`[N, 5]` noise-free traits, each spread over roughly [0, 1]: channel brightness, texture, gradient."""
+    arrays = np.stack([np.asarray(p, dtype=np.float64) / 255 for p in photos])
+    channels = arrays.mean(axis=(1, 2))
+    texture = 4 * np.abs(np.diff(arrays, axis=2)).mean(axis=(1, 2, 3))  # horizontal: blind to the vertical ramp
+    gradient = 0.5 + 2 * (arrays[:, :16].mean(axis=(1, 2, 3)) - arrays[:, 16:].mean(axis=(1, 2, 3)))
+    return torch.tensor(np.column_stack([channels, texture, gradient]))
 
 
 def to_pixels(model: AestheticModel, photos: list[Image.Image]) -> torch.Tensor:
@@ -69,7 +80,9 @@ def build_world(**bank_kwargs) -> PlantedWorld:
 def user_ratings(
     photos: list[Image.Image], weights: list[float], noise: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A user's noise-free utility (a known mixture of the tasks) and noisy ratings of it."""
-    utility = criteria(photos) @ torch.tensor(weights, dtype=torch.float64)
+    """A user's noise-free utility (a known mixture of the traits; missing weights are 0) and noisy ratings."""
+    full = torch.zeros(len(TRAITS), dtype=torch.float64)
+    full[: len(weights)] = torch.tensor(weights, dtype=torch.float64)
+    utility = criteria(photos) @ full
     generator = torch.Generator().manual_seed(seed)
     return utility, utility + noise * torch.randn(len(utility), generator=generator)

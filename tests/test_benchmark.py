@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 from planted import images, user_ratings
 
-from taskvec_aesthetics.benchmark import METHODS, BenchmarkConfig, draw_order, run_benchmark
-from taskvec_aesthetics.personalization import PersonalizerConfig
+from taskvec_aesthetics.benchmark import (
+    METHODS,
+    TIE,
+    BenchmarkConfig,
+    bootstrap_interval,
+    draw_order,
+    run_benchmark,
+)
+from taskvec_aesthetics.personalization import CANDIDATES, PersonalizerConfig
 
 USERS = {"u1": [0.75, 0.5, 0.0], "u2": [0.0, 0.2, 1.0], "u3": [1.0, -0.5, 0.0]}
 NUM_IMAGES = 40
@@ -37,8 +44,8 @@ def _ratings():
 
 CONFIG = dict(
     shots=(10, 20),
-    personalizer=PersonalizerConfig(steps=20),
-    paper=PersonalizerConfig.from_preset("paper", steps=20),
+    personalizer=PersonalizerConfig(steps=10, folds=3),
+    paper=PersonalizerConfig.from_preset("paper", steps=10),
     baseline_steps=10,
     progress=False,
 )
@@ -52,11 +59,25 @@ def test_every_method_runs_and_results_are_written(world, tmp_path):
     assert {r["k"] for r in rows} == {10, 20} and all(r["users"] == 3 for r in rows)
     default = {r["k"]: r for r in rows if r["method"] == "default"}
     assert default[20]["srocc_mean"] > 0.5 and default[20]["seconds_per_fit"] > 0
+    assert default[20]["srocc_low"] <= default[20]["srocc_mean"] <= default[20]["srocc_high"]
+    assert "diff_mean" not in default[20]
+    per_user = result.per_user()
+    for row in rows:
+        if row["method"] == "default":
+            continue
+        gaps = [per_user["default", row["k"]][u] - per_user[row["method"], row["k"]][u] for u in USERS]
+        assert row["diff_mean"] == pytest.approx(np.mean(gaps)) and row["diff_low"] <= row["diff_high"]
+        assert row["wins"] + row["ties"] + row["losses"] == 3
+        assert row["wins"] == sum(g > TIE for g in gaps) and row["losses"] == sum(g < -TIE for g in gaps)
+    choices = result.choices()
+    assert sum(choices[20]["chosen"].values()) == 3 and set(choices[20]["chosen"]) <= set(CANDIDATES)
+    assert -1 <= choices[20]["cv_srocc_mean"] <= 1
     paths = result.save(tmp_path)
     saved = json.loads(paths["json"].read_text())
     assert len(saved["trials"]) == len(result.trials) and saved["example"]["user_id"] == "u1"
     table = paths["markdown"].read_text()
-    assert "our default" in table and "k=20 SROCC" in table
+    assert "our default" in table and "k=20 SROCC [95% CI]" in table and "W/T/L" in table
+    assert "k=20: our default chose" in table
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,6 +96,14 @@ def test_test_images_take_part_in_no_choice(world):
     other = run_benchmark(world.base, world.bank, _dataset(scrambled), config)
     assert honest.example_coefficients.allclose(other.example_coefficients)
     assert [t.srocc for t in honest.trials] != [t.srocc for t in other.trials]
+
+
+def test_bootstrap_interval():
+    values = np.random.default_rng(0).normal(0.5, 0.1, 400)
+    low, high = bootstrap_interval(values)
+    half_width = 1.96 * values.std() / np.sqrt(len(values))
+    assert low < values.mean() < high and (high - low) / 2 == pytest.approx(half_width, rel=0.15)
+    assert bootstrap_interval(values, seed=1) != (low, high) and np.isnan(bootstrap_interval([0.3])[0])
 
 
 def test_bad_input(world):

@@ -112,8 +112,8 @@ def test_personalized_card_provenance_coefficients_and_metrics(models: dict, exp
     assert provenance[0] == ["base model", f"`{BASE_REPO}`", f"`{BASE_SHA}`", f"`{fingerprint}`"]
     built_on = f"built on `{bank.base_fingerprint}`"
     assert provenance[1] == ["task-vector bank", f"`{BANK_REPO}`", f"`{BANK_SHA}`", built_on]
-    assert "- ratings: 30 (8 held out to choose the number of steps: step 120)" in card.text
-    assert "- holdout SROCC: 0.613" in card.text
+    assert "- ratings: 30, each held out once in cross-validation (the refit took 120 steps)" in card.text
+    assert "- expected SROCC on the rater's photos (cross-validated on their ratings): 0.613" in card.text
     groups = models["values"].shape[0]
     assert f"- granularity: layer ({groups} groups x 3 tasks)" in card.text
     coefficients = table_rows(card.text, "| task | mean |")

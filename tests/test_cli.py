@@ -78,7 +78,8 @@ def test_personalize_command_exports_coefficients(saved, capsys, tmp_path):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "personalized on 20 ratings" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "personalized on 20 ratings" in printed and "5-fold CV on 20 ratings" in printed
     assert (tmp_path / "mine" / "coefficients.safetensors").is_file()
     model = AestheticModel.from_pretrained(tmp_path / "mine")
     base = AestheticModel.from_pretrained(saved / "base")

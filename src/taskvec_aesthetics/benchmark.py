@@ -5,6 +5,9 @@ not a weight). Images are encoded once (the frozen prefix) and each task model s
 compared on identical inputs. Baselines: each single task model zero-shot, the best single model picked on the rated
 images, the uniform average of the task vectors, the softmax(SROCC) init, the paper's recipe, our default, fine-tuning
 the head of the best single model, fine-tuning the base, and a learned weighted ensemble of the task models' outputs.
+
+Results carry their uncertainty: per method, the mean over users with a 95 % bootstrap interval, and the paired
+difference to our default with its interval and win/tie/loss counts.
 """
 
 from __future__ import annotations
@@ -34,7 +37,17 @@ from .ratings_input import decode_images, rows_by_user
 if TYPE_CHECKING:
     from .modeling import AestheticModel
 
-__all__ = ["BenchmarkConfig", "BenchmarkResult", "Trial", "run_benchmark", "draw_order", "METHODS", "METHOD_LABELS"]
+__all__ = [
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "Trial",
+    "run_benchmark",
+    "draw_order",
+    "bootstrap_interval",
+    "METHODS",
+    "METHOD_LABELS",
+    "TIE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +57,25 @@ METHOD_LABELS: dict[str, str] = {
     "uniform": "uniform average of task vectors (c = 1/T)",
     "init": "softmax(10 x SROCC) init",
     "paper": "paper recipe (tensor-wise, half-batch pairs, last of {steps} steps)",
-    "default": "our default (layer-wise, holdout-selected)",
+    "default": "our default (cross-validated choice among simple and learned coefficients)",
     "head_finetune": "fine-tune the head of the best single model",
     "full_finetune": "fine-tune the base (all parameters the bank covers)",
     "ensemble": "learned weighted ensemble of the T models' outputs (T x inference)",
 }
 METHODS: tuple[str, ...] = tuple(METHOD_LABELS)
+#: Paired SROCC differences smaller than this count as ties.
+TIE = 0.005
+BOOTSTRAP_SAMPLES = 2000
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one value per user)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    means = values[np.random.default_rng(seed).integers(0, len(values), (BOOTSTRAP_SAMPLES, len(values)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 @dataclass
@@ -66,6 +92,8 @@ class BenchmarkConfig:
         baseline_steps: optimisation steps of the fine-tuning and ensemble baselines (fixed: no test-set selection).
         head_learning_rate, full_learning_rate, ensemble_learning_rate: their Adam learning rates.
         min_test_images: skip a user at a k that leaves fewer test images than this.
+        score_candidates: also refit every candidate our default cross-validated and record its test SROCC next to
+            its cross-validation row (to study selection rules; costs one more fit per learned candidate).
         progress: show a progress bar over users.
     """
 
@@ -80,6 +108,7 @@ class BenchmarkConfig:
     full_learning_rate: float = 1e-4
     ensemble_learning_rate: float = 1e-2
     min_test_images: int = 10
+    score_candidates: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -94,7 +123,8 @@ class BenchmarkConfig:
 
 @dataclass
 class Trial:
-    """One method on one user's k rated images (one repeat): its test SROCC and wall time."""
+    """One method on one user's k rated images (one repeat): its test SROCC and wall time; for our default, the
+    candidate it chose and its cross-validated estimate of its own SROCC."""
 
     user_id: str
     k: int
@@ -102,6 +132,9 @@ class Trial:
     method: str
     srocc: float
     seconds: float
+    chosen: str | None = None
+    cv_srocc: float | None = None
+    candidates: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -113,37 +146,81 @@ class BenchmarkResult:
     example_coefficients: Coefficients | None = None
     example_user: str | None = None
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Per method and k: mean and std over users (each user's mean over repeats) and mean seconds per fit."""
-        per_user: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    def per_user(self) -> dict[tuple[str, int], dict[str, float]]:
+        """Each user's mean test SROCC over repeats, by (method, k)."""
+        values: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for trial in self.trials:
+            values[trial.method, trial.k][trial.user_id].append(trial.srocc)
+        return {key: {user: float(np.nanmean(v)) for user, v in users.items()} for key, users in values.items()}
+
+    def summary(self, reference: str = "default") -> list[dict[str, Any]]:
+        """Per method and k: mean over users (each user's mean over repeats) with its 95 % bootstrap interval, the
+        paired difference ``reference - method`` with its interval and the reference's wins/ties/losses (ties:
+        within `TIE`), and mean seconds per fit."""
+        per_user = self.per_user()
         seconds: dict[tuple[str, int], list[float]] = defaultdict(list)
         for trial in self.trials:
-            per_user[trial.method, trial.k][trial.user_id].append(trial.srocc)
             seconds[trial.method, trial.k].append(trial.seconds)
         rows = []
         for (method, k), users in per_user.items():
-            values = np.array([np.nanmean(v) for v in users.values()])
-            rows.append(
-                {
-                    "method": method,
-                    "k": k,
-                    "label": _label(method, self.config),
-                    "srocc_mean": float(np.nanmean(values)),
-                    "srocc_std": float(np.nanstd(values)),
-                    "users": int(len(values)),
-                    "seconds_per_fit": float(np.mean(seconds[method, k])),
-                }
-            )
+            values = np.array(list(users.values()))
+            low, high = bootstrap_interval(values, seed=k)
+            row = {
+                "method": method,
+                "k": k,
+                "label": _label(method, self.config),
+                "srocc_mean": float(np.nanmean(values)),
+                "srocc_low": low,
+                "srocc_high": high,
+                "srocc_std": float(np.nanstd(values)),
+                "users": int(len(values)),
+                "seconds_per_fit": float(np.mean(seconds[method, k])),
+            }
+            ours = per_user.get((reference, k))
+            if ours is not None and method != reference:
+                common = sorted(set(ours) & set(users))
+                gaps = np.array([ours[u] - users[u] for u in common])
+                row.update(
+                    {
+                        "diff_mean": float(np.nanmean(gaps)),
+                        "diff_low": bootstrap_interval(gaps, seed=k)[0],
+                        "diff_high": bootstrap_interval(gaps, seed=k)[1],
+                        "wins": int((gaps > TIE).sum()),
+                        "ties": int((np.abs(gaps) <= TIE).sum()),
+                        "losses": int((gaps < -TIE).sum()),
+                    }
+                )
+            rows.append(row)
         order = {m: i for i, m in enumerate(_ordered_methods(self.task_names))}
         return sorted(rows, key=lambda r: (order.get(r["method"], 99), r["k"]))
 
-    def to_markdown(self) -> str:
-        """A table: one row per method, one column pair (SROCC, seconds) per k."""
-        rows = self.summary()
+    def choices(self, method: str = "default") -> dict[int, dict[str, Any]]:
+        """Per k: how often our default chose each candidate, and its mean cross-validated estimate of its own SROCC
+        next to the mean test SROCC it reached."""
+        out: dict[int, dict[str, Any]] = {}
+        for k in sorted({t.k for t in self.trials if t.method == method}):
+            trials = [t for t in self.trials if t.method == method and t.k == k]
+            counts: dict[str, int] = defaultdict(int)
+            for trial in trials:
+                counts[trial.chosen or "?"] += 1
+            estimates = [t.cv_srocc for t in trials if t.cv_srocc is not None]
+            out[k] = {
+                "chosen": dict(sorted(counts.items(), key=lambda item: -item[1])),
+                "cv_srocc_mean": float(np.mean(estimates)) if estimates else None,
+                "test_srocc_mean": float(np.nanmean([t.srocc for t in trials])),
+            }
+        return out
+
+    def to_markdown(self, reference: str = "default") -> str:
+        """A table: one row per method; per k the SROCC with its 95 % interval, the paired difference of our default
+        to the method with its interval and W/T/L, and seconds per fit. Then what the default chose."""
+        rows = self.summary(reference)
         shots = sorted({r["k"] for r in rows})
         lines = [
-            "| method | " + " | ".join(f"k={k} SROCC | k={k} s/fit" for k in shots) + " |",
-            "|---|" + "---|---|" * len(shots),
+            "| method | "
+            + " | ".join(f"k={k} SROCC [95% CI] | k={k} default − method [95% CI], W/T/L | k={k} s/fit" for k in shots)
+            + " |",
+            "|---|" + "---|---|---|" * len(shots),
         ]
         by_method: dict[str, dict[int, dict]] = defaultdict(dict)
         for row in rows:
@@ -152,17 +229,82 @@ class BenchmarkResult:
             parts = []
             for k in shots:
                 row = cells.get(k)
-                parts += (
-                    ["n/a", "n/a"]
-                    if row is None
-                    else [f"{row['srocc_mean']:.3f} ± {row['srocc_std']:.3f}", f"{row['seconds_per_fit']:.2f}"]
+                if row is None:
+                    parts += ["n/a"] * 3
+                    continue
+                parts.append(f"{row['srocc_mean']:.3f} [{row['srocc_low']:.3f}, {row['srocc_high']:.3f}]")
+                parts.append(
+                    f"{row['diff_mean']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}], "
+                    f"{row['wins']}/{row['ties']}/{row['losses']}"
+                    if "diff_mean" in row
+                    else "—"
                 )
+                parts.append(f"{row['seconds_per_fit']:.2f}")
             lines.append(f"| {label} | " + " | ".join(parts) + " |")
+        users = max(r["users"] for r in rows)
+        lines.append(
+            f"\nMeans over {users} users with 95 % bootstrap intervals; W/T/L: users where our default is better / "
+            f"within {TIE} / worse."
+        )
+        for k, facts in self.choices().items():
+            chosen = ", ".join(f"{name} {count}" for name, count in facts["chosen"].items())
+            estimate = facts["cv_srocc_mean"]
+            lines.append(
+                f"k={k}: our default chose {chosen}"
+                + (
+                    f"; its cross-validated estimate averaged {estimate:.3f} against {facts['test_srocc_mean']:.3f} "
+                    "on test images"
+                    if estimate is not None
+                    else ""
+                )
+                + "."
+            )
+        return "\n".join(lines) + "\n"
+
+    def selection_rules(self) -> str:
+        """Where our default refitted every candidate (`score_candidates`): a table of the mean test SROCC per k of
+        the candidate each selection rule picks on the same draws (the first, in `CANDIDATES` order, within z
+        standard errors of the best cross-validated SROCC), of each candidate always, and of the best on the test
+        images; and how often each candidate is the best on the test images."""
+        rows = [t for t in self.trials if t.method == "default" and t.candidates]
+        if not rows:
+            return ""
+        shots = sorted({t.k for t in rows})
+        lines = ["| selection rule | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---|" * len(shots)]
+
+        def pick(candidates: list[dict[str, Any]], z: float) -> dict[str, Any]:
+            best = max(c["srocc"] for c in candidates)
+            return next(c for c in candidates if best - c["srocc"] <= z * c["gap_to_best_se"] + 1e-12)
+
+        def mean(values: list[float]) -> str:
+            return f"{np.nanmean(values):.3f}"
+
+        for z in (0.0, 0.5, 1.0):
+            cells = [mean([pick(t.candidates, z)["test_srocc"] for t in rows if t.k == k]) for k in shots]
+            lines.append(f"| first within {z} SE of the best | " + " | ".join(cells) + " |")
+        for name in [c["candidate"] for c in rows[0].candidates]:
+            cells = [
+                mean([c["test_srocc"] for t in rows if t.k == k for c in t.candidates if c["candidate"] == name])
+                for k in shots
+            ]
+            lines.append(f"| always `{name}` | " + " | ".join(cells) + " |")
+        cells = [mean([max(c["test_srocc"] for c in t.candidates) for t in rows if t.k == k]) for k in shots]
+        lines.append("| the best on the test images (oracle) | " + " | ".join(cells) + " |")
+        lines.append("")
+        for k in shots:
+            wins: dict[str, int] = defaultdict(int)
+            for t in rows:
+                if t.k == k:
+                    wins[max(t.candidates, key=lambda c: c["test_srocc"])["candidate"]] += 1
+            lines.append(
+                f"k={k}: best candidate on the test images: " + ", ".join(f"{n} {c}" for n, c in wins.items())
+            )
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary(),
+            "choices": {str(k): v for k, v in self.choices().items()},
             "trials": [asdict(t) for t in self.trials],
             "task_names": self.task_names,
             "config": self.config,
@@ -172,16 +314,19 @@ class BenchmarkResult:
             else {"user_id": self.example_user, "coefficients": self.example_coefficients.to_dict()},
         }
 
-    def save(self, directory: str | Path, figure: bool = True) -> dict[str, Path]:
-        """Write `results.json`, `results.md` and (with matplotlib) `results.png` into ``directory``."""
+    def save(
+        self, directory: str | Path, figure: bool = True, stem: str = "results", noise_ceiling: float | None = None
+    ) -> dict[str, Path]:
+        """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into ``directory``; the figure marks
+        ``noise_ceiling`` when given."""
         directory = Path(directory)
-        paths = {"json": write_json(directory / "results.json", self.to_dict()), "markdown": directory / "results.md"}
+        paths = {"json": write_json(directory / f"{stem}.json", self.to_dict()), "markdown": directory / f"{stem}.md"}
         with atomic_path(paths["markdown"]) as tmp:
             tmp.write_text(self.to_markdown(), encoding="utf-8")
         if figure:
             from .plots import plot_benchmark
 
-            paths["figure"] = plot_benchmark(self, directory / "results.png")
+            paths["figure"] = plot_benchmark(self, directory / f"{stem}.png", noise_ceiling=noise_ceiling)
         return paths
 
 
@@ -223,31 +368,43 @@ class _Methods:
         self.example: Coefficients | None = None
 
     def run(self, rated: torch.Tensor, test: torch.Tensor, ratings: torch.Tensor, test_ratings: torch.Tensor):
-        """Yield (method, test SROCC, seconds) for one user's draw."""
+        """Yield (method, test SROCC, seconds, facts) for one user's draw; facts: what our default chose."""
         methods = self.config.methods
         encoded = EncodedRatings(self.prefix[rated], ratings.double())
         rated_srocc = [_srocc(s[rated], ratings) for s in self.task_scores]
         best = int(np.nanargmax(np.nan_to_num(rated_srocc, nan=-1.0)))
         if "single" in methods:
             for t, name in enumerate(self.ours.bank.task_names):
-                yield f"single:{name}", _srocc(self.task_scores[t, test], test_ratings), 0.0
+                yield f"single:{name}", _srocc(self.task_scores[t, test], test_ratings), 0.0, {}
         if "best_single" in methods:
-            yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0
+            yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0, {}
         for method, personalizer in (("default", self.ours), ("paper", self.paper)):
             if method not in methods:
                 continue
             began = time.perf_counter()
             coefficients, report = personalizer.fit_encoded(encoded)
             seconds = time.perf_counter() - began
-            yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds
+            facts = {"chosen": report.chosen, "cv_srocc": report.cv_srocc} if method == "default" else {}
+            if method == "default" and self.config.score_candidates:
+                refits = personalizer.candidate_coefficients(encoded, report)
+                facts["candidates"] = [
+                    {
+                        **row,
+                        "test_srocc": _srocc(
+                            personalizer.predict(refits[row["candidate"]], self.prefix[test]), test_ratings
+                        ),
+                    }
+                    for row in report.cross_validation
+                ]
+            yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds, facts
             if method == "default":
                 self.example = coefficients
                 if "init" in methods:
                     init = personalizer.predict(report.initial_coefficients, self.prefix[test])
-                    yield "init", _srocc(init, test_ratings), 0.0
+                    yield "init", _srocc(init, test_ratings), 0.0, {}
         if "uniform" in methods:
             uniform = torch.full((self.ours.layout.num_groups, len(self.ours.bank)), 1.0 / len(self.ours.bank))
-            yield "uniform", _srocc(self.ours.predict(uniform, self.prefix[test]), test_ratings), 0.0
+            yield "uniform", _srocc(self.ours.predict(uniform, self.prefix[test]), test_ratings), 0.0, {}
         for method, fit in (
             ("head_finetune", self._head_finetune),
             ("full_finetune", self._full_finetune),
@@ -256,7 +413,7 @@ class _Methods:
             if method in methods:
                 began = time.perf_counter()
                 predicted = fit(rated, test, ratings, best, rated_srocc)
-                yield method, _srocc(predicted, test_ratings), time.perf_counter() - began
+                yield method, _srocc(predicted, test_ratings), time.perf_counter() - began, {}
 
     def _task_params(self, task: int) -> dict[str, torch.Tensor]:
         one_hot = torch.zeros(self.ours.layout.num_groups, len(self.ours.bank))
@@ -374,8 +531,8 @@ def run_benchmark(
                 if torch.unique(ratings).numel() < 2:
                     logger.info("Skipping a draw of user %s at k=%d: all rated images have the same rating", user, k)
                     continue
-                for method, value, seconds in methods.run(rated, test, ratings, test_ratings):
-                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds)))
+                for method, value, seconds, facts in methods.run(rated, test, ratings, test_ratings):
+                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
                 if k == max(config.shots) and example_user is None and methods.example is not None:
                     example_user, example = user, methods.example
     if not trials:

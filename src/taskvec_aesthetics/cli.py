@@ -316,7 +316,8 @@ def run_personalize(args: argparse.Namespace) -> None:
     weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
     print(
         f"personalized on {state.info['num_ratings']} ratings ({state.info['wall_time_s']:.1f} s); "
-        f"mean coefficient per task: {weights}\nsaved ({args.export}) to {args.output}"
+        f"mean coefficient per task: {weights}\n{state.info['cross_validation']['estimate']}\n"
+        f"saved ({args.export}) to {args.output}"
     )
 
 

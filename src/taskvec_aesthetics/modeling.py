@@ -409,12 +409,25 @@ class AestheticModel(AestheticPreTrainedModel):
         Args:
             dataset: a `datasets.Dataset` with `image` and `score` columns, or a list of (image, score) pairs.
             bank: the task-vector bank; by default the one this model refers to (`config.bank`).
-            **overrides: `PersonalizerConfig` fields, or `preset="paper"`.
+            **overrides: `PersonalizerConfig` fields, `preset="paper"`, or `config=PersonalizerConfig(...)` (other
+                fields given next to it override its values).
         """
+        import dataclasses
+
         from .personalization import Personalizer, PersonalizerConfig
 
-        preset = overrides.pop("preset", None)
-        config = PersonalizerConfig.from_preset(preset, **overrides) if preset else PersonalizerConfig(**overrides)
+        preset, config = overrides.pop("preset", None), overrides.pop("config", None)
+        if config is not None:
+            if not isinstance(config, PersonalizerConfig) or preset:
+                raise TypeError(
+                    "config must be a PersonalizerConfig and cannot be combined with preset; received "
+                    f"{type(config).__name__}" + (f" and preset={preset!r}" if preset else "")
+                )
+            config = dataclasses.replace(config, **overrides)
+        elif preset:
+            config = PersonalizerConfig.from_preset(preset, **overrides)
+        else:
+            config = PersonalizerConfig(**overrides)
         bank = bank if bank is not None else self._referenced_bank()
         return Personalizer(self, bank, config).fit(dataset).model
 

@@ -16,8 +16,9 @@ __all__ = ["plot_benchmark"]
 logger = logging.getLogger(__name__)
 
 
-def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
-    """Save a PNG: test SROCC (mean +- std over users) by method and k, and the example user's coefficients."""
+def plot_benchmark(result: BenchmarkResult, path: str | Path, noise_ceiling: float | None = None) -> Path:
+    """Save a PNG: test SROCC by method and k (mean over users with its 95 % bootstrap interval; the noise ceiling as
+    a dashed line when given), and the example user's coefficients."""
     try:
         import matplotlib
 
@@ -45,14 +46,22 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
             [i + j * height for i, _ in present],
             [row["srocc_mean"] for _, row in present],
             height=height,
-            xerr=[row["srocc_std"] for _, row in present],
+            xerr=[
+                [row["srocc_mean"] - row["srocc_low"] for _, row in present],
+                [row["srocc_high"] - row["srocc_mean"] for _, row in present],
+            ],
             label=f"k = {k}",
             capsize=2,
         )
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("test SROCC (mean ± std over users)")
+    users = max(row["users"] for row in rows)
+    ax.set_xlabel(f"test SROCC (mean over {users} users, 95 % bootstrap interval)")
     ax.axvline(0.0, color="black", linewidth=0.5)
+    if noise_ceiling is not None:
+        ax.axvline(
+            noise_ceiling, color="grey", linestyle="--", linewidth=1, label=f"noise ceiling {noise_ceiling:.2f}"
+        )
     ax.legend(loc="upper right")
     ax.set_title("Few-shot personalization")
     if coefficients is not None:

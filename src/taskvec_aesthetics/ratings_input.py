@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .processing import open_image, to_rgb
 
-__all__ = ["Ratings", "as_ratings", "decode_images", "rows_by_user"]
+__all__ = ["Ratings", "as_ratings", "canonical", "decode_images", "image_key", "rows_by_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,39 @@ class Ratings:
 
     images: list[Image.Image]
     scores: list[float]
+    duplicates: int = 0
+
+
+def image_key(image: Image.Image) -> str:
+    """Hash of a decoded image's pixels (mode, size and bytes): the same picture gets the same key in any file."""
+    digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def canonical(ratings: Ratings) -> Ratings:
+    """The same ratings in a canonical order (image hash, then score), each image once.
+
+    Personalization is then a function of the *set* of ratings: any row order gives the same splits, minibatches and
+    coefficients. An image rated several times gets the mean of its ratings (a warning says how many rows were merged)
+    so it can never sit on both sides of a split.
+    """
+    keyed: dict[str, tuple[Image.Image, list[float]]] = {}
+    for image, score in zip(ratings.images, ratings.scores):
+        keyed.setdefault(image_key(image), (image, []))[1].append(score)
+    merged = len(ratings.scores) - len(keyed)
+    if merged:
+        warnings.warn(
+            f"{merged} of {len(ratings.scores)} rated images are duplicates of another rated image; "
+            "each image's ratings were averaged",
+            stacklevel=2,
+        )
+    order = sorted(keyed.items(), key=lambda item: (item[0], sum(item[1][1]) / len(item[1][1])))
+    return Ratings(
+        [image for _, (image, _) in order],
+        [sum(scores) / len(scores) for _, (_, scores) in order],
+        ratings.duplicates + merged,
+    )
 
 
 def _decode_cell(cell: Any, row: int) -> Image.Image:
