@@ -105,7 +105,7 @@ def test_personalized_card_provenance_coefficients_and_metrics(models: dict, exp
     assert card.data.base_model == BASE_REPO and card.data.base_model_relation == relation
     assert {"personalized", "task-vectors"} <= set(card.data.tags)
     [result] = card.data.eval_results
-    assert (result.metric_type, result.metric_value, result.dataset_split) == ("srocc", 0.6125, "holdout")
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("srocc", 0.6125, "cross-validation")
     assert 'AestheticModel.from_pretrained("me/my-taste")' in card.text
     provenance = table_rows(card.text, "| | location |")
     fingerprint = mine.personalization.base_fingerprint

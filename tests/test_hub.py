@@ -166,7 +166,7 @@ def test_push_records_the_commit_and_writes_validated_cards(published: dict[str,
     assert (mine["base_model"], mine["base_model_relation"]) == (BASE, "adapter")
     assert (merged["base_model"], merged["base_model_relation"]) == (BASE, "merge")
     [holdout] = mine["model-index"][0]["results"][0]["metrics"]
-    assert holdout == {"type": "srocc", "value": 0.625, "name": "Holdout SROCC"}
+    assert holdout == {"type": "srocc", "value": 0.625, "name": "Cross-validated SROCC"}
     assert f'AestheticModel.from_pretrained("{MINE}")' in cards[MINE]["text"]
     assert commits["base"] in cards[MINE]["text"] and commits["bank"] in cards[MINE]["text"]
     bank = cards[BANK]["data"]

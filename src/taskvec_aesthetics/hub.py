@@ -243,8 +243,8 @@ def _personalized_card(model: AestheticModel, export: str, repo_id: str | None, 
     results = None
     if isinstance(holdout, (int, float)):
         results = [EvalResult(
-            task_type="image-aesthetic-assessment", dataset_type="personal-ratings", dataset_split="holdout",
-            dataset_name="Own ratings (holdout)", metric_type="srocc", metric_name="Holdout SROCC",
+            task_type="image-aesthetic-assessment", dataset_type="personal-ratings", dataset_split="cross-validation",
+            dataset_name="Own ratings (cross-validated)", metric_type="srocc", metric_name="Cross-validated SROCC",
             metric_value=float(holdout),
         )]  # fmt: skip
     base_repo = (state.base_source or {}).get("repo_id")
@@ -272,6 +272,7 @@ def _personalized_card(model: AestheticModel, export: str, repo_id: str | None, 
         num_ratings=info.get("num_ratings"),
         num_holdout=info.get("num_holdout"),
         holdout_srocc=_number(holdout),
+        cross_validation=info.get("cross_validation"),
         chosen_step=info.get("chosen_step"),
         calibrated=bool(info.get("calibration")),
         score_range=model.config.score_range,
