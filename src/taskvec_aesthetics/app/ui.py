@@ -29,8 +29,9 @@ TITLE = "Rate a few photos, get a model of your taste"
 THEME = gr.themes.Soft(
     primary_hue="indigo",
     neutral_hue="slate",
-    font=["Inter", "ui-sans-serif", "system-ui", "sans-serif"],  # local fonts only: the page works offline
-    font_mono=["ui-monospace", "monospace"],
+    # Local fonts only, so the page works offline.
+    font=[gr.themes.Font(name) for name in ("ui-sans-serif", "system-ui", "sans-serif")],
+    font_mono=[gr.themes.Font(name) for name in ("ui-monospace", "monospace")],
 )
 CSS = """
 .gradio-container { max-width: 1180px !important; margin: auto; }
@@ -225,7 +226,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
             fit,
             inputs=session,
             outputs=[results, summary, personal, base, chart, model_file, ratings_file, notice, session],
-        )
+        ).then(None, js="() => document.querySelector('#results')?.scrollIntoView({behavior: 'smooth'})")
         push.click(push_model, inputs=[session, repo, token, export], outputs=[hub_status, token, notice])
     return app
 
