@@ -88,7 +88,9 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     result = session.personalize()
     assert session.task_weights().keys() == {"task0", "task1", "task2"}
     ranking = session.ranking(result.scores)
-    assert len(ranking) == NUM_PHOTOS - 8 and not {p for p, _ in ranking} & {session.photos[i] for i in session.ratings}
+    assert len(ranking) == NUM_PHOTOS - 8 and not {p for p, _ in ranking} & {
+        session.photos[i] for i in session.ratings
+    }
     ranked_scores = [float(caption.split("· ")[1]) for _, caption in ranking]
     assert ranked_scores == sorted(ranked_scores, reverse=True)
     # The model download is a coefficients export that reloads to the same scores.

@@ -147,4 +147,3 @@ def test_visitors_do_not_see_each_others_ratings(browser, server, page) -> None:
     assert "About 20 ratings" in other.inner_text("#progress")
     assert page.inner_text("#progress").startswith("2 rated")
     other.close()
-

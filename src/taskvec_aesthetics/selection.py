@@ -120,4 +120,3 @@ def _rank_one_update(inverse: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(M + x x^T)^-1 from M^-1 (Sherman-Morrison)."""
     v = inverse @ x
     return inverse - np.outer(v, v) / (1.0 + x @ v)
-

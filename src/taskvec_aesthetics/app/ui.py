@@ -89,7 +89,11 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                     label="Ranked for you", columns=4, height="auto", elem_id="personal-ranking", object_fit="cover"
                 )
                 base = gr.Gallery(
-                    label="The base model's ranking", columns=4, height="auto", elem_id="base-ranking", object_fit="cover"
+                    label="The base model's ranking",
+                    columns=4,
+                    height="auto",
+                    elem_id="base-ranking",
+                    object_fit="cover",
                 )
             with gr.Row():
                 chart = gr.BarPlot(
@@ -103,13 +107,18 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                 )
                 with gr.Column():
                     gr.Markdown("### Keep your model")
-                    model_file = gr.DownloadButton("Download model (.zip)", elem_id="download-model", variant="primary")
+                    model_file = gr.DownloadButton(
+                        "Download model (.zip)", elem_id="download-model", variant="primary"
+                    )
                     ratings_file = gr.DownloadButton("Download ratings (.csv)", elem_id="download-ratings")
                     gr.Markdown("### Share it on the Hugging Face Hub")
                     repo = gr.Textbox(label="Repository", placeholder="your-name/my-aesthetic-model", elem_id="repo")
                     token = gr.Textbox(label="Access token (write)", type="password", elem_id="token")
                     export = gr.Radio(
-                        [("merged weights", "merged"), ("coefficients only (base and bank on the Hub)", "coefficients")],
+                        [
+                            ("merged weights", "merged"),
+                            ("coefficients only (base and bank on the Hub)", "coefficients"),
+                        ],
                         value="merged",
                         label="Export",
                     )
