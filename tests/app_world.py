@@ -9,8 +9,11 @@ from tiny_models import perturbed_copy, tiny_model
 from taskvec_aesthetics import TaskVectorBank
 from taskvec_aesthetics.demo.photos import load_photos
 from taskvec_aesthetics.demo.world import make_pool
+from taskvec_aesthetics.personalization import PersonalizerConfig
 
 NUM_PHOTOS = 16
+#: The default recipe with fewer steps: the tests check the flow, not the fit.
+FAST = PersonalizerConfig(steps=15, eval_every=5)
 
 
 def write_app_inputs(root: Path, num_photos: int = NUM_PHOTOS) -> dict[str, Path]:

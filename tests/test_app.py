@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from app_world import NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, write_app_inputs
 from PIL import Image
 
 from taskvec_aesthetics import AestheticModel
@@ -25,7 +25,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def resources(inputs: dict[str, Path]):
-    return load_resources(inputs["model"], inputs["bank"], inputs["photos"])
+    return load_resources(inputs["model"], inputs["bank"], inputs["photos"], config=FAST)
 
 
 def rate_some(session: RatingSession, stars: list[int]) -> None:
@@ -166,3 +166,12 @@ def test_cv_estimate_is_shown_only_when_the_report_has_one() -> None:
     assert cv_estimate(plain) is None
     with_cv = SimpleNamespace(summary=lambda: {"cv": {"srocc": 0.61, "se": 0.07, "folds": 5}})
     assert cv_estimate(with_cv) == (0.61, 0.07, "5-fold CV on your ratings")
+
+
+def test_the_app_command_reports_bad_arguments_without_starting(tmp_path: Path, inputs, capsys) -> None:
+    from taskvec_aesthetics.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["app", "--model", str(inputs["model"]), "--bank", str(inputs["bank"]), "--photos", str(empty)]) == 2
+    assert "found no images" in capsys.readouterr().err

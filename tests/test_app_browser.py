@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_world import NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, write_app_inputs
 
 from taskvec_aesthetics import AestheticModel
 
@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from taskvec_aesthetics.app.ui import launch
 
     inputs = write_app_inputs(tmp_path_factory.mktemp("app"))
-    resources = load_resources(inputs["model"], inputs["bank"], inputs["photos"])
+    resources = load_resources(inputs["model"], inputs["bank"], inputs["photos"], config=FAST)
     app = build_app(resources)
     port = free_port()
     launch(app, resources, port, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ class AppResources:
         task_scores (`np.ndarray`): ``[T, N]`` scores of each single-task model on the pool.
         base_scores (`np.ndarray`): ``[N]`` scores of the base model on the pool.
         description (`str`): Where the base, bank and photos came from, for the page.
+        lock (`threading.Lock`): Held while the shared network runs: a functional call swaps the network's parameters
+            for the duration of the call, so two visitors' fits must not interleave.
     """
 
     base: AestheticModel
@@ -50,11 +53,13 @@ class AppResources:
     task_scores: np.ndarray
     base_scores: np.ndarray
     description: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def encode(self, images: list[Image.Image]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Prefix features, ``[T, n]`` task scores and ``[n]`` base scores of new photos (e.g. a user's uploads)."""
-        prefix = self.personalizer.encode(images)
-        return prefix, self.personalizer.task_scores(prefix).numpy(), self._base(prefix)
+        with self.lock:
+            prefix = self.personalizer.encode(images)
+            return prefix, self.personalizer.task_scores(prefix).numpy(), self._base(prefix)
 
     def _base(self, prefix: torch.Tensor) -> np.ndarray:
         zero = torch.zeros(self.personalizer.layout.num_groups, len(self.bank))
@@ -115,6 +120,7 @@ def load_resources(
     photos: str | Path | None = None,
     cache_dir: str | Path | None = None,
     max_photos: int = 500,
+    config: PersonalizerConfig | None = None,
 ) -> AppResources:
     """Load the base model, bank and photo pool for the app and encode the pool.
 
@@ -124,11 +130,18 @@ def load_resources(
         photos (`str` or `Path`, *optional*): A folder of photos to rate; the demo's pool when omitted.
         cache_dir (`str` or `Path`, *optional*): The demo's cache folder (default: see `demo.runner.default_cache_dir`).
         max_photos (`int`): Use at most this many photos of the folder (the first in name order).
+        config ([`PersonalizerConfig`], *optional*): How visitors' coefficients are fitted (default: the library's
+            default recipe, with a progress bar the page shows).
 
     Returns:
         [`AppResources`].
     """
     cache = Path(cache_dir) if cache_dir else None
+    # The photos first: a wrong folder is reported before the model and bank load.
+    folder = Path(photos).expanduser() if photos is not None else _demo_photos(cache)
+    if not folder.is_dir():
+        raise ValueError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
+    candidates = list_images(folder)[:max_photos]
     if model is None and bank is None:
         base, task_bank = _demo_base_and_bank(cache)
         origin = "the demo's base model and bank of simulated databases"
@@ -138,11 +151,8 @@ def load_resources(
         base = AestheticModel.from_pretrained(model).eval()
         task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base._referenced_bank()
         origin = f"model {Path(model).name} with bank {Path(bank).name if bank else 'it refers to'}"
-    folder = Path(photos).expanduser() if photos is not None else _demo_photos(cache)
-    if not folder.is_dir():
-        raise ValueError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
     files, images = [], []
-    for path in list_images(folder)[:max_photos]:
+    for path in candidates:
         try:
             images.append(open_photo(path))
             files.append(path)
@@ -150,7 +160,7 @@ def load_resources(
             logger.warning("Skipping %s", error)
     if len(files) < 2:
         raise ValueError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
-    personalizer = Personalizer(base, task_bank, PersonalizerConfig(progress=True))
+    personalizer = Personalizer(base, task_bank, config or PersonalizerConfig(progress=True))
     logger.info("Encoding %d photos", len(files))
     prefix = personalizer.encode(images)
     resources = AppResources(base, task_bank, personalizer, files, prefix, np.zeros(0), np.zeros(0), "")

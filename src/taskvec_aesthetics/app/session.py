@@ -211,9 +211,10 @@ class RatingSession:
         rated = sorted(self.ratings)
         personalizer = self.resources.personalizer
         encoded = EncodedRatings(self.prefix(rated), torch.tensor([self.ratings[i] for i in rated]))
-        coefficients, report = personalizer.fit_encoded(encoded)
+        with self.resources.lock:
+            coefficients, report = personalizer.fit_encoded(encoded)
+            scores = personalizer.predict(coefficients, self.prefix(range(len(self.photos)))).numpy()
         model = self.resources.base.with_coefficients(self.resources.bank, coefficients, info=report.summary())
-        scores = personalizer.predict(coefficients, self.prefix(range(len(self.photos)))).numpy()
         folder = self.workdir / f"model-{len(rated)}-ratings"
         shutil.rmtree(folder, ignore_errors=True)
         model.save_pretrained(folder / "my-aesthetic-model", export="coefficients")
