@@ -9,7 +9,7 @@ paired by rater, with win/tie/loss counts (a tie is |difference| < 0.005).
 
 Prints one JSON line and a markdown table; writes both to benchmarks/results/active_selection.{json,md}.
 
-    python benchmarks/active_selection.py [--raters 24] [--repeats 2] [--shots 5 10 20 30]
+    python benchmarks/active_selection.py [--raters 24] [--repeats 2] [--shots 5 10 20 30] [--steps N]
 """
 
 from __future__ import annotations
@@ -65,13 +65,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="personalizer steps (default: the default recipe's)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     began = time.perf_counter()
     demo = DemoConfig()
     world = build_world(dataclasses.replace(demo.world, num_users=args.raters))  # raters do not change the bank
     base, bank, _, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
-    personalizer = Personalizer(base, bank, PersonalizerConfig(seed=args.seed))
+    steps = {"steps": args.steps} if args.steps else {}
+    personalizer = Personalizer(base, bank, PersonalizerConfig(seed=args.seed, **steps))
     prefix = personalizer.encode([world.pool.image(i) for i in range(len(world.pool))])
     task_scores = personalizer.task_scores(prefix).numpy()  # [T, N]
     base_scores = personalizer.predict(torch.zeros(personalizer.layout.num_groups, len(bank)), prefix).numpy()
@@ -99,7 +101,8 @@ def main() -> None:
                         coefficients, _ = personalizer.fit_encoded(encoded)
                         fit_seconds.append(time.perf_counter() - mark)
                         predicted = personalizer.predict(coefficients, prefix[test]).numpy()
-                    results[strategy][k][u, repeat] = srocc(predicted, ratings[test])
+                    value = srocc(predicted, ratings[test])
+                    results[strategy][k][u, repeat] = 0.0 if np.isnan(value) else value  # constant: no order
             print(f"repeat {repeat} {user} done ({time.perf_counter() - began:.0f} s)", flush=True)
     per_rater = {s: {k: results[s][k].mean(axis=1) for k in args.shots} for s in STRATEGIES}
     table = {s: {k: summarize(per_rater[s][k]) for k in args.shots} for s in STRATEGIES}
