@@ -50,8 +50,8 @@ def test_bad_startup_arguments_are_refused(tmp_path: Path, inputs: dict[str, Pat
         load_resources(None, inputs["bank"], inputs["photos"])
 
 
-def test_photos_are_asked_in_the_d_optimal_order_and_progress_counts_down(resources) -> None:
-    session = RatingSession(resources)
+def test_photos_are_asked_in_the_chosen_order_and_progress_counts_down(resources) -> None:
+    session = RatingSession(resources, strategy="d_optimal")
     order = choose_next(resources.task_scores, count=4)
     assert "About 20 ratings" in session.progress()
     shown = []
@@ -67,6 +67,21 @@ def test_photos_are_asked_in_the_d_optimal_order_and_progress_counts_down(resour
     with pytest.raises(ValueError, match="1 to 5 stars; received 'lots'"):
         session.rate("lots")
     assert len(session.ratings) == 3  # nothing was lost
+
+
+def test_by_default_each_visitor_gets_their_own_random_order(resources) -> None:
+    first, second = RatingSession(resources), RatingSession(resources)
+    assert first.strategy == "random"
+    expected = choose_next(resources.task_scores, count=1, strategy="random", seed=first.seed)
+    assert first.current == expected[0]
+    orders = set()
+    for session in (first, second):
+        shown = []
+        for _ in range(6):
+            shown.append(session.current)
+            session.skip()
+        orders.add(tuple(shown))
+    assert len(orders) == 2
 
 
 def test_ratings_that_show_no_preference_get_a_message(resources) -> None:

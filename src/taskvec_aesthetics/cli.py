@@ -407,7 +407,7 @@ def add_app(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "app",
         help="serve the web app: rate a few photos, get a model of your taste (needs the `app` extra)",
-        description="A Gradio page where visitors rate photos (chosen to teach the model the most), personalize, "
+        description="A Gradio page where visitors rate photos one at a time, personalize, "
         "see their unrated photos ranked, and download or push their model. With no arguments it uses the demo's "
         "base model, bank and photos, building them on first use (minutes on a CPU).",
     )
