@@ -490,6 +490,33 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"pushed {args.path} to {commit.repo_url.repo_id} at commit {commit.oid}: {commit.commit_url}")
 
 
+# -- app -----------------------------------------------------------------------------------------------------------
+def add_app(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "app",
+        help="serve the web app: rate a few photos, get a model of your taste (needs the `app` extra)",
+        description="A Gradio page where visitors rate photos one at a time, personalize, "
+        "see their unrated photos ranked, and download or push their model. With no arguments it uses the demo's "
+        "base model, bank and photos, building them on first use (minutes on a CPU).",
+    )
+    parser.add_argument("--model", help="base model folder or Hub id (default: the demo's)")
+    parser.add_argument("--bank", help="task-vector bank folder or Hub id (default: the one --model refers to)")
+    parser.add_argument("--photos", help="folder of photos to rate (default: the demo's photo pool)")
+    parser.add_argument("--port", type=int, help="port to serve on (default: 7860, or the next free one)")
+    parser.add_argument("--cache-dir", help="where the demo's base and bank are cached")
+    parser.set_defaults(run=run_app)
+
+
+def run_app(args: argparse.Namespace) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError("the app needs Gradio: pip install 'taskvec-aesthetics[app]'") from None
+    from .app import serve
+
+    serve(args.model, args.bank, args.photos, args.port, args.cache_dir)
+
+
 SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_demo,
     add_score,
@@ -499,6 +526,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_finetune,
     add_build_bank,
     add_push,
+    add_app,
 )
 
 

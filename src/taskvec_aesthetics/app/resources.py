@@ -1,0 +1,171 @@
+"""What every session of the app shares: the base model, the bank, the photo pool and its encodings.
+
+Loaded once per server. With no model, bank or photos given, the demo's cached base and bank and its shared pool of
+rated photos are used (built on first use, with progress bars; see `taskvec_aesthetics.demo`). The pool is encoded
+once through the frozen prefix, so a session's personalization and ranking never run the frozen part again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..bank import TaskVectorBank
+from ..modeling import AestheticModel
+from ..personalization import Personalizer, PersonalizerConfig
+from ..processing import list_images
+from .photos import PhotoError, open_photo
+
+__all__ = ["AppResources", "load_resources", "demo_locations"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppResources:
+    """The shared, read-only part of the app.
+
+    Args:
+        base ([`AestheticModel`]): The base model the bank was built on.
+        bank ([`TaskVectorBank`]): The task-vector bank.
+        personalizer ([`Personalizer`]): Fits coefficients; shared, since fitting does not change it.
+        photos (`list[Path]`): The pool's photo files, in pool order.
+        prefix (`torch.Tensor`): The pool's photos after the frozen prefix (see `Personalizer.encode`).
+        task_scores (`np.ndarray`): ``[T, N]`` scores of each single-task model on the pool.
+        base_scores (`np.ndarray`): ``[N]`` scores of the base model on the pool.
+        description (`str`): Where the base, bank and photos came from, for the page.
+        lock (`threading.Lock`): Held while the shared network runs: a functional call swaps the network's parameters
+            for the duration of the call, so two visitors' fits must not interleave.
+    """
+
+    base: AestheticModel
+    bank: TaskVectorBank
+    personalizer: Personalizer
+    photos: list[Path]
+    prefix: torch.Tensor
+    task_scores: np.ndarray
+    base_scores: np.ndarray
+    description: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def encode(self, images: list[Image.Image]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Prefix features, ``[T, n]`` task scores and ``[n]`` base scores of new photos (e.g. a user's uploads)."""
+        with self.lock:
+            prefix = self.personalizer.encode(images)
+            return prefix, self.personalizer.task_scores(prefix).numpy(), self._base(prefix)
+
+    def _base(self, prefix: torch.Tensor) -> np.ndarray:
+        zero = torch.zeros(self.personalizer.layout.num_groups, len(self.bank))
+        return self.personalizer.predict(zero, prefix).numpy()
+
+
+def demo_locations(cache_dir: str | Path | None = None) -> dict[str, Path]:
+    """Where the demo keeps its base model, bank and (for the app) its pool's photos."""
+    from ..demo.runner import DemoConfig, default_cache_dir
+
+    config = DemoConfig()
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = root / "demo" / config.bank_key()
+    return {"base": folder / "base", "bank": folder / "bank", "photos": folder / "app-photos"}
+
+
+def _demo_base_and_bank(cache_dir: Path | None) -> tuple[AestheticModel, TaskVectorBank]:
+    """The demo's cached base and bank; built first (minutes, with progress bars) when the cache lacks them."""
+    from ..demo.runner import DemoConfig, _base_and_bank, default_cache_dir
+    from ..demo.world import build_world
+
+    where = demo_locations(cache_dir)
+    if not (where["bank"] / "bank_config.json").is_file():
+        logger.info("Building the demo's base model and task-vector bank (first run only; a few minutes on a CPU)")
+        config = DemoConfig()
+        base, bank, _, _ = _base_and_bank(config, build_world(config.world), cache_dir or default_cache_dir(), True)
+        return base, bank
+    base = AestheticModel.from_pretrained(where["base"]).eval()
+    return base, TaskVectorBank.from_pretrained(where["bank"], base=base)
+
+
+def _demo_photos(cache_dir: Path | None) -> Path:
+    """The demo's shared pool (the photos its simulated raters rate), written once as PNG files."""
+    from ..demo.photos import load_photos
+    from ..demo.runner import DemoConfig
+    from ..demo.world import make_pool
+
+    folder = demo_locations(cache_dir)["photos"]
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    world = DemoConfig().world
+    sources = [photo.downscaled(2 * world.image_size) for photo in load_photos(world.num_photos)]
+    pool = make_pool(sources, world.pool_size, world.image_size, world.seed, id_prefix="pool")
+    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    for index, image_id in enumerate(pool.image_ids):
+        (staging / f"{image_id}.png").write_bytes(pool.png[index])
+    try:
+        staging.rename(folder)
+    except OSError:  # another process wrote it first: theirs is identical
+        pass
+    return folder
+
+
+def load_resources(
+    model: str | Path | None = None,
+    bank: str | Path | None = None,
+    photos: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    max_photos: int = 500,
+    config: PersonalizerConfig | None = None,
+) -> AppResources:
+    """Load the base model, bank and photo pool for the app and encode the pool.
+
+    Args:
+        model (`str` or `Path`, *optional*): Base model folder or Hub id; the demo's when omitted.
+        bank (`str` or `Path`, *optional*): Bank folder or Hub id; the one ``model`` refers to, else the demo's.
+        photos (`str` or `Path`, *optional*): A folder of photos to rate; the demo's pool when omitted.
+        cache_dir (`str` or `Path`, *optional*): The demo's cache folder (default: see `demo.runner.default_cache_dir`).
+        max_photos (`int`): Use at most this many photos of the folder (the first in name order).
+        config ([`PersonalizerConfig`], *optional*): How visitors' coefficients are fitted (default: the library's
+            default recipe, with a progress bar the page shows).
+
+    Returns:
+        [`AppResources`].
+    """
+    cache = Path(cache_dir) if cache_dir else None
+    # The photos first: a wrong folder is reported before the model and bank load.
+    folder = Path(photos).expanduser() if photos is not None else _demo_photos(cache)
+    if not folder.is_dir():
+        raise ValueError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
+    candidates = list_images(folder)[:max_photos]
+    if model is None and bank is None:
+        base, task_bank = _demo_base_and_bank(cache)
+        origin = "the demo's base model and bank of simulated databases"
+    elif model is None:
+        raise ValueError(f"--bank {bank} needs --model, the base model the bank was built on")
+    else:
+        base = AestheticModel.from_pretrained(model).eval()
+        task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base._referenced_bank()
+        origin = f"model {Path(model).name} with bank {Path(bank).name if bank else 'it refers to'}"
+    files, images = [], []
+    for path in candidates:
+        try:
+            images.append(open_photo(path))
+            files.append(path)
+        except PhotoError as error:
+            logger.warning("Skipping %s", error)
+    if len(files) < 2:
+        raise ValueError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
+    personalizer = Personalizer(base, task_bank, config or PersonalizerConfig(progress=True))
+    logger.info("Encoding %d photos", len(files))
+    prefix = personalizer.encode(images)
+    resources = AppResources(base, task_bank, personalizer, files, prefix, np.zeros(0), np.zeros(0), "")
+    resources.task_scores = personalizer.task_scores(prefix).numpy()
+    resources.base_scores = resources._base(prefix)
+    photo_origin = "the demo's photo pool" if photos is None else f"photos from {folder.name}/"
+    resources.description = f"{origin}, {len(task_bank)} tasks; {len(files)} {photo_origin}"
+    return resources

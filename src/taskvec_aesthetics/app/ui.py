@@ -1,0 +1,254 @@
+"""The page: rate photos one at a time, personalize, see your ranking, download or share your model.
+
+Each browser session gets its own [`RatingSession`] (a `gr.State`), so visitors never see each other's ratings.
+Every handler turns bad input into a message in the page (`ValueError`, `OSError`, Hub errors) and leaves the
+page usable; anything unexpected is logged and reported the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from .resources import AppResources
+from .session import DEFAULT_STRATEGY, STARS, RatingSession, cv_estimate
+
+__all__ = ["build_app", "launch", "THEME", "CSS"]
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Rate a few photos, get a model of your taste"
+THEME = gr.themes.Soft(
+    primary_hue="indigo",
+    neutral_hue="slate",
+    # Local fonts only, so the page works offline.
+    font=[gr.themes.Font(name) for name in ("ui-sans-serif", "system-ui", "sans-serif")],
+    font_mono=[gr.themes.Font(name) for name in ("ui-monospace", "monospace")],
+)
+CSS = """
+.gradio-container { max-width: 1180px !important; margin: auto; }
+#header h1 { font-size: 1.9rem; margin: 0.2rem 0 0.1rem; }
+#header p { color: var(--body-text-color-subdued); margin: 0; }
+#notice .notice { border-radius: 10px; padding: 0.7rem 1rem; background: #fff4e5; border: 1px solid #f5b971;
+  color: #7a4100; }
+#notice .ok { background: #ecfdf3; border-color: #7fd4a4; color: #05603a; }
+#progress { font-size: 1.02rem; }
+#stars button { font-size: 1.15rem; letter-spacing: 0.05rem; }
+#photo img { object-fit: contain; }
+#summary .cv { font-size: 1.1rem; }
+"""
+
+
+def _notice(message: str, kind: str = "notice") -> str:
+    return f'<div class="notice {kind}" role="alert">{html.escape(message)}</div>' if message else ""
+
+
+def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.Blocks:
+    """The Gradio app over shared [`AppResources`]; launch it with [`launch`]."""
+    with gr.Blocks(title=TITLE) as app:
+        session = gr.State(None, time_to_live=6 * 3600, delete_callback=lambda s: s.close() if s else None)
+        gr.HTML(
+            f"<h1>{TITLE}</h1><p>Rate photos from 1 to 5 stars. Each rating teaches a model which of "
+            f"{len(resources.bank)} aesthetics and quality criteria your taste draws on; then it ranks the photos "
+            "you have not rated.</p>",
+            elem_id="header",
+        )
+        notice = gr.HTML("", elem_id="notice")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                progress = gr.Markdown(elem_id="progress")
+                photo = gr.Image(
+                    type="filepath", interactive=False, height=430, show_label=False, elem_id="photo", buttons=[]
+                )
+                with gr.Row(elem_id="stars"):
+                    star_buttons = [
+                        gr.Button("★" * stars, elem_id=f"star-{stars}", variant="secondary", min_width=60)
+                        for stars in STARS
+                    ]
+                skip = gr.Button("Skip this photo", size="sm", elem_id="skip")
+            with gr.Column(scale=2):
+                gr.Markdown("### Your taste model")
+                personalize = gr.Button("Personalize", variant="primary", size="lg", elem_id="personalize")
+                gr.Markdown("### Your own photos")
+                upload = gr.File(
+                    file_count="multiple", label="Add photos to rate and rank (JPEG, PNG, WebP)", elem_id="upload"
+                )
+                gr.Markdown(f"<small>Scoring with {html.escape(resources.description)}.</small>")
+        with gr.Column(visible=False, elem_id="results") as results:
+            summary = gr.Markdown(elem_id="summary")
+            with gr.Row():
+                personal = gr.Gallery(
+                    label="Ranked for you", columns=4, height="auto", elem_id="personal-ranking", object_fit="cover"
+                )
+                base = gr.Gallery(
+                    label="The base model's ranking",
+                    columns=4,
+                    height="auto",
+                    elem_id="base-ranking",
+                    object_fit="cover",
+                )
+            with gr.Row():
+                chart = gr.BarPlot(
+                    x="criterion",
+                    y="weight",
+                    title="Which databases your taste draws on",
+                    y_title="mean coefficient",
+                    height=300,
+                    elem_id="chart",
+                    sort="-y",
+                )
+                with gr.Column():
+                    gr.Markdown("### Keep your model")
+                    model_file = gr.DownloadButton(
+                        "Download model (.zip)", elem_id="download-model", variant="primary"
+                    )
+                    ratings_file = gr.DownloadButton("Download ratings (.csv)", elem_id="download-ratings")
+                    gr.Markdown("### Share it on the Hugging Face Hub")
+                    repo = gr.Textbox(label="Repository", placeholder="your-name/my-aesthetic-model", elem_id="repo")
+                    token = gr.Textbox(label="Access token (write)", type="password", elem_id="token")
+                    export = gr.Radio(
+                        [
+                            ("merged weights", "merged"),
+                            ("coefficients only (base and bank on the Hub)", "coefficients"),
+                        ],
+                        value="merged",
+                        label="Export",
+                    )
+                    push = gr.Button("Push to the Hub", elem_id="push")
+                    hub_status = gr.HTML("", elem_id="hub-status")
+
+        def guarded(handler: Callable[..., dict]) -> Callable[..., dict]:
+            """Run a handler; bad input, Hub and unexpected errors become a message in the page."""
+
+            @functools.wraps(handler)
+            def run(*args: Any, **kwargs: Any) -> dict:
+                try:
+                    return handler(*args, **kwargs)
+                except (ValueError, OSError) as error:  # bad input, files, Hub (HfHubHTTPError is an OSError)
+                    logger.info("Shown to the visitor: %s", error)
+                    return {notice: _notice(str(error))}
+                except Exception as error:  # noqa: BLE001 - the page must stay alive whatever happens
+                    logger.exception("Unexpected error in %s", handler.__name__)
+                    return {notice: _notice(f"Something went wrong ({type(error).__name__}: {error}). Try again.")}
+
+            return run
+
+        def screen(state: RatingSession, message: str = "", kind: str = "notice") -> dict:
+            """The rating card for the session's current photo."""
+            current = None if state.current is None else str(state.photos[state.current])
+            text = state.progress()
+            if current is None:
+                text += "\n\nYou have rated every photo. Upload more, or press **Personalize**."
+            return {session: state, photo: current, progress: text, notice: _notice(message, kind)}
+
+        def start() -> dict:
+            return screen(RatingSession(resources, strategy))
+
+        def rate_with(stars: int) -> Callable[[RatingSession], dict]:
+            @guarded
+            def rate(state: RatingSession) -> dict:
+                state = state or RatingSession(resources, strategy)
+                state.rate(stars)
+                return {**screen(state), ratings_file: state.write_ratings_csv()}
+
+            rate.__name__ = f"rate_{stars}"
+            return rate
+
+        @guarded
+        def skip_photo(state: RatingSession) -> dict:
+            state = state or RatingSession(resources, strategy)
+            state.skip()
+            return screen(state)
+
+        @guarded
+        def add_photos(files: list[str] | None, state: RatingSession) -> dict:
+            state = state or RatingSession(resources, strategy)
+            files = files or []
+            problems = state.add_uploads(files)
+            added = len(files) - len(problems)
+            message = " ".join(problems)
+            if added:
+                message = f"Added {added} photo{'s' if added != 1 else ''} to rate and rank. " + message
+            return {**screen(state, message.strip(), "ok" if not problems else "notice"), upload: None}
+
+        @guarded
+        def fit(state: RatingSession, progress_bar: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:  # noqa: B008
+            if state is None:
+                raise ValueError("Rate a few photos first: personalization learns from your ratings.")
+            state.check_ratings()
+            progress_bar(0, desc="Learning your taste")
+            result = state.personalize()
+            weights = state.task_weights()
+            frame = pd.DataFrame({"criterion": list(weights), "weight": list(weights.values())})
+            lines = [f"## Your model is ready: fitted on {len(state.ratings)} ratings in {result.seconds:.1f} s"]
+            estimate = cv_estimate(result.report)
+            if estimate is not None:
+                mean, error, how = estimate
+                lines.append(
+                    f'<p class="cv">Expected agreement with your taste (SROCC) on photos you have not rated: '
+                    f"<b>{mean:.2f} ± {error:.2f}</b> ({html.escape(how)}).</p>"
+                )
+            agreement = state.agreement()
+            if agreement is not None:
+                lines.append(
+                    f"Your ranking agrees with the base model's at SROCC {agreement:.2f} on the photos you have not "
+                    "rated: the lower, the more your taste differs from the average."
+                )
+            return {
+                results: gr.Column(visible=True),
+                summary: "\n\n".join(lines),
+                personal: state.ranking(result.scores),
+                base: state.ranking(state.base_scores()),
+                chart: frame,
+                model_file: str(result.model_zip),
+                ratings_file: str(result.ratings_csv),
+                notice: "",
+                session: state,
+            }
+
+        @guarded
+        def push_model(state: RatingSession, repo_id: str, token_text: str, kind: str) -> dict:
+            if state is None:
+                raise ValueError("Personalize first: there is no model to push yet.")
+            try:
+                url = state.push(repo_id, token_text, kind)
+            except Exception as error:  # the Hub's errors, shown where the visitor pushed
+                logger.info("Push failed: %s", error)
+                return {hub_status: _notice(f"The Hub refused the push: {error}"), token: ""}
+            return {hub_status: _notice(f"Pushed: {url}", "ok"), token: ""}
+
+        everything = [session, photo, progress, notice]
+        app.load(start, outputs=everything)
+        for stars, button in zip(STARS, star_buttons):
+            button.click(rate_with(stars), inputs=session, outputs=[*everything, ratings_file])
+        skip.click(skip_photo, inputs=session, outputs=everything)
+        upload.upload(add_photos, inputs=[upload, session], outputs=[*everything, upload])
+        personalize.click(
+            fit,
+            inputs=session,
+            outputs=[results, summary, personal, base, chart, model_file, ratings_file, notice, session],
+        ).then(None, js="() => document.querySelector('#results')?.scrollIntoView({behavior: 'smooth'})")
+        push.click(push_model, inputs=[session, repo, token, export], outputs=[hub_status, token, notice])
+    return app
+
+
+def launch(app: gr.Blocks, resources: AppResources, port: int | None = None, **kwargs: Any) -> Any:
+    """Launch the app with its theme, serving the pool's photos and the visitors' files; returns Gradio's result."""
+    folders = sorted({str(Path(p).parent) for p in resources.photos} | {tempfile.gettempdir()})
+    return app.launch(
+        server_port=port,
+        theme=THEME,
+        css=CSS,
+        allowed_paths=folders,
+        max_file_size="40mb",
+        footer_links=[],
+        **kwargs,
+    )
