@@ -188,3 +188,19 @@ def test_the_app_command_reports_bad_arguments_without_starting(tmp_path: Path, 
     empty.mkdir()
     assert main(["app", "--model", str(inputs["model"]), "--bank", str(inputs["bank"]), "--photos", str(empty)]) == 2
     assert "found no images" in capsys.readouterr().err
+
+
+def test_uploads_are_read_as_the_model_reads_images(tmp_path: Path) -> None:
+    from taskvec_aesthetics.app.photos import open_photo
+
+    # A portrait stored sideways with an EXIF rotation, as phones write it, is shown upright.
+    sideways = Image.new("RGB", (40, 20), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    sideways.save(tmp_path / "portrait.jpg", exif=exif)
+    assert open_photo(tmp_path / "portrait.jpg").size == (20, 40)
+    # A 16-bit grey image keeps its tones instead of saturating to white.
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp, mode="I;16").save(tmp_path / "ramp.png")
+    photo = np.asarray(open_photo(tmp_path / "ramp.png"))
+    assert (photo == 255).mean() < 0.05 and photo.min() == 0

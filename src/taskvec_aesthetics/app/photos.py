@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..processing import to_rgb
+
 __all__ = ["MAX_BYTES", "MAX_PIXELS", "MAX_SIDE", "PhotoError", "open_photo", "store_photo"]
 
 #: Largest upload accepted, in bytes.
@@ -44,7 +46,7 @@ def open_photo(path: str | Path) -> Image.Image:
                         f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted"
                     )
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size, fast and lean
-                image = image.convert("RGB")
+                image = to_rgb(image)  # as the model sees it: EXIF orientation, 16-bit images by range
     except PhotoError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
