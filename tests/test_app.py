@@ -14,7 +14,7 @@ from PIL import Image
 from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.app import RatingSession, load_resources
 from taskvec_aesthetics.app.session import cv_estimate
-from taskvec_aesthetics.data import load_ratings
+from taskvec_aesthetics.data import load_preferences, load_ratings
 from taskvec_aesthetics.selection import choose_next
 
 
@@ -53,7 +53,7 @@ def test_bad_startup_arguments_are_refused(tmp_path: Path, inputs: dict[str, Pat
 def test_photos_are_asked_in_the_chosen_order_and_progress_counts_down(resources) -> None:
     session = RatingSession(resources, strategy="d_optimal")
     order = choose_next(resources.task_scores, count=4)
-    assert "About 20 ratings" in session.progress()
+    assert "About 20 answers" in session.progress()
     shown = []
     for stars in (5, 1, 3):
         shown.append(session.current)
@@ -86,7 +86,7 @@ def test_by_default_each_visitor_gets_their_own_random_order(resources) -> None:
 
 def test_ratings_that_show_no_preference_get_a_message(resources) -> None:
     session = RatingSession(resources)
-    with pytest.raises(ValueError, match="Rate a few photos first"):
+    with pytest.raises(ValueError, match="Rate or compare a few photos first"):
         session.personalize()
     session.rate(4)
     with pytest.raises(ValueError, match="One rating cannot show what you prefer"):
@@ -204,3 +204,41 @@ def test_uploads_are_read_as_the_model_reads_images(tmp_path: Path) -> None:
     Image.fromarray(ramp, mode="I;16").save(tmp_path / "ramp.png")
     photo = np.asarray(open_photo(tmp_path / "ramp.png"))
     assert (photo == 255).mean() < 0.05 and photo.min() == 0
+
+
+def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, tmp_path: Path) -> None:
+    session = RatingSession(resources)
+    first = session.current_pair
+    assert first is not None and first[0] != first[1]
+    with pytest.raises(ValueError, match="one of \\['a', 'b', 'tie'\\]; received 'left'"):
+        session.compare("left")
+    session.compare("tie")
+    with pytest.raises(ValueError, match="All 1 of your comparisons are 'about the same'"):
+        session.personalize()
+    brightness = [float(np.asarray(Image.open(p)).mean()) for p in session.photos]
+    for _ in range(9):  # this visitor prefers brighter photos
+        a, b = session.current_pair
+        session.compare("a" if brightness[a] > brightness[b] else "b")
+    assert first in session.comparisons and len(session.comparisons) == 10
+    shown = [i for pair in session.comparisons for i in pair]
+    fresh = shown[: 2 * (NUM_PHOTOS // 2)]
+    assert len(set(fresh)) == len(fresh)  # fresh photos while there are any
+    assert session.progress().startswith("10 compared · 10 more are useful")
+    result = session.personalize()
+    assert result.report.num_pairs == 10 and result.report.num_ratings == 0
+    mean, error, how = cv_estimate(result.report)
+    assert 0 <= mean <= 1 and how == "5-fold cross-validation on 10 pairs"
+    assert not {p for p, _ in session.ranking(result.scores)} & {session.photos[i] for i in shown}
+    # The download is what load_preferences reads, next to the photos.
+    folder = tmp_path / "photos"
+    shutil.copytree(inputs["photos"], folder)
+    shutil.copy(result.ratings_csv, folder / "pairs.csv")
+    loaded = load_preferences(folder / "pairs.csv")
+    assert list(zip(loaded["preferred"])) == [(c,) for c in session.comparisons.values()]
+    # Ratings join as comparisons of photos rated differently; both downloads come in one zip.
+    rate_some(session, [5, 1, 1])
+    assert len(session.preferences()) == 10 + 2
+    both = session.personalize()
+    assert both.report.num_pairs == 12 and both.ratings_csv.suffix == ".zip"
+    with zipfile.ZipFile(both.ratings_csv) as archive:
+        assert sorted(archive.namelist()) == ["my-comparisons.csv", "my-ratings.csv"]

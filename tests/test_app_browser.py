@@ -89,7 +89,7 @@ def rate(page, stars: int) -> None:
 
 def test_rate_personalize_rank_download_and_reload(page, tmp_path: Path) -> None:
     shot(page, "1-rate")
-    assert "About 20 ratings" in page.inner_text("#progress")
+    assert "About 20 answers" in page.inner_text("#progress")
     for stars in (5, 1, 4, 2, 5, 1, 3, 2):
         rate(page, stars)
     assert page.inner_text("#progress").startswith("8 rated · 12 more are useful")
@@ -123,7 +123,7 @@ def test_rate_personalize_rank_download_and_reload(page, tmp_path: Path) -> None
 def test_bad_input_gets_a_message_and_the_page_stays_usable(page, tmp_path: Path) -> None:
     page.click("#personalize")
     page.wait_for_selector("#notice .notice")
-    assert "Rate a few photos first" in page.inner_text("#notice")
+    assert "Rate or compare a few photos first" in page.inner_text("#notice")
     rate(page, 4)
     page.click("#personalize")
     page.wait_for_function("() => document.querySelector('#notice').innerText.includes('One rating')")
@@ -144,6 +144,21 @@ def test_visitors_do_not_see_each_others_ratings(browser, server, page) -> None:
     other = browser.new_page()
     other.goto(server["url"])
     other.wait_for_selector("#photo img")
-    assert "About 20 ratings" in other.inner_text("#progress")
+    assert "About 20 answers" in other.inner_text("#progress")
     assert page.inner_text("#progress").startswith("2 rated")
     other.close()
+
+
+def test_compare_two_photos_then_personalize(page) -> None:
+    page.get_by_role("tab", name="Compare two").click()
+    page.wait_for_selector("#left img")
+    for choice in ("prefer-left", "prefer-right", "prefer-left", "prefer-neither", "prefer-right", "prefer-left"):
+        before = page.locator("#left img").get_attribute("src")
+        page.click(f"#{choice}")
+        page.wait_for_function("before => document.querySelector('#left img')?.src !== before", arg=before)
+    assert page.inner_text("#progress").startswith("6 compared")
+    shot(page, "4-compare")
+    page.click("#personalize")
+    page.wait_for_selector("#summary .cv, #notice .notice")
+    assert "fitted on 6 comparisons" in page.inner_text("#summary")
+    assert "Expected agreement with your choices" in page.inner_text("#summary")

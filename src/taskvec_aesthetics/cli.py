@@ -268,12 +268,17 @@ def _check_is_model(location: str) -> None:
 def add_personalize(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "personalize",
-        help="fit a personalized model to one person's ratings",
-        description="Fit task-vector coefficients to one person's ratings and save the personalized model as "
-        "coefficients only (kilobytes) or merged. Given a personalized model, its base is personalized again with "
-        "the new ratings.",
+        help="fit a personalized model to one person's ratings or pairwise preferences",
+        description="Fit task-vector coefficients to one person's ratings, or preferences between pairs of images, "
+        "and save the personalized model as coefficients only (kilobytes) or merged. Given a personalized model, its "
+        "base is personalized again with the new ratings.",
     )
-    parser.add_argument("--ratings", required=True, help=RATINGS_HELP + ".")
+    parser.add_argument(
+        "--ratings",
+        required=True,
+        help=RATINGS_HELP + "; or a preferences CSV with columns image_a, image_b (paths resolved the same way) and "
+        "preferred (a, b or tie).",
+    )
     parser.add_argument("--model", required=True, help="base model folder or Hub id, or a personalized model")
     parser.add_argument(
         "--bank",
@@ -297,10 +302,11 @@ def add_personalize(subparsers: Any) -> None:
 
 
 def run_personalize(args: argparse.Namespace) -> None:
-    from .data import load_ratings
+    from .data import is_preferences_file, load_preferences, load_ratings
 
     overrides = {k: getattr(args, k) for k in ("steps", "granularity") if getattr(args, k) is not None}
-    ratings = load_ratings(args.ratings, skip_invalid=args.skip_invalid)
+    load = load_preferences if is_preferences_file(args.ratings) else load_ratings
+    ratings = load(args.ratings, skip_invalid=args.skip_invalid)
     base, bank = _base_and_bank(args.model, args.bank)
     model = base.personalize(
         ratings,
@@ -314,8 +320,11 @@ def run_personalize(args: argparse.Namespace) -> None:
     model.save_pretrained(args.output, export=args.export)
     state = model.personalization
     weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
+    given = (
+        f"{state.info['num_pairs']} pairs" if state.info.get("num_pairs") else f"{state.info['num_ratings']} ratings"
+    )
     print(
-        f"personalized on {state.info['num_ratings']} ratings ({state.info['wall_time_s']:.1f} s); "
+        f"personalized on {given} ({state.info['wall_time_s']:.1f} s); "
         f"mean coefficient per task: {weights}\n{state.info['cross_validation']['estimate']}\n"
         f"saved ({args.export}) to {args.output}"
     )

@@ -44,7 +44,15 @@ from .merging import (
     streamed_coefficient_grad,
 )
 from .metrics import srocc
-from .ratings_input import as_ratings, canonical, image_key, rows_by_user
+from .ratings_input import (
+    as_preferences,
+    as_ratings,
+    canonical,
+    canonical_preferences,
+    image_key,
+    is_preferences,
+    rows_by_user,
+)
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -56,6 +64,7 @@ __all__ = [
     "PersonalizationReport",
     "PersonalizationResult",
     "EncodedRatings",
+    "EncodedPreferences",
     "pairwise_rank_loss",
     "fit_many",
 ]
@@ -251,8 +260,28 @@ class EncodedRatings:
     keys: list[str] | None = None
     duplicates: int = 0
 
+    #: What cross-validation reports for ratings.
+    metric = "srocc"
+
     def __len__(self) -> int:
+        """The number of rated images: the units that folds, batches and the criterion count."""
         return int(self.ratings.shape[0])
+
+    @property
+    def target(self) -> torch.Tensor:
+        """`[N]` what the model's unit scores are compared with: the ratings."""
+        return self.ratings
+
+    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` image scores as unit scores: for ratings, the scores themselves."""
+        return scores
+
+    def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
+        """Bradley-Terry loss of image scores over pairs of differently rated images (see `pairwise_rank_loss`)."""
+        return pairwise_rank_loss(scores, self.ratings.to(scores.dtype), pairing)
+
+    def check(self) -> None:
+        _check_ratings(self.ratings)
 
     def subset(self, index: torch.Tensor) -> EncodedRatings:
         keys = None if self.keys is None else [self.keys[i] for i in index.tolist()]
@@ -260,9 +289,7 @@ class EncodedRatings:
 
     def canonical(self) -> EncodedRatings:
         """The same ratings ordered by (image key, rating), each image once (its ratings averaged)."""
-        keys = self.keys or [
-            hashlib.sha256(row.cpu().contiguous().numpy().tobytes()).hexdigest() for row in self.prefix
-        ]
+        keys = self.keys or _row_keys(self.prefix)
         if len(keys) != len(self):
             raise ValueError(f"received {len(keys)} image keys for {len(self)} ratings; expected one key per rating")
         rows: dict[str, list[int]] = {}
@@ -288,19 +315,123 @@ class EncodedRatings:
 
 
 @dataclass
+class EncodedPreferences:
+    """Compared images after the frozen prefix, with which of each pair the person preferred.
+
+    The units of cross-validation, batches and the criterion are the pairs; a pair's score is the difference of
+    its images' scores, and its loss the Bradley-Terry loss against the preference (0.5 for a tie).
+
+    Args:
+        prefix: `[N, ...]` output of the frozen prefix, one row per distinct image.
+        pairs: `[M, 2]` row indices `(a, b)` into ``prefix``.
+        preference: `[M]` probability that `a` is preferred: 1, 0, 0.5 for a tie (or a mean of those).
+        keys: one content hash per image; by default a hash of its prefix row.
+        duplicates: preferences merged into another because they compared the same pair.
+    """
+
+    prefix: torch.Tensor
+    pairs: torch.Tensor
+    preference: torch.Tensor
+    keys: list[str] | None = None
+    duplicates: int = 0
+    metric = "accuracy"
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self.preference
+
+    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` image scores -> `[..., M]` score of image a minus score of image b."""
+        return scores[..., self.pairs[:, 0]] - scores[..., self.pairs[:, 1]]
+
+    def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
+        """Bradley-Terry loss of image scores on these pairs (``pairing`` concerns ratings only)."""
+        return _pair_loss(self.unit_scores(scores), self.preference)
+
+    def check(self) -> None:
+        if not torch.isfinite(self.preference).all() or ((self.preference < 0) | (self.preference > 1)).any():
+            raise ValueError("preferences must be probabilities that image a is preferred, 0 to 1")
+        if bool((self.preference == 0.5).all()):
+            raise ValueError(
+                f"personalization needs at least one pair with a preference; received {len(self)} pairs, all ties"
+            )
+
+    def subset(self, index: torch.Tensor) -> EncodedPreferences:
+        """The pairs ``index`` and only the images they compare."""
+        pairs = self.pairs[index]
+        images, inverse = torch.unique(pairs.flatten(), sorted=True, return_inverse=True)
+        keys = None if self.keys is None else [self.keys[i] for i in images.tolist()]
+        return EncodedPreferences(
+            self.prefix[images], inverse.view(-1, 2), self.preference[index], keys, self.duplicates
+        )
+
+    def canonical(self) -> EncodedPreferences:
+        """Images ordered by key, each once; pairs written lower key first and ordered; a repeated pair averaged."""
+        keys = self.keys or _row_keys(self.prefix)
+        if len(keys) != self.prefix.shape[0]:
+            raise ValueError(
+                f"received {len(keys)} image keys for {self.prefix.shape[0]} images; expected one key per image"
+            )
+        order = sorted(set(keys))
+        position = {key: i for i, key in enumerate(order)}
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        merged: dict[tuple[int, int], list[float]] = {}
+        for (a, b), p in zip(self.pairs.tolist(), self.preference.double().tolist()):
+            i, j = position[keys[a]], position[keys[b]]
+            if i == j:
+                raise ValueError("a preference compares an image with itself; expected two different images per pair")
+            pair, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
+            merged.setdefault(pair, []).append(value)
+        count = len(self) - len(merged)
+        if count:
+            warnings.warn(
+                f"{count} of {len(self)} preferences compare a pair of images compared before; "
+                "each pair's preferences were averaged",
+                stacklevel=3,
+            )
+        pairs = sorted(merged)
+        return EncodedPreferences(
+            self.prefix[torch.tensor([first[key] for key in order])],
+            torch.tensor(pairs, dtype=torch.long).view(-1, 2),
+            torch.tensor([sum(merged[pair]) / len(merged[pair]) for pair in pairs], dtype=torch.float64),
+            order,
+            self.duplicates + count,
+        )
+
+
+#: What a personalizer fits: ratings of images or preferences between pairs of images.
+Encoded = EncodedRatings | EncodedPreferences
+
+
+def _row_keys(prefix: torch.Tensor) -> list[str]:
+    return [hashlib.sha256(row.cpu().contiguous().numpy().tobytes()).hexdigest() for row in prefix]
+
+
+def _pair_loss(differences: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss: -log sigmoid of each pair's score difference towards its preference, ties at 0.5."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(differences, preference.to(differences.dtype))
+
+
+@dataclass
 class PersonalizationReport:
     """What a fit did: the coefficients, the cross-validation table, the chosen candidate, timings.
 
     Attributes:
         coefficients: the fitted coefficients (task granularity unless a finer learned candidate won).
         initial_coefficients: the softmax(SROCC) init on all the ratings (task granularity), a reference point.
-        zero_shot_srocc: each task model's SROCC on the rated images.
+        zero_shot_srocc: each task model's SROCC on the rated images (empty for preferences).
         chosen: the winning candidate (see `CANDIDATES`).
         chosen_step: optimisation steps of the refit (0 for a candidate that learns nothing).
         cross_validation: one row per candidate: its cross-validated SROCC, standard error, criterion, steps.
         cv_srocc, cv_srocc_se: the winner's cross-validated SROCC on the rated images and its standard error.
         folds: K (0 when there were too few ratings to cross-validate).
         num_ratings: distinct rated images; duplicates: rows averaged into another.
+        num_pairs: for preferences, the distinct compared pairs (then `num_ratings` is 0).
+        cv_accuracy, cv_accuracy_se, zero_shot_accuracy: for preferences, the share of held-out pairs the model
+            orders as the person did (ties count half), and each task model's share on all the pairs.
     """
 
     coefficients: Coefficients
@@ -320,14 +451,24 @@ class PersonalizationReport:
     duplicates: int = 0
     calibration: dict[str, float] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    num_pairs: int = 0
+    cv_accuracy: float | None = None
+    cv_accuracy_se: float | None = None
+    zero_shot_accuracy: dict[str, float] = field(default_factory=dict)
 
     @property
     def estimate(self) -> str:
         """One line for the user, e.g. "expected SROCC on your photos: 0.61 ± 0.07, 5-fold CV on 30 ratings"."""
-        if self.cv_srocc is None and self.config.get("selection") == "last":
-            return "no estimate of SROCC: selection='last' keeps the last step without cross-validating"
-        if self.cv_srocc is None:
-            return f"no estimate of SROCC: {self.num_ratings} ratings are too few to cross-validate"
+        what, given = ("agreement with your choices", "pairs") if self.num_pairs else ("SROCC", "ratings")
+        if self.config.get("selection") == "last":
+            return f"no estimate of {what}: selection='last' keeps the last step without cross-validating"
+        if not self.folds:
+            return f"no estimate of {what}: {self.num_pairs or self.num_ratings} {given} are too few to cross-validate"
+        if self.num_pairs:
+            return (
+                f"expected agreement with your choices on new pairs: {self.cv_accuracy:.0%} ± "
+                f"{self.cv_accuracy_se:.0%}, {self.folds}-fold CV on {self.num_pairs} pairs ({CANDIDATES[self.chosen]})"
+            )
         return (
             f"expected SROCC on your photos: {self.cv_srocc:.2f} ± {self.cv_srocc_se:.2f}, "
             f"{self.folds}-fold CV on {self.num_ratings} ratings ({CANDIDATES[self.chosen]})"
@@ -337,21 +478,24 @@ class PersonalizationReport:
         """JSON-compatible facts stored with a personalized model (`personalization.json`, the model card)."""
         return {
             "num_ratings": self.num_ratings,
+            **({"num_pairs": self.num_pairs} if self.num_pairs else {}),
             "duplicates": self.duplicates,
             "chosen": self.chosen,
             "chosen_step": self.chosen_step,
-            # Every rated image is held out once; the card and the Hub metadata show this as the holdout SROCC.
-            "num_holdout": self.num_ratings if self.folds else 0,
+            # Every rated image (or pair) is held out once; the card and the Hub metadata show the holdout SROCC.
+            "num_holdout": (self.num_pairs or self.num_ratings) if self.folds else 0,
             "holdout_srocc": self.cv_srocc,
             "cross_validation": {
                 "srocc": self.cv_srocc,
                 "srocc_se": self.cv_srocc_se,
+                **({"accuracy": self.cv_accuracy, "accuracy_se": self.cv_accuracy_se} if self.num_pairs else {}),
                 "folds": self.folds,
                 "criterion": self.criterion,
                 "estimate": self.estimate,
                 "candidates": self.cross_validation,
             },
             "zero_shot_srocc": self.zero_shot_srocc,
+            **({"zero_shot_accuracy": self.zero_shot_accuracy} if self.num_pairs else {}),
             "wall_time_s": round(self.wall_time, 3),
             "personalizer": self.config,
             **({"calibration": self.calibration} if self.calibration else {}),
@@ -370,16 +514,30 @@ class PersonalizationResult:
 
 @dataclass
 class _Scores:
-    """What every candidate shares on one user's canonical ratings: base and task model scores, task SROCCs."""
+    """What every candidate shares on one user's canonical input, per unit (a rated image, or a compared pair):
+    the base and each task model's unit scores, and the target."""
 
-    base: torch.Tensor  # [N] scores of the base model
-    tasks: torch.Tensor  # [T, N] scores of each single task model
+    base: torch.Tensor  # [U] unit scores of the base model
+    tasks: torch.Tensor  # [T, U] unit scores of each single task model
+    target: torch.Tensor  # [U] ratings, or preferences for image a
+    metric: str  # "srocc" for ratings, "accuracy" for preferences
 
-    def srocc(self, index: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    def correlation(self, index: torch.Tensor) -> torch.Tensor:
+        """`[T]` how well each task model agrees with the target on units ``index``: SROCC for ratings, 2 x pair
+        accuracy - 1 for preferences (both 0 for chance, 1 for perfect)."""
+        if self.metric == "accuracy":
+            return torch.from_numpy(
+                2.0 * _criterion(self.tasks[:, index].numpy(), self.target[index].numpy(), "srocc", "accuracy") - 1.0
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a constant task model on few images has SROCC NaN: counted as 0
-            values = [srocc(s[index].numpy(), ratings[index].numpy()) for s in self.tasks]
+            values = [srocc(s[index].numpy(), self.target[index].numpy()) for s in self.tasks]
         return torch.tensor([0.0 if math.isnan(v) else float(v) for v in values], dtype=torch.float64)
+
+    def loss(self, values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The Bradley-Terry loss of unit scores ``values`` against the target on units ``index``."""
+        target = self.target[index].to(values.dtype)
+        return _pair_loss(values, target) if self.metric == "accuracy" else pairwise_rank_loss(values, target)
 
 
 class Personalizer:
@@ -466,6 +624,23 @@ class Personalizer:
             ratings.duplicates,
         )
 
+    def encode_preferences(self, data: Any) -> EncodedPreferences:
+        """Validate a user's pairwise preferences (Dataset with `image_a`, `image_b`, `preferred`; triples; a
+        preferences CSV), put them in canonical form (repeated pairs averaged) and encode each distinct image once."""
+        preferences = canonical_preferences(as_preferences(data))
+        pairs = torch.tensor([(a, b) for a, b, _ in preferences.pairs], dtype=torch.long).view(-1, 2)
+        return EncodedPreferences(
+            self.encode(preferences.images),
+            pairs,
+            torch.tensor([p for _, _, p in preferences.pairs], dtype=torch.float64),
+            [image_key(image) for image in preferences.images],
+            preferences.duplicates,
+        )
+
+    def encode_input(self, data: Any) -> Encoded:
+        """`encode_preferences` for pairwise preferences (see `ratings_input.is_preferences`), else `encode_ratings`."""
+        return self.encode_preferences(data) if is_preferences(data) else self.encode_ratings(data)
+
     # -- prediction ----------------------------------------------------------------------------------------------
     def _layout_for(self, values: torch.Tensor) -> CoefficientLayout:
         """The layout of `[G, T]` values: task granularity for one row, else the configured one."""
@@ -523,10 +698,10 @@ class Personalizer:
         """`[T, N]` scores of each single task model (theta_0 + tau_t) on encoded images."""
         return torch.stack([self.predict(row[None], prefix) for row in torch.eye(len(self.bank))])
 
-    def _scores(self, prefix: torch.Tensor) -> _Scores:
-        return _Scores(
-            self.predict(torch.zeros(1, len(self.bank)), prefix).double(), self.task_scores(prefix).double()
-        )
+    def _scores(self, encoded: Encoded) -> _Scores:
+        base = self.predict(torch.zeros(1, len(self.bank)), encoded.prefix).double()
+        tasks = self.task_scores(encoded.prefix).double()
+        return _Scores(encoded.unit_scores(base), encoded.unit_scores(tasks), encoded.target.double(), encoded.metric)
 
     def coefficients_from(self, values: torch.Tensor, head: Mapping[str, torch.Tensor] | None = None) -> Coefficients:
         """`Coefficients` of `[G, T]` ``values``; an adapted head layer is stored as its final values (`extra`)."""
@@ -540,17 +715,18 @@ class Personalizer:
             values.detach().float().cpu(), list(layout.group_names), self.bank.task_names, layout.granularity, extra
         )
 
-    def initial_coefficients(self, encoded: EncodedRatings) -> tuple[Coefficients, dict[str, float]]:
-        """The softmax(temperature x zero-shot SROCC) init (or the configured one) and each task model's SROCC."""
-        scores = self._scores(encoded.prefix)
+    def initial_coefficients(self, encoded: Encoded) -> tuple[Coefficients, dict[str, float]]:
+        """The softmax(temperature x zero-shot SROCC) init (or the configured one) and each task model's SROCC
+        (for preferences: 2 x pair accuracy - 1)."""
+        scores = self._scores(encoded)
         everything = torch.arange(len(encoded))
-        values = self._simple("init", scores, everything, encoded.ratings)
-        zero_shot = dict(zip(self.bank.task_names, scores.srocc(everything, encoded.ratings).tolist()))
+        values = self._simple("init", scores, everything)
+        zero_shot = dict(zip(self.bank.task_names, scores.correlation(everything).tolist()))
         return self.coefficients_from(values), zero_shot
 
     # -- the simple candidates: task weights from [T, N] numbers -------------------------------------------------
-    def _simple(self, name: str, scores: _Scores, index: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """`[G, T]` coefficients of a candidate that learns nothing in the network, fitted on rows ``index``."""
+    def _simple(self, name: str, scores: _Scores, index: torch.Tensor) -> torch.Tensor:
+        """`[G, T]` coefficients of a candidate that learns nothing in the network, fitted on units ``index``."""
         cfg, names = self.config, self.bank.task_names
         if name == "init" and isinstance(cfg.init, Coefficients):
             self.layout_of(cfg.init.granularity).check(cfg.init, names)
@@ -559,55 +735,49 @@ class Personalizer:
             return Coefficients.from_task_weights(cfg.init, names).values
         if name == "uniform" or (name == "init" and cfg.init == "uniform"):
             return torch.full((1, len(names)), 1.0 / len(names))
-        correlation = scores.srocc(index, ratings)
+        correlation = scores.correlation(index)
         if name == "single":
             return torch.nn.functional.one_hot(correlation.argmax(), len(names)).float()[None]
         init = torch.softmax(cfg.temperature * correlation, dim=0)
         if name == "init":
             return init.float()[None]
         if name == "ensemble":
-            return self._ensemble_weights(scores, index, ratings, init).float()[None]
+            return self._ensemble_weights(scores, index, init).float()[None]
         raise ValueError(f"{name!r} is not a simple candidate")
 
     @staticmethod
-    def _ensemble_weights(
-        scores: _Scores, index: torch.Tensor, ratings: torch.Tensor, start: torch.Tensor
-    ) -> torch.Tensor:
+    def _ensemble_weights(scores: _Scores, index: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """Weights w of the output ensemble base + sum_t w_t (task_t - base), fitted with the rank loss.
 
         To first order in small task vectors, the merged model with task-wise coefficients w scores like this
         ensemble, so w is a good start for coefficients, and it costs T x N numbers instead of T forward passes.
         """
         base, deltas = scores.base[index], scores.tasks[:, index] - scores.base[index]
-        target = ratings[index]
         weights = start.double().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([weights], lr=ENSEMBLE_LEARNING_RATE)
         for _ in range(ENSEMBLE_STEPS):
             optimizer.zero_grad(set_to_none=True)
-            loss = (
-                pairwise_rank_loss(base + weights @ deltas, target) + ENSEMBLE_RIDGE * (weights - start).pow(2).sum()
-            )
+            loss = scores.loss(base + weights @ deltas, index) + ENSEMBLE_RIDGE * (weights - start).pow(2).sum()
             loss.backward()
             optimizer.step()
         return weights.detach()
 
-    def _start(
-        self, granularity: str, scores: _Scores, index: torch.Tensor, ratings: torch.Tensor, start: str | None = None
-    ) -> torch.Tensor:
+    def _start(self, granularity: str, scores: _Scores, index: torch.Tensor, start: str | None = None) -> torch.Tensor:
         """Where learned coefficients of ``granularity`` start (`start`, by default the configured one), `[G, T]`."""
         given = isinstance(self.config.init, (Coefficients, Mapping))
-        values = self._simple("init" if given else start or self.config.start, scores, index, ratings)
+        values = self._simple("init" if given else start or self.config.start, scores, index)
         groups = self.layout_of(granularity).num_groups
         if values.shape[0] != groups:
             values = values.mean(dim=0, keepdim=True)
         return values.expand(groups, -1).clone()
 
     # -- optimisation ------------------------------------------------------------------------------------------
-    def _loss(self, scores: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    def _loss(self, scores: torch.Tensor, batch: Encoded) -> torch.Tensor:
         loss = scores.sum() * 0.0
         if "pairwise" in self.config.loss:
-            loss = loss + pairwise_rank_loss(scores, ratings.to(scores.dtype), self.config.pairing)
+            loss = loss + batch.loss(scores, self.config.pairing)
         if "mse" in self.config.loss:
+            ratings = batch.ratings
             low, high = self.model.config.score_range
             predicted = (scores - low) / (high - low)
             span = (ratings.max() - ratings.min()).clamp_min(1e-12)
@@ -615,15 +785,15 @@ class Personalizer:
         return loss
 
     def _step_gradient(
-        self, values: torch.Tensor, head: dict[str, torch.Tensor], batch: EncodedRatings, init: torch.Tensor
+        self, values: torch.Tensor, head: dict[str, torch.Tensor], batch: Encoded, init: torch.Tensor
     ) -> float:
         """Set the gradients of ``values`` (and of the head change) for one batch; return the loss."""
         if self.gradient == "autograd":
-            loss = self._loss(self.forward(self._params(values, head), batch.prefix).scores, batch.ratings)
+            loss = self._loss(self.forward(self._params(values, head), batch.prefix).scores, batch)
         else:
             detached = {n: d.detach() for n, d in head.items()}
             leaves = {n: t.detach().requires_grad_(True) for n, t in self._params(values.detach(), detached).items()}
-            loss = self._loss(self.forward(leaves, batch.prefix).scores, batch.ratings)
+            loss = self._loss(self.forward(leaves, batch.prefix).scores, batch)
             loss.backward()
             grad = streamed_coefficient_grad(
                 {n: t.grad for n, t in leaves.items()},
@@ -644,7 +814,7 @@ class Personalizer:
         return float(loss.detach())
 
     def _optimise(
-        self, start: torch.Tensor, train: EncodedRatings, steps: int, watch: torch.Tensor | None = None
+        self, start: torch.Tensor, train: Encoded, steps: int, watch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[float], list[torch.Tensor]]:
         """Optimise `[G, T]` coefficients from ``start`` on ``train`` for ``steps`` steps.
 
@@ -691,10 +861,10 @@ class Personalizer:
         return [0, *range(every, steps, every), steps]
 
     # -- selection -----------------------------------------------------------------------------------------------
-    def _folds(self, ratings: torch.Tensor) -> list[torch.Tensor]:
-        """Deterministic folds of canonical rows, stratified by rating: held-out rows of each fold, or none if the
-        ratings are too few (fewer than 2 per fold)."""
-        n = len(ratings)
+    def _folds(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """Deterministic folds of canonical units (rated images or compared pairs), stratified by the target:
+        held-out units of each fold, or none if the units are too few (fewer than 2 per fold)."""
+        ratings, n = target, len(target)
         k = min(self.config.folds, n // 2)
         if k < 2:
             return []
@@ -707,51 +877,54 @@ class Personalizer:
         return [torch.nonzero(fold == f).flatten() for f in range(k)]
 
     def _cross_validate(
-        self, encoded: EncodedRatings, scores: _Scores, folds: list[torch.Tensor]
+        self, encoded: Encoded, scores: _Scores, folds: list[torch.Tensor]
     ) -> dict[str, tuple[torch.Tensor, int]]:
-        """Out-of-fold predictions of every candidate on every rated image, and the step count of learned ones."""
-        n, ratings = len(encoded), encoded.ratings
+        """Out-of-fold unit predictions of every candidate on every unit (a rated image's score, a compared pair's
+        score difference), and the step count of learned ones."""
+        n = len(encoded)
         names = self.config.candidate_names
         learned = [name for name in names if name in GRANULARITIES]
         steps = self._eval_steps()
         simple = {name: torch.zeros(n, dtype=torch.float64) for name in names if name not in learned}
         curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
-        uniform = self.predict(self._simple("uniform", scores, torch.arange(n), ratings), encoded.prefix).double()
+        uniform = self.predict(self._simple("uniform", scores, torch.arange(n)), encoded.prefix).double()
+        uniform = encoded.unit_scores(uniform)
         for held in folds:
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
+            held_out = encoded.subset(held)
             for name in simple:
                 if name == "uniform":
                     simple[name][held] = uniform[held]
                 elif name == "single":
-                    simple[name][held] = scores.tasks[int(scores.srocc(train, ratings).argmax()), held]
+                    simple[name][held] = scores.tasks[int(scores.correlation(train).argmax()), held]
                 else:
-                    values = self._simple(name, scores, train, ratings)
-                    simple[name][held] = self.predict(values, encoded.prefix[held]).double()
+                    values = self._simple(name, scores, train)
+                    simple[name][held] = held_out.unit_scores(self.predict(values, held_out.prefix).double())
             for name in learned:
-                start = self._start(name, scores, train, ratings)
-                watched = self._optimise(start, encoded.subset(train), self.config.steps, encoded.prefix[held])[3]
-                curves[name][:, held] = torch.stack(watched).double()
+                start = self._start(name, scores, train)
+                watched = self._optimise(start, encoded.subset(train), self.config.steps, held_out.prefix)[3]
+                curves[name][:, held] = held_out.unit_scores(torch.stack(watched).double())
         out = {name: (prediction, 0) for name, prediction in simple.items()}
         for name, curve in curves.items():
-            values = _criterion(curve.numpy(), ratings.numpy(), self.config.criterion)
+            values = _criterion(curve.numpy(), scores.target.numpy(), self.config.criterion, scores.metric)
             best = int(np.argmax(values))  # the fewest steps among equals
             out[name] = (curve[best], steps[best])
         return {name: out[name] for name in names}
 
     def _choose(
-        self, predictions: dict[str, tuple[torch.Tensor, int]], ratings: torch.Tensor
+        self, predictions: dict[str, tuple[torch.Tensor, int]], scores: _Scores
     ) -> tuple[str, list[dict[str, Any]], float, float]:
         """The simplest candidate within `tolerance` standard errors of the best; the table; the winner's SROCC
-        and its standard error (paired bootstrap over the rated images)."""
-        names = list(predictions)
+        (pair accuracy for preferences) and its standard error (paired bootstrap over the units)."""
+        names, metric, criterion = list(predictions), scores.metric, self.config.criterion
         oof = np.stack([predictions[name][0].numpy() for name in names])
-        target = ratings.numpy()
+        target = scores.target.numpy()
         rng = np.random.default_rng(self.config.seed)
         samples = rng.integers(0, len(target), size=(BOOTSTRAP_SAMPLES, len(target)))
-        value = _criterion(oof, target, self.config.criterion)
-        boot = np.stack([_criterion(oof[:, s], target[s], self.config.criterion) for s in samples], axis=1)
-        correlation = _criterion(oof, target, "srocc")
-        boot_srocc = np.stack([_criterion(oof[:, s], target[s], "srocc") for s in samples], axis=1)
+        value = _criterion(oof, target, criterion, metric)
+        boot = np.stack([_criterion(oof[:, s], target[s], criterion, metric) for s in samples], axis=1)
+        correlation = _criterion(oof, target, "srocc", metric)
+        boot_srocc = np.stack([_criterion(oof[:, s], target[s], "srocc", metric) for s in samples], axis=1)
         best = int(np.argmax(value))
         gap_se = np.nanstd(boot[best] - boot, axis=1)
         within = value[best] - value <= self.config.tolerance * gap_se + 1e-12
@@ -759,88 +932,97 @@ class Personalizer:
         table = [
             {
                 "candidate": name,
-                "srocc": round(float(correlation[i]), 4),
-                "srocc_se": round(float(np.nanstd(boot_srocc[i])), 4),
-                self.config.criterion: round(float(value[i]), 4),
+                metric: round(float(correlation[i]), 4),
+                f"{metric}_se": round(float(np.nanstd(boot_srocc[i])), 4),
+                criterion: round(float(value[i]), 4),
                 "gap_to_best_se": round(float(gap_se[i]), 4),
                 "steps": predictions[name][1],
                 "chosen": i == chosen,
             }
             for i, name in enumerate(names)
         ]
-        return names[chosen], table, table[chosen]["srocc"], table[chosen]["srocc_se"]
+        return names[chosen], table, table[chosen][metric], table[chosen][f"{metric}_se"]
 
     # -- fitting -------------------------------------------------------------------------------------------------
-    def fit_encoded(self, encoded: EncodedRatings) -> tuple[Coefficients, PersonalizationReport]:
-        """Fit coefficients to encoded ratings (see `encode_ratings`); returns them and a report.
+    def fit_encoded(self, encoded: Encoded) -> tuple[Coefficients, PersonalizationReport]:
+        """Fit coefficients to encoded ratings or preferences (see `encode_input`); returns them and a report.
 
         Rows are put in canonical order first (by ``encoded.keys``, else by a hash of each prefix row), so the result
         does not depend on their order.
         """
         began = time.perf_counter()
-        _check_ratings(encoded.ratings)
+        pairs = isinstance(encoded, EncodedPreferences)
+        if pairs and ("mse" in self.config.loss or self.config.calibrate):
+            raise ValueError(
+                f"loss={self.config.loss!r} and calibrate={self.config.calibrate} need ratings on a scale; preferences "
+                "are fitted with loss='pairwise' and calibrate=False"
+            )
+        encoded.check()
         encoded = encoded.canonical()
-        _check_ratings(encoded.ratings)
-        scores = self._scores(encoded.prefix)
-        everything, ratings = torch.arange(len(encoded)), encoded.ratings
+        encoded.check()
+        scores = self._scores(encoded)
+        everything = torch.arange(len(encoded))
         cfg = self.config
-        folds = self._folds(ratings) if cfg.selection == "cv" else []
+        folds = self._folds(scores.target) if cfg.selection == "cv" else []
         table: list[dict[str, Any]] = []
         estimate: tuple[float | None, float | None] = (None, None)
         if cfg.selection == "last":
             chosen, steps = cfg.granularity, cfg.steps
         elif not folds:
-            logger.info("Too few ratings (%d) to cross-validate; keeping the softmax(SROCC) mix", len(encoded))
+            logger.info("Too few ratings or pairs (%d) to cross-validate; keeping the softmax mix", len(encoded))
             chosen, steps = "init", 0
         else:
             predictions = self._cross_validate(encoded, scores, folds)
-            chosen, table, *estimate = self._choose(predictions, ratings)
+            chosen, table, *estimate = self._choose(predictions, scores)
             steps = predictions[chosen][1]
         coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores)
         calibration = self._calibration(coefficients, encoded) if cfg.calibrate else None
-        initial = self.coefficients_from(self._simple("init", scores, everything, ratings))
+        initial = self.coefficients_from(self._simple("init", scores, everything))
+        agreement = scores.correlation(everything).tolist()
         report = PersonalizationReport(
             coefficients=coefficients,
             initial_coefficients=initial,
-            zero_shot_srocc=dict(zip(self.bank.task_names, scores.srocc(everything, ratings).tolist())),
+            zero_shot_srocc={} if pairs else dict(zip(self.bank.task_names, agreement)),
             loss_history=losses,
             chosen=chosen,
             chosen_step=steps if chosen in GRANULARITIES else 0,
-            num_ratings=len(encoded),
+            num_ratings=0 if pairs else len(encoded),
             wall_time=time.perf_counter() - began,
             gradient=self.gradient,
             cross_validation=table,
-            cv_srocc=estimate[0],
-            cv_srocc_se=estimate[1],
+            cv_srocc=None if pairs else estimate[0],
+            cv_srocc_se=None if pairs else estimate[1],
             folds=len(folds),
             criterion=cfg.criterion,
             duplicates=encoded.duplicates,
             calibration=calibration,
             config=cfg.to_dict(),
+            num_pairs=len(encoded) if pairs else 0,
+            cv_accuracy=estimate[0] if pairs else None,
+            cv_accuracy_se=estimate[1] if pairs else None,
+            zero_shot_accuracy={n: (a + 1) / 2 for n, a in zip(self.bank.task_names, agreement)} if pairs else {},
         )
         return coefficients, report
 
     def _fit_candidate(
-        self, name: str, steps: int, encoded: EncodedRatings, scores: _Scores | None = None
+        self, name: str, steps: int, encoded: Encoded, scores: _Scores | None = None
     ) -> tuple[Coefficients, list[float]]:
         """Fit candidate ``name`` on all of (canonical) ``encoded``; learned ones for ``steps`` steps."""
-        scores = scores or self._scores(encoded.prefix)
-        everything, ratings = torch.arange(len(encoded)), encoded.ratings
+        scores = scores or self._scores(encoded)
+        everything = torch.arange(len(encoded))
         if name not in GRANULARITIES:
-            return self.coefficients_from(self._simple(name, scores, everything, ratings)), []
-        start = self._start(name, scores, everything, ratings, "init" if self.config.selection == "last" else None)
+            return self.coefficients_from(self._simple(name, scores, everything)), []
+        start = self._start(name, scores, everything, "init" if self.config.selection == "last" else None)
         if not steps:
             return self.coefficients_from(start), []
         values, head, losses, _ = self._optimise(start, encoded, steps)
         return self.coefficients_from(values, head), losses
 
-    def candidate_coefficients(
-        self, encoded: EncodedRatings, report: PersonalizationReport
-    ) -> dict[str, Coefficients]:
+    def candidate_coefficients(self, encoded: Encoded, report: PersonalizationReport) -> dict[str, Coefficients]:
         """Every cross-validated candidate of ``report`` refitted on all the ratings (the winner's is the fit's):
         for studying selection rules on test images."""
         encoded = encoded.canonical()
-        scores = self._scores(encoded.prefix)
+        scores = self._scores(encoded)
         return {
             row["candidate"]: self._fit_candidate(row["candidate"], row["steps"], encoded, scores)[0]
             for row in report.cross_validation
@@ -857,21 +1039,36 @@ class Personalizer:
         return {"slope": slope, "intercept": float(ratings.mean() - slope * predicted.mean())}
 
     def fit(self, data: Any) -> PersonalizationResult:
-        """Fit to a user's ratings and return the personalized model with its report.
+        """Fit to a user's ratings or pairwise preferences and return the personalized model with its report.
 
         Args:
-            data: a `datasets.Dataset` with `image` and `score` columns, a list of (image, score) pairs, a pair
-                `(images, scores)`, or the path of a ratings CSV / image folder (see `load_ratings`).
+            data: ratings: a `datasets.Dataset` with `image` and `score` columns, a list of (image, score) pairs, a
+                pair `(images, scores)`, or the path of a ratings CSV / image folder (see `load_ratings`); or
+                preferences: a `datasets.Dataset` with `image_a`, `image_b` and `preferred` (`"a"`, `"b"` or
+                `"tie"`) columns, or a list of (image_a, image_b, preferred) triples.
         """
-        coefficients, report = self.fit_encoded(self.encode_ratings(data))
+        coefficients, report = self.fit_encoded(self.encode_input(data))
         model = self.model.with_coefficients(self.bank, coefficients, info=report.summary())
         return PersonalizationResult(model, report)
 
 
-def _criterion(predictions: np.ndarray, target: np.ndarray, criterion: str) -> np.ndarray:
-    """Higher is better, per row of `[C, N]` predictions: SROCC (NaN, a constant row, counts as 0) or minus the
-    Bradley-Terry rank loss over all pairs of differently rated images."""
+def _criterion(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str = "srocc") -> np.ndarray:
+    """Higher is better, per row of `[C, U]` unit predictions.
+
+    For ratings (``metric="srocc"``): SROCC (NaN, a constant row, counts as 0) or minus the Bradley-Terry rank loss
+    over all pairs of differently rated images. For preferences (``metric="accuracy"``; units are pairs, predictions
+    score differences): the share of non-tied pairs ordered as preferred (a zero difference counts half) or minus
+    the Bradley-Terry loss against the preferences.
+    """
     predictions = np.atleast_2d(predictions)
+    if metric == "accuracy":
+        if criterion == "rank_loss":
+            return -np.mean(np.logaddexp(0.0, predictions) - target * predictions, axis=1)
+        decided = target != 0.5
+        if not decided.any():
+            return np.full(len(predictions), 0.5)
+        agree = np.where(predictions == 0, 0.5, (predictions > 0) == (target > 0.5))
+        return agree[:, decided].mean(axis=1)
     if criterion == "srocc":
         x = rankdata(predictions, axis=1)
         y = rankdata(target)

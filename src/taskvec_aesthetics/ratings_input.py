@@ -1,4 +1,8 @@
-"""One person's ratings in any accepted form, validated and turned into images plus scores."""
+"""One person's ratings or pairwise preferences in any accepted form, validated and decoded.
+
+Ratings are images with scores. Preferences are pairs of images with which one the person preferred (`"a"`, `"b"` or
+`"tie"`): a natural input for a Bradley-Terry loss, and about as cheap for a person to give as one rating.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,24 @@ from PIL import Image, UnidentifiedImageError
 
 from .processing import open_image, to_rgb
 
-__all__ = ["Ratings", "as_ratings", "canonical", "decode_images", "image_key", "rows_by_user"]
+__all__ = [
+    "PREFERENCE_COLUMNS",
+    "Preferences",
+    "Ratings",
+    "as_preferences",
+    "as_ratings",
+    "canonical",
+    "canonical_preferences",
+    "decode_images",
+    "image_key",
+    "is_preferences",
+    "rows_by_user",
+]
+
+#: Columns of a preferences dataset or CSV: the two images, and which one was preferred.
+PREFERENCE_COLUMNS = ("image_a", "image_b", "preferred")
+#: Accepted values of `preferred` and the probability that image a is preferred that each means.
+PREFERRED_VALUES = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +48,16 @@ class Ratings:
 
     images: list[Image.Image]
     scores: list[float]
+    duplicates: int = 0
+
+
+@dataclass
+class Preferences:
+    """Decoded RGB images and pairs `(a, b, p)` of indices into them, `p` the probability that `a` is preferred
+    (1 for `"a"`, 0 for `"b"`, 0.5 for a tie)."""
+
+    images: list[Image.Image]
+    pairs: list[tuple[int, int, float]]
     duplicates: int = 0
 
 
@@ -60,6 +91,37 @@ def canonical(ratings: Ratings) -> Ratings:
         [sum(scores) / len(scores) for _, (_, scores) in order],
         ratings.duplicates + merged,
     )
+
+
+def canonical_preferences(preferences: Preferences) -> Preferences:
+    """The same preferences in a canonical form: each distinct image once, ordered by its hash; each pair written
+    with the lower hash first (its preference flipped to match) and ordered by the two hashes; the same pair given
+    several times is one pair with the mean preference (a warning says how many were merged)."""
+    keys = [image_key(image) for image in preferences.images]
+    first: dict[str, Image.Image] = {}
+    for key, image in zip(keys, preferences.images):
+        first.setdefault(key, image)
+    order = sorted(first)
+    index = {key: i for i, key in enumerate(order)}
+    merged_pairs: dict[tuple[int, int], list[float]] = {}
+    for a, b, p in preferences.pairs:
+        i, j = index[keys[a]], index[keys[b]]
+        if i == j:
+            raise ValueError(
+                f"a preference compares an image with itself (rows {a} and {b} hold the same picture); "
+                "expected two different images per pair"
+            )
+        key, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
+        merged_pairs.setdefault(key, []).append(value)
+    merged = len(preferences.pairs) - len(merged_pairs)
+    if merged:
+        warnings.warn(
+            f"{merged} of {len(preferences.pairs)} preferences compare a pair of images compared before; "
+            "each pair's preferences were averaged",
+            stacklevel=2,
+        )
+    pairs = [(i, j, sum(values) / len(values)) for (i, j), values in sorted(merged_pairs.items())]
+    return Preferences([first[key] for key in order], pairs, preferences.duplicates + merged)
 
 
 def _decode_cell(cell: Any, row: int) -> Image.Image:
@@ -141,3 +203,64 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
     if len(images) < 2:
         raise ValueError(f"personalization needs at least 2 rated images, received {len(images)}")
     return Ratings([_decode_cell(c, i) for i, c in enumerate(images)], [_score(s, i) for i, s in enumerate(scores)])
+
+
+def _preferred(value: Any, row: int) -> float:
+    text = str(value).strip().lower()
+    if text not in PREFERRED_VALUES:
+        raise ValueError(
+            f"the preference in row {row} is {value!r}; expected one of {list(PREFERRED_VALUES)} "
+            "(image a preferred, image b preferred, or a tie)"
+        )
+    return PREFERRED_VALUES[text]
+
+
+def is_preferences(data: Any) -> bool:
+    """Whether ``data`` is pairwise preferences (a dataset with `image_a`, `image_b`, `preferred` columns, or a list
+    of `(image_a, image_b, preferred)` triples) rather than ratings."""
+    column_names = getattr(data, "column_names", None)
+    if column_names is not None:
+        return "image_a" in column_names or "image_b" in column_names or "preferred" in column_names
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes, tuple)) and data:
+        first = data[0]  # the first row decides; the others are then checked to be triples too
+        return isinstance(first, Sequence) and not isinstance(first, str) and len(first) == 3
+    return False
+
+
+def as_preferences(data: Any) -> Preferences:
+    """Accept a `datasets.Dataset` with `image_a`, `image_b` and `preferred` columns (`"a"`, `"b"` or `"tie"`),
+    a list of `(image_a, image_b, preferred)` triples, or a preferences CSV path (see `load_preferences`).
+
+    Images may be PIL images or file paths; each distinct file is decoded once, and a broken one is named by row.
+    """
+    if isinstance(data, (str, Path)):
+        from .data import load_preferences
+
+        data = load_preferences(data)
+    if hasattr(data, "column_names") and hasattr(data, "cast_column"):
+        missing = [c for c in PREFERENCE_COLUMNS if c not in data.column_names]
+        if missing:
+            raise ValueError(
+                f"the preferences dataset lacks columns {missing}; it has {data.column_names}, expected "
+                f"{list(PREFERENCE_COLUMNS)}"
+            )
+        firsts, seconds = decode_images(data, "image_a"), decode_images(data, "image_b")
+        choices = [_preferred(value, row) for row, value in enumerate(data["preferred"])]
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        rows = list(data)
+        bad = [i for i, row in enumerate(rows) if not (isinstance(row, Sequence) and len(row) == 3)]
+        if bad:
+            raise ValueError(f"expected (image_a, image_b, preferred) triples; rows {bad[:5]} are not triples")
+        firsts = [_decode_cell(row[0], i) for i, row in enumerate(rows)]
+        seconds = [_decode_cell(row[1], i) for i, row in enumerate(rows)]
+        choices = [_preferred(row[2], i) for i, row in enumerate(rows)]
+    else:
+        raise TypeError(
+            "preferences must be a datasets.Dataset with image_a, image_b and preferred columns, a list of "
+            f"(image_a, image_b, preferred) triples or a preferences file path; received {type(data).__name__}"
+        )
+    if len(choices) < 2:
+        raise ValueError(f"personalization needs at least 2 preferences, received {len(choices)}")
+    images = firsts + seconds
+    n = len(firsts)
+    return Preferences(images, [(i, n + i, p) for i, p in enumerate(choices)])

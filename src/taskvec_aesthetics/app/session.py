@@ -1,7 +1,13 @@
-"""One visitor's state: their ratings, uploads and personalized model. The page holds one per browser session.
+"""One visitor's state: their ratings and comparisons, uploads and personalized model. The page holds one per
+browser session.
 
 Everything here is plain Python (no web framework), so the whole flow can be driven and tested without a browser:
-rate, skip, upload, personalize, rank, export, push. Bad input raises `ValueError` with a message meant for the page.
+rate, compare, skip, upload, personalize, rank, export, push. Bad input raises `ValueError` with a message meant for
+the page.
+
+A visitor can rate photos with stars, compare two photos ("which do you prefer?"), or both. Ratings alone are fitted
+as ratings; once there are comparisons, every two photos rated with different stars count as one more comparison, and
+the fit learns from preferences (a Bradley-Terry loss over the pairs).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import torch
 
 from ..metrics import srocc
 from ..modeling import AestheticModel
-from ..personalization import EncodedRatings, PersonalizationReport
+from ..personalization import EncodedPreferences, EncodedRatings, PersonalizationReport
+from ..ratings_input import PREFERRED_VALUES
 from ..selection import choose_next
 from .photos import PhotoError, open_photo, store_photo
 from .resources import AppResources
 
-__all__ = ["DEFAULT_STRATEGY", "USEFUL_RATINGS", "Personalized", "RatingSession", "cv_estimate"]
+__all__ = ["CHOICES", "DEFAULT_STRATEGY", "USEFUL_RATINGS", "Personalized", "RatingSession", "cv_estimate"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +45,16 @@ DEFAULT_STRATEGY = "random"
 #: Ratings after which each further rating pays off about half as much on the demo's simulated raters (same benchmark).
 USEFUL_RATINGS = 20
 STARS = (1, 2, 3, 4, 5)
+#: Answers to "which of these two do you prefer?": the left photo, the right one, or neither.
+CHOICES = tuple(PREFERRED_VALUES)
 
 
 def cv_estimate(report: PersonalizationReport) -> tuple[float, float, str] | None:
-    """The cross-validated estimate of the user's SROCC, its standard error and how it was made; ``None`` when
-    there were too few ratings to cross-validate."""
+    """The cross-validated estimate of the user's SROCC (pair accuracy after comparisons), its standard error and
+    how it was made; ``None`` when there were too few answers to cross-validate."""
+    if report.num_pairs and report.cv_accuracy is not None and report.cv_accuracy_se is not None:
+        how = f"{report.folds}-fold cross-validation on {report.num_pairs} pairs"
+        return float(report.cv_accuracy), float(report.cv_accuracy_se), how
     if report.cv_srocc is None or report.cv_srocc_se is None:
         return None
     how = f"{report.folds}-fold cross-validation on your {report.num_ratings} ratings"
@@ -76,6 +88,7 @@ class RatingSession:
         self.useful = useful
         self.seed = secrets.randbits(31)  # each visitor gets their own random order
         self.ratings: dict[int, float] = {}
+        self.comparisons: dict[tuple[int, int], str] = {}  # (left, right) -> "a", "b" or "tie"
         self.skipped: set[int] = set()
         self.workdir = Path(tempfile.mkdtemp(prefix="taskvec-aesthetics-app-"))
         self.uploads: list[Path] = []
@@ -84,7 +97,9 @@ class RatingSession:
         self._upload_base_scores = np.zeros(0)
         self.result: Personalized | None = None
         self.current: int | None = None
+        self.current_pair: tuple[int, int] | None = None
         self.advance()
+        self.advance_pair()
 
     # -- the pool ------------------------------------------------------------------------------------------------
     @property
@@ -129,6 +144,26 @@ class RatingSession:
         self.ratings[self.current] = value
         self.advance()
 
+    def advance_pair(self) -> tuple[int, int] | None:
+        """Choose the next two photos to compare: photos not compared yet first (``None`` with fewer than two)."""
+        compared = {i for pair in self.comparisons for i in pair}
+        seed = self.seed + 1 + len(self.comparisons)
+        chosen = choose_next(self.task_scores(), compared, 2, self.strategy, seed)
+        if len(chosen) < 2:  # every photo was compared once: pairs of photos already seen
+            chosen = choose_next(self.task_scores(), set(), 2, "random", seed)
+        self.current_pair = (chosen[0], chosen[1]) if len(chosen) == 2 else None
+        return self.current_pair
+
+    def compare(self, choice: str) -> None:
+        """Answer "which of these two do you prefer?" for the pair on screen (`"a"`: the left one, `"b"`: the right
+        one, `"tie"`: neither) and move on."""
+        if self.current_pair is None:
+            raise ValueError("There are not two photos to compare: upload more photos.")
+        if choice not in CHOICES:
+            raise ValueError(f"A comparison answer is one of {list(CHOICES)}; received {choice!r}.")
+        self.comparisons[self.current_pair] = choice
+        self.advance_pair()
+
     def skip(self) -> None:
         """Leave the photo on screen unrated and move on."""
         if self.current is not None:
@@ -136,11 +171,18 @@ class RatingSession:
         self.advance()
 
     def progress(self) -> str:
-        """How far the visitor is, and how many more ratings are useful."""
-        n = len(self.ratings)
+        """How far the visitor is, and how many more ratings (or comparisons, which cost about as much) are useful."""
+        n = len(self.ratings) + len(self.comparisons)
         if n == 0:
-            return f"Rate photos from 1 to 5 stars. About {self.useful} ratings make a good model."
-        rated = f"{n} rated"
+            return f"Rate photos from 1 to 5 stars, or compare two. About {self.useful} answers make a good model."
+        rated = " · ".join(
+            part
+            for part in (
+                f"{len(self.ratings)} rated" if self.ratings else "",
+                f"{len(self.comparisons)} compared" if self.comparisons else "",
+            )
+            if part
+        )
         if n < self.useful:
             more = self.useful - n
             return f"{rated} · {more} more {'is' if more == 1 else 'are'} useful · you can personalize at any time"
@@ -175,11 +217,30 @@ class RatingSession:
         return problems
 
     # -- personalizing ----------------------------------------------------------------------------------------------
+    def preferences(self) -> list[tuple[int, int, str]]:
+        """The comparisons, plus one for every two photos rated with different stars (once there are comparisons)."""
+        pairs = [(a, b, choice) for (a, b), choice in self.comparisons.items()]
+        rated = sorted(self.ratings)
+        for i, a in enumerate(rated):
+            for b in rated[i + 1 :]:
+                if self.ratings[a] != self.ratings[b]:
+                    pairs.append((a, b, "a" if self.ratings[a] > self.ratings[b] else "b"))
+        return pairs
+
     def check_ratings(self) -> None:
-        """Raise a message for the page when the ratings cannot teach an order yet."""
+        """Raise a message for the page when the answers cannot teach an order yet."""
+        if self.comparisons:
+            if all(choice == "tie" for _, _, choice in self.preferences()):
+                raise ValueError(
+                    f"All {len(self.comparisons)} of your comparisons are 'about the same', so they show no "
+                    "preference: pick the photo you like more."
+                )
+            return
         values = list(self.ratings.values())
         if not values:
-            raise ValueError("Rate a few photos first: personalization learns from your ratings.")
+            raise ValueError(
+                "Rate or compare a few photos first: personalization learns from your ratings and comparisons."
+            )
         if len(values) == 1:
             raise ValueError("One rating cannot show what you prefer: rate at least one more photo, differently.")
         if len(set(values)) == 1:
@@ -192,25 +253,38 @@ class RatingSession:
         """Fit this visitor's coefficients, score every photo, and write the model and ratings downloads."""
         self.check_ratings()
         began = time.perf_counter()
-        rated = sorted(self.ratings)
         personalizer = self.resources.personalizer
-        encoded = EncodedRatings(self.prefix(rated), torch.tensor([self.ratings[i] for i in rated]))
+        if self.comparisons:
+            answers = self.preferences()
+            shown = sorted({i for a, b, _ in answers for i in (a, b)})
+            row = {photo: r for r, photo in enumerate(shown)}
+            encoded = EncodedPreferences(
+                self.prefix(shown),
+                torch.tensor([(row[a], row[b]) for a, b, _ in answers]),
+                torch.tensor([PREFERRED_VALUES[choice] for _, _, choice in answers], dtype=torch.float64),
+            )
+        else:
+            rated = sorted(self.ratings)
+            encoded = EncodedRatings(self.prefix(rated), torch.tensor([self.ratings[i] for i in rated]))
         with self.resources.lock:
             coefficients, report = personalizer.fit_encoded(encoded)
             scores = personalizer.predict(coefficients, self.prefix(range(len(self.photos)))).numpy()
         model = self.resources.base.with_coefficients(self.resources.bank, coefficients, info=report.summary())
-        folder = self.workdir / f"model-{len(rated)}-ratings"
+        folder = self.workdir / f"model-{len(self.ratings)}-ratings-{len(self.comparisons)}-comparisons"
         shutil.rmtree(folder, ignore_errors=True)
         model.save_pretrained(folder / "my-aesthetic-model", export="coefficients")
         archive = Path(shutil.make_archive(str(folder / "my-aesthetic-model"), "zip", folder, "my-aesthetic-model"))
-        self.result = Personalized(
-            model, report, scores, time.perf_counter() - began, archive, self.write_ratings_csv()
-        )
+        self.result = Personalized(model, report, scores, time.perf_counter() - began, archive, self.write_answers())
         return self.result
 
+    def answered(self) -> set[int]:
+        """The photos the visitor rated or compared."""
+        return set(self.ratings) | {i for pair in self.comparisons for i in pair}
+
     def ranking(self, scores: np.ndarray, limit: int = 24) -> list[tuple[Path, str]]:
-        """The unrated photos, best first by ``scores``: (file, caption) pairs."""
-        unrated = [i for i in range(len(self.photos)) if i not in self.ratings]
+        """The photos neither rated nor compared, best first by ``scores``: (file, caption) pairs."""
+        answered = self.answered()
+        unrated = [i for i in range(len(self.photos)) if i not in answered]
         best = sorted(unrated, key=lambda i: -scores[i])[:limit]
         return [(self.photos[i], f"#{rank + 1} · {scores[i]:.2f}") for rank, i in enumerate(best)]
 
@@ -218,7 +292,8 @@ class RatingSession:
         """SROCC between the personalized and the base model's scores on the unrated photos."""
         if self.result is None:
             return None
-        unrated = [i for i in range(len(self.photos)) if i not in self.ratings]
+        answered = self.answered()
+        unrated = [i for i in range(len(self.photos)) if i not in answered]
         if len(unrated) < 3:
             return None
         value = srocc(self.result.scores[unrated], self.base_scores()[unrated])
@@ -231,6 +306,29 @@ class RatingSession:
         return self.result.report.coefficients.task_weights()
 
     # -- files and sharing --------------------------------------------------------------------------------------------
+    def write_answers(self) -> Path:
+        """What the visitor answered, to download: the ratings CSV, the comparisons CSV, or a zip of both."""
+        if not self.comparisons:
+            return self.write_ratings_csv()
+        if not self.ratings:
+            return self.write_comparisons_csv()
+        folder = self.workdir / "my-answers"
+        folder.mkdir(exist_ok=True)
+        for path in (self.write_ratings_csv(), self.write_comparisons_csv()):
+            shutil.copy(path, folder / path.name)
+        return Path(shutil.make_archive(str(folder), "zip", folder))
+
+    def write_comparisons_csv(self) -> Path:
+        """The comparisons as a CSV that `taskvec_aesthetics.data.load_preferences` reads
+        (`image_a,image_b,preferred`; put it next to the photos)."""
+        path = self.workdir / "my-comparisons.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image_a", "image_b", "preferred"])
+            for (a, b), choice in self.comparisons.items():
+                writer.writerow([self.name(a), self.name(b), choice])
+        return path
+
     def write_ratings_csv(self) -> Path:
         """The ratings as a CSV that `taskvec_aesthetics.data.load_ratings` reads (`file_name,score`; put it next to
         the photos, or name it `metadata.csv` in their folder)."""

@@ -1,4 +1,4 @@
-"""The page: rate photos one at a time, personalize, see your ranking, download or share your model.
+"""The page: rate photos one at a time or compare two, personalize, see your ranking, download or share your model.
 
 Each browser session gets its own [`RatingSession`] (a `gr.State`), so visitors never see each other's ratings.
 Every handler turns bad input into a message in the page (`ValueError`, `OSError`, Hub errors) and leaves the
@@ -21,6 +21,13 @@ import pandas as pd
 from .resources import AppResources
 from .session import DEFAULT_STRATEGY, STARS, RatingSession, cv_estimate
 
+#: The comparison buttons: label, element id, answer.
+COMPARE_BUTTONS = (
+    ("◀ This one", "prefer-left", "a"),
+    ("About the same", "prefer-neither", "tie"),
+    ("This one ▶", "prefer-right", "b"),
+)
+
 __all__ = ["build_app", "launch", "THEME", "CSS"]
 
 logger = logging.getLogger(__name__)
@@ -42,7 +49,8 @@ CSS = """
 #notice .ok { background: #ecfdf3; border-color: #7fd4a4; color: #05603a; }
 #progress { font-size: 1.02rem; }
 #stars button { font-size: 1.15rem; letter-spacing: 0.05rem; }
-#photo img { object-fit: contain; }
+#photo img, #left img, #right img { object-fit: contain; }
+#compare button { font-size: 1.05rem; }
 #summary .cv { font-size: 1.1rem; }
 """
 
@@ -56,24 +64,50 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
     with gr.Blocks(title=TITLE) as app:
         session = gr.State(None, time_to_live=6 * 3600, delete_callback=lambda s: s.close() if s else None)
         gr.HTML(
-            f"<h1>{TITLE}</h1><p>Rate photos from 1 to 5 stars. Each rating teaches a model which of "
-            f"{len(resources.bank)} aesthetics and quality criteria your taste draws on; then it ranks the photos "
-            "you have not rated.</p>",
+            f"<h1>{TITLE}</h1><p>Rate photos from 1 to 5 stars, or pick the better of two. Each answer teaches a "
+            f"model which of {len(resources.bank)} aesthetics and quality criteria your taste draws on; then it ranks "
+            "the photos you have not seen.</p>",
             elem_id="header",
         )
         notice = gr.HTML("", elem_id="notice")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 progress = gr.Markdown(elem_id="progress")
-                photo = gr.Image(
-                    type="filepath", interactive=False, height=430, show_label=False, elem_id="photo", buttons=[]
-                )
-                with gr.Row(elem_id="stars"):
-                    star_buttons = [
-                        gr.Button("★" * stars, elem_id=f"star-{stars}", variant="secondary", min_width=60)
-                        for stars in STARS
-                    ]
-                skip = gr.Button("Skip this photo", size="sm", elem_id="skip")
+                with gr.Tabs():
+                    with gr.Tab("Rate with stars", elem_id="tab-rate"):
+                        photo = gr.Image(
+                            type="filepath",
+                            interactive=False,
+                            height=430,
+                            show_label=False,
+                            elem_id="photo",
+                            buttons=[],
+                        )
+                        with gr.Row(elem_id="stars"):
+                            star_buttons = [
+                                gr.Button("★" * stars, elem_id=f"star-{stars}", variant="secondary", min_width=60)
+                                for stars in STARS
+                            ]
+                        skip = gr.Button("Skip this photo", size="sm", elem_id="skip")
+                    with gr.Tab("Compare two", elem_id="tab-compare"):
+                        gr.Markdown("Which of these two photos do you prefer?")
+                        with gr.Row():
+                            left, right = (
+                                gr.Image(
+                                    type="filepath",
+                                    interactive=False,
+                                    height=330,
+                                    show_label=False,
+                                    elem_id=side,
+                                    buttons=[],
+                                )
+                                for side in ("left", "right")
+                            )
+                        with gr.Row(elem_id="compare"):
+                            compare_buttons = [
+                                gr.Button(label, elem_id=element, variant="secondary", min_width=80)
+                                for label, element, _ in COMPARE_BUTTONS
+                            ]
             with gr.Column(scale=2):
                 gr.Markdown("### Your taste model")
                 personalize = gr.Button("Personalize", variant="primary", size="lg", elem_id="personalize")
@@ -110,7 +144,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                     model_file = gr.DownloadButton(
                         "Download model (.zip)", elem_id="download-model", variant="primary"
                     )
-                    ratings_file = gr.DownloadButton("Download ratings (.csv)", elem_id="download-ratings")
+                    ratings_file = gr.DownloadButton("Download your answers (.csv)", elem_id="download-ratings")
                     gr.Markdown("### Share it on the Hugging Face Hub")
                     repo = gr.Textbox(label="Repository", placeholder="your-name/my-aesthetic-model", elem_id="repo")
                     token = gr.Textbox(label="Access token (write)", type="password", elem_id="token")
@@ -144,10 +178,18 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
         def screen(state: RatingSession, message: str = "", kind: str = "notice") -> dict:
             """The rating card for the session's current photo."""
             current = None if state.current is None else str(state.photos[state.current])
+            pair = [None, None] if state.current_pair is None else [str(state.photos[i]) for i in state.current_pair]
             text = state.progress()
             if current is None:
                 text += "\n\nYou have rated every photo. Upload more, or press **Personalize**."
-            return {session: state, photo: current, progress: text, notice: _notice(message, kind)}
+            return {
+                session: state,
+                photo: current,
+                left: pair[0],
+                right: pair[1],
+                progress: text,
+                notice: _notice(message, kind),
+            }
 
         def start() -> dict:
             return screen(RatingSession(resources, strategy))
@@ -161,6 +203,16 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
 
             rate.__name__ = f"rate_{stars}"
             return rate
+
+        def compare_with(choice: str) -> Callable[[RatingSession], dict]:
+            @guarded
+            def compare(state: RatingSession) -> dict:
+                state = state or RatingSession(resources, strategy)
+                state.compare(choice)
+                return {**screen(state), ratings_file: state.write_answers()}
+
+            compare.__name__ = f"compare_{choice}"
+            return compare
 
         @guarded
         def skip_photo(state: RatingSession) -> dict:
@@ -182,15 +234,31 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
         @guarded
         def fit(state: RatingSession, progress_bar: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:  # noqa: B008
             if state is None:
-                raise ValueError("Rate a few photos first: personalization learns from your ratings.")
+                raise ValueError(
+                    "Rate or compare a few photos first: personalization learns from your ratings and comparisons."
+                )
             state.check_ratings()
             progress_bar(0, desc="Learning your taste")
             result = state.personalize()
             weights = state.task_weights()
             frame = pd.DataFrame({"criterion": list(weights), "weight": list(weights.values())})
-            lines = [f"## Your model is ready: fitted on {len(state.ratings)} ratings in {result.seconds:.1f} s"]
+            answers = " and ".join(
+                part
+                for part in (
+                    f"{len(state.ratings)} ratings" if state.ratings else "",
+                    f"{len(state.comparisons)} comparisons" if state.comparisons else "",
+                )
+                if part
+            )
+            lines = [f"## Your model is ready: fitted on {answers} in {result.seconds:.1f} s"]
             estimate = cv_estimate(result.report)
-            if estimate is not None:
+            if estimate is not None and result.report.num_pairs:
+                mean, error, how = estimate
+                lines.append(
+                    f'<p class="cv">Expected agreement with your choices on pairs you have not compared: '
+                    f"<b>{mean:.0%} ± {error:.0%}</b> ({html.escape(how)}).</p>"
+                )
+            elif estimate is not None:
                 mean, error, how = estimate
                 lines.append(
                     f'<p class="cv">Expected agreement with your taste (SROCC) on photos you have not rated: '
@@ -225,10 +293,12 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                 return {hub_status: _notice(f"The Hub refused the push: {error}"), token: ""}
             return {hub_status: _notice(f"Pushed: {url}", "ok"), token: ""}
 
-        everything = [session, photo, progress, notice]
+        everything = [session, photo, left, right, progress, notice]
         app.load(start, outputs=everything)
         for stars, button in zip(STARS, star_buttons):
             button.click(rate_with(stars), inputs=session, outputs=[*everything, ratings_file])
+        for (_, _, choice), button in zip(COMPARE_BUTTONS, compare_buttons):
+            button.click(compare_with(choice), inputs=session, outputs=[*everything, ratings_file])
         skip.click(skip_photo, inputs=session, outputs=everything)
         upload.upload(add_photos, inputs=[upload, session], outputs=[*everything, upload])
         personalize.click(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .loading import LEVELS, SPLITS, TEST_FRACTION, VALIDATION_FRACTION, build_dataset, load_database
 from .personalized import FLICKR_AES_TEST_WORKERS
-from .ratings import load_ratings
+from .ratings import is_preferences_file, load_preferences, load_ratings
 from .records import DatabaseFormatError, Issue
 from .registry import DATABASES, DatabaseKind, DatabaseSpec, get_database_spec, list_databases
 
@@ -32,6 +32,8 @@ __all__ = [
     "build_dataset",
     "get_database_spec",
     "list_databases",
+    "is_preferences_file",
     "load_database",
+    "load_preferences",
     "load_ratings",
 ]

@@ -8,6 +8,9 @@ Two layouts are accepted:
   columns next to the images.
 
 An optional `user_id` column is kept, so one file can hold several people's ratings.
+
+`load_preferences` reads pairwise preferences instead: a CSV with `image_a`, `image_b` and `preferred` (`a`, `b` or
+`tie`) columns, image paths resolved the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import logging
 import os
 from pathlib import Path
 
-from datasets import Dataset, DatasetInfo
+from datasets import Dataset, DatasetInfo, Features, Image, Value
 
+from ..ratings_input import PREFERENCE_COLUMNS, PREFERRED_VALUES
 from .loading import build_dataset
 from .records import (
     DatabaseFormatError,
@@ -32,7 +36,15 @@ from .records import (
     separator_hint,
 )
 
-__all__ = ["IMAGE_COLUMNS", "SCORE_COLUMNS", "USER_COLUMN", "load_ratings"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "PREFERENCE_COLUMNS",
+    "SCORE_COLUMNS",
+    "USER_COLUMN",
+    "is_preferences_file",
+    "load_preferences",
+    "load_ratings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +132,80 @@ def _columns(path: Path) -> tuple[str, str, str | None]:
             f"score column (one of {list(SCORE_COLUMNS)}).{separator_hint(header)}"
         )
     return image, score, USER_COLUMN if USER_COLUMN in header else None
+
+
+def _header(path: Path) -> list[str]:
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), skipinitialspace=True)
+    return [name.strip() for name in next(reader, [])]
+
+
+def is_preferences_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a CSV file (or an image folder's `metadata.csv`) holds pairwise preferences rather than ratings."""
+    return any(name in PREFERENCE_COLUMNS for name in _header(_ratings_file(Path(path).expanduser().absolute())))
+
+
+def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False) -> Dataset:
+    """Load one or several people's pairwise preferences between their own images.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A CSV file, or a folder holding `metadata.csv`, with columns `image_a`, `image_b` (paths, absolute or
+            relative to the CSV file's folder), `preferred` (`a`, `b` or `tie`) and optionally `user_id`.
+        skip_invalid (`bool`, *optional*, defaults to `False`):
+            Skip rows with an unknown preference or a missing image (their count is logged) instead of raising.
+
+    Returns:
+        `datasets.Dataset`: columns `image_a`, `image_b` (`datasets.Image()`), `preferred` (`a`, `b` or `tie`) and
+        `user_id` when the file has that column.
+
+    Raises:
+        [`DatabaseFormatError`] (a `ValueError`): a column is missing, or rows are invalid (each named by line
+            number) when `skip_invalid` is `False`.
+    """
+    csv_path = _ratings_file(Path(path).expanduser().absolute())
+    header = _header(csv_path)
+    missing = [name for name in PREFERENCE_COLUMNS if name not in header]
+    if missing:
+        raise DatabaseFormatError(
+            f"{csv_path.name} has columns {header}; preferences need columns {list(PREFERENCE_COLUMNS)} "
+            f"(missing {missing}).{separator_hint(header)}"
+        )
+    user = USER_COLUMN if USER_COLUMN in header else None
+    log = IssueLog()
+    columns: dict[str, list[str]] = {"image_a": [], "image_b": [], "preferred": [], **({user: []} if user else {})}
+    for line, row in read_csv_rows(csv_path, list(PREFERENCE_COLUMNS), log, "preferences"):
+        preferred = row["preferred"].strip().lower()
+        if preferred not in PREFERRED_VALUES:
+            log.add(csv_path, line, f"preferred is {row['preferred']!r}, expected one of {list(PREFERRED_VALUES)}")
+            continue
+        images = []
+        for column in ("image_a", "image_b"):
+            image = Path(row[column]).expanduser() if row[column] else None
+            image = image if image is None or image.is_absolute() else csv_path.parent / image
+            if image is None or not image.is_file():
+                log.add(csv_path, line, f"{column} {str(image) if image else 'is empty'!r} not found")
+            images.append(image)
+        if None in images or not all(image.is_file() for image in images):
+            continue
+        columns["image_a"].append(str(images[0]))
+        columns["image_b"].append(str(images[1]))
+        columns["preferred"].append(preferred)
+        if user:
+            columns[user].append(row[user])
+    log.resolve(f"preferences {str(csv_path)!r}", skip_invalid)
+    if not columns["preferred"]:
+        raise ValueError(f"{str(csv_path)!r} holds no preferences; expected one row per compared pair.")
+    logger.info("Loaded %d preferences from %s", len(columns["preferred"]), csv_path)
+    features = Features(
+        {
+            "image_a": Image(),
+            "image_b": Image(),
+            "preferred": Value("string"),
+            **({user: Value("string")} if user else {}),
+        }
+    )
+    return Dataset.from_dict(
+        columns,
+        features=features,
+        info=DatasetInfo(description=f"Preferences from {csv_path.name}.", features=features),
+    )
