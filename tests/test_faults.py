@@ -32,6 +32,7 @@ from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
 from taskvec_aesthetics.training import FinetuneConfig, finetune_database
+from taskvec_aesthetics.references import Reference
 
 TASKS = ["a", "b", "c"]
 
@@ -511,7 +512,7 @@ def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     reloaded = AestheticModel.from_pretrained(root / "mine")
     assert torch.equal(reloaded(pixel_values=x).scores, mine(pixel_values=x).scores)
     base.save_pretrained(root / "base-copy")
-    assert base.source == {"path": str((root / "base").resolve())}
+    assert base.source == Reference.local(root / "base")
 
 
 # -- 12. clear errors ----------------------------------------------------------------------------------------------

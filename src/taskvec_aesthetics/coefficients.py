@@ -14,16 +14,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .constants import COEFFICIENTS_FILE
 from .errors import ConfigError
 from .io import atomic_path
+from .settings import GRANULARITIES
 
 __all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
 
 logger = logging.getLogger(__name__)
 
 Granularity = Literal["task", "layer", "tensor"]
-GRANULARITIES: tuple[str, ...] = ("task", "layer", "tensor")
-COEFFICIENTS_FILE = "coefficients.safetensors"
 #: The single group of task-granularity coefficients.
 ALL_GROUP = "all"
 

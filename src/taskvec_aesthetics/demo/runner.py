@@ -32,6 +32,8 @@ from ..benchmark import METHODS, BenchmarkConfig, BenchmarkResult, draw_order, r
 from ..io import atomic_path, write_json
 from ..modeling import AestheticModel
 from ..personalization import PersonalizerConfig
+from ..progress import transformers_bars_off
+from ..references import Reference
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "default_cache_dir"]
@@ -119,6 +121,14 @@ class DemoConfig:
         return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def caption(num_raters: int, noise_ceiling: float) -> str:
+    """What the demo's table shows: the raters it averages over and the ceiling their rating noise sets."""
+    return (
+        f"Test SROCC of {num_raters} simulated raters, against each rater's noisy ratings of the images they did not "
+        f"rate; the noise ceiling (their ratings against their true utility, mean over raters) is {noise_ceiling:.3f}."
+    )
+
+
 @dataclass
 class DemoResult:
     benchmark: BenchmarkResult
@@ -128,14 +138,14 @@ class DemoResult:
     noise_ceiling: float
     bank_from_cache: bool
     cache_folder: Path
+    caption: str = ""
 
     def report(self) -> str:
         """What the demo measured and where everything was written, for the terminal."""
         check = self.export_check
         lines = [
             self.benchmark.to_markdown(),
-            f"Test SROCC against each rater's noisy ratings of the images they did not rate; the noise ceiling (their "
-            f"ratings against their true utility) is {self.noise_ceiling:.3f}.",
+            self.caption,
             "Timings: "
             + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in self.timings.items())
             + (" (bank from cache)" if self.bank_from_cache else ""),
@@ -189,7 +199,7 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
         )
         logger.info("Fine-tuned %s: eval %s", name, result.metrics)
         runs.append(run_dir)
-    base.source = {"path": str((final / "base").resolve())}
+    base.source = Reference.local(final / "base")  # where it will be once the folder is renamed into place
     bank = build_bank(runs, base)
     for task in bank.tasks:
         spec = SIMULATED_DATABASES[task.name].metadata()
@@ -212,7 +222,8 @@ def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: 
             os.replace(scratch, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    base = AestheticModel.from_pretrained(target / "base").eval()
+    with transformers_bars_off():  # the demo's own loads show no transformers bars
+        base = AestheticModel.from_pretrained(target / "base").eval()
     return base, TaskVectorBank.from_pretrained(target / "bank", base=base), cached, target
 
 
@@ -243,7 +254,8 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for export in ("coefficients", "merged"):
         folder = out / "exports" / f"{user}-{export}"
-        model.save_pretrained(folder, export=export)
+        with transformers_bars_off():
+            model.save_pretrained(folder, export=export)
         done = subprocess.run(
             [sys.executable, "-c", _RELOAD_SCRIPT, str(folder), *paths],
             capture_output=True,
@@ -320,7 +332,8 @@ def run_demo(
     )
     timings["benchmark_s"] = time.perf_counter() - mark
     ceiling = sum(world.noise_ceiling(u.user_id) for u in world.users) / len(world.users)
-    paths = result.save(out, noise_ceiling=ceiling)
+    text = caption(len(world.users), ceiling)
+    paths = result.save(out, noise_ceiling=ceiling, caption=text)
     mark = time.perf_counter()
     check = _check_exports(base, bank, world, config, out)
     timings["exports_s"] = time.perf_counter() - mark
@@ -339,4 +352,4 @@ def run_demo(
     )
     paths["demo"] = out / "demo.json"
     paths["sample ratings"] = _write_sample_ratings(world, out)
-    return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder)
+    return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder, text)
