@@ -31,8 +31,8 @@ from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
-from taskvec_aesthetics.training import FinetuneConfig, finetune_database
 from taskvec_aesthetics.references import Reference
+from taskvec_aesthetics.training import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]
 
@@ -503,7 +503,7 @@ def test_json_is_strict(tmp_path):
 # -- 11. saving never changes the object saved ---------------------------------------------------------------------
 def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     root, base, bank = saved
-    before = (bank.storage_dtype, bank.root, dict(bank.source))
+    before = (bank.storage_dtype, bank.root, bank.source)
     bank.save_pretrained(root / "bf16", storage_dtype="bfloat16")
     assert (bank.storage_dtype, bank.root, bank.source) == before
     mine = base.with_coefficients(bank, {"a": 0.7, "c": -0.3})

@@ -44,6 +44,7 @@ from .merging import (
     streamed_coefficient_grad,
 )
 from .metrics import srocc
+from .processing import open_image
 from .ratings_input import as_ratings, canonical, image_key, rows_by_user
 from .references import Reference
 from .settings import CANDIDATES, PersonalizerConfig
@@ -362,8 +363,6 @@ class Personalizer:
 
         When the bank covers the embeddings, nothing is frozen and this is the preprocessed pixel values.
         """
-        from .processing import open_image
-
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]

@@ -28,12 +28,15 @@ from typing import Any
 import datasets
 
 from ..bank import TaskVectorBank
+from ..bank_production import LITE0_IMAGENET, build_bank, init_base
 from ..benchmark import METHODS, BenchmarkConfig, BenchmarkResult, draw_order, run_benchmark
 from ..io import atomic_path, write_json
 from ..modeling import AestheticModel
 from ..personalization import PersonalizerConfig
 from ..progress import transformers_bars_off
 from ..references import Reference
+from ..settings import FinetuneConfig
+from ..training import finetune
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "default_cache_dir"]
@@ -173,9 +176,6 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
 
     ``folder`` is renamed to ``final`` once complete, so the bank records its base at ``final / "base"``.
     """
-    from ..bank_production import LITE0_IMAGENET, build_bank, init_base
-    from ..training import FinetuneConfig, finetune
-
     base = init_base(
         LITE0_IMAGENET, seed=config.seed, image_size=config.world.image_size, save_directory=folder / "base"
     )
