@@ -11,7 +11,6 @@ import json
 import pkgutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -165,10 +164,11 @@ def test_settings_references_and_constants_import_without_torch() -> None:
 
 def test_the_wheel_lists_every_package_and_ships_the_card_templates() -> None:
     """pyproject.toml lists the packages (the templates' folder is mapped in): none may be missing."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    found = {
-        ".".join(path.parent.relative_to(PACKAGE.parent).parts) for path in PACKAGE.rglob("__init__.py")
-    } | {"taskvec_aesthetics.hub_cards"}
+    found = {".".join(path.parent.relative_to(PACKAGE.parent).parts) for path in PACKAGE.rglob("__init__.py")} | {
+        "taskvec_aesthetics.hub_cards"
+    }
     assert set(setuptools["packages"]) == found
     assert setuptools["package-dir"]["taskvec_aesthetics.hub_cards"] == "hub_cards"
     templates = {p.name for p in (ROOT / "hub_cards").glob("*.md")}
