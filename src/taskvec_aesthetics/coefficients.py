@@ -165,7 +165,14 @@ class Coefficients:
 
     def __repr__(self) -> str:
         weights = ", ".join(f"{k}={v:+.3f}" for k, v in self.task_weights().items())
-        return f"Coefficients({self.granularity}, {len(self.group_names)} groups x {len(self.task_names)} tasks: {weights})"
+        groups = len(self.group_names)
+        # Say what the numbers are: one coefficient per task, or each task's mean over its layer groups.
+        summary = "coefficient per task" if groups == 1 else f"mean over the {groups} groups per task"
+        extra = f", {len(self.extra)} extra tensors" if self.extra else ""
+        return (
+            f"Coefficients({self.granularity}, {groups} groups x {len(self.task_names)} tasks{extra}; "
+            f"{summary}: {weights})"
+        )
 
     def allclose(self, other: Coefficients, atol: float = 0.0) -> bool:
         return (
