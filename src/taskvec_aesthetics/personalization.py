@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .bank import TaskVectorBank
 from .coefficients import GRANULARITIES, Coefficients
+from .constants import PERSONALIZATION_FILE
 from .errors import ConfigError
 from .losses import pairwise_rank_loss
 from .merging import (
@@ -137,7 +138,7 @@ class PersonalizationState:
         return (self.bank.source or Reference()).with_fingerprint(self.bank.base_fingerprint)
 
     @classmethod
-    def standalone(cls, record: Mapping[str, Any], where: str = "personalization.json") -> PersonalizationState:
+    def standalone(cls, record: Mapping[str, Any], where: str = PERSONALIZATION_FILE) -> PersonalizationState:
         """The state of a merged export read back from its `personalization.json` record."""
         coefficients = Coefficients.from_dict(record["coefficients"]) if "coefficients" in record else None
         return cls(

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoImageProcessor, PreTrainedConfig, ViTImageProcessorPil
 
+from .constants import PREPROCESSOR_FILE
 from .errors import TaskvecAestheticsError
 
 __all__ = [
@@ -62,7 +63,7 @@ def default_image_processor(encoder_config: PreTrainedConfig, image_size: int | 
 
 def load_image_processor(folder: str | Path) -> Any:
     """The image processor saved in ``folder`` (`preprocessor_config.json`), or None when there is none."""
-    if not (Path(folder) / "preprocessor_config.json").is_file():
+    if not (Path(folder) / PREPROCESSOR_FILE).is_file():
         return None
     return AutoImageProcessor.from_pretrained(str(folder))
 

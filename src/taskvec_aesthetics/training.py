@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .backbones import EMBEDDINGS_GROUP, block_group
+from .constants import CONFIG_FILE, WEIGHTS_FILE
 from .data import get_database_spec, load_database
 from .errors import ConfigError, IntegrityError
 from .fingerprint import model_fingerprint
@@ -64,7 +65,7 @@ MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
 # A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
-CHECKPOINT_MODEL_FILE = "model.safetensors"
+CHECKPOINT_MODEL_FILE = WEIGHTS_FILE
 CHECKPOINT_OPTIMIZER_FILE = "optimizer.safetensors"
 # Settings that fix the data order and the schedule: a checkpoint only resumes a run that shares them.
 _RESUME_KEYS = (
@@ -555,7 +556,7 @@ def finetune(
 def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticModel:
     if isinstance(model, AestheticModel):
         return model
-    if not (Path(model) / "config.json").is_file():
+    if not (Path(model) / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"expected {what} (a folder with config.json from save_pretrained) at {model}")
     with transformers_bars_off():  # a load on the user's behalf
         return AestheticModel.from_pretrained(model)

@@ -30,6 +30,7 @@ import datasets
 from ..bank import TaskVectorBank
 from ..bank_production import LITE0_IMAGENET, build_bank, init_base
 from ..benchmark import METHODS, BenchmarkConfig, BenchmarkResult, draw_order, run_benchmark
+from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
 from ..io import atomic_path, write_json
 from ..modeling import AestheticModel
 from ..personalization import PersonalizerConfig
@@ -155,13 +156,13 @@ class DemoResult:
             f"Exports of {check['user_id']} (k = {check['k']}), reloaded in a fresh process: "
             + ", ".join(
                 f"{e} {check[e]['bytes'] / 1024:,.0f} KB, max |diff| {check[e]['max_abs_diff']:.1e}"
-                for e in ("coefficients", "merged")
+                for e in (COEFFICIENTS, MERGED)
             )
             + (" - identical" if check["identical"] else " - NOT IDENTICAL"),
             "",
             f"base model and bank: {self.cache_folder / 'base'}, {self.cache_folder / 'bank'}",
             *(f"{kind}: {path}" for kind, path in self.paths.items()),
-            *(f"{e} export: {check[e]['folder']}" for e in ("coefficients", "merged")),
+            *(f"{e} export: {check[e]['folder']}" for e in (COEFFICIENTS, MERGED)),
         ]
         return "\n".join(lines)
 
@@ -211,7 +212,7 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
 def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: bool):
     """Load the cached base and bank, or build them (into a temporary folder renamed into place when complete)."""
     target = cache_dir / "demo" / config.bank_key()
-    cached = (target / "bank" / "bank_config.json").is_file()
+    cached = (target / "bank" / BANK_CONFIG_FILE).is_file()
     if not cached:
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
@@ -252,7 +253,7 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
     expected = model.score(paths)
     check: dict[str, Any] = {"user_id": user, "k": k}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    for export in ("coefficients", "merged"):
+    for export in (COEFFICIENTS, MERGED):
         folder = out / "exports" / f"{user}-{export}"
         with transformers_bars_off():
             model.save_pretrained(folder, export=export)
@@ -272,7 +273,7 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
             "bytes": size,
             "max_abs_diff": max(abs(a - b) for a, b in zip(reloaded, expected.tolist())),
         }
-    check["identical"] = all(check[e]["max_abs_diff"] <= 1e-5 for e in ("coefficients", "merged"))
+    check["identical"] = all(check[e]["max_abs_diff"] <= 1e-5 for e in (COEFFICIENTS, MERGED))
     return check
 
 
