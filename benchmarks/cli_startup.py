@@ -9,11 +9,17 @@ torch alone, then the top-level help and every subcommand's help. On a busy mach
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 
-COMMANDS = ("", "score", "personalize", "benchmark", "demo", "init-base", "build-bank", "push", "finetune")
+from taskvec_aesthetics.cli import build_parser
+
+
+def commands() -> list[str]:
+    """The top level (empty) and every subcommand of the parser, so a new subcommand is measured too."""
+    return ["", *build_parser()._subparsers._group_actions[0].choices]
 
 
 def best_wall_time(args: list[str], repeats: int) -> float:
@@ -30,11 +36,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per command; the best is reported (default: 5)")
     repeats = parser.parse_args().repeats
     rows = [("python -c pass", ["-c", "pass"]), ("python -c 'import torch'", ["-c", "import torch"])]
-    for command in COMMANDS:
+    for command in commands():
         name = " ".join(["taskvec-aesthetics", *([command] if command else []), "--help"])
         rows.append((name, ["-m", "taskvec_aesthetics.cli", *([command] if command else []), "--help"]))
+    times = {}
     for name, args in rows:
-        print(f"{best_wall_time(args, repeats):6.2f} s  {name}", flush=True)
+        times[name] = best_wall_time(args, repeats)
+        print(f"{times[name]:6.2f} s  {name}", flush=True)
+    print(json.dumps({"repeats": repeats, "seconds": {k: round(v, 3) for k, v in times.items()}}))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from huggingface_hub import ModelCard
 from tiny_models import perturbed_copy, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.hub import bank_card, is_generated_card, model_card
+from taskvec_aesthetics.hub import is_generated_card
+from taskvec_aesthetics.references import Reference
 
 BASE_REPO, BANK_REPO = "someone/aesthetic-base", "someone/aesthetic-bank"
 BASE_SHA, BANK_SHA = "a" * 40, "b" * 40
@@ -39,10 +40,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def models(tmp_path: Path) -> dict:
     """A base and bank that claim Hub locations, and a layer-wise personalized model built from them."""
     base = tiny_model("clip")
-    base.source = {"repo_id": BASE_REPO, "revision": BASE_SHA}  # as after a push or a pull
+    base.source = Reference(repo_id=BASE_REPO, revision=BASE_SHA)  # as after a push or a pull
     tuned = {t: perturbed_copy(base, i, 0.2) for i, t in enumerate(META)}
     bank = TaskVectorBank.from_finetuned(base, tuned, metadata=META)
-    bank.source = {"repo_id": BANK_REPO, "revision": BANK_SHA}
+    bank.source = Reference(repo_id=BANK_REPO, revision=BANK_SHA)
     groups = base.adapter.num_blocks + 3
     values = torch.tensor([[0.5, -0.25, 0.1]] * (groups - 1) + [[0.9, -0.25, 0.1]])
     info = {"num_ratings": 30, "num_holdout": 8, "chosen_step": 120, "holdout_srocc": 0.6125}
@@ -74,12 +75,12 @@ def test_base_card_describes_encoder_head_and_use(models: dict, tmp_path: Path) 
     assert "Linear(32, 16) - GELU - Dropout(0.5) - Linear(16, 10) - Sigmoid" in card.text
     assert "mapped onto [1.0, 10.0]" in card.text and "## How to personalize" in card.text
     assert "## Intended use and limitations" in card.text
-    named = model_card(base, repo_id="me/scorer", license="apache-2.0")
+    named = base.generate_model_card(repo_id="me/scorer", license="apache-2.0")
     assert named.data.license == "apache-2.0" and 'AestheticModel.from_pretrained("me/scorer")' in named.text
 
 
 def test_bank_card_tables_tags_and_model_index(models: dict) -> None:
-    card = ModelCard(str(bank_card(models["bank"], repo_id=BANK_REPO)))  # parsed back from its text
+    card = ModelCard(str(models["bank"].generate_model_card(repo_id=BANK_REPO)))  # parsed back from its text
     assert {"task-vectors", "image-aesthetics", "image-quality-assessment"} <= set(card.data.tags)
     assert card.data.base_model == BASE_REPO
     rows = table_rows(card.text, "| task |")
@@ -101,7 +102,7 @@ def test_bank_card_tables_tags_and_model_index(models: dict) -> None:
 @pytest.mark.parametrize(("export", "relation"), [("coefficients", "adapter"), ("merged", "merge")])
 def test_personalized_card_provenance_coefficients_and_metrics(models: dict, export: str, relation: str) -> None:
     mine, bank = models["mine"], models["bank"]
-    card = ModelCard(str(model_card(mine, export, repo_id="me/my-taste")))
+    card = ModelCard(str(mine.generate_model_card(repo_id="me/my-taste", export=export)))
     assert card.data.base_model == BASE_REPO and card.data.base_model_relation == relation
     assert {"personalized", "task-vectors"} <= set(card.data.tags)
     [result] = card.data.eval_results

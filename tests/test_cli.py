@@ -8,6 +8,7 @@ from planted import images, user_ratings
 
 from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.references import Reference
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +143,8 @@ def test_personalize_without_bank_uses_the_bank_the_model_refers_to(saved, capsy
     assert main([*common, "--model", str(tmp_path / "a"), "--output", str(tmp_path / "b"), "--seed", "1"]) == 0
     capsys.readouterr()
     again = AestheticModel.from_pretrained(tmp_path / "b")
-    assert again.personalization.bank.source == {"path": str((saved / "bank").resolve())}
-    assert again.personalization.base_source == {"path": str((saved / "base").resolve())}
+    assert again.personalization.bank.source == Reference.local(saved / "bank")
+    assert again.personalization.base.location == str((saved / "base").resolve())
 
 
 def test_score_checks_its_inputs_before_loading_and_names_a_bank_given_as_model(saved, capsys):
@@ -183,9 +184,10 @@ def test_help_texts_match_the_library(capsys):
     from taskvec_aesthetics import cli
     from taskvec_aesthetics.bank import STORAGE_DTYPES
     from taskvec_aesthetics.benchmark import METHODS
+    from taskvec_aesthetics.constants import STORAGE_DTYPE_NAMES
     from taskvec_aesthetics.data.ratings import IMAGE_COLUMNS, SCORE_COLUMNS, USER_COLUMN
 
-    assert cli.STORAGE_DTYPES == tuple(STORAGE_DTYPES)
+    assert STORAGE_DTYPE_NAMES == tuple(STORAGE_DTYPES)
     assert cli.BENCHMARK_METHODS == METHODS
     for command, names in (("personalize", (*IMAGE_COLUMNS, *SCORE_COLUMNS)), ("benchmark", (USER_COLUMN,))):
         assert main([command, "--help"]) == 0
@@ -197,22 +199,46 @@ def test_help_texts_match_the_library(capsys):
     assert "TASKVEC_AESTHETICS_CACHE" in text and "XDG_CACHE_HOME" in text
 
 
-LIGHT_COMMANDS = ("score", "personalize", "benchmark", "demo", "init-base", "build-bank", "push")
+def test_personalize_flags_are_the_personalizer_config_fields():
+    import dataclasses
+
+    from taskvec_aesthetics.cli import build_parser
+    from taskvec_aesthetics.settings import PersonalizerConfig
+
+    parser = build_parser()
+    personalize = parser._subparsers._group_actions[0].choices["personalize"]
+    flags = {option for action in personalize._actions for option in action.option_strings}
+    fields = {f.name for f in dataclasses.fields(PersonalizerConfig) if f.metadata.get("cli", True)}
+    assert {"--" + name.replace("_", "-") for name in fields} <= flags
+    assert "--progress" not in flags  # set by --quiet and TQDM_DISABLE instead
+    args = parser.parse_args(
+        ["personalize", "--ratings", "r.csv", "--model", "m", "--output", "o", "--steps", "7", "--calibrate",
+         "--candidates", "single", "layer", "--tolerance", "0.5"]
+    )  # fmt: skip
+    assert (args.steps, args.calibrate, args.candidates, args.tolerance) == (7, True, ["single", "layer"], 0.5)
+    assert not hasattr(args, "granularity")  # not given: the preset's value stays
+    with pytest.raises(SystemExit):
+        parser.parse_args(["personalize", "--ratings", "r", "--model", "m", "--output", "o", "--granularity", "x"])
 
 
-def test_help_is_fast_and_imports_neither_torch_nor_transformers():
+def test_every_help_is_fast_and_imports_neither_torch_nor_transformers():
+    """Each `--help`, in a fresh process of its own, imports no heavy module; the top-level one is also timed."""
     import subprocess
     import sys
     import time
 
-    probe = (
-        "import sys\nfrom taskvec_aesthetics import cli\n"
-        f"for command in {LIGHT_COMMANDS!r}:\n    assert cli.main([command, '--help']) == 0\n"
-        "assert cli.main(['--help']) == 0\n"
-        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets', 'PIL') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "HEAVY []"
+    from taskvec_aesthetics.cli import build_parser
+
+    commands = [[], *([name] for name in build_parser()._subparsers._group_actions[0].choices)]
+    assert ["finetune"] in commands and ["personalize"] in commands
+    for command in commands:
+        probe = (
+            f"import sys\nfrom taskvec_aesthetics import cli\nassert cli.main({[*command, '--help']!r}) == 0\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets', 'PIL', 'huggingface_hub') "
+            "if m in sys.modules))"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        assert out.strip().splitlines()[-1] == "HEAVY []", command
 
     def seconds(*args: str) -> float:
         start = time.perf_counter()
@@ -220,8 +246,8 @@ def test_help_is_fast_and_imports_neither_torch_nor_transformers():
         return time.perf_counter() - start
 
     python = min(seconds("-c", "pass") for _ in range(3))
-    help_ = min(seconds("-m", "taskvec_aesthetics.cli", "score", "--help") for _ in range(3))
-    # Generous on a busy machine; importing torch alone takes seconds.
+    help_ = min(seconds("-m", "taskvec_aesthetics.cli", "finetune", "--help") for _ in range(3))
+    # Generous on a busy machine; importing torch alone takes seconds (benchmarks/cli_startup.py measures them all).
     assert help_ - python < 1.0, (help_, python)
 
 

@@ -27,6 +27,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert set(METHODS) - {"single"} <= methods and any(m.startswith("single:") for m in methods)
     assert {row["k"] for row in results["summary"]} == set(DemoConfig.preset("quick").shots)
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "results.md").is_file()
+    caption = (out / "results.md").read_text().rstrip().splitlines()[-1]  # what the table's numbers are
+    assert f"Test SROCC of {len(record['users'])} simulated raters" in caption
+    assert (
+        f"noise ceiling (their ratings against their true utility, mean over raters) is {record['noise_ceiling']:.3f}"
+        in caption
+    )
     assert len(record["bank"]) == 7 and all(task["metrics"] for task in record["bank"])
     # the README's quickstart runs as written on the demo's output
     readme = (Path(__file__).parents[1] / "README.md").read_text()

@@ -31,6 +31,7 @@ from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
+from taskvec_aesthetics.references import Reference
 from taskvec_aesthetics.training import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]
@@ -502,7 +503,7 @@ def test_json_is_strict(tmp_path):
 # -- 11. saving never changes the object saved ---------------------------------------------------------------------
 def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     root, base, bank = saved
-    before = (bank.storage_dtype, bank.root, dict(bank.source))
+    before = (bank.storage_dtype, bank.root, bank.source)
     bank.save_pretrained(root / "bf16", storage_dtype="bfloat16")
     assert (bank.storage_dtype, bank.root, bank.source) == before
     mine = base.with_coefficients(bank, {"a": 0.7, "c": -0.3})
@@ -511,7 +512,7 @@ def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     reloaded = AestheticModel.from_pretrained(root / "mine")
     assert torch.equal(reloaded(pixel_values=x).scores, mine(pixel_values=x).scores)
     base.save_pretrained(root / "base-copy")
-    assert base.source == {"path": str((root / "base").resolve())}
+    assert base.source == Reference.local(root / "base")
 
 
 # -- 12. clear errors ----------------------------------------------------------------------------------------------

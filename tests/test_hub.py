@@ -17,12 +17,12 @@ from hub_server import TEST_TOKEN, TEST_USER, LocalHub, hub_env, run_client
 from tiny_models import perturbed_copy, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.hub import saved_kind
+from taskvec_aesthetics.cli import saved_kind
 
 TESTS = str(Path(__file__).parent)
-BASE, BANK, MINE, MERGED, PRIVATE, CARDED, SAVED, SAVED_BASE = (
+BASE, BANK, MINE, MERGED, PRIVATE, CARDED, SAVED, SAVED_BASE, NESTED = (
     f"{TEST_USER}/hub-{name}"
-    for name in ("base", "bank", "mine", "merged", "private", "carded", "saved", "saved-base")
+    for name in ("base", "bank", "mine", "merged", "private", "carded", "saved", "saved-base", "nested")
 )
 USER_CARD = "---\nlicense: mit\n---\n# My own words\n"
 TASKS = ["ava", "para", "koniq10k", "spaq"]
@@ -62,21 +62,21 @@ def published(local_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> 
         f"""
         from pathlib import Path
         from huggingface_hub import HfApi, ModelCard, hf_hub_download
-        from taskvec_aesthetics.hub import push_saved
+        from taskvec_aesthetics.cli import push_saved
         api = HfApi()
         base = tiny_model("clip")
-        out = {{"commits": {{"base": base.push_to_hub({BASE!r}).oid}}, "base_source": base.source}}
+        out = {{"commits": {{"base": base.push_to_hub({BASE!r}).oid}}, "base_source": base.source.to_dict()}}
         meta = {{t: dict(database=t, kind="iqa" if t in ("koniq10k", "spaq") else "giaa", num_images=1000 + i,
                          metrics={{"srocc": 0.5 + i / 10, "plcc": 0.55 + i / 10}}) for i, t in enumerate({TASKS!r})}}
         bank = TaskVectorBank.from_finetuned(base, {{t: perturbed_copy(base, i, 0.2) for i, t in enumerate(meta)}},
                                              metadata=meta)
         out["commits"]["bank"] = bank.push_to_hub({BANK!r}).oid
-        out["bank_base"] = bank.base
+        out["bank_base"] = bank.base.to_dict()
         pulled_base, pulled_bank = AestheticModel.from_pretrained({BASE!r}), TaskVectorBank.from_pretrained({BANK!r})
         mine = pulled_base.with_coefficients(pulled_bank, {WEIGHTS!r},
                                              info={{"num_ratings": 24, "num_holdout": 6, "holdout_srocc": 0.625}})
         out["commits"]["mine"] = mine.push_to_hub({MINE!r}, export="coefficients").oid
-        out["mine_source"] = mine.source
+        out["mine_source"] = mine.source.to_dict()
         out["commits"]["merged"] = mine.push_to_hub({MERGED!r}, export="merged").oid
         base2 = perturbed_copy(base, 99, scale=0.1)
         out["commits"]["base2"] = base2.push_to_hub({BASE!r}, commit_message="Retrain the head").oid
@@ -110,6 +110,19 @@ def published(local_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> 
         push_saved(folder, {SAVED!r}, export="merged", revision="merged")
         out["merged_files"] = api.list_repo_files({SAVED!r}, revision="merged")
         out["scores"]["saved_merged"] = scores(AestheticModel.from_pretrained({SAVED!r}, revision="merged"))
+
+        # A base in a subfolder of a repository, personalized and exported as coefficients, then reloaded.
+        base.save_pretrained(Path({str(root / "nested")!r}))
+        api.create_repo({NESTED!r})
+        api.upload_folder(repo_id={NESTED!r}, folder_path={str(root / "nested")!r}, path_in_repo="scorer")
+        nested = AestheticModel.from_pretrained({NESTED!r}, subfolder="scorer")
+        out["nested_source"] = nested.source.to_dict()
+        nested_mine = nested.with_coefficients(pulled_bank, {WEIGHTS!r})
+        export = Path({str(root / "nested-mine")!r})
+        nested_mine.save_pretrained(export, export="coefficients")
+        out["nested_reference"] = json.loads((export / "config.json").read_text())["base_model"]
+        out["scores"]["nested_mine"] = scores(nested_mine)
+        out["scores"]["nested_reloaded"] = scores(AestheticModel.from_pretrained(export))
         print(json.dumps(out))
         """,
         hub_env(local_hub, root / "hf_home", token=TEST_TOKEN),
@@ -208,7 +221,7 @@ def test_coefficients_only_model_resolves_pinned_base_and_bank_then_loads_offlin
     script = f"""
         model = AestheticModel.from_pretrained({MINE!r})
         state = model.personalization
-        print(json.dumps({{"scores": scores(model), "source": model.source, "base": state.base_source,
+        print(json.dumps({{"scores": scores(model), "source": model.source.to_dict(), "base": state.base.to_dict(),
                           "weights": state.coefficients.task_weights()}}))
         """
     result = client_json(script, hub_env(local_hub, hf_home))
@@ -217,11 +230,21 @@ def test_coefficients_only_model_resolves_pinned_base_and_bank_then_loads_offlin
     commits = published["commits"]
     assert_same(result["scores"], published["scores"]["mine"])
     assert result["source"] == {"repo_id": MINE, "revision": commits["mine"]}
-    assert result["base"] == {"repo_id": BASE, "revision": commits["base"]}  # pinned, though main moved on
+    assert result["base"]["repo_id"] == BASE and result["base"]["revision"] == commits["base"]  # pinned: main moved on
     assert result["weights"] == pytest.approx({t: WEIGHTS.get(t, 0.0) for t in TASKS})
     snapshots = {repo: sorted(p.name for p in (hf_home / "hub" / cache_name(repo) / "snapshots").iterdir())
                  for repo in (BASE, BANK)}  # fmt: skip
     assert snapshots == {BASE: [commits["base"]], BANK: [commits["bank"]]}
+
+
+def test_coefficients_export_of_a_base_in_a_subfolder_points_at_the_subfolder(published: dict[str, Any]) -> None:
+    source = published["nested_source"]
+    assert (source["repo_id"], source["subfolder"]) == (NESTED, "scorer") and len(source["revision"]) == 40
+    reference = published["nested_reference"]
+    assert {k: reference[k] for k in ("repo_id", "revision", "subfolder")} == source
+    scores = published["scores"]
+    assert (torch.tensor(scores["nested_mine"]) - torch.tensor(scores["base"])).abs().max() > 1e-3
+    assert_same(scores["nested_reloaded"], scores["nested_mine"])
 
 
 def test_user_cards_on_the_hub_are_kept(published: dict[str, Any]) -> None:

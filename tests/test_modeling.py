@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel
 
 from taskvec_aesthetics import AestheticConfig, AestheticModel
 from taskvec_aesthetics.backbones import GenericAdapter
+from taskvec_aesthetics.references import Reference
 
 FAMILIES = list(encoder_configs())
 
@@ -119,7 +120,7 @@ def test_save_and_auto_load_round_trip(tmp_path, family):
     assert model.source is None  # saving never changes the model saved; the loaded copy knows its folder
     assert AutoConfig.from_pretrained(tmp_path).model_type == "taskvec_aesthetic"
     loaded = AutoModel.from_pretrained(tmp_path)
-    assert isinstance(loaded, AestheticModel) and loaded.source == {"path": str(tmp_path.resolve())}
+    assert isinstance(loaded, AestheticModel) and loaded.source == Reference(path=str(tmp_path.resolve()))
     x = pixels(2)
     assert torch.equal(loaded.eval()(pixel_values=x).scores, model(pixel_values=x).scores)
 
@@ -143,7 +144,7 @@ def test_subfolder_reads_its_own_image_processor_and_is_the_recorded_source(tmp_
 
     loaded = AestheticModel.from_pretrained(tmp_path, subfolder="sub")
     assert loaded.image_processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    assert loaded.source == {"path": str((tmp_path / "sub").resolve())}
+    assert loaded.source == Reference(path=str((tmp_path / "sub").resolve()))
     torch.testing.assert_close(loaded(pixel_values=pixels(2)).scores, model(pixel_values=pixels(2)).scores)
 
 

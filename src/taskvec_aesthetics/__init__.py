@@ -27,8 +27,10 @@ _EXPORTS = {
     "TaskVectorBank": "bank",
     "TaskvecAestheticsError": "errors",
     "model_fingerprint": "fingerprint",
+    "FinetuneConfig": "settings",
     "Personalizer": "personalization",
-    "PersonalizerConfig": "personalization",
+    "PersonalizerConfig": "settings",
+    "Reference": "references",
     "PersonalizationReport": "personalization",
     "fit_many": "personalization",
     "srocc": "metrics",
@@ -50,9 +52,11 @@ __all__ = [
     "TaskVectorBank",
     "TaskvecAestheticsError",
     "model_fingerprint",
+    "FinetuneConfig",
     "Personalizer",
     "PersonalizerConfig",
     "PersonalizationReport",
+    "Reference",
     "fit_many",
     "srocc",
     "plcc",
@@ -71,7 +75,9 @@ if TYPE_CHECKING:
     from .fingerprint import FingerprintMismatchError, model_fingerprint
     from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .modeling import AestheticModel, AestheticModelOutput
-    from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
+    from .personalization import PersonalizationReport, Personalizer, fit_many
+    from .references import Reference
+    from .settings import FinetuneConfig, PersonalizerConfig
 
 
 def __getattr__(name: str) -> Any:

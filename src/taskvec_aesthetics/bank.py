@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import math
 import numbers
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitInfo
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
 
-from .configuration import EXPORT_FORMAT_VERSION
+from . import cards, hub
+from .constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
 from .errors import ConfigError, IntegrityError
 from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
 from .io import (
@@ -40,18 +42,13 @@ from .io import (
     safe_join,
     write_json,
 )
+from .references import Reference
 
 __all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
-BANK_CONFIG_FILE = "bank_config.json"
-TASK_VECTORS_DIR = "task_vectors"
-STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+STORAGE_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in STORAGE_DTYPE_NAMES}
 
 
 class TaskVector(Mapping[str, torch.Tensor]):
@@ -284,44 +281,48 @@ def _not_bank_file(relative: str) -> bool:
     return relative != BANK_CONFIG_FILE and not relative.startswith(f"{TASK_VECTORS_DIR}/")
 
 
-class TaskVectorBank:
+class TaskVectorBank(hub.HubMixin):
     """Named task vectors over one base model.
 
     Build one with [`TaskVectorBank.from_finetuned`], load one with [`TaskVectorBank.from_pretrained`] (a folder or
     a Hub repository, optionally only some tasks), and save it with [`TaskVectorBank.save_pretrained`].
 
     Attributes:
-        base: reference to the base model: `fingerprint`, and `path` or `repo_id` + `revision` when known.
+        base: the base model: its fingerprint, and where it lives when known (a [`Reference`]).
         parameter_shapes: the covered parameter names (in model order) and their shapes.
         tasks: per-task metadata, in bank order.
         storage_dtype: dtype of the task files on disk; arithmetic always runs in float32.
-        source: where this bank was loaded from or saved to (`path`, or `repo_id` + `revision`), else None.
+        source: where this bank was loaded from or pushed to (a [`Reference`]), else None.
     """
+
+    hub_name = "task-vector bank"
+    hub_replaces = (f"{TASK_VECTORS_DIR}/*",)
 
     def __init__(
         self,
-        base: Mapping[str, Any],
+        base: Reference | Mapping[str, Any],
         parameter_shapes: Mapping[str, Sequence[int]],
         tasks: Sequence[TaskInfo],
         vectors: Mapping[str, TaskVector] | None = None,
         *,
         storage_dtype: str = "float32",
         root: str | Path | None = None,
-        source: Mapping[str, Any] | None = None,
+        source: Reference | None = None,
     ) -> None:
-        if "fingerprint" not in base:
-            raise ValueError(f"the bank's base reference needs a 'fingerprint', received keys {sorted(base)}")
+        base = Reference.from_dict(base, "the bank's base reference", "base")
+        if base is None or base.fingerprint is None:
+            raise ValueError(f"the bank's base reference needs a 'fingerprint', received {base!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, received {names}")
-        self.base = dict(base)
+        self.base: Reference = base
         self.parameter_shapes = {n: list(s) for n, s in parameter_shapes.items()}
         self.tasks = list(tasks)
         self.storage_dtype = storage_dtype
         self.root = Path(root) if root is not None else None
-        self.source = dict(source) if source else None
+        self.source: Reference | None = source
         self._vectors: dict[str, TaskVector] = dict(vectors or {})
         # Task files whose checksum was verified, and the folder version they were read from.
         self._verified: set[str] = set()
@@ -378,7 +379,7 @@ class TaskVectorBank:
                 raise ValueError(f"task '{name}' has no values for covered parameters {absent[:5]} ({len(absent)})")
             restricted[name] = TaskVector({n: vector[n] for n in covered})
         tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
-        base_ref = {"fingerprint": model_fingerprint(base), **dict(getattr(base, "source", None) or {})}
+        base_ref = (getattr(base, "source", None) or Reference()).with_fingerprint(model_fingerprint(base))
         shapes = {n: list(params[n].shape) for n in covered}
         return cls(base_ref, shapes, tasks, restricted, storage_dtype=storage_dtype)
 
@@ -403,7 +404,7 @@ class TaskVectorBank:
 
     @property
     def base_fingerprint(self) -> str:
-        return str(self.base["fingerprint"])
+        return str(self.base.fingerprint)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -518,24 +519,20 @@ class TaskVectorBank:
             if not same and is_legacy_fingerprint(self.base_fingerprint):
                 same = fingerprint_matches(model_or_fingerprint, self.base_fingerprint, self._where())
                 if same:  # verified the old way: from now on (and in the next save) the full fingerprint
-                    self.base["fingerprint"] = found
+                    self.base = self.base.with_fingerprint(found)
         if not same:
             raise FingerprintMismatchError(
                 f"this bank was built on a base model with fingerprint {self.base_fingerprint}, but it is applied to a "
                 f"model with fingerprint {found}. Load the bank's base model"
-                + (
-                    f" ({self.base.get('repo_id') or self.base.get('path')})"
-                    if self.base.get("repo_id") or self.base.get("path")
-                    else ""
-                )
+                + (f" ({self.base})" if self.base.location else "")
             )
         return found
 
     # -- files -------------------------------------------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         return {
-            "format_version": EXPORT_FORMAT_VERSION,
-            "base": copy.deepcopy(self.base),
+            "format_version": FORMAT_VERSION,
+            "base": self.base.to_dict(),
             "storage_dtype": self.storage_dtype,
             "parameters": copy.deepcopy(self.parameter_shapes),
             "tasks": [asdict(t) for t in self.tasks],
@@ -553,8 +550,6 @@ class TaskVectorBank:
         ``README.md`` a person wrote is kept unless ``overwrite_card``; a generated card is regenerated. The bank
         itself is not modified (its dtype, folder and source stay what they were).
         """
-        from . import hub
-
         dtype_name = storage_dtype or self.storage_dtype
         if dtype_name not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
@@ -581,40 +576,8 @@ class TaskVectorBank:
                 saved_tasks.append(dataclasses.replace(task, sha256=sha256, size=size))
             saved = TaskVectorBank(self.base, self.parameter_shapes, saved_tasks, storage_dtype=dtype_name)
             write_json(staging / BANK_CONFIG_FILE, saved.to_config())
-            hub.write_card(hub.bank_card(saved), staging, overwrite=overwrite_card)
+            hub.write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
         return directory
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        overwrite_card: bool = False,
-        license: str | None = None,
-        card: str | None = None,
-    ) -> CommitInfo:
-        """Upload the bank with its card to a Hub repository (created if missing) in one commit.
-
-        Afterwards `self.source` is `{"repo_id", "revision": <commit sha>}`, so models personalized with this bank
-        refer to it by repo id and pinned revision. The arguments are those of `AestheticModel.push_to_hub`
-        (without `export`). Returns the `huggingface_hub.CommitInfo` (a `str` holding its url; `.oid` is the sha).
-        """
-        from . import hub
-
-        return hub.push_bank(
-            self,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            overwrite_card=overwrite_card,
-            license=license,
-            card=card,
-        )
 
     @classmethod
     def from_pretrained(
@@ -637,8 +600,6 @@ class TaskVectorBank:
             cache_dir: Hub cache folder.
             base: when given, check that this bank was built on it (fingerprint) and fail clearly otherwise.
         """
-        from . import hub
-
         local = hub.local_folder(name_or_path, "bank")
         if local is not None:
 
@@ -646,7 +607,7 @@ class TaskVectorBank:
                 identity = folder_identity(local)  # before the config is read: a later swap is then noticed
                 config_path = local / BANK_CONFIG_FILE
                 config = read_json(config_path, "a task-vector bank config (bank_config.json)")
-                bank = cls._from_config(config, local, {"path": str(local.resolve())}, config_path)
+                bank = cls._from_config(config, local, Reference.local(local), config_path)
                 bank._root_identity = identity
                 return bank
 
@@ -661,7 +622,7 @@ class TaskVectorBank:
                 raise hub.not_found_locally(name, "bank", error) from error
             config_path = root / BANK_CONFIG_FILE
             config = read_json(config_path, "a task-vector bank config (bank_config.json)")
-            bank = cls._from_config(config, root, {"repo_id": name, "revision": commit}, config_path)
+            bank = cls._from_config(config, root, Reference(repo_id=name, revision=commit), config_path)
             wanted = [t for t in bank.tasks if tasks is None or t.name in tasks]
             # Every file entry was checked by _from_config before anything is downloaded.
             root, _ = hub.download(name, [t.file for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
@@ -674,15 +635,13 @@ class TaskVectorBank:
 
     @classmethod
     def _from_config(
-        cls, config: Mapping[str, Any], root: Path, source: Mapping[str, Any], where: Path | None = None
+        cls, config: Mapping[str, Any], root: Path, source: Reference, where: Path | None = None
     ) -> TaskVectorBank:
         """Build a bank from a parsed `bank_config.json`, checking its structure field by field."""
         where = where or root / BANK_CONFIG_FILE
         version = config.get("format_version")
-        if version != EXPORT_FORMAT_VERSION:
-            raise ConfigError(
-                f"{where} has format_version {version!r}; this library reads version {EXPORT_FORMAT_VERSION}"
-            )
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{where} has format_version {version!r}; this library reads version {FORMAT_VERSION}")
         missing = [k for k in ("base", "parameters", "tasks") if k not in config]
         if missing:
             raise ConfigError(f"{where} is missing the fields {missing}")
@@ -691,6 +650,7 @@ class TaskVectorBank:
             raise ConfigError(
                 f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}"
             )
+        base = Reference.from_dict(base, str(where), "base")
         parameters = config["parameters"]
         if not isinstance(parameters, dict) or not parameters:
             raise ConfigError(f"{where}: field 'parameters' must be a non-empty object of name -> shape")
@@ -721,6 +681,57 @@ class TaskVectorBank:
             return cls(base, parameters, infos, storage_dtype=storage_dtype, root=root, source=source)
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
+
+    def generate_model_card(self, repo_id: str | None = None, license: str | None = None) -> ModelCard:
+        """The card of this bank: a table of its tasks, its base, and the tasks' metrics in `model-index`.
+
+        Args:
+            repo_id: where the card will live (used in the code examples); by default a placeholder folder name.
+            license: the `license` metadata (default `other`: task vectors inherit their databases' terms).
+        """
+        location, title = repo_id or "path/to/bank", cards.title(repo_id, "Task-vector bank")
+        results, rows = [], []
+        for task in self.tasks:
+            metrics = {k: float(v) for k, v in (task.metrics or {}).items() if isinstance(v, (int, float))}
+            task_type = "image-quality-assessment" if task.kind == "iqa" else "image-aesthetic-assessment"
+            results += [
+                EvalResult(task_type=task_type, dataset_type=task.database or task.name,
+                           dataset_name=f"{task.database or task.name} (task {task.name})", metric_type=key,
+                           metric_name=cards.METRIC_NAMES.get(key, key), metric_value=value)
+                for key, value in metrics.items()
+            ]  # fmt: skip
+            rows.append({
+                "name": task.name, "database": cards.cell(task.database), "kind": cards.cell(task.kind),
+                "num_images": "–" if task.num_images is None else f"{task.num_images:,}",
+                "srocc": cards.number(metrics.get("srocc")), "plcc": cards.number(metrics.get("plcc")),
+                "licence": cards.cell(task.licence), "citation": cards.cell(task.citation),
+            })  # fmt: skip
+        kinds = {task.kind for task in self.tasks}
+        tags = ["task-vectors", "image-aesthetics", LIBRARY_NAME] + (
+            ["image-quality-assessment"] if "iqa" in kinds else []
+        )
+        data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            license=license or cards.DEFAULT_LICENSE,
+            tags=tags,
+            base_model=self.base.repo_id if self.base.on_hub else None,
+            model_name=title,
+            eval_results=results or None,
+        )
+        values = sum(math.prod(shape) for shape in self.parameter_shapes.values())
+        return hub.render_card(
+            "bank.md",
+            data,
+            title=title,
+            location=location,
+            tasks=rows,
+            task_names=self.task_names,
+            base_ref=cards.reference_row(self.base),
+            num_tensors=len(self.parameter_shapes),
+            num_values=cards.count(values),
+            storage_dtype=self.storage_dtype,
+            paper=cards.PAPER,
+        )
 
     def __repr__(self) -> str:
         values = sum(torch.Size(s).numel() for s in self.parameter_shapes.values())

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
 from .bank import TaskVector, TaskVectorBank
+from .efficientnet_lite import EfficientNetLiteModel
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .io import read_json
 from .modeling import AestheticModel
@@ -78,11 +81,7 @@ def build_bank(
 
 def _load_encoder(encoder: str) -> tuple[Any, Any]:
     """A pretrained vision encoder (the vision tower of a composite checkpoint) and its image processor, if any."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
-
     if encoder == LITE0_IMAGENET:
-        from .efficientnet_lite import EfficientNetLiteModel
-
         return EfficientNetLiteModel.from_lite0_imagenet(), None
     try:
         config = AutoConfig.from_pretrained(encoder)

@@ -315,14 +315,20 @@ class BenchmarkResult:
         }
 
     def save(
-        self, directory: str | Path, figure: bool = True, stem: str = "results", noise_ceiling: float | None = None
+        self,
+        directory: str | Path,
+        figure: bool = True,
+        stem: str = "results",
+        noise_ceiling: float | None = None,
+        caption: str | None = None,
     ) -> dict[str, Path]:
         """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into ``directory``; the figure marks
-        ``noise_ceiling`` when given."""
+        ``noise_ceiling`` when given, and `{stem}.md` ends with ``caption`` (what the numbers are) when given."""
         directory = Path(directory)
         paths = {"json": write_json(directory / f"{stem}.json", self.to_dict()), "markdown": directory / f"{stem}.md"}
+        markdown = self.to_markdown().rstrip("\n") + (f"\n\n{caption}\n" if caption else "\n")
         with atomic_path(paths["markdown"]) as tmp:
-            tmp.write_text(self.to_markdown(), encoding="utf-8")
+            tmp.write_text(markdown, encoding="utf-8")
         if figure:
             from .plots import plot_benchmark
 

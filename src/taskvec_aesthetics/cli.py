@@ -3,9 +3,9 @@
 Each subcommand is one `add_<name>(subparsers)` function that declares its arguments and sets `run` to a small
 function calling one library function. To add a subcommand, write both and list `add_<name>` in `SUBCOMMANDS`.
 
-The command starts fast: this module imports nothing heavy, and each `run_<name>` imports what it needs. Options
-derived from a library class that imports torch (`finetune`'s `FinetuneConfig`) are declared by an
-`add_options` default, added only when that subcommand is the one parsed.
+The command starts fast: this module imports nothing heavy (the settings classes whose fields become flags,
+`FinetuneConfig` and `PersonalizerConfig`, live in the torch-free `settings` module), and each `run_<name>` imports
+what it needs.
 
 Fine-tuning runs plain or under Accelerate, e.g. two CPU processes on one machine:
 
@@ -22,20 +22,31 @@ import dataclasses
 import logging
 import os
 import sys
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .constants import (
+    BANK_CONFIG_FILE,
+    CARD_FILE,
+    COEFFICIENTS,
+    COEFFICIENTS_FILE,
+    CONFIG_FILE,
+    EXPORTS,
+    MERGED,
+    STORAGE_DTYPE_NAMES,
+    WEIGHTS_FILE,
+)
 from .errors import TaskvecAestheticsError
+from .io import read_json
+from .settings import PRESETS, FinetuneConfig, PersonalizerConfig, field_kind
 
-__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "push_saved", "saved_kind", "SUBCOMMANDS"]
 
 logger = logging.getLogger(__name__)
 
 # Stated here rather than imported, so that --help needs no heavy import; tests check them against the library.
-STORAGE_DTYPES = ("float32", "bfloat16", "float16")  # bank.STORAGE_DTYPES
 BENCHMARK_METHODS = (  # benchmark.METHODS
     "single",
     "best_single",
@@ -61,32 +72,31 @@ def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Sequence[str] = ()) -> None:
-    """One `--field-name` option per dataclass field, typed and documented from the field itself.
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Sequence[str] = ()) -> None:
+    """One `--field-name` option per field of a settings dataclass (see `settings.option`), typed and documented
+    from the field itself: its annotation, its `help`, its `choices`.
 
-    Options left out keep the dataclass default, so the CLI and the library share one set of defaults.
+    Options left out keep the dataclass default (or the preset's), so the command line and the library share one
+    set of defaults, and a field added to the class is a flag without more code. Fields marked `cli=False`, fields in
+    ``skip`` and fields of a type a flag cannot hold are left out.
     """
-    hints = typing.get_type_hints(config_class)
     group = parser.add_argument_group(f"{config_class.__name__} options")
     for item in dataclasses.fields(config_class):
-        if item.name in skip:
+        kind = field_kind(item)
+        if item.name in skip or not item.metadata.get("cli", True) or kind.scalar is None:
             continue
-        hint = hints[item.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next((a for a in args if a is not type(None)), hint)
         default = item.default if item.default is not dataclasses.MISSING else None
         help_text = item.metadata.get("help", "")
         help_text += "" if "default" in help_text else f" (default: {default})"
         flag = "--" + item.name.replace("_", "-")
-        if base is bool:
+        if kind.scalar is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
-        kind = _optional(base) if optional else base
         choices = item.metadata.get("choices")
         group.add_argument(
             flag,
-            type=kind,
+            type=_optional(kind.scalar) if kind.optional and not kind.sequence else kind.scalar,
+            nargs="+" if kind.sequence else None,
             choices=choices,
             default=argparse.SUPPRESS,
             metavar=None if choices else item.name.upper(),
@@ -94,9 +104,10 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_class: type, s
         )
 
 
-def _config_from(args: argparse.Namespace, config_class: type, **values: Any) -> Any:
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{k: v for k, v in vars(args).items() if k in names}, **values)
+def config_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """The fields of ``config_class`` given on the command line (fields without a flag are not read)."""
+    names = {f.name for f in dataclasses.fields(config_class) if f.metadata.get("cli", True)}
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 # -- init-base -----------------------------------------------------------------------------------------------------
@@ -163,21 +174,16 @@ def add_finetune(subparsers: Any) -> None:
         metavar="CHECKPOINT",
         help="resume from a checkpoint folder, or (no value) from the newest in OUTPUT/checkpoints",
     )
-    parser.set_defaults(run=run_finetune, add_options=add_finetune_options)
-
-
-def add_finetune_options(parser: argparse.ArgumentParser) -> None:
-    from .training import FinetuneConfig  # imports torch: only when finetune is the command
-
-    _add_config_arguments(parser, FinetuneConfig, skip=("output_dir",))
+    add_config_arguments(parser, FinetuneConfig, skip=("output_dir",))
+    parser.set_defaults(run=run_finetune)
 
 
 def run_finetune(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from .training import FinetuneConfig, finetune_database
+    from .training import finetune_database
 
-    config = _config_from(args, FinetuneConfig, output_dir=args.output)
+    config = FinetuneConfig(**config_values(args, FinetuneConfig), output_dir=args.output)
     result = finetune_database(
         args.database,
         args.root,
@@ -210,7 +216,7 @@ def add_build_bank(subparsers: Any) -> None:
     parser.add_argument(
         "--storage-dtype",
         default="float32",
-        choices=list(STORAGE_DTYPES),
+        choices=list(STORAGE_DTYPE_NAMES),
         help="dtype of the task files (default: float32)",
     )
     parser.set_defaults(run=run_build_bank)
@@ -255,8 +261,6 @@ def run_score(args: argparse.Namespace) -> None:
 
 def _check_is_model(location: str) -> None:
     """A saved bank passed where a model is expected gets an error that says so."""
-    from .bank import BANK_CONFIG_FILE
-
     if (Path(location) / BANK_CONFIG_FILE).is_file():
         raise ValueError(
             f"{location} is a task-vector bank ({BANK_CONFIG_FILE}), not a model: pass it as --bank, and its base "
@@ -288,35 +292,29 @@ def add_personalize(subparsers: Any) -> None:
     parser.add_argument("--output", required=True, help="folder to save the personalized model in")
     parser.add_argument(
         "--export",
-        choices=("coefficients", "merged"),
-        default="coefficients",
+        choices=EXPORTS,
+        default=COEFFICIENTS,
         help="what to save (default: coefficients)",
     )
-    parser.add_argument("--preset", choices=("default", "paper"), default="default", help="recipe (default: default)")
-    parser.add_argument("--steps", type=int, help="optimisation steps (default: the preset's)")
-    parser.add_argument("--granularity", choices=("task", "layer", "tensor"), help="coefficient granularity")
-    parser.add_argument("--calibrate", action="store_true", help="map predictions onto the rating scale")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="default",
+        help="recipe; the options below override its values (default: default; paper: the authors' recipe)",
+    )
     parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
+    add_config_arguments(parser, PersonalizerConfig)
     parser.set_defaults(run=run_personalize)
 
 
 def run_personalize(args: argparse.Namespace) -> None:
     from .data import is_preferences_file, load_preferences, load_ratings
 
-    overrides = {k: getattr(args, k) for k in ("steps", "granularity") if getattr(args, k) is not None}
     load = load_preferences if is_preferences_file(args.ratings) else load_ratings
     ratings = load(args.ratings, skip_invalid=args.skip_invalid)
     base, bank = _base_and_bank(args.model, args.bank)
-    model = base.personalize(
-        ratings,
-        bank=bank,
-        preset=args.preset,
-        calibrate=args.calibrate,
-        seed=args.seed,
-        progress=args.progress,
-        **overrides,
-    )
+    overrides = config_values(args, PersonalizerConfig)
+    model = base.personalize(ratings, bank=bank, preset=args.preset, progress=args.progress, **overrides)
     model.save_pretrained(args.output, export=args.export)
     state = model.personalization
     weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
@@ -339,19 +337,18 @@ def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any,
     model = AestheticModel.from_pretrained(model_location)
     state = model.personalization
     if state is not None:  # a personalized model: personalize its base again
-        where = state.base_source or {}
-        if not (where.get("path") or where.get("repo_id")):
+        if state.base.location is None:
             raise ValueError(f"{model_location} is personalized but does not record where its base model lives")
-        model = AestheticModel.from_pretrained(where.get("path") or where["repo_id"], revision=where.get("revision"))
+        model = AestheticModel.from_pretrained(state.base.location, **state.base.load_kwargs())
     if bank_location is not None:
         return model, TaskVectorBank.from_pretrained(bank_location, base=model)
     if state is not None and state.bank is not None:
         return model, state.bank
-    reference = (state.bank_record() if state is not None else model.config.bank) or {}
-    location = reference.get("path") or reference.get("repo_id")
-    if not location:
+    reference = state.bank_ref if state is not None else model.config.bank_reference
+    if reference is None or reference.location is None:
         raise ValueError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
-    return model, TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=model)
+    revision = reference.load_kwargs().get("revision")
+    return model, TaskVectorBank.from_pretrained(reference.location, revision=revision, base=model)
 
 
 # -- demo ----------------------------------------------------------------------------------------------------------
@@ -470,7 +467,7 @@ def add_push(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--export",
-        choices=("merged", "coefficients"),
+        choices=EXPORTS,
         help="personalized models: push merged weights or coefficients only (default: as saved)",
     )
     parser.add_argument("--commit-message", help="message of the commit")
@@ -484,8 +481,6 @@ def add_push(subparsers: Any) -> None:
 
 
 def run_push(args: argparse.Namespace) -> None:
-    from .hub import push_saved
-
     commit = push_saved(
         args.path,
         args.repo_id,
@@ -497,6 +492,63 @@ def run_push(args: argparse.Namespace) -> None:
         license=args.license,
     )
     print(f"pushed {args.path} to {commit.repo_url.repo_id} at commit {commit.oid}: {commit.commit_url}")
+
+
+def saved_kind(path: str | Path) -> str:
+    """What a saved folder holds: `"bank"`, `"coefficients"` (a coefficients-only export) or `"model"`."""
+    folder = Path(path)
+    if (folder / BANK_CONFIG_FILE).is_file():
+        return "bank"
+    if (folder / CONFIG_FILE).is_file():
+        config = read_json(folder / CONFIG_FILE, "a model config")
+        if config.get("base_model"):
+            return COEFFICIENTS
+        if any(folder.glob("model*.safetensors")):
+            return "model"
+    found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
+    raise ValueError(
+        f"{path} is not a saved model or bank: expected {BANK_CONFIG_FILE}, or {CONFIG_FILE} with {WEIGHTS_FILE} or "
+        f"{COEFFICIENTS_FILE}; found {found}"
+    )
+
+
+def push_saved(
+    path: str | Path,
+    repo_id: str,
+    *,
+    export: str | None = None,
+    overwrite_card: bool = False,
+    **push: Any,
+) -> Any:
+    """Push a folder written by `save_pretrained`: a base or merged model, a coefficients export or a bank.
+
+    The folder is loaded first (a coefficients export resolves its base and bank, so a broken export is never
+    published). A `README.md` the user wrote in the folder is pushed as the card, unless ``overwrite_card``.
+
+    Args:
+        path: the saved folder.
+        repo_id: the Hub repository (created if missing).
+        export: for personalized models, `"merged"` or `"coefficients"`; by default as saved.
+        overwrite_card: replace a user-written card, in the folder and on the Hub, with the generated one.
+        **push: the other arguments of `push_to_hub` (`private`, `token`, `revision`, `commit_message`, `license`).
+    """
+    from .bank import TaskVectorBank
+    from .hub import is_generated_card
+    from .modeling import AestheticModel
+
+    kind = saved_kind(path)
+    readme = Path(path) / CARD_FILE
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else None
+    card = text if text is not None and not overwrite_card and not is_generated_card(text) else None
+    if kind == "bank":
+        if export is not None:
+            raise ValueError(f"{path} is a task-vector bank: export={export!r} applies to personalized models only")
+        return TaskVectorBank.from_pretrained(path).push_to_hub(
+            repo_id, overwrite_card=overwrite_card, card=card, **push
+        )
+    model = AestheticModel.from_pretrained(path)
+    export = export or (COEFFICIENTS if kind == COEFFICIENTS else MERGED)
+    return model.push_to_hub(repo_id, export=export, overwrite_card=overwrite_card, card=card, **push)
 
 
 # -- app -----------------------------------------------------------------------------------------------------------
@@ -539,13 +591,8 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
 )
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser of the command line.
-
-    Args:
-        argv: the arguments about to be parsed. Only the subcommand they name gets its `add_options` (options that
-            need a heavy import); without `argv`, every subcommand gets them.
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the command line (built without importing torch, transformers or datasets)."""
     parser = argparse.ArgumentParser(
         prog="taskvec-aesthetics",
         description="Personalized image aesthetics with task vectors: score, personalize, benchmark, and produce "
@@ -559,11 +606,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
-    named = None if argv is None else next((a for a in argv if a in subparsers.choices), None)
-    for name, subparser in subparsers.choices.items():
-        add_options = subparser.get_default("add_options")
-        if add_options is not None and (argv is None or name == named):
-            add_options(subparser)
     return parser
 
 
@@ -612,7 +654,7 @@ def _output(args: argparse.Namespace) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 usage or input error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already reported

@@ -14,16 +14,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .constants import COEFFICIENTS_FILE
 from .errors import ConfigError
 from .io import atomic_path
+from .settings import GRANULARITIES
 
 __all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
 
 logger = logging.getLogger(__name__)
 
 Granularity = Literal["task", "layer", "tensor"]
-GRANULARITIES: tuple[str, ...] = ("task", "layer", "tensor")
-COEFFICIENTS_FILE = "coefficients.safetensors"
 #: The single group of task-granularity coefficients.
 ALL_GROUP = "all"
 
@@ -165,7 +165,14 @@ class Coefficients:
 
     def __repr__(self) -> str:
         weights = ", ".join(f"{k}={v:+.3f}" for k, v in self.task_weights().items())
-        return f"Coefficients({self.granularity}, {len(self.group_names)} groups x {len(self.task_names)} tasks: {weights})"
+        groups = len(self.group_names)
+        # Say what the numbers are: one coefficient per task, or each task's mean over its layer groups.
+        summary = "coefficient per task" if groups == 1 else f"mean over the {groups} groups per task"
+        extra = f", {len(self.extra)} extra tensors" if self.extra else ""
+        return (
+            f"Coefficients({self.granularity}, {groups} groups x {len(self.task_names)} tasks{extra}; "
+            f"{summary}: {weights})"
+        )
 
     def allclose(self, other: Coefficients, atol: float = 0.0) -> bool:
         return (

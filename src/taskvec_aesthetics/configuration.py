@@ -10,13 +10,15 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from . import efficientnet_lite  # noqa: F401  (registers the default encoder with AutoConfig)
+from .constants import CONFIG_FILE, FORMAT_VERSION
+from .references import Reference
 
 __all__ = ["AestheticConfig", "EXPORT_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk formats written by this library (config references, coefficients, banks).
-EXPORT_FORMAT_VERSION = 1
+#: Version of the on-disk formats written by this library (an alias of `constants.FORMAT_VERSION`).
+EXPORT_FORMAT_VERSION = FORMAT_VERSION
 
 
 @strict(accept_kwargs=True)
@@ -57,7 +59,7 @@ class AestheticConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     base_model: dict[str, Any] | None = None
     bank: dict[str, Any] | None = None
-    format_version: int = EXPORT_FORMAT_VERSION
+    format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.encoder_config, dict) and "model_type" not in self.encoder_config:
@@ -78,3 +80,13 @@ class AestheticConfig(PreTrainedConfig):
     def is_coefficients_export(self) -> bool:
         """True when this config describes a coefficients-only personalized model (base + bank + coefficients)."""
         return self.base_model is not None
+
+    @property
+    def base_reference(self) -> Reference | None:
+        """`base_model` as a [`Reference`] (None when the config records none)."""
+        return Reference.from_dict(self.base_model, CONFIG_FILE, "base_model")
+
+    @property
+    def bank_reference(self) -> Reference | None:
+        """`bank` as a [`Reference`] whose fingerprint is that of the base the bank was built on (None: none)."""
+        return Reference.from_dict(self.bank, CONFIG_FILE, "bank", fingerprint_key="base_fingerprint")

@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from . import hub
 from .bank import TaskVectorBank
-from .coefficients import COEFFICIENTS_FILE, Coefficients
-from .configuration import EXPORT_FORMAT_VERSION, AestheticConfig
+from .coefficients import Coefficients
+from .configuration import AestheticConfig
+from .constants import (
+    COEFFICIENTS,
+    COEFFICIENTS_FILE,
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    GENERATION_CONFIG_FILE,
+    MERGED,
+    PERSONALIZATION_FILE,
+    PREPROCESSOR_FILE,
+    WEIGHTS_INDEX_FILE,
+)
 from .errors import ConfigError, IntegrityError
 from .fingerprint import FingerprintMismatchError, fingerprint_matches
 from .io import atomic_path, folder_transaction, read_json, write_json
+from .personalization import PersonalizationState, check_calibration
 from .processing import load_image_processor
+from .progress import transformers_bars_off
+from .references import Reference
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -31,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PersonalizationState",
     "PERSONALIZATION_FILE",
+    "SIDE_FILES",
     "save_coefficients_export",
     "load_coefficients_export",
     "write_personalization_file",
@@ -43,12 +57,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PERSONALIZATION_FILE = "personalization.json"
 # Small files beside a model that are fetched together from the Hub.
-_SIDE_FILES = ("config.json", "preprocessor_config.json", PERSONALIZATION_FILE, COEFFICIENTS_FILE)
+SIDE_FILES = (CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE, COEFFICIENTS_FILE)
 # Files a model save owns: a save replaces them all, so nothing of an earlier export of another kind stays behind.
-_MODEL_FILES = {"config.json", "generation_config.json", "preprocessor_config.json", PERSONALIZATION_FILE,
-                COEFFICIENTS_FILE, "model.safetensors.index.json"}  # fmt: skip
+_MODEL_FILES = {CONFIG_FILE, GENERATION_CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE,
+                COEFFICIENTS_FILE, WEIGHTS_INDEX_FILE}  # fmt: skip
 
 
 def _not_model_file(relative: str) -> bool:
@@ -58,34 +71,6 @@ def _not_model_file(relative: str) -> bool:
 
 #: Largest accepted coefficient magnitude: far beyond any useful mix, far below float32 overflow of merged weights.
 MAX_ABS_COEFFICIENT = 1e3
-# Calibrated scores are float32: a larger slope or intercept overflows them to inf for ordinary scores.
-_MAX_CALIBRATION = 1e30
-
-
-def check_calibration(calibration: Any, where: str) -> None:
-    """A stored calibration must map scores monotonically and finitely: finite slope > 0, finite intercept."""
-    if calibration is None:
-        return
-    if not isinstance(calibration, Mapping):
-        raise ConfigError(f"{where}: field 'calibration' must be an object with slope and intercept")
-    for key in ("slope", "intercept"):
-        value = calibration.get(key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or abs(value) > _MAX_CALIBRATION
-        ):
-            raise ConfigError(
-                f"{where}: field 'calibration.{key}' must be a finite number of magnitude <= {_MAX_CALIBRATION:g} "
-                f"(calibrated scores are float32), received {value!r}. Such a calibration comes from ratings far "
-                "outside any usable scale: check the ratings"
-            )
-    if calibration["slope"] <= 0:
-        raise ConfigError(
-            f"{where}: field 'calibration.slope' must be > 0 (a calibration keeps the ranking), received "
-            f"{calibration['slope']!r}"
-        )
 
 
 def check_finite_weights(model: nn.Module, where: str) -> None:
@@ -109,70 +94,14 @@ def _check_coefficients(coefficients: Coefficients, where: str) -> None:
             raise IntegrityError(f"{where}: the stored tensor 'extra.{name}' holds NaN or inf values")
 
 
-@dataclass
-class PersonalizationState:
-    """What makes a model personal: the bank and coefficients it was merged from, and facts about the fit.
-
-    Attributes:
-        bank: the task-vector bank (None for a merged export loaded from disk).
-        coefficients: the coefficients (None for a merged export loaded from disk without them).
-        base_fingerprint: fingerprint of the base model the coefficients apply to.
-        base_source: where that base model lives (`path`, or `repo_id` + `revision`), if known.
-        info: personalizer config, number of ratings, holdout metrics, calibration, ...
-        bank_reference: where the bank lives, when the bank itself is not loaded (a merged export read back).
-    """
-
-    bank: TaskVectorBank | None
-    coefficients: Coefficients | None
-    base_fingerprint: str | None
-    base_source: dict[str, Any] | None
-    info: dict[str, Any] = field(default_factory=dict)
-    bank_reference: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        # Checked here, where every personalized model gets its state, so a broken calibration is never used.
-        check_calibration((self.info or {}).get("calibration"), "the personalization info")
-
-    @classmethod
-    def standalone(cls, record: dict[str, Any]) -> PersonalizationState:
-        """The state of a merged export read back from its `personalization.json`."""
-        coefficients = Coefficients.from_dict(record["coefficients"]) if "coefficients" in record else None
-        return cls(
-            None,
-            coefficients,
-            record.get("base", {}).get("fingerprint"),
-            record.get("base"),
-            record.get("info", {}),
-            bank_reference=record.get("bank"),
-        )
-
-    def bank_record(self) -> dict[str, Any] | None:
-        """Where the bank lives (`path`, or `repo_id` + `revision`) and the fingerprint of the base it was built on."""
-        if self.bank is None:
-            return copy.deepcopy(self.bank_reference)
-        return {**(self.bank.source or {}), "base_fingerprint": self.bank.base_fingerprint}
-
-
-def _reference(source: dict[str, Any] | None, what: str, how: str) -> dict[str, Any]:
-    if not source or not (source.get("path") or source.get("repo_id")):
+def _saved_location(reference: Reference | None, what: str, how: str) -> Reference:
+    if reference is None or reference.location is None:
         raise ValueError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
-    return {k: source[k] for k in ("path", "repo_id", "revision") if source.get(k) is not None}
+    return reference
 
 
 def _personalization_record(model: AestheticModel, export: str) -> dict[str, Any]:
-    state = model.personalization
-    record: dict[str, Any] = {
-        "format_version": EXPORT_FORMAT_VERSION,
-        "export": export,
-        "base": {**(state.base_source or {}), "fingerprint": state.base_fingerprint},
-        "info": state.info,
-    }
-    if state.coefficients is not None:
-        record["coefficients"] = state.coefficients.to_dict()
-    bank = state.bank_record()
-    if bank is not None:
-        record["bank"] = bank
-    return record
+    return {"format_version": FORMAT_VERSION, **model.personalization.to_record(export)}
 
 
 def write_personalization_file(model: AestheticModel, directory: str | Path, export: str) -> Path:
@@ -213,28 +142,26 @@ def save_model_export(
     nothing of an earlier export stays behind; other files, and a `README.md` a person wrote, are kept. The model is
     validated first (finite weights, coefficients and calibration) and is not modified.
     """
-    from . import hub
-
     state = model.personalization
-    if export == "merged":
+    if export == MERGED:
         check_finite_weights(model, "the model to save")
     if state is not None and state.coefficients is not None:
         _check_coefficients(state.coefficients, "the model to save")
     with folder_transaction(directory, keep=_not_model_file) as staging:
-        if export == "coefficients":
+        if export == COEFFICIENTS:
             _write_coefficients_export(model, staging)
         else:
             save_weights(staging)
             model.image_processor.save_pretrained(staging)
             if state is not None:
-                write_personalization_file(model, staging, export="merged")
-        hub.write_card(hub.model_card(model, export), staging, overwrite=overwrite_card)
+                write_personalization_file(model, staging, export=MERGED)
+        hub.write_card(model.generate_model_card(export=export), staging, overwrite=overwrite_card)
     return Path(directory)
 
 
 def save_coefficients_export(model: AestheticModel, directory: str | Path) -> Path:
     """Write the coefficients-only format of a personalized model into ``directory`` (as one transaction)."""
-    return save_model_export(model, directory, "coefficients", save_weights=lambda folder: None)
+    return save_model_export(model, directory, COEFFICIENTS, save_weights=lambda folder: None)
 
 
 def _write_coefficients_export(model: AestheticModel, directory: Path) -> Path:
@@ -244,53 +171,42 @@ def _write_coefficients_export(model: AestheticModel, directory: Path) -> Path:
             "export='coefficients' needs a personalized model (from personalize() or with_coefficients()); "
             "this model has no coefficients. Use export='merged' to save plain weights"
         )
-    base_ref = _reference(
-        state.base_source, "base model", "Save it with save_pretrained and load it with from_pretrained, or push it."
+    base_ref = _saved_location(
+        state.base, "base model", "Save it with save_pretrained and load it with from_pretrained, or push it."
     )
-    bank_ref = _reference(
-        state.bank.source, "bank", "Save it with bank.save_pretrained(...) and load it from there, or push it first."
+    bank_ref = _saved_location(
+        state.bank_ref, "bank", "Save it with bank.save_pretrained(...) and load it from there, or push it first."
     )
     config = copy.deepcopy(model.config)
-    config.base_model = {**base_ref, "fingerprint": state.base_fingerprint}
-    config.bank = {**bank_ref, "base_fingerprint": state.bank.base_fingerprint, "tasks": state.coefficients.task_names}
+    config.base_model = base_ref.to_dict()
+    config.bank = {**bank_ref.to_dict(fingerprint_key="base_fingerprint"), "tasks": state.coefficients.task_names}
     state.coefficients.save(directory / COEFFICIENTS_FILE)
-    write_personalization_file(model, directory, export="coefficients")
+    write_personalization_file(model, directory, export=COEFFICIENTS)
     model.image_processor.save_pretrained(directory)
-    with atomic_path(directory / "config.json") as tmp:
+    with atomic_path(directory / CONFIG_FILE) as tmp:
         tmp.write_text(config.to_json_string(use_diff=False), encoding="utf-8")
     return directory
 
 
 def resolve_model_files(
-    name_or_path: str | Path, revision: str | None = None, token: str | bool | None = None, cache_dir: Any = None
-) -> tuple[Path, dict[str, Any]]:
-    """The local folder holding a model's small side files, and where the model lives."""
-    from . import hub
-
+    name_or_path: str | Path,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: Any = None,
+    subfolder: str | None = None,
+) -> tuple[Path, Reference]:
+    """The local folder holding a model's small side files (of ``subfolder``), and where the model lives."""
     path = hub.local_folder(name_or_path, "model")
     if path is not None:
-        return path, {"path": str(path.resolve())}
+        folder = path / subfolder if subfolder else path
+        return folder, Reference.local(folder)
+    names = [f"{subfolder}/{name}" if subfolder else name for name in SIDE_FILES]
     try:
-        folder, commit = hub.download(
-            str(name_or_path), list(_SIDE_FILES), revision=revision, token=token, cache_dir=cache_dir
-        )
+        snapshot, commit = hub.download(str(name_or_path), names, revision=revision, token=token, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         raise hub.not_found_locally(str(name_or_path), "model", error) from error
-    return folder, {"repo_id": str(name_or_path), "revision": commit}
-
-
-def _check_reference(reference: Any, field_name: str, where: str) -> dict[str, Any]:
-    if reference is None:
-        return {}
-    if not isinstance(reference, Mapping):
-        raise ConfigError(f"{where}: field '{field_name}' must be an object, received {type(reference).__name__}")
-    for key in ("path", "repo_id", "revision", "fingerprint", "base_fingerprint"):
-        if reference.get(key) is not None and not isinstance(reference[key], str):
-            raise ConfigError(f"{where}: field '{field_name}.{key}' must be a string, received {reference[key]!r}")
-    tasks = reference.get("tasks")
-    if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
-        raise ConfigError(f"{where}: field '{field_name}.tasks' must be a list of task names, received {tasks!r}")
-    return dict(reference)
+    folder = snapshot / subfolder if subfolder else snapshot
+    return folder, Reference(repo_id=str(name_or_path), revision=commit, subfolder=subfolder)
 
 
 def load_coefficients_export(
@@ -298,33 +214,37 @@ def load_coefficients_export(
 ) -> AestheticModel:
     """Resolve a coefficients-only export: load its base and bank, check fingerprints, merge."""
     folder, source = resolve_model_files(name_or_path, **hub_kwargs)
-    where = f"{folder / 'config.json'}"
-    base_ref = _check_reference(config.base_model, "base_model", where)
-    bank_ref = _check_reference(config.bank, "bank", where)
-    base_location = base_ref.get("path") or base_ref.get("repo_id")
-    bank_location = bank_ref.get("path") or bank_ref.get("repo_id")
+    where = f"{folder / CONFIG_FILE}"
+    base_ref = Reference.from_dict(config.base_model, where, "base_model")
+    bank_ref = Reference.from_dict(config.bank, where, "bank", fingerprint_key="base_fingerprint")
+    tasks = (config.bank or {}).get("tasks")
+    if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+        raise ConfigError(f"{where}: field 'bank.tasks' must be a list of task names, received {tasks!r}")
+    base_location = base_ref.location if base_ref else None
+    bank_location = bank_ref.location if bank_ref else None
     if not base_location or not bank_location:
         raise ConfigError(
             f"{where} must reference a base model and a bank (fields base_model and bank, each with a path or a "
-            f"repo_id); found base_model {base_ref}, bank {bank_ref}"
+            f"repo_id); found base_model {config.base_model}, bank {config.bank}"
         )
     token, cache_dir = hub_kwargs.get("token"), hub_kwargs.get("cache_dir")
     try:
-        base = model_class.from_pretrained(
-            base_location, revision=base_ref.get("revision"), token=token, cache_dir=cache_dir
-        )
+        with transformers_bars_off():  # a load on the user's behalf: their own load shows the progress
+            base = model_class.from_pretrained(
+                base_location, **base_ref.load_kwargs(), token=token, cache_dir=cache_dir
+            )
     except (OSError, ValueError) as error:
         raise ValueError(f"{name_or_path}: cannot load its base model {base_location!r}: {error}") from error
-    if not fingerprint_matches(base, base_ref.get("fingerprint"), where):
+    if not fingerprint_matches(base, base_ref.fingerprint, where):
         raise FingerprintMismatchError(
-            f"{name_or_path} was personalized from a base with fingerprint {base_ref.get('fingerprint')}, but "
+            f"{name_or_path} was personalized from a base with fingerprint {base_ref.fingerprint}, but "
             f"{base_location!r} now has another fingerprint: refusing to build a different model"
         )
     try:
         bank = TaskVectorBank.from_pretrained(
             bank_location,
-            revision=bank_ref.get("revision"),
-            tasks=bank_ref.get("tasks"),
+            revision=None if bank_ref.is_local else bank_ref.revision,
+            tasks=tasks,
             token=token,
             cache_dir=cache_dir,
         )

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
+from filelock import FileLock
+
 from .errors import ConfigError, IntegrityError, UnsafePathError
 
 __all__ = [
@@ -301,8 +303,6 @@ def folder_transaction(target: str | Path, keep: Callable[[str], bool] = lambda 
     untouched. A lock file beside ``target`` (`.NAME.lock`) serialises writers of one folder across processes, and
     staging folders left by a killed save are removed by the next save.
     """
-    from filelock import FileLock
-
     target = Path(target).absolute()
     if target.is_symlink():
         target = target.resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,27 +11,47 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitInfo
+from huggingface_hub import CommitInfo, EvalResult, ModelCard, ModelCardData
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from . import cards, hub
 from .backbones import BackboneAdapter, adapter_for
 from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
+from .constants import (
+    COEFFICIENTS,
+    COEFFICIENTS_FILE,
+    EXPORTS,
+    LIBRARY_NAME,
+    MERGED,
+    PERSONALIZATION_FILE,
+    WEIGHTS_INDEX_FILE,
+)
+from .exports import (
+    check_finite_weights,
+    load_coefficients_export,
+    read_personalization_file,
+    resolve_model_files,
+    save_model_export,
+)
+from .fingerprint import model_fingerprint
+from .io import read_consistently
 from .losses import emd_loss
 from .merging import coefficient_layout, merge_parameters
+from .personalization import PersonalizationState, Personalizer, PersonalizerConfig
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
+from .references import Reference
 
 __all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
 
 logger = logging.getLogger(__name__)
 
 HEAD_GROUP = "head"
-EXPORTS = ("merged", "coefficients")
 
 
 class ScoreHead(nn.Module):
@@ -112,7 +133,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
 
-class AestheticModel(AestheticPreTrainedModel):
+class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
     """An image aesthetic / quality scorer: any transformers vision encoder plus the paper's score head.
 
     Personalize it with [`AestheticModel.personalize`] or [`AestheticModel.with_coefficients`]; save it with
@@ -138,8 +159,8 @@ class AestheticModel(AestheticPreTrainedModel):
         )
         # Plain attributes (not tensors): where the weights came from, the image processor and, once personalized,
         # the bank and coefficients. transformers builds models on the meta device, so nothing here allocates.
-        self.source: dict[str, Any] | None = None
-        self.personalization: Any = None
+        self.source: Reference | None = None
+        self.personalization: PersonalizationState | None = None
         self._image_processor: Any = None
         self.post_init()
 
@@ -370,13 +391,10 @@ class AestheticModel(AestheticPreTrainedModel):
                         f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
                     )
                 target[name].copy_(value.to(target[name].dtype))
-        from .exports import PersonalizationState
-
         personalized.personalization = PersonalizationState(
             bank=bank,
             coefficients=coefficients,
-            base_fingerprint=fingerprint,
-            base_source=copy.deepcopy(self.source),
+            base=(self.source or Reference()).with_fingerprint(fingerprint),
             info=dict(info or {}),
         )
         return personalized
@@ -412,10 +430,6 @@ class AestheticModel(AestheticPreTrainedModel):
             **overrides: `PersonalizerConfig` fields, `preset="paper"`, or `config=PersonalizerConfig(...)` (other
                 fields given next to it override its values).
         """
-        import dataclasses
-
-        from .personalization import Personalizer, PersonalizerConfig
-
         preset, config = overrides.pop("preset", None), overrides.pop("config", None)
         if config is not None:
             if not isinstance(config, PersonalizerConfig) or preset:
@@ -432,24 +446,25 @@ class AestheticModel(AestheticPreTrainedModel):
         return Personalizer(self, bank, config).fit(dataset).model
 
     def _referenced_bank(self) -> TaskVectorBank:
-        reference = self.config.bank
-        if not reference:
+        reference = self.config.bank_reference
+        if reference is None or reference.location is None:
             raise ValueError(
                 "no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)"
             )
-        location = reference.get("path") or reference.get("repo_id")
-        return TaskVectorBank.from_pretrained(location, revision=reference.get("revision"), base=self)
+        return TaskVectorBank.from_pretrained(
+            reference.location, revision=reference.load_kwargs().get("revision"), base=self
+        )
 
     # -- saving and loading ----------------------------------------------------------------------------------
     def save_pretrained(
         self,
         save_directory: str | Path,
         *args: Any,
-        export: str = "merged",
+        export: str = MERGED,
         overwrite_card: bool = False,
         **kwargs: Any,
     ) -> None:
-        """Save the model, with a model card (`README.md`).
+        """Save the model, with a model card (`README.md`). The model itself is not changed.
 
         Args:
             save_directory: target folder.
@@ -464,8 +479,6 @@ class AestheticModel(AestheticPreTrainedModel):
         """
         if export not in EXPORTS:
             raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
-        from .exports import save_model_export
-
         if kwargs.pop("push_to_hub", False):
             push = {k: kwargs.pop(k) for k in ("private", "token", "revision", "commit_message") if k in kwargs}
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
@@ -481,54 +494,140 @@ class AestheticModel(AestheticPreTrainedModel):
             overwrite_card=overwrite_card,
         )
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        export: str = "merged",
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        overwrite_card: bool = False,
-        license: str | None = None,
-        card: str | None = None,
-    ) -> CommitInfo:
+    # -- the Hub -----------------------------------------------------------------------------------------------
+    hub_name = "model"
+    # Files a push replaces: stale ones from an earlier push (e.g. a merged export before a coefficients one) go away.
+    hub_replaces = ("model*.safetensors", WEIGHTS_INDEX_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE)
+
+    def hub_description(self, export: str = MERGED, **options: Any) -> str:
+        return "model" if self.personalization is None else f"personalized model ({export})"
+
+    def push_to_hub(self, repo_id: str, *, export: str = MERGED, **kwargs: Any) -> CommitInfo:
         """Upload the model with its card to a Hub repository (created if missing) in one commit.
 
-        Afterwards `self.source` is `{"repo_id", "revision": <commit sha>}`, so models personalized from a pushed
-        base refer to it by repo id and pinned revision.
+        Afterwards `self.source` is a [`Reference`] to the repository at the new commit, so models personalized from
+        a pushed base refer to it by repo id and pinned revision. The other arguments (`private`, `token`,
+        `revision`, `commit_message`, `overwrite_card`, `license`, `card`) are those of [`hub.HubMixin.push_to_hub`].
 
         Args:
             repo_id: `"user/name"` (or `"name"` in your namespace).
             export: `"merged"` (standalone weights) or `"coefficients"` (personalized models whose base and bank
                 are on the Hub: a few kilobytes that resolve them at their pinned revisions).
-            private: create the repository as private (an existing repository keeps its visibility).
-            token: Hub token; by default the stored one.
-            revision: branch to push to (created from `main` if missing).
-            commit_message: message of the commit.
-            overwrite_card: replace a `README.md` on the Hub that a person wrote (a generated card is always updated).
-            license: `license` of the card metadata (default `other`).
-            card: markdown to upload as `README.md` instead of the generated card.
 
         Returns:
             `huggingface_hub.CommitInfo`: the commit (a `str` holding its url; `.oid` is the commit sha).
         """
-        from . import hub
+        if export not in EXPORTS:
+            raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
+        if export == COEFFICIENTS:
+            self._check_shareable()  # before anything is created on the Hub
+        return super().push_to_hub(repo_id, export=export, **kwargs)
 
-        return hub.push_model(
-            self,
-            repo_id,
-            export=export,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            overwrite_card=overwrite_card,
-            license=license,
-            card=card,
+    def _check_shareable(self) -> None:
+        state = self.personalization
+        if state is None or state.coefficients is None or state.bank is None:
+            raise ValueError(
+                "export='coefficients' needs a personalized model with its bank (from personalize(), "
+                "with_coefficients() or a coefficients export loaded with from_pretrained); this model has none. Push "
+                "it with export='merged'"
+            )
+        for what, reference in (("base model", state.base), ("bank", state.bank_ref)):
+            if reference is None or not reference.on_hub:
+                raise ValueError(
+                    f"a coefficients export on the Hub must reference its {what} by Hub repo id, but this model's "
+                    f"{what} is {str(reference or 'unknown')!r}. Push the base and the bank first (push_to_hub), "
+                    "personalize the pushed or pulled objects, or push with export='merged'"
+                )
+
+    def generate_model_card(
+        self, repo_id: str | None = None, license: str | None = None, export: str = MERGED, **options: Any
+    ) -> ModelCard:
+        """The card of this base model, or of this personalized model saved as ``export``.
+
+        Args:
+            repo_id: where the card will live (used in the code examples); by default a placeholder folder name.
+            license: the `license` metadata (default `other`: the weights derive from research databases).
+            export: how a personalized model is saved; `base_model_relation` is `adapter` for coefficients, `merge`
+                for merged weights.
+        """
+        license = license or cards.DEFAULT_LICENSE
+        if self.personalization is None:
+            return self._base_card(repo_id, license)
+        return self._personalized_card(export, repo_id, license)
+
+    def _base_card(self, repo_id: str | None, license: str) -> ModelCard:
+        config = self.config
+        encoder_type = config.encoder_config.model_type
+        tags = ["image-aesthetics", "image-quality-assessment", LIBRARY_NAME, encoder_type]
+        bank = config.bank_reference
+        return hub.render_card(
+            "base_model.md",
+            ModelCardData(library_name=LIBRARY_NAME, license=license, tags=tags),
+            title=cards.title(repo_id, "Aesthetic scorer"),
+            location=repo_id or "path/to/model",
+            encoder_type=encoder_type,
+            encoder_params=cards.count(self.encoder.num_parameters()),
+            head_params=cards.count(sum(p.numel() for p in self.head.parameters())),
+            feature_dim=self.adapter.feature_dim,
+            num_blocks=self.adapter.num_blocks,
+            hidden_size=config.head_hidden_size,
+            dropout=config.head_dropout,
+            num_bins=config.num_bins,
+            score_range=config.score_range,
+            fingerprint=model_fingerprint(self),
+            bank_location=cards.reference_row(bank)["location"] if bank and bank.location else None,
+            paper=cards.PAPER,
         )
 
+    def _personalized_card(self, export: str, repo_id: str | None, license: str) -> ModelCard:
+        title = cards.title(repo_id, "Personalized aesthetic scorer")
+        state = self.personalization
+        info = dict(state.info or {})
+        holdout = info.get("holdout_srocc")
+        results = None
+        if isinstance(holdout, (int, float)):
+            results = [EvalResult(
+                task_type="image-aesthetic-assessment", dataset_type="personal-ratings",
+                dataset_split="cross-validation", dataset_name="Own ratings (cross-validated)", metric_type="srocc",
+                metric_name="Cross-validated SROCC", metric_value=float(holdout),
+            )]  # fmt: skip
+        # The Hub links base_model to its page, so a base that is only a local folder is not named in the metadata.
+        base_repo = state.base.repo_id if state.base.on_hub else None
+        relation = ("adapter" if export == COEFFICIENTS else "merge") if base_repo else None
+        data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            license=license,
+            tags=["image-aesthetics", "personalized", "task-vectors", LIBRARY_NAME],
+            base_model=base_repo,
+            base_model_relation=relation,
+            model_name=title,
+            eval_results=results,
+        )
+        coefficients = state.coefficients
+        return hub.render_card(
+            "personalized_model.md",
+            data,
+            title=title,
+            location=repo_id or "path/to/model",
+            export=export,
+            base_ref=cards.reference_row(state.base),
+            bank_ref=cards.reference_row(state.bank_ref),
+            num_ratings=info.get("num_ratings"),
+            num_pairs=info.get("num_pairs"),
+            num_holdout=info.get("num_holdout"),
+            holdout_srocc=cards.number(holdout),
+            cross_validation=info.get("cross_validation"),
+            chosen_step=info.get("chosen_step"),
+            calibrated=bool(info.get("calibration")),
+            score_range=self.config.score_range,
+            granularity=coefficients.granularity if coefficients else None,
+            num_groups=len(coefficients.group_names) if coefficients else None,
+            coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
+            chart=cards.bar_chart(coefficients.task_weights()) if coefficients else "",
+            paper=cards.PAPER,
+        )
+
+    # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
         """Load a base or merged model, or resolve a coefficients-only export into its merged model.
@@ -538,8 +637,6 @@ class AestheticModel(AestheticPreTrainedModel):
         `(model, loading_info)`). A coefficients export loads its base model and bank from the recorded locations
         and revisions, checks both fingerprints, and merges. A missing or mismatched base or bank is an error.
         """
-        from . import hub
-        from .io import read_consistently
 
         def load() -> AestheticModel:
             return cls._load(pretrained_model_name_or_path, *model_args, **kwargs)
@@ -554,8 +651,6 @@ class AestheticModel(AestheticPreTrainedModel):
 
     @classmethod
     def _load(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
-        from .exports import check_finite_weights, load_coefficients_export
-
         location = pretrained_model_name_or_path
         subfolder = kwargs.get("subfolder") or ""
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
@@ -578,26 +673,21 @@ class AestheticModel(AestheticPreTrainedModel):
 
     def _read_side_files(self, location: str | Path, subfolder: str, **hub_kwargs: Any) -> None:
         """Record where the model lives and read the image processor and `personalization.json` saved beside it."""
-        from . import hub
-        from .exports import PERSONALIZATION_FILE, PersonalizationState, read_personalization_file, resolve_model_files
-
-        if not subfolder or hub.is_local(location):
-            folder, self.source = resolve_model_files(
-                Path(location) / subfolder if subfolder else location, **hub_kwargs
-            )
-        else:
-            names = [
-                f"{subfolder}/{name}" for name in ("config.json", "preprocessor_config.json", PERSONALIZATION_FILE)
-            ]
-            snapshot, commit = hub.download(str(location), names, **hub_kwargs)
-            folder, self.source = (
-                snapshot / subfolder,
-                {"repo_id": str(location), "revision": commit, "subfolder": subfolder},
-            )
+        folder, self.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
         self._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
-            self.personalization = PersonalizationState.standalone(info)
+            self.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
+
+
+def _coefficient_rows(coefficients: Coefficients) -> list[dict[str, str]]:
+    """Mean, min and max over the layer groups of each task's coefficient, for the card's table."""
+    values = coefficients.values
+    columns = {"mean": values.mean(dim=0), "min": values.min(dim=0).values, "max": values.max(dim=0).values}
+    return [
+        {"task": name, **{key: f"{float(column[i]):+.3f}" for key, column in columns.items()}}
+        for i, name in enumerate(coefficients.task_names)
+    ]
 
 
 AutoConfig.register(AestheticConfig.model_type, AestheticConfig, exist_ok=True)

@@ -18,7 +18,6 @@ never modified.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import logging
 import math
@@ -35,6 +34,8 @@ from tqdm.auto import tqdm
 
 from .bank import TaskVectorBank
 from .coefficients import GRANULARITIES, Coefficients
+from .constants import PERSONALIZATION_FILE
+from .errors import ConfigError
 from .losses import pairwise_rank_loss
 from .merging import (
     CoefficientLayout,
@@ -44,6 +45,7 @@ from .merging import (
     streamed_coefficient_grad,
 )
 from .metrics import srocc
+from .processing import open_image
 from .ratings_input import (
     as_preferences,
     as_ratings,
@@ -53,6 +55,8 @@ from .ratings_input import (
     is_preferences,
     rows_by_user,
 )
+from .references import Reference
+from .settings import CANDIDATES, PersonalizerConfig
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -63,6 +67,8 @@ __all__ = [
     "Personalizer",
     "PersonalizationReport",
     "PersonalizationResult",
+    "PersonalizationState",
+    "check_calibration",
     "EncodedRatings",
     "EncodedPreferences",
     "pairwise_rank_loss",
@@ -71,177 +77,96 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken: the
-#: best single database model first (the answer a user could find alone), then mixes of the task models, then learned
-#: coefficients. `task`, `layer` and `tensor` are coefficients learned at that granularity.
-CANDIDATES: dict[str, str] = {
-    "single": "best single task model",
-    "init": "softmax(temperature x SROCC) mix",
-    "ensemble": "output-ensemble weights as task-wise coefficients",
-    "uniform": "uniform mix (c = 1/T)",
-    "task": "learned task-wise coefficients",
-    "layer": "learned layer-wise coefficients",
-    "tensor": "learned tensor-wise coefficients",
-}
-INITS = ("zero_shot_srocc", "uniform")
-LOSSES = ("pairwise", "mse", "pairwise+mse")
-PAIRINGS = ("all", "half")
-GRADIENTS = ("auto", "autograd", "streamed")
-SELECTIONS = ("cv", "last")
-CRITERIA = ("srocc", "rank_loss")
-STARTS = ("ensemble", "init")
 #: The output-ensemble fit works on `[N, T]` numbers: a few hundred Adam steps cost milliseconds.
 ENSEMBLE_STEPS, ENSEMBLE_LEARNING_RATE, ENSEMBLE_RIDGE = 200, 0.05, 0.01
 BOOTSTRAP_SAMPLES = 200
 
 
-@dataclass
-class PersonalizerConfig:
-    """How coefficients are fitted and chosen. The defaults are our recipe; `from_preset("paper")` is the authors'.
+# Calibrated scores are float32: a larger slope or intercept overflows them to inf for ordinary scores.
+_MAX_CALIBRATION = 1e30
 
-    Args:
-        selection: `"cv"`: cross-validate `candidates` on the rated images and refit the winner on all of them;
-            `"last"`: learn coefficients at `granularity` for `steps` steps and keep the last (the paper's).
-        candidates: what `"cv"` chooses from (see `CANDIDATES`); by default the four simple ones and coefficients
-            learned at `granularity` (learned task-wise coefficients, `"task"`, measured no better and cost as much).
-        folds: K of the K-fold cross-validation (fewer when there are fewer than 2K ratings).
-        criterion: what selects a candidate and a step count on the pooled out-of-fold predictions: `"rank_loss"`
-            (the Bradley-Terry loss over all pairs; continuous, so it separates candidates on few ratings; measured
-            better than SROCC on the planted benchmark at k = 10 and for the worst user) or `"srocc"`.
-        tolerance: a candidate earlier in `CANDIDATES` (the best single model first) wins when within this many
-            standard errors (of the paired difference, bootstrapped over the rated images) of the best one.
-        start: where learned coefficients start: `"ensemble"` (the output-ensemble weights) or `"init"`.
-        granularity: `"task"` (T coefficients), `"layer"` (one per layer group and task) or `"tensor"`
-            (one per parameter tensor and task, the paper's).
-        init: `"zero_shot_srocc"` (softmax of temperature x each task model's SROCC on the rated images),
-            `"uniform"` (1 / T), or given coefficients (`Coefficients` or `{task: weight}`).
-        temperature: softmax temperature of the zero-shot init (paper: 10).
-        loss: `"pairwise"` (Bradley-Terry on expected scores), `"mse"` (on range-normalised scores) or both.
-        pairing: `"all"`: every pair in the batch with different ratings, ties masked out; `"half"`: the official
-            code's pairing of the batch's first half with its second half, ties counted with target 0.5.
-        steps: optimisation steps (with `"cv"`, the most a learned candidate may take).
-        learning_rate: AdamW learning rate of the coefficients.
-        weight_decay: AdamW weight decay (pulls coefficients toward 0, i.e. toward the base model).
-        init_pull: weight of an L2 penalty pulling the coefficients toward their initial values.
-        batch_size: images per step (all rated images when there are fewer).
-        eval_every: steps between evaluations of the held-out fold.
-        calibrate: fit a monotone linear map from predictions onto the user's rating scale.
-        adapt_head: also learn an additive change of the head's last layer (5,130 values for 10 bins), stored with
-            the coefficients; `head_learning_rate` is its Adam learning rate and `head_l2` an L2 pull toward 0.
-        gradient: `"autograd"`, `"streamed"` (exact, memory-lean; see `merging.streamed_coefficient_grad`) or
-            `"auto"` (streamed when T x covered values exceeds `streamed_threshold`).
-        seed: seed of the folds, the bootstrap and the minibatch order.
-        device, dtype: where and in which precision the network runs.
-        progress: show a progress bar over steps.
+
+def check_calibration(calibration: Any, where: str) -> None:
+    """A stored calibration must map scores monotonically and finitely: finite slope > 0, finite intercept."""
+    if calibration is None:
+        return
+    if not isinstance(calibration, Mapping):
+        raise ConfigError(f"{where}: field 'calibration' must be an object with slope and intercept")
+    for key in ("slope", "intercept"):
+        value = calibration.get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or abs(value) > _MAX_CALIBRATION
+        ):
+            raise ConfigError(
+                f"{where}: field 'calibration.{key}' must be a finite number of magnitude <= {_MAX_CALIBRATION:g} "
+                f"(calibrated scores are float32), received {value!r}. Such a calibration comes from ratings far "
+                "outside any usable scale: check the ratings"
+            )
+    if calibration["slope"] <= 0:
+        raise ConfigError(
+            f"{where}: field 'calibration.slope' must be > 0 (a calibration keeps the ranking), received "
+            f"{calibration['slope']!r}"
+        )
+
+
+@dataclass
+class PersonalizationState:
+    """What makes a model personal: the bank and coefficients it was merged from, and facts about the fit.
+
+    Attributes:
+        bank: the task-vector bank (None for a merged export loaded from disk).
+        coefficients: the coefficients (None for a merged export loaded from disk without them).
+        base: the base model the coefficients apply to: where it lives (if known) and its fingerprint.
+        info: personalizer config, number of ratings, cross-validation, calibration, ...
+        bank_reference: where the bank lives, when the bank itself is not loaded (a merged export read back).
     """
 
-    selection: str = "cv"
-    candidates: tuple[str, ...] | None = None
-    folds: int = 5
-    criterion: str = "rank_loss"
-    tolerance: float = 1.0
-    start: str = "ensemble"
-    granularity: str = "layer"
-    init: str | Coefficients | Mapping[str, float] = "zero_shot_srocc"
-    temperature: float = 10.0
-    loss: str = "pairwise"
-    pairing: str = "all"
-    steps: int = 50
-    learning_rate: float = 2e-2
-    weight_decay: float = 0.0
-    init_pull: float = 0.0
-    batch_size: int = 32
-    eval_every: int = 5
-    calibrate: bool = False
-    adapt_head: bool = False
-    head_learning_rate: float = 1e-3
-    head_l2: float = 1e-2
-    gradient: str = "auto"
-    streamed_threshold: int = 200_000_000
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    progress: bool = False
+    bank: TaskVectorBank | None
+    coefficients: Coefficients | None
+    base: Reference
+    info: dict[str, Any] = field(default_factory=dict)
+    bank_reference: Reference | None = None
 
     def __post_init__(self) -> None:
-        _one_of("selection", self.selection, SELECTIONS)
-        _one_of("criterion", self.criterion, CRITERIA)
-        _one_of("start", self.start, STARTS)
-        _one_of("granularity", self.granularity, GRANULARITIES)
-        _one_of("loss", self.loss, LOSSES)
-        _one_of("pairing", self.pairing, PAIRINGS)
-        _one_of("gradient", self.gradient, GRADIENTS)
-        if self.candidates is not None:
-            self.candidates = tuple(self.candidates)
-            unknown = sorted(set(self.candidates) - set(CANDIDATES))
-            if unknown or not self.candidates:
-                raise ValueError(f"candidates must be some of {list(CANDIDATES)}, received {list(self.candidates)}")
-        if isinstance(self.init, str):
-            _one_of("init", self.init, INITS)
-        elif not isinstance(self.init, (Coefficients, Mapping)):
-            raise TypeError(
-                f"init must be one of {INITS}, Coefficients or a dict, received {type(self.init).__name__}"
-            )
-        for name in ("steps", "batch_size", "eval_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, received {getattr(self, name)}")
-        if int(self.folds) < 2:
-            raise ValueError(f"folds must be >= 2, received {self.folds}")
-        for name in ("learning_rate", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, received {getattr(self, name)}")
-        if min(self.weight_decay, self.init_pull, self.head_l2, self.tolerance) < 0 or self.head_learning_rate <= 0:
-            raise ValueError(
-                "weight_decay, init_pull, head_l2 and tolerance must be >= 0 and head_learning_rate > 0; received "
-                f"{self.weight_decay}, {self.init_pull}, {self.head_l2}, {self.tolerance}, {self.head_learning_rate}"
-            )
-        if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
-            raise ValueError(f"dtype must be float32, bfloat16, float16 or float64, received {self.dtype!r}")
+        # Checked here, where every personalized model gets its state, so a broken calibration is never used.
+        check_calibration((self.info or {}).get("calibration"), "the personalization info")
 
     @property
-    def candidate_names(self) -> tuple[str, ...]:
-        """The candidates `"cv"` compares, simplest first."""
-        chosen = self.candidates or ("single", "init", "ensemble", "uniform", self.granularity)
-        return tuple(name for name in CANDIDATES if name in chosen)
+    def base_fingerprint(self) -> str | None:
+        """The fingerprint of the base model the coefficients apply to."""
+        return self.base.fingerprint
+
+    @property
+    def bank_ref(self) -> Reference | None:
+        """Where the bank lives, with the fingerprint of the base it was built on (None when nothing is known)."""
+        if self.bank is None:
+            return self.bank_reference
+        return (self.bank.source or Reference()).with_fingerprint(self.bank.base_fingerprint)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> PersonalizerConfig:
-        """`"default"`: our recipe; `"paper"`: the authors' (tensor granularity, softmax(10 x SROCC) init, half-batch
-        pairing, AdamW lr 1e-2 with PyTorch's default weight decay, 500 steps, batch 32, last step kept)."""
-        presets = {
-            "default": {},
-            "paper": dict(
-                selection="last",
-                granularity="tensor",
-                init="zero_shot_srocc",
-                temperature=10.0,
-                loss="pairwise",
-                pairing="half",
-                learning_rate=1e-2,
-                weight_decay=1e-2,
-                steps=500,
-                batch_size=32,
-            ),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+    def standalone(cls, record: Mapping[str, Any], where: str = PERSONALIZATION_FILE) -> PersonalizationState:
+        """The state of a merged export read back from its `personalization.json` record."""
+        coefficients = Coefficients.from_dict(record["coefficients"]) if "coefficients" in record else None
+        return cls(
+            None,
+            coefficients,
+            Reference.from_dict(record.get("base"), where, "base") or Reference(),
+            dict(record.get("info") or {}),
+            bank_reference=Reference.from_dict(record.get("bank"), where, "bank", "base_fingerprint"),
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "init"}
-        data["candidates"] = list(self.candidate_names)
-        if isinstance(self.init, Coefficients):
-            data["init"] = "given"
-        elif isinstance(self.init, Mapping):
-            data["init"] = dict(self.init)
-        else:
-            data["init"] = self.init
-        return data
-
-
-def _one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, received {value!r}")
+    def to_record(self, export: str) -> dict[str, Any]:
+        """The content of `personalization.json` (without its `format_version`)."""
+        record: dict[str, Any] = {"export": export, "base": self.base.to_dict(), "info": self.info}
+        if self.coefficients is not None:
+            record["coefficients"] = self.coefficients.to_dict()
+        bank = self.bank_ref
+        if bank is not None:
+            record["bank"] = bank.to_dict(fingerprint_key="base_fingerprint")
+        return record
 
 
 @dataclass
@@ -597,8 +522,6 @@ class Personalizer:
 
         When the bank covers the embeddings, nothing is frozen and this is the preprocessed pixel values.
         """
-        from .processing import open_image
-
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]

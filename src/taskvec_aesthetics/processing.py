@@ -10,8 +10,9 @@ from typing import Any, Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers import PreTrainedConfig
+from transformers import AutoImageProcessor, PreTrainedConfig, ViTImageProcessorPil
 
+from .constants import PREPROCESSOR_FILE
 from .errors import TaskvecAestheticsError
 
 __all__ = [
@@ -45,8 +46,6 @@ def default_image_processor(encoder_config: PreTrainedConfig, image_size: int | 
 
     Encoder configs that carry `image_mean` / `image_std` (ours do) win over the family defaults.
     """
-    from transformers import ViTImageProcessorPil
-
     size = image_size or getattr(encoder_config, "image_size", None) or 224
     size = size[0] if isinstance(size, (list, tuple)) else int(size)
     mean, std = _FAMILY_STATS.get(encoder_config.model_type, _IMAGENET_STATS)
@@ -64,10 +63,8 @@ def default_image_processor(encoder_config: PreTrainedConfig, image_size: int | 
 
 def load_image_processor(folder: str | Path) -> Any:
     """The image processor saved in ``folder`` (`preprocessor_config.json`), or None when there is none."""
-    if not (Path(folder) / "preprocessor_config.json").is_file():
+    if not (Path(folder) / PREPROCESSOR_FILE).is_file():
         return None
-    from transformers import AutoImageProcessor
-
     return AutoImageProcessor.from_pretrained(str(folder))
 
 

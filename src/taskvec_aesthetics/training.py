@@ -17,9 +17,8 @@ import hashlib
 import logging
 import math
 import shutil
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .backbones import EMBEDDINGS_GROUP, block_group
+from .constants import CONFIG_FILE, WEIGHTS_FILE
 from .data import get_database_spec, load_database
 from .errors import ConfigError, IntegrityError
 from .fingerprint import model_fingerprint
@@ -43,6 +43,9 @@ from .losses import emd_loss, pairwise_rank_loss
 from .metrics import plcc, srocc
 from .modeling import HEAD_GROUP, AestheticModel
 from .processing import open_image
+from .progress import transformers_bars_off
+from .references import Reference
+from .settings import FinetuneConfig
 
 __all__ = [
     "FinetuneConfig",
@@ -62,14 +65,8 @@ MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.json"
 # A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
-CHECKPOINT_MODEL_FILE = "model.safetensors"
+CHECKPOINT_MODEL_FILE = WEIGHTS_FILE
 CHECKPOINT_OPTIMIZER_FILE = "optimizer.safetensors"
-LOSSES = ("auto", "emd", "mse")
-_BOUNDS = {
-    ">0": (lambda v: v > 0, "> 0"),
-    ">=0": (lambda v: v >= 0, ">= 0"),
-    "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
-}
 # Settings that fix the data order and the schedule: a checkpoint only resumes a run that shares them.
 _RESUME_KEYS = (
     "base_fingerprint",
@@ -80,72 +77,6 @@ _RESUME_KEYS = (
     "num_images",
     "total_steps",
 )
-
-
-def _option(default: Any, help: str, bound: str | None = None, **extra: Any) -> Any:
-    # Field metadata drives both the validation below and the command-line options of `finetune`.
-    return field(default=default, metadata={"help": help, "bound": bound, **extra})
-
-
-@dataclass
-class FinetuneConfig:
-    """Hyperparameters of fine-tuning one database (learning-rate defaults as measured for the bank's models).
-
-    `max_steps`, when set, overrides `epochs`. Steps are optimizer steps; the batch size is per process, so the
-    effective batch is `batch_size * gradient_accumulation_steps * num_processes`. `freeze_prefix_blocks=k` freezes
-    the embeddings and the first k encoder blocks: they stay equal to the base, the bank leaves them out and
-    personalization caches their output.
-    """
-
-    output_dir: str | Path = field(metadata={"help": "run folder: model/, finetune_result.json, checkpoints/"})
-    lr_encoder: float = _option(1e-4, "learning rate of the encoder", ">0")
-    lr_head: float = _option(1e-3, "learning rate of the score head", ">0")
-    weight_decay: float = _option(
-        0.0, "AdamW decay of matrices (it adds a pull towards zero to every task vector)", ">=0"
-    )
-    epochs: int = _option(1, "passes over the training set", ">0")
-    max_steps: int | None = _option(None, "optimizer steps; overrides epochs", ">0")
-    batch_size: int = _option(32, "images per process and micro-batch", ">0")
-    gradient_accumulation_steps: int = _option(1, "micro-batches per optimizer step", ">0")
-    warmup_ratio: float = _option(0.05, "fraction of the steps of linear warmup before the cosine decay", "[0,1)")
-    mixed_precision: str | None = _option(
-        None, "default: as set by accelerate launch, else no", choices=["no", "bf16", "fp16"]
-    )
-    max_grad_norm: float | None = _option(1.0, "gradient clipping norm (none: no clipping)", ">0")
-    loss: str = _option(
-        "auto", "emd (vote histograms), mse (scores) or auto (emd when histograms exist)", choices=list(LOSSES)
-    )
-    rank_loss_weight: float = _option(0.0, "weight of a pairwise Bradley-Terry rank loss", ">=0")
-    freeze_prefix_blocks: int | None = _option(
-        None, "freeze the embeddings and the first K encoder blocks (none: train all)", ">=0"
-    )
-    seed: int = _option(0, "seed of the data order and dropout")
-    eval_every_epoch: bool = _option(True, "evaluate after every epoch (always at the end)")
-    checkpoint_every: int | None = _option(None, "save a resumable checkpoint every N steps and at the end", ">0")
-    keep_checkpoints: int | None = _option(2, "newest checkpoints kept (none: all)", ">0")
-    num_workers: int = _option(0, "data loading worker processes per training process", ">=0")
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        hints = typing.get_type_hints(type(self))
-        for item in fields(self):
-            value, meta = getattr(self, item.name), item.metadata
-            kinds = typing.get_args(hints[item.name]) or (hints[item.name],)
-            if value is None and type(None) in kinds:
-                continue
-            if meta.get("choices") and value not in meta["choices"]:
-                raise ValueError(f"FinetuneConfig.{item.name} must be one of {meta['choices']}, received {value!r}")
-            if int in kinds or float in kinds:
-                allowed = (int, float) if float in kinds else int
-                if isinstance(value, bool) or not isinstance(value, allowed):
-                    expected = "a number" if float in kinds else "an int"
-                    raise TypeError(f"FinetuneConfig.{item.name} must be {expected}, received {value!r}")
-                test, text = _BOUNDS.get(meta.get("bound"), (math.isfinite, "finite"))
-                if not (math.isfinite(value) and test(value)):
-                    raise ValueError(f"FinetuneConfig.{item.name} must be {text}, received {value}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "output_dir": str(self.output_dir)}
 
 
 @dataclass
@@ -410,8 +341,9 @@ def _load_checkpoint(
 
 def save_model_dir(model: AestheticModel, directory: Path) -> None:
     """Save a model this library has just built (`save_pretrained`, one transaction) and record where it lives."""
-    model.save_pretrained(directory)
-    model.source = {"path": str(directory.resolve())}
+    with transformers_bars_off():  # a save on the user's behalf: no "Writing model shards" bar
+        model.save_pretrained(directory)
+    model.source = Reference.local(directory)
 
 
 def _dropout_seed(seed: int, epoch: int, batch: int, process: int, num_processes: int) -> int:
@@ -465,7 +397,8 @@ def finetune(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     main = accelerator.is_main_process
-    base_ref = {"fingerprint": model_fingerprint(base_model), **(base_model.source or {})}
+    base_fingerprint = model_fingerprint(base_model)
+    base_ref = (base_model.source or Reference()).with_fingerprint(base_fingerprint)
     model = copy.deepcopy(base_model).float()
     model.source = None
 
@@ -489,7 +422,7 @@ def finetune(
         optimizer.optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
     facts = {
-        "base_fingerprint": base_ref["fingerprint"],
+        "base_fingerprint": base_fingerprint,
         "seed": config.seed,
         "batch_size": config.batch_size,
         "num_processes": accelerator.num_processes,
@@ -609,7 +542,7 @@ def finetune(
                 "score_range": list(source_range),
                 "history": history,
                 "config": config.to_dict(),
-                "base": base_ref,
+                "base": base_ref.to_dict(),
                 "steps": global_step,
                 "num_processes": accelerator.num_processes,
                 "mixed_precision": accelerator.mixed_precision,
@@ -623,9 +556,10 @@ def finetune(
 def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticModel:
     if isinstance(model, AestheticModel):
         return model
-    if not (Path(model) / "config.json").is_file():
+    if not (Path(model) / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"expected {what} (a folder with config.json from save_pretrained) at {model}")
-    return AestheticModel.from_pretrained(model)
+    with transformers_bars_off():  # a load on the user's behalf
+        return AestheticModel.from_pretrained(model)
 
 
 def finetune_database(

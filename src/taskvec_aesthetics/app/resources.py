@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..bank import TaskVectorBank
+from ..constants import BANK_CONFIG_FILE
 from ..modeling import AestheticModel
 from ..personalization import Personalizer, PersonalizerConfig
 from ..processing import list_images
@@ -82,7 +83,7 @@ def _demo_base_and_bank(cache_dir: Path | None) -> tuple[AestheticModel, TaskVec
     from ..demo.world import build_world
 
     where = demo_locations(cache_dir)
-    if not (where["bank"] / "bank_config.json").is_file():
+    if not (where["bank"] / BANK_CONFIG_FILE).is_file():
         logger.info("Building the demo's base model and task-vector bank (first run only; a few minutes on a CPU)")
         config = DemoConfig()
         base, bank, _, _ = _base_and_bank(config, build_world(config.world), cache_dir or default_cache_dir(), True)

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from .records import DatabaseFormatError, IssueLog, Record, find_path, parse_score, read_csv_rows, require_path
 
@@ -170,8 +171,6 @@ def read_kadid10k(root: Path, level: str, log: IssueLog, *, image_folder: str = 
 
 
 def _mat_variable(path: Path, name: str) -> np.ndarray:
-    from scipy.io import loadmat
-
     try:
         contents = loadmat(path)
     except (ValueError, TypeError, OSError) as error:

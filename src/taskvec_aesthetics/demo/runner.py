@@ -28,10 +28,16 @@ from typing import Any
 import datasets
 
 from ..bank import TaskVectorBank
+from ..bank_production import LITE0_IMAGENET, build_bank, init_base
 from ..benchmark import METHODS, BenchmarkConfig, BenchmarkResult, draw_order, run_benchmark
+from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
 from ..io import atomic_path, write_json
 from ..modeling import AestheticModel
 from ..personalization import PersonalizerConfig
+from ..progress import transformers_bars_off
+from ..references import Reference
+from ..settings import FinetuneConfig
+from ..training import finetune
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "default_cache_dir"]
@@ -119,6 +125,14 @@ class DemoConfig:
         return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def caption(num_raters: int, noise_ceiling: float) -> str:
+    """What the demo's table shows: the raters it averages over and the ceiling their rating noise sets."""
+    return (
+        f"Test SROCC of {num_raters} simulated raters, against each rater's noisy ratings of the images they did not "
+        f"rate; the noise ceiling (their ratings against their true utility, mean over raters) is {noise_ceiling:.3f}."
+    )
+
+
 @dataclass
 class DemoResult:
     benchmark: BenchmarkResult
@@ -128,27 +142,27 @@ class DemoResult:
     noise_ceiling: float
     bank_from_cache: bool
     cache_folder: Path
+    caption: str = ""
 
     def report(self) -> str:
         """What the demo measured and where everything was written, for the terminal."""
         check = self.export_check
         lines = [
             self.benchmark.to_markdown(),
-            f"Test SROCC against each rater's noisy ratings of the images they did not rate; the noise ceiling (their "
-            f"ratings against their true utility) is {self.noise_ceiling:.3f}.",
+            self.caption,
             "Timings: "
             + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in self.timings.items())
             + (" (bank from cache)" if self.bank_from_cache else ""),
             f"Exports of {check['user_id']} (k = {check['k']}), reloaded in a fresh process: "
             + ", ".join(
                 f"{e} {check[e]['bytes'] / 1024:,.0f} KB, max |diff| {check[e]['max_abs_diff']:.1e}"
-                for e in ("coefficients", "merged")
+                for e in (COEFFICIENTS, MERGED)
             )
             + (" - identical" if check["identical"] else " - NOT IDENTICAL"),
             "",
             f"base model and bank: {self.cache_folder / 'base'}, {self.cache_folder / 'bank'}",
             *(f"{kind}: {path}" for kind, path in self.paths.items()),
-            *(f"{e} export: {check[e]['folder']}" for e in ("coefficients", "merged")),
+            *(f"{e} export: {check[e]['folder']}" for e in (COEFFICIENTS, MERGED)),
         ]
         return "\n".join(lines)
 
@@ -163,9 +177,6 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
 
     ``folder`` is renamed to ``final`` once complete, so the bank records its base at ``final / "base"``.
     """
-    from ..bank_production import LITE0_IMAGENET, build_bank, init_base
-    from ..training import FinetuneConfig, finetune
-
     base = init_base(
         LITE0_IMAGENET, seed=config.seed, image_size=config.world.image_size, save_directory=folder / "base"
     )
@@ -189,7 +200,7 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
         )
         logger.info("Fine-tuned %s: eval %s", name, result.metrics)
         runs.append(run_dir)
-    base.source = {"path": str((final / "base").resolve())}
+    base.source = Reference.local(final / "base")  # where it will be once the folder is renamed into place
     bank = build_bank(runs, base)
     for task in bank.tasks:
         spec = SIMULATED_DATABASES[task.name].metadata()
@@ -201,7 +212,7 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
 def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: bool):
     """Load the cached base and bank, or build them (into a temporary folder renamed into place when complete)."""
     target = cache_dir / "demo" / config.bank_key()
-    cached = (target / "bank" / "bank_config.json").is_file()
+    cached = (target / "bank" / BANK_CONFIG_FILE).is_file()
     if not cached:
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
@@ -212,7 +223,8 @@ def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: 
             os.replace(scratch, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    base = AestheticModel.from_pretrained(target / "base").eval()
+    with transformers_bars_off():  # the demo's own loads show no transformers bars
+        base = AestheticModel.from_pretrained(target / "base").eval()
     return base, TaskVectorBank.from_pretrained(target / "bank", base=base), cached, target
 
 
@@ -241,9 +253,10 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
     expected = model.score(paths)
     check: dict[str, Any] = {"user_id": user, "k": k}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    for export in ("coefficients", "merged"):
+    for export in (COEFFICIENTS, MERGED):
         folder = out / "exports" / f"{user}-{export}"
-        model.save_pretrained(folder, export=export)
+        with transformers_bars_off():
+            model.save_pretrained(folder, export=export)
         done = subprocess.run(
             [sys.executable, "-c", _RELOAD_SCRIPT, str(folder), *paths],
             capture_output=True,
@@ -260,7 +273,7 @@ def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, con
             "bytes": size,
             "max_abs_diff": max(abs(a - b) for a, b in zip(reloaded, expected.tolist())),
         }
-    check["identical"] = all(check[e]["max_abs_diff"] <= 1e-5 for e in ("coefficients", "merged"))
+    check["identical"] = all(check[e]["max_abs_diff"] <= 1e-5 for e in (COEFFICIENTS, MERGED))
     return check
 
 
@@ -320,7 +333,8 @@ def run_demo(
     )
     timings["benchmark_s"] = time.perf_counter() - mark
     ceiling = sum(world.noise_ceiling(u.user_id) for u in world.users) / len(world.users)
-    paths = result.save(out, noise_ceiling=ceiling)
+    text = caption(len(world.users), ceiling)
+    paths = result.save(out, noise_ceiling=ceiling, caption=text)
     mark = time.perf_counter()
     check = _check_exports(base, bank, world, config, out)
     timings["exports_s"] = time.perf_counter() - mark
@@ -339,4 +353,4 @@ def run_demo(
     )
     paths["demo"] = out / "demo.json"
     paths["sample ratings"] = _write_sample_ratings(world, out)
-    return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder)
+    return DemoResult(result, paths, timings, check, ceiling, from_cache, cache_folder, text)

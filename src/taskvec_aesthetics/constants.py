@@ -1,0 +1,54 @@
+"""Names fixed by the saved formats: file names, the format version, export kinds. Defined here once.
+
+Torch-free, so the command line can name them without importing the library's heavy modules.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LIBRARY_NAME",
+    "FORMAT_VERSION",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "WEIGHTS_INDEX_FILE",
+    "GENERATION_CONFIG_FILE",
+    "PREPROCESSOR_FILE",
+    "PERSONALIZATION_FILE",
+    "COEFFICIENTS_FILE",
+    "BANK_CONFIG_FILE",
+    "TASK_VECTORS_DIR",
+    "CARD_FILE",
+    "MERGED",
+    "COEFFICIENTS",
+    "EXPORTS",
+    "STORAGE_DTYPE_NAMES",
+]
+
+#: The library's name on the Hub (`library_name` of its cards) and in commit messages.
+LIBRARY_NAME = "taskvec-aesthetics"
+#: Version of every on-disk format this library writes (config references, coefficients, banks, personalization).
+FORMAT_VERSION = 1
+
+# -- a model folder (base, merged or coefficients-only) -----------------------------------------------------------
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+PERSONALIZATION_FILE = "personalization.json"
+COEFFICIENTS_FILE = "coefficients.safetensors"
+
+# -- a bank folder -------------------------------------------------------------------------------------------------
+BANK_CONFIG_FILE = "bank_config.json"
+TASK_VECTORS_DIR = "task_vectors"
+#: Dtypes a bank may store its task files in (arithmetic always runs in float32).
+STORAGE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# -- both ----------------------------------------------------------------------------------------------------------
+CARD_FILE = "README.md"
+
+# -- how a personalized model is saved ----------------------------------------------------------------------------
+MERGED = "merged"
+COEFFICIENTS = "coefficients"
+#: `"merged"`: standalone weights; `"coefficients"`: kilobytes that point at the base model and the bank.
+EXPORTS = (MERGED, COEFFICIENTS)

