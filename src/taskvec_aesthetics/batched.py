@@ -10,7 +10,8 @@ over `functional_call` (each problem merges its own weights). Each problem draws
 generator exactly as `_optimise` does; minibatches of different sizes are padded and masked.
 
 1x1 convolutions, and depthwise ones on small feature maps, are computed as matrix products inside the vectorised
-forward: vmap would turn them into grouped convolutions, several times slower on a CPU than the products they equal.
+forward: vmap would turn them into grouped convolutions, several times slower on a CPU than the products they equal;
+attention is written out for the same reason (vmap has no batching rule for the fused CPU kernel).
 
 Configurations the vectorised step does not cover (an adapted head, the paper's half-batch pairing, the streamed
 gradient, inputs with more than ratings) fall back to `Personalizer._optimise`, one request at a time: the results
@@ -87,14 +88,29 @@ def _depthwise_shifts(h: int, w: int, kh: int, kw: int, stride, padding) -> torc
     return shifts
 
 
-class _ConvolutionsAsMatmul(TorchFunctionMode):
+def _attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **others):
+    """Scaled dot-product attention written out (vmap has no batching rule for the fused CPU kernel); None when
+    dropout, a causal mask or another option asks for the fused one."""
+    if dropout_p or is_causal or others:
+        return None
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    logits = (query @ key.transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
+    return torch.softmax(logits, dim=-1) @ value
+
+
+class _VectorisableOps(TorchFunctionMode):
+    """Inside the vectorised forward: convolutions and attention as the matrix products they equal."""
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        out = None
         if func is F.conv2d or func is torch.conv2d:
             out = _conv2d_as_matmul(*args, **kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
+        elif func is F.scaled_dot_product_attention:
+            out = _attention(*args, **kwargs)
+        return func(*args, **kwargs) if out is None else out
 
 
 # -- cooperative tasks -----------------------------------------------------------------------------------------------
@@ -227,7 +243,7 @@ class BatchedPersonalizer(Personalizer):
         def one(params: dict[str, torch.Tensor], problem_inputs: torch.Tensor) -> torch.Tensor:
             return self.forward(params, problem_inputs).scores
 
-        with _ConvolutionsAsMatmul():
+        with _VectorisableOps():
             return torch.func.vmap(one)(self._merged_together(values), inputs)
 
     def _masked_loss(self, scores: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
