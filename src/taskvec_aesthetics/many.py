@@ -271,12 +271,16 @@ def personalize_many(
     Returns:
         `ManyUsersResult`: the summary rows (complete on the main process) and the paths written.
     """
+    import dataclasses
+
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     if int(batch_users) < 1:
         raise ValueError(f"batch_users must be >= 1, received {batch_users}")
     began = time.perf_counter()
-    state = PartialState()
+    # As Accelerator does: `accelerate launch --cpu` (ACCELERATE_USE_CPU) keeps every process on the CPU.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     progress = progress and state.is_main_process
     output_dir = Path(output_dir)
     table = load_table(ratings, user_column, skip_invalid)
@@ -288,6 +292,8 @@ def personalize_many(
     if len(set(names.values())) != len(names):
         raise ValueError("two user ids map to the same folder name; rename them")
     config = config or PersonalizerConfig()
+    if config.device == "cpu" and state.device.type != "cpu":  # one accelerator per process when launched on them
+        config = dataclasses.replace(config, device=str(state.device))
     personalizer = _ManyUsersPersonalizer(model, bank, config)
     user_list = list(users)
     groups = [user_list[i : i + batch_users] for i in range(0, len(user_list), batch_users)]
