@@ -31,6 +31,7 @@ _EXPORTS = {
     "PersonalizerConfig": "personalization",
     "PersonalizationReport": "personalization",
     "fit_many": "personalization",
+    "personalize_many": "many",
     "srocc": "metrics",
     "plcc": "metrics",
     "krcc": "metrics",
@@ -54,6 +55,7 @@ __all__ = [
     "PersonalizerConfig",
     "PersonalizationReport",
     "fit_many",
+    "personalize_many",
     "srocc",
     "plcc",
     "krcc",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from .errors import TaskvecAestheticsError
     from .fingerprint import FingerprintMismatchError, model_fingerprint
     from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
+    from .many import personalize_many
     from .modeling import AestheticModel, AestheticModelOutput
     from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
 
