@@ -63,7 +63,9 @@ def random_bank(model: AestheticModel, tasks: int) -> TaskVectorBank:
     """T task vectors over every parameter: seeded noise standing in for fine-tuned deltas."""
     generator = torch.Generator().manual_seed(1)
     vectors = {
-        f"task{t}": TaskVector({n: 0.01 * torch.randn(p.shape, generator=generator) for n, p in model.named_parameters()})
+        f"task{t}": TaskVector(
+            {n: 0.01 * torch.randn(p.shape, generator=generator) for n, p in model.named_parameters()}
+        )
         for t in range(tasks)
     }
     return TaskVectorBank.from_finetuned(model, vectors)
@@ -90,17 +92,17 @@ def step_ratios(model: AestheticModel, bank: TaskVectorBank, batch: int, repeats
         optimizer.step()
 
     reference = seconds_per_call(finetune_step, repeats)
-    del tuned, optimizer
     out = {"finetune_step_s": reference}
     for gradient in ("autograd", "streamed"):
-        personalizer = Personalizer(model, bank, PersonalizerConfig(selection="last", gradient=gradient, batch_size=batch))
+        personalizer = Personalizer(
+            model, bank, PersonalizerConfig(selection="last", gradient=gradient, batch_size=batch)
+        )
         encoded = EncodedRatings(personalizer.encode(pixels), ratings)
         start = torch.full((personalizer.layout.num_groups, len(bank)), 1.0 / len(bank))
         # _optimise(steps=n) = n personalization steps (minibatch, merge, forward, backward, AdamW on coefficients)
         seconds = seconds_per_call(lambda: personalizer._optimise(start, encoded, 1), repeats)
         out[f"personalization_step_{gradient}_s"] = seconds
         out[f"step_ratio_{gradient}"] = seconds / reference
-        del personalizer
     return out
 
 

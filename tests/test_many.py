@@ -17,10 +17,10 @@ import torch
 from planted import images, user_ratings
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.coefficients import Coefficients
-from taskvec_aesthetics.feature_cache import FeatureCache
 from taskvec_aesthetics.batched import BatchedPersonalizer, _conv2d_as_matmul
 from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.coefficients import Coefficients
+from taskvec_aesthetics.feature_cache import FeatureCache
 from taskvec_aesthetics.many import personalize_many, user_folder_name
 from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
 
@@ -166,8 +166,12 @@ def test_personalize_many_writes_exports_summary_and_resumes(saved, table, tmp_p
     shards = sorted((out / "feature_cache").rglob("*.safetensors"))
     assert len(shards) == 1
     again = personalize_many(base, bank, table, out, config, batch_users=4, progress=False)
-    assert again.fitted == 0 and again.skipped == 8 and sorted((out / "feature_cache").rglob("*.safetensors")) == shards
-    assert outputs(out)["rows"] == {r["user_id"]: {k: v for k, v in r.items() if k != "fit_time_s"} for r in again.rows}
+    assert (
+        again.fitted == 0 and again.skipped == 8 and sorted((out / "feature_cache").rglob("*.safetensors")) == shards
+    )
+    assert outputs(out)["rows"] == {
+        r["user_id"]: {k: v for k, v in r.items() if k != "fit_time_s"} for r in again.rows
+    }
 
 
 def test_table_formats_and_errors(saved, table, tmp_path):
@@ -178,7 +182,7 @@ def test_table_formats_and_errors(saved, table, tmp_path):
     dataset.to_parquet(str(tmp_path / "ratings.parquet"))
     config = PersonalizerConfig(**QUICK)
     from_parquet = personalize_many(base, bank, tmp_path / "ratings.parquet", tmp_path / "a", config, progress=False)
-    from_dataset = personalize_many(base, bank, dataset, tmp_path / "b", config, batch_users=1, progress=False)
+    personalize_many(base, bank, dataset, tmp_path / "b", config, batch_users=1, progress=False)
     assert not from_parquet.failed and len(from_parquet.rows) == 2
     # batched (2 at once) and one by one: the same choices and, to float rounding, the same coefficients
     batched, single = outputs(tmp_path / "a"), outputs(tmp_path / "b")

@@ -71,8 +71,8 @@ if TYPE_CHECKING:
     from .configuration import AestheticConfig
     from .errors import TaskvecAestheticsError
     from .fingerprint import FingerprintMismatchError, model_fingerprint
-    from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .many import personalize_many
+    from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .modeling import AestheticModel, AestheticModelOutput
     from .personalization import PersonalizationReport, Personalizer, PersonalizerConfig, fit_many
 

@@ -311,7 +311,10 @@ class BatchedPersonalizer(Personalizer):
                 else:
                     if cursors[i] + cfg.batch_size > len(train):
                         orders[i], cursors[i] = torch.randperm(len(train), generator=generators[i]), 0
-                    index, cursors[i] = orders[i][cursors[i] : cursors[i] + cfg.batch_size], cursors[i] + cfg.batch_size
+                    index, cursors[i] = (
+                        orders[i][cursors[i] : cursors[i] + cfg.batch_size],
+                        cursors[i] + cfg.batch_size,
+                    )
                 batches.append(train.subset(index))
             inputs, mask = self._padded([b.prefix for b in batches])
             ratings, _ = self._padded([b.ratings for b in batches])
@@ -331,7 +334,11 @@ class BatchedPersonalizer(Personalizer):
             # A diverged problem must not disturb the others' AdamW state: its gradient is zeroed.
             values.grad[~finite] = 0.0
             optimizer.step()
-            look = [i for i in active if requests[i].watch is not None and (step % cfg.eval_every == 0 or step == requests[i].steps)]
+            look = [
+                i
+                for i in active
+                if requests[i].watch is not None and (step % cfg.eval_every == 0 or step == requests[i].steps)
+            ]
             self._watch(values.detach(), requests, look, watched)
             for i in active:
                 if step == requests[i].steps:

@@ -304,9 +304,7 @@ def personalize_many(
     cache = FeatureCache(cache_dir or output_dir / CACHE_FOLDER, feature_key(personalizer)).load()
     personalizer.feature_cache = cache
     # Every process encodes its share of all pending images (of every process's users), then reads the others'.
-    every_pending = [
-        u for g in groups if not all(_done(output_dir, names[x], retry_failed) for x in g) for u in g
-    ]
+    every_pending = [u for g in groups if not all(_done(output_dir, names[x], retry_failed) for x in g) for u in g]
     _encode_distinct_images(
         personalizer, table, [r for u in every_pending for r in users[u]], state, image_column, 32, progress
     )
@@ -319,14 +317,11 @@ def personalize_many(
         outcomes: dict[str, Any] = {}
         for user in group:
             rows = table.select(users[user])
+            renames = {c: n for c, n in ((image_column, "image"), (score_column, "score")) if c != n}
+            if renames:
+                rows = rows.select_columns([image_column, score_column]).rename_columns(renames)
             try:
-                encoded[user] = personalizer.encode_ratings(
-                    rows.select_columns([image_column, score_column]).rename_columns(
-                        {image_column: "image", score_column: "score"}
-                    )
-                    if (image_column, score_column) != ("image", "score")
-                    else rows
-                )
+                encoded[user] = personalizer.encode_ratings(rows)
             except (ValueError, TypeError, OSError) as error:
                 outcomes[user] = error
         if batch_users > 1:
