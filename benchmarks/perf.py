@@ -108,7 +108,7 @@ def step_ratios(model: AestheticModel, bank: TaskVectorBank, batch: int, repeats
 
 # -- memory per task -------------------------------------------------------------------------------------------------
 _MEMORY_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
 from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
 base = AestheticModel.from_pretrained(sys.argv[1])
@@ -118,7 +118,9 @@ personalizer = Personalizer(base, bank, PersonalizerConfig(selection="last", ste
 size = base.config.encoder_config.image_size
 pixels = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
 personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels), torch.tensor([1.0, 2.0, 3.0, 4.0])))
-print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec, VmHWM starts afresh.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_bytes": peak * 1024}))
 """
 
 
@@ -223,6 +225,15 @@ def _env() -> dict[str, str]:
     return env
 
 
+class _Progress(dict):
+    """The results so far; each new row is also written to stderr as soon as it is measured."""
+
+    def update(self, rows: dict[str, float]) -> None:  # type: ignore[override]
+        super().update(rows)
+        for key, value in rows.items():
+            print(f"{key}: {value:.4g}", file=sys.stderr, flush=True)
+
+
 LIMITS = {"step_ratio_autograd": 1.2, "step_ratio_streamed": 1.2, "memory_per_task": 1.0}
 
 
@@ -246,7 +257,7 @@ def main() -> None:
     size, layers = (64, 2) if args.quick else (224, 12)
     model = vit_s16(size, layers)
     bank = random_bank(model, 6)
-    results: dict[str, float] = {}
+    results = _Progress()
     results.update(step_ratios(model, bank, batch=8, repeats=1 if args.quick else 2))
     with tempfile.TemporaryDirectory() as scratch:
         results.update(memory_per_task(model, bank, Path(scratch)))
