@@ -74,7 +74,7 @@ def outputs(folder: Path) -> dict:
     summary = json.loads((folder / "summary.json").read_text())["users"]
     rows = {row["user_id"]: {k: v for k, v in row.items() if k != "fit_time_s"} for row in summary}
     files = {}
-    for path in sorted((folder / "users").glob("*/coefficients.safetensors")):
+    for path in sorted((folder / "users").glob("[!.]*/coefficients.safetensors")):
         loaded = Coefficients.load(path)
         files[path.parent.name] = (loaded.values.tolist(), loaded.group_names, loaded.task_names, loaded.granularity)
     return {"rows": rows, "coefficients": files}
@@ -212,6 +212,11 @@ def _cli(table, root, out, *extra):
     ]
 
 
+def written_users(folder: Path) -> int:
+    """Complete exports (a save in progress is a hidden staging folder beside them)."""
+    return len(list((folder / "users").glob("[!.]*/personalization.json")))
+
+
 def test_resume_after_kill_equals_an_uninterrupted_run(saved, table, tmp_path, capsys):
     root, _, _ = saved
     # The reference: one uninterrupted run, one user at a time so that a kill lands between users.
@@ -225,11 +230,11 @@ def test_resume_after_kill_equals_an_uninterrupted_run(saved, table, tmp_path, c
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((killed / "users").glob("*/personalization.json"))) < 2:
+    while time.monotonic() < deadline and written_users(killed) < 2:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    written = len(list((killed / "users").glob("*/personalization.json")))
+    written = written_users(killed)
     assert 2 <= written < 6 and not (killed / "summary.json").exists(), written
     assert main(_cli(table, root, killed, "--batch-users", "1")) == 0
     printed = capsys.readouterr().out
