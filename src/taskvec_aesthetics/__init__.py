@@ -33,6 +33,7 @@ _EXPORTS = {
     "Reference": "references",
     "PersonalizationReport": "personalization",
     "fit_many": "personalization",
+    "personalize_many": "many",
     "srocc": "metrics",
     "plcc": "metrics",
     "krcc": "metrics",
@@ -58,6 +59,7 @@ __all__ = [
     "PersonalizationReport",
     "Reference",
     "fit_many",
+    "personalize_many",
     "srocc",
     "plcc",
     "krcc",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from .configuration import AestheticConfig
     from .errors import TaskvecAestheticsError
     from .fingerprint import FingerprintMismatchError, model_fingerprint
+    from .many import personalize_many
     from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .modeling import AestheticModel, AestheticModelOutput
     from .personalization import PersonalizationReport, Personalizer, fit_many

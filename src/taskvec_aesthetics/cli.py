@@ -351,6 +351,60 @@ def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any,
     return model, TaskVectorBank.from_pretrained(reference.location, revision=revision, base=model)
 
 
+# -- personalize-many ----------------------------------------------------------------------------------------------
+def add_personalize_many(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "personalize-many",
+        help="personalize every user of a ratings table (batched, resumable, runs under accelerate launch)",
+        description="Fit every user of a ratings table with a user_id column and write OUTPUT/users/<user>/ (a "
+        "coefficients-only export each), OUTPUT/summary.csv and OUTPUT/summary.json. Each image is encoded once "
+        "and its features cached; a rerun skips users already written; a user whose ratings are bad gets an error "
+        "in the summary. Under 'accelerate launch --num_processes N -m taskvec_aesthetics.cli personalize-many ...' "
+        "the users are split across the processes.",
+    )
+    parser.add_argument(
+        "--ratings", required=True, help=RATINGS_HELP + ", and the rater (user_id); or a .parquet table."
+    )
+    parser.add_argument("--model", required=True, help="base model folder or Hub id")
+    parser.add_argument("--bank", help="bank folder or Hub id (default: the one the model refers to)")
+    parser.add_argument("--output", required=True, help="output folder (reuse it to resume)")
+    parser.add_argument("--batch-users", type=int, default=16, help="users fitted at once (default: 16)")
+    parser.add_argument("--cache-dir", help="feature cache folder (default: OUTPUT/feature_cache)")
+    parser.add_argument("--retry-failed", action="store_true", help="fit again users with a recorded error")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="default",
+        help="recipe; the options below override its values (default: default; paper: the authors' recipe)",
+    )
+    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
+    add_config_arguments(parser, PersonalizerConfig)
+    parser.set_defaults(run=run_personalize_many)
+
+
+def run_personalize_many(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from .many import personalize_many
+
+    config = PersonalizerConfig.from_preset(args.preset, **config_values(args, PersonalizerConfig))
+    base, bank = _base_and_bank(args.model, args.bank)
+    result = personalize_many(
+        base,
+        bank,
+        args.ratings,
+        args.output,
+        config,
+        batch_users=args.batch_users,
+        cache_dir=args.cache_dir,
+        retry_failed=args.retry_failed,
+        skip_invalid=args.skip_invalid,
+        progress=args.progress,
+    )
+    if PartialState().is_main_process:
+        print(result.report())
+
+
 # -- demo ----------------------------------------------------------------------------------------------------------
 def add_demo(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -582,6 +636,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_demo,
     add_score,
     add_personalize,
+    add_personalize_many,
     add_benchmark,
     add_init_base,
     add_finetune,

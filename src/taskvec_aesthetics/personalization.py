@@ -1023,16 +1023,29 @@ def fit_many(
     dataset: Any,
     config: PersonalizerConfig | None = None,
     user_column: str = "user_id",
+    batch_users: int = 16,
 ) -> dict[str, PersonalizationReport]:
-    """Personalize every user of a dataset with a `user_id` column; returns each user's report (with coefficients)."""
+    """Personalize every user of a dataset with a `user_id` column, in memory; returns each user's report (with
+    coefficients). Users are fitted ``batch_users`` at a time (`batched.BatchedPersonalizer`); a user whose fit fails
+    raises. For many users, with exports on disk, resuming and several processes, use `many.personalize_many`."""
+    from .batched import BatchedPersonalizer
+
     column_names = getattr(dataset, "column_names", None)
     if column_names is None or user_column not in column_names:
         raise ValueError(
             f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
         )
-    personalizer = Personalizer(model, bank, config)
-    reports = {}
-    users = rows_by_user(dataset, user_column)
-    for user, rows in tqdm(users.items(), desc="Users", unit="user", disable=not personalizer.config.progress):
-        _, reports[user] = personalizer.fit_encoded(personalizer.encode_ratings(dataset.select(rows)))
+    personalizer = BatchedPersonalizer(model, bank, config)
+    reports: dict[str, PersonalizationReport] = {}
+    users = list(rows_by_user(dataset, user_column).items())
+    bar = tqdm(total=len(users), desc="Users", unit="user", disable=not personalizer.config.progress)
+    for start in range(0, len(users), batch_users):
+        group = users[start : start + batch_users]
+        encoded = [personalizer.encode_ratings(dataset.select(rows)) for _, rows in group]
+        for (user, _), outcome in zip(group, personalizer.fit_encoded_many(encoded)):
+            if isinstance(outcome, BaseException):
+                raise ValueError(f"personalizing user {user!r} failed: {outcome}") from outcome
+            reports[user] = outcome[1]
+        bar.update(len(group))
+    bar.close()
     return reports

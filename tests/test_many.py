@@ -1,0 +1,270 @@
+"""Many users: batched fits equal sequential ones, exports and summary, feature cache, resume after kill -9, and two
+real processes under `accelerate launch` giving the one-process output."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from planted import images, user_ratings
+
+from taskvec_aesthetics import AestheticModel, TaskVectorBank
+from taskvec_aesthetics.batched import BatchedPersonalizer, _conv2d_as_matmul
+from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.coefficients import Coefficients
+from taskvec_aesthetics.feature_cache import FeatureCache
+from taskvec_aesthetics.many import personalize_many, user_folder_name
+from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
+
+QUICK = dict(steps=6, eval_every=3)
+TASTES = [[0.6, 0.6, -0.4], [-0.5, 0.2, 0.8], [0.1, -0.7, 0.3], [0.9, 0.0, 0.0], [0.0, 0.4, 0.4], [-0.3, -0.3, 0.9]]
+
+
+@pytest.fixture(scope="module")
+def saved(planted_world, tmp_path_factory):
+    """The planted base and bank saved and loaded back (exports record where they live)."""
+    root = tmp_path_factory.mktemp("saved")
+    planted_world.base.save_pretrained(root / "base")
+    base = AestheticModel.from_pretrained(root / "base")
+    planted_world.bank.save_pretrained(root / "bank")
+    return root, base, TaskVectorBank.from_pretrained(root / "bank", base=base)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A ratings CSV of six users over one shared pool of image files (k = 9..14), and two users with bad ratings."""
+    root = tmp_path_factory.mktemp("ratings")
+    photos = images(24, seed=5)
+    for i, photo in enumerate(photos):
+        photo.save(root / f"img{i:02d}.png")
+    rows = []
+    for u, taste in enumerate(TASTES):
+        _, scores = user_ratings(photos, taste, noise=0.05, seed=u)
+        picked = np.random.default_rng(u).permutation(24)[: 9 + u]
+        rows += [(f"img{i:02d}.png", round(float(scores[i]) * 10, 3), f"user {u}") for i in picked]
+    rows += [(f"img{i:02d}.png", 3.0, "flat") for i in range(6)]  # all ratings equal: nothing to learn
+    rows += [("img00.png", 4.0, "alone")]  # one rating
+    path = root / "ratings.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "score", "user_id"])
+        writer.writerows(rows)
+    return path
+
+
+def command_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def outputs(folder: Path) -> dict:
+    """What must not depend on how the run was done: each user's coefficients (exact values) and summary row. (The
+    files' bytes are not compared: safetensors orders its metadata differently in each process.)"""
+    summary = json.loads((folder / "summary.json").read_text())["users"]
+    rows = {row["user_id"]: {k: v for k, v in row.items() if k != "fit_time_s"} for row in summary}
+    files = {}
+    for path in sorted((folder / "users").glob("[!.]*/coefficients.safetensors")):
+        loaded = Coefficients.load(path)
+        files[path.parent.name] = (loaded.values.tolist(), loaded.group_names, loaded.task_names, loaded.granularity)
+    return {"rows": rows, "coefficients": files}
+
+
+def test_convolutions_as_matrix_products_equal_conv2d():
+    x = torch.randn(3, 6, 2, 2)
+    for weight, kwargs in [
+        (torch.randn(5, 6, 1, 1), {}),
+        (torch.randn(6, 1, 5, 5), dict(padding=2, groups=6)),
+        (torch.randn(6, 1, 3, 3), dict(padding=1, stride=2, groups=6)),
+    ]:
+        expected = torch.nn.functional.conv2d(x, weight, torch.ones(weight.shape[0]), **kwargs)
+        got = _conv2d_as_matmul(x, weight, torch.ones(weight.shape[0]), **kwargs)
+        assert torch.allclose(got, expected, atol=1e-5)
+    assert _conv2d_as_matmul(x, torch.randn(4, 3, 3, 3), groups=2) is None  # not one of the two: left to conv2d
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the default candidates: simple ones and learned layer-wise coefficients
+        dict(candidates=("task", "layer"), tolerance=0.0, loss="pairwise+mse", init_pull=0.1, batch_size=8),
+    ],
+)
+def test_batched_fits_equal_sequential_fits(planted_world, overrides):
+    config = PersonalizerConfig(**QUICK, **overrides)
+    sequential = Personalizer(planted_world.base, planted_world.bank, config)
+    batched = BatchedPersonalizer(planted_world.base, planted_world.bank, config)
+    assert batched.vectorised
+    photos = images(40, seed=9)
+    pixels = sequential.encode(photos)
+    encoded = []
+    for u, (taste, k) in enumerate(zip(TASTES, (7, 12, 20, 15))):
+        ratings = user_ratings(photos, taste, noise=0.05, seed=u)[1]
+        pick = torch.randperm(40, generator=torch.Generator().manual_seed(u))[:k]
+        encoded.append(EncodedRatings(pixels[pick], ratings[pick]))
+    flat = EncodedRatings(pixels[:5], torch.full((5,), 2.0, dtype=torch.float64))
+    together = batched.fit_encoded_many([*encoded, flat])
+    assert isinstance(together[-1], ValueError) and "at least 2 distinct ratings" in str(together[-1])
+    learned = 0
+    for item, (coefficients, report) in zip(encoded, together):
+        expected, expected_report = sequential.fit_encoded(item)
+        assert report.chosen == expected_report.chosen and report.chosen_step == expected_report.chosen_step
+        assert torch.allclose(coefficients.values, expected.values, atol=1e-5), report.chosen
+        assert report.cv_srocc == pytest.approx(expected_report.cv_srocc, abs=1e-3)
+        assert report.loss_history == pytest.approx(expected_report.loss_history, abs=1e-4)
+        learned += report.chosen in ("task", "layer")
+    if overrides:
+        assert learned == len(encoded)  # the refit of learned candidates was batched too
+
+
+def test_user_folder_names_are_safe_and_distinct():
+    assert user_folder_name("alice_01") == "alice_01"
+    odd = [user_folder_name(u) for u in ("../etc", "a/b", "a b", "a_b", ".hidden", "")]
+    assert all("/" not in n and not n.startswith(".") and n for n in odd) and len(set(odd)) == len(odd)
+
+
+def test_personalize_many_writes_exports_summary_and_resumes(saved, table, tmp_path):
+    _, base, bank = saved
+    out = tmp_path / "out"
+    config = PersonalizerConfig(**QUICK)
+    result = personalize_many(base, bank, table, out, config, batch_users=4, progress=False)
+    assert result.fitted == 8 and result.skipped == 0
+    rows = {row["user_id"]: row for row in result.rows}
+    assert list(rows) == [f"user {u}" for u in range(6)] + ["flat", "alone"]
+    assert "at least 2 distinct ratings" in rows["flat"]["error"] and "received 1 ratings" in rows["alone"]["error"]
+    assert rows["alone"]["num_ratings"] == 1 and not (out / "users" / "alone").exists()
+    with open(out / "summary.csv") as handle:
+        assert [r["user_id"] for r in csv.DictReader(handle)] == list(rows)
+    # each export reloads into the personalized model; the summary says what the fit chose
+    user = rows["user 3"]
+    assert user["num_ratings"] == 12 and user["error"] == "" and user["chosen"] and user["cv_srocc_se"] > 0
+    reloaded = AestheticModel.from_pretrained(out / user["folder"])
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    coefficients = reloaded.personalization.coefficients
+    assert not torch.allclose(reloaded(pixel_values=pixels).scores, base(pixel_values=pixels).scores)
+    expected = base.with_coefficients(bank, coefficients)(pixel_values=pixels).scores
+    assert torch.allclose(reloaded(pixel_values=pixels).scores, expected, atol=1e-6)
+    # the same user fitted alone, sequentially, from the same rows: the same coefficients
+    own = datasets.Dataset.from_csv(str(table)).filter(lambda r: r["user_id"] == "user 3")
+    from taskvec_aesthetics.data import load_ratings
+
+    rated = load_ratings(table).filter(lambda r: r["user_id"] == "user 3")
+    assert len(own) == len(rated) == 12
+    alone = Personalizer(base, bank, config).fit(rated).coefficients
+    assert torch.allclose(alone.values, coefficients.values, atol=1e-5)
+    # every distinct image was encoded once into the cache; a rerun fits nobody and encodes nothing
+    shards = sorted((out / "feature_cache").rglob("*.safetensors"))
+    assert len(shards) == 1
+    again = personalize_many(base, bank, table, out, config, batch_users=4, progress=False)
+    assert (
+        again.fitted == 0 and again.skipped == 8 and sorted((out / "feature_cache").rglob("*.safetensors")) == shards
+    )
+    assert outputs(out)["rows"] == {
+        r["user_id"]: {k: v for k, v in r.items() if k != "fit_time_s"} for r in again.rows
+    }
+
+
+def test_table_formats_and_errors(saved, table, tmp_path):
+    _, base, bank = saved
+    from taskvec_aesthetics.data import load_ratings
+
+    dataset = load_ratings(table).filter(lambda r: r["user_id"] in ("user 0", "user 1"))
+    dataset.to_parquet(str(tmp_path / "ratings.parquet"))
+    config = PersonalizerConfig(**QUICK)
+    from_parquet = personalize_many(base, bank, tmp_path / "ratings.parquet", tmp_path / "a", config, progress=False)
+    personalize_many(base, bank, dataset, tmp_path / "b", config, batch_users=1, progress=False)
+    assert not from_parquet.failed and len(from_parquet.rows) == 2
+    # batched (2 at once) and one by one: the same choices and, to float rounding, the same coefficients
+    batched, single = outputs(tmp_path / "a"), outputs(tmp_path / "b")
+    assert {u: r["chosen"] for u, r in batched["rows"].items()} == {u: r["chosen"] for u, r in single["rows"].items()}
+    for name in single["coefficients"]:
+        assert np.allclose(batched["coefficients"][name][0], single["coefficients"][name][0], atol=1e-5)
+    with pytest.raises(ValueError, match="'user_id' column"):
+        personalize_many(base, bank, dataset.remove_columns("user_id"), tmp_path / "c", config, progress=False)
+    with pytest.raises(FileNotFoundError, match="parquet"):
+        personalize_many(base, bank, tmp_path / "none.parquet", tmp_path / "c", config, progress=False)
+
+
+def _cli(table, root, out, *extra):
+    return [
+        "personalize-many",
+        "--ratings",
+        str(table),
+        "--model",
+        str(root / "base"),
+        "--bank",
+        str(root / "bank"),
+        "--output",
+        str(out),
+        "--steps",
+        "6",
+        *extra,
+    ]
+
+
+def written_users(folder: Path) -> int:
+    """Complete exports (a save in progress is a hidden staging folder beside them)."""
+    return len(list((folder / "users").glob("[!.]*/personalization.json")))
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(saved, table, tmp_path, capsys):
+    root, _, _ = saved
+    # The reference: one uninterrupted run, one user at a time so that a kill lands between users.
+    assert main(_cli(table, root, tmp_path / "whole", "--batch-users", "1")) == 0
+    assert "6 of 8 users personalized (8 fitted now, 0 already done, 2 with errors)" in capsys.readouterr().out
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskvec_aesthetics.cli", *_cli(table, root, killed, "--batch-users", "1")],
+        env=command_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and written_users(killed) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = written_users(killed)
+    assert 2 <= written < 6 and not (killed / "summary.json").exists(), written
+    assert main(_cli(table, root, killed, "--batch-users", "1")) == 0
+    printed = capsys.readouterr().out
+    already = int(printed.split(" already done")[0].rsplit(", ", 1)[1])
+    assert written <= already < 8, printed  # the rerun skipped what the killed run wrote
+    assert outputs(killed) == outputs(tmp_path / "whole")
+
+
+def test_two_processes_under_accelerate_equal_one_process(saved, table, tmp_path):
+    root, _, _ = saved
+    assert main(_cli(table, root, tmp_path / "one", "--batch-users", "2")) == 0
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "0",
+        "-m",
+        "taskvec_aesthetics.cli",
+        *_cli(table, root, tmp_path / "two", "--batch-users", "2"),
+    ]
+    # As for fine-tuning: ACCELERATE_USE_CPU with --multi_gpu starts several CPU processes on one machine.
+    done = subprocess.run(
+        command, env={**command_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("users personalized") == 1  # the main process reports, once
+    assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
+    (folder,) = (tmp_path / "two" / "feature_cache").iterdir()
+    assert len(FeatureCache(folder.parent, folder.name).load()) == 24  # each distinct image encoded once
