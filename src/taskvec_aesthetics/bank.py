@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import numbers
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import CommitInfo
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from .configuration import EXPORT_FORMAT_VERSION
 from .errors import ConfigError, IntegrityError
@@ -64,7 +65,14 @@ class TaskVector(Mapping[str, torch.Tensor]):
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         if not tensors:
             raise ValueError("a task vector needs at least one parameter tensor, received none")
-        self._tensors = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
+        self._tensors: Mapping[str, torch.Tensor] = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
+
+    @classmethod
+    def _lazy(cls, tensors: Mapping[str, torch.Tensor]) -> TaskVector:
+        """A task vector over a mapping that reads each tensor when asked (a task file): nothing is held."""
+        vector = cls.__new__(cls)
+        vector._tensors = tensors
+        return vector
 
     @classmethod
     def from_models(
@@ -106,7 +114,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def norm(self) -> float:
         """Euclidean norm over all parameters."""
-        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self._tensors.values())))
+        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self.values())))
 
     # -- arithmetic --------------------------------------------------------------------------------------------
     def _check_compatible(self, other: TaskVector) -> None:
@@ -130,12 +138,12 @@ class TaskVector(Mapping[str, torch.Tensor]):
         return TaskVector({n: self[n] - other[n] for n in self})
 
     def __neg__(self) -> TaskVector:
-        return TaskVector({n: -t for n, t in self._tensors.items()})
+        return TaskVector({n: -t for n, t in self.items()})
 
     def __mul__(self, scale: float) -> TaskVector:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
-        return TaskVector({n: t * float(scale) for n, t in self._tensors.items()})
+        return TaskVector({n: t * float(scale) for n, t in self.items()})
 
     __rmul__ = __mul__
 
@@ -148,13 +156,13 @@ class TaskVector(Mapping[str, torch.Tensor]):
         result = copy.deepcopy(model)
         result_params = dict(result.named_parameters())
         with torch.no_grad():
-            for name, delta in self._tensors.items():
+            for name, delta in self.items():
                 target = result_params[name]
                 target.add_((delta * scale).to(target.dtype).to(target.device))
         return result
 
     def __repr__(self) -> str:
-        return f"TaskVector({len(self)} tensors, {self.num_values:,} values, norm={self.norm():.4g})"
+        return f"TaskVector({len(self)} tensors, {self.num_values:,} values)"
 
 
 @dataclass
@@ -236,47 +244,97 @@ _TASK_FIELDS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
-def _read_task_file(
-    path: Path, expected: Mapping[str, list[int]], info: TaskInfo | None = None, verify: bool = False
-) -> TaskVector:
-    """Read one task's safetensors file, checking it holds exactly the bank's parameters and shapes.
+class _StackedRow(Mapping[str, torch.Tensor]):
+    """Task ``index``'s values in stacked `[T, *shape]` tensors, as float32 (views when they are float32)."""
 
-    With ``verify``, the file's size and sha256 must be those ``info`` records (the bytes are hashed as read, so
-    what is checked is what is used).
+    def __init__(self, stacked: Mapping[str, torch.Tensor], index: int) -> None:
+        self._stacked, self._index = stacked, index
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._stacked[name][self._index].to(torch.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stacked)
+
+    def __len__(self) -> int:
+        return len(self._stacked)
+
+
+class _TaskFile(Mapping[str, torch.Tensor]):
+    """One task's safetensors file, read tensor by tensor through a memory map (`safetensors.safe_open`).
+
+    Opening checks that the file holds exactly the bank's parameters and shapes (its header only) and, with
+    ``verify``, that its size and sha256 are those ``info`` records; the file is then opened by the same inode, so
+    what was checked is what is read. Each tensor is read in the file's dtype when asked for, and checked finite.
+    Indexing gives float32 (a `TaskVector`'s values); `tensor` gives the stored dtype.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"task vector file {path} is missing")
-    data = path.read_bytes()
-    if verify and info is not None and info.size is not None and len(data) != info.size:
-        raise IntegrityError(
-            f"{path} has {len(data)} bytes, but bank_config.json records {info.size} for task {info.name!r}: the file "
-            "is damaged or was replaced"
-        )
-    if verify and info is not None and info.sha256 is not None:
-        found = hashlib.sha256(data).hexdigest()
-        if found != info.sha256:
+
+    def __init__(
+        self, path: Path, expected: Mapping[str, list[int]], info: TaskInfo | None = None, verify: bool = False
+    ) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"task vector file {path} is missing")
+        self.path, self._names = path, list(expected)
+        before = os.stat(path)
+        if verify and info is not None and info.size is not None and before.st_size != info.size:
             raise IntegrityError(
-                f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: the "
-                "file is damaged or was replaced"
+                f"{path} has {before.st_size} bytes, but bank_config.json records {info.size} for task {info.name!r}: "
+                "the file is damaged or was replaced"
             )
-    try:
-        tensors = load_safetensors(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
-    del data
-    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
-            f"unexpected keys {extra[:5]} ({len(extra)})"
-        )
-    for name, tensor in tensors.items():
-        if list(tensor.shape) != list(expected[name]):
-            raise ValueError(f"'{name}' in {path} has shape {list(tensor.shape)}, the bank expects {expected[name]}")
-    vector = TaskVector({name: tensors[name] for name in expected})
-    if not all(torch.isfinite(t).all() for t in vector.values()):
-        raise ValueError(f"{path} holds NaN or inf values")
-    return vector
+        if verify and info is not None and info.sha256 is not None:
+            found, _ = file_digest(path)
+            if found != info.sha256:
+                raise IntegrityError(
+                    f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: "
+                    "the file is damaged or was replaced"
+                )
+        with self.open() as handle:
+            after = os.stat(path)  # the file opened is the one hashed unless the path changed in between
+            if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+                raise IntegrityError(f"{path} was replaced while it was being verified")
+            keys = set(handle.keys())
+            missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+            if missing or extra:
+                raise ValueError(
+                    f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
+                    f"unexpected keys {extra[:5]} ({len(extra)})"
+                )
+            for name in expected:
+                shape = list(handle.get_slice(name).get_shape())
+                if shape != list(expected[name]):
+                    raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
+
+    @contextmanager
+    def open(self) -> Iterator[Any]:
+        """The open `safe_open` handle (a memory map; nothing is read until a tensor is asked for)."""
+        try:
+            handle = safe_open(str(self.path), framework="pt")
+        except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+            raise IntegrityError(f"{self.path} is not a valid safetensors file: {error}") from None
+        with handle:
+            yield handle
+
+    def read(self, handle: Any, name: str) -> torch.Tensor:
+        """Tensor ``name`` in its stored dtype, from an open ``handle``; NaN or inf is an error."""
+        tensor = handle.get_tensor(name)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{self.path} holds NaN or inf values (in '{name}')")
+        return tensor
+
+    def tensor(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        with self.open() as handle:
+            return self.read(handle, name)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensor(name).to(torch.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _not_bank_file(relative: str) -> bool:
@@ -322,7 +380,8 @@ class TaskVectorBank:
         self.storage_dtype = storage_dtype
         self.root = Path(root) if root is not None else None
         self.source = dict(source) if source else None
-        self._vectors: dict[str, TaskVector] = dict(vectors or {})
+        self._vectors: dict[str, TaskVector] = dict(vectors or {})  # tasks held in memory, not read from files
+        self._stacked: dict[str, torch.Tensor] | None = None  # see `stacked`
         # Task files whose checksum was verified, and the folder version they were read from.
         self._verified: set[str] = set()
         self._root_identity = folder_identity(self.root) if self.root is not None else None
@@ -418,25 +477,30 @@ class TaskVectorBank:
         raise KeyError(f"no task {name!r} in this bank; it has {self.task_names}")
 
     def __getitem__(self, name: str) -> TaskVector:
-        """The task vector of ``name`` (float32), read from disk on first use."""
-        if name not in self._vectors:
-            self._vectors[name] = self._read(name)
-        return self._vectors[name]
+        """The task vector of ``name`` (float32 values). A task of a bank folder is read tensor by tensor when its
+        values are used (memory-mapped), and not kept: the only copy a bank keeps is `stacked`'s."""
+        return self._read(name)
 
     def _read(self, name: str) -> TaskVector:
-        """The task vector of ``name``, from memory or read from the bank folder without caching it.
+        """The task vector of ``name``: in memory, a view of the stacked tensors, or lazily read from its file.
 
         The first read of a task file verifies its size and sha256 against `bank_config.json`.
         """
         if name in self._vectors:
             return self._vectors[name]
+        if self._stacked is not None:
+            return TaskVector._lazy(_StackedRow(self._stacked, self.task_names.index(name)))
+        return TaskVector._lazy(self._task_file(name))
+
+    def _task_file(self, name: str) -> _TaskFile:
+        """The opened (checked) task file of ``name``."""
         info = self.info(name)
         if self.root is None:
             raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
         path = safe_join(self.root, info.file, f"{self.root / BANK_CONFIG_FILE}: field tasks[{name!r}].file")
-        logger.debug("Reading task vector %s from %s", name, path)
+        logger.debug("Opening task vector %s at %s", name, path)
         try:
-            vector = _read_task_file(path, self.parameter_shapes, info, verify=name not in self._verified)
+            task_file = _TaskFile(path, self.parameter_shapes, info, verify=name not in self._verified)
         except (IntegrityError, FileNotFoundError) as error:
             if folder_identity(self.root) != self._root_identity:
                 raise IntegrityError(
@@ -445,13 +509,60 @@ class TaskVectorBank:
                 ) from None
             raise
         self._verified.add(name)
-        return vector
+        return task_file
+
+    @property
+    def stacked_dtype(self) -> torch.dtype:
+        """The dtype `stacked` holds: the storage dtype for a bank read from files, float32 once a task is in memory."""
+        if any(name in self._vectors for name in self.task_names):
+            return torch.float32
+        return STORAGE_DTYPES[self.storage_dtype]
+
+    def iter_stacked(self, parameter_names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, `[T, *shape]` tensor) pairs, one parameter at a time, in `stacked_dtype`.
+
+        Reads the task files tensor by tensor (or slices what `stacked` already holds), so only one tensor's T slices
+        are in memory at once: this is how a model is merged without holding the bank.
+        """
+        names = list(parameter_names) if parameter_names is not None else self.parameter_names
+        if self._stacked is not None:
+            for name in names:
+                yield name, self._stacked[name]
+            return
+        with ExitStack() as stack:
+            sources = []
+            for task in self.task_names:
+                if task in self._vectors:
+                    sources.append(self._vectors[task].__getitem__)
+                else:
+                    task_file = self._task_file(task)
+                    handle = stack.enter_context(task_file.open())
+                    sources.append(lambda n, f=task_file, h=handle: f.read(h, n))
+            dtype = self.stacked_dtype
+            for name in names:
+                yield name, torch.stack([read(name).to(dtype) for read in sources])
 
     def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        """Parameter name -> `[T, *shape]` float32 tensor of all tasks' values, in task order."""
+        """Parameter name -> `[T, *shape]` tensor of all tasks' values, in task order, in `stacked_dtype`.
+
+        Built once and kept: this is the bank's one resident copy (a bfloat16 bank stays bfloat16; merging upcasts one
+        tensor at a time). Later calls return the same tensors, and tasks held in memory become views of it.
+        """
+        if self._stacked is None:
+            stacked, dtype = {}, self.stacked_dtype
+            for name, _ in self.iter_stacked([]):  # opens (and verifies) every task file before allocating
+                pass
+            for name, values in tqdm(
+                self.iter_stacked(), desc="Reading the bank", unit="tensor", total=len(self.parameter_shapes),
+                disable=len(self) * len(self.parameter_shapes) < 10_000, leave=False,
+            ):
+                stacked[name] = values.to(dtype)
+            self._stacked = stacked
+            for index, task in enumerate(self.task_names):
+                if task in self._vectors and dtype == torch.float32:  # one copy: the task's values live in the stack
+                    self._vectors[task] = TaskVector._lazy(_StackedRow(stacked, index))
         names = list(parameter_names) if parameter_names is not None else self.parameter_names
-        vectors = [self[t] for t in self.task_names]
-        return {n: torch.stack([v[n] for v in vectors]) for n in names}
+        return {n: self._stacked[n] for n in names}
 
     def select(self, names: Sequence[str]) -> TaskVectorBank:
         """A bank with only the tasks ``names``, in that order (task files stay lazy)."""
@@ -486,6 +597,7 @@ class TaskVectorBank:
         self._check_vector(name, vector)
         self.tasks.append(TaskInfo(name=name, **metadata))
         self._vectors[name] = vector
+        self._stacked = None  # one task more: restacked when next asked for
 
     def _where(self) -> str:
         return str(self.root / BANK_CONFIG_FILE) if self.root is not None else "this bank"

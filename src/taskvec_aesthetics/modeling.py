@@ -22,7 +22,7 @@ from .bank import TaskVectorBank
 from .coefficients import Coefficients
 from .configuration import AestheticConfig
 from .losses import emd_loss
-from .merging import coefficient_layout, merge_parameters
+from .merging import coefficient_layout, merge_tensor
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
 
 __all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
@@ -348,23 +348,39 @@ class AestheticModel(AestheticPreTrainedModel):
                 tensors is tensor).
             info: extra personalization facts to keep with the model (e.g. number of ratings, holdout metrics).
         """
+        return self._personalized(bank, coefficients, info, in_place=False)
+
+    def _personalized(
+        self,
+        bank: TaskVectorBank,
+        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
+        info: Mapping[str, Any] | None,
+        in_place: bool,
+    ) -> AestheticModel:
+        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds).
+
+        Merges tensor by tensor, reading each parameter's T task slices when it is merged: the peak is the model (two
+        with a copy) plus one tensor's T slices, whatever the bank's size.
+        """
         if self.personalization is not None:
             raise ValueError("this model is already personalized; call with_coefficients on its base model")
         fingerprint = bank.check_base(self)
         coefficients = self._as_coefficients(bank, coefficients)
         layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
         layout.check(coefficients, bank.task_names)
-        params = dict(self.named_parameters())
-        merged = merge_parameters(params, bank.stacked(), coefficients.values, layout)
-        unknown = sorted(set(coefficients.extra) - set(params))
+        unknown = sorted(set(coefficients.extra) - set(dict(self.named_parameters())))
         if unknown:
             raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
-        merged.update(coefficients.extra)
-        personalized = copy.deepcopy(self)
+        base_source = copy.deepcopy(self.source)
+        personalized = self if in_place else copy.deepcopy(self)
         personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
+        source = dict(self.named_parameters())
         target = dict(personalized.named_parameters())
         with torch.no_grad():
-            for name, value in merged.items():
+            for name, stacked in bank.iter_stacked(layout.group_of):
+                merged = merge_tensor(source[name], stacked, coefficients.values[layout.group_of[name]], name)
+                target[name].copy_(merged.to(target[name].dtype))
+            for name, value in coefficients.extra.items():
                 if value.shape != target[name].shape:
                     raise ValueError(
                         f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
@@ -376,7 +392,7 @@ class AestheticModel(AestheticPreTrainedModel):
             bank=bank,
             coefficients=coefficients,
             base_fingerprint=fingerprint,
-            base_source=copy.deepcopy(self.source),
+            base_source=base_source,
             info=dict(info or {}),
         )
         return personalized
