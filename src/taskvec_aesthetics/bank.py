@@ -13,7 +13,7 @@ import logging
 import numbers
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -440,6 +440,102 @@ class TaskVectorBank:
         base_ref = {"fingerprint": model_fingerprint(base), **dict(getattr(base, "source", None) or {})}
         shapes = {n: list(params[n].shape) for n in covered}
         return cls(base_ref, shapes, tasks, restricted, storage_dtype=storage_dtype)
+
+    @classmethod
+    def save_finetuned(
+        cls,
+        save_directory: str | Path,
+        base: nn.Module,
+        finetuned: Mapping[str, Callable[[], nn.Module]],
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        storage_dtype: str = "float32",
+        overwrite_card: bool = False,
+    ) -> TaskVectorBank:
+        """Build a bank from fine-tuned copies of ``base`` loaded one at a time, and save it in ``save_directory``.
+
+        Like `from_finetuned` followed by `save_pretrained`, but streamed: each fine-tuned model is loaded, turned
+        into its task vector tensor by tensor (each fine-tuned tensor is freed as soon as it is used), written and
+        freed before the next one is loaded, so the peak is about the base plus two models whatever the number of
+        tasks. Parameters no task changed are left out (a file written before that was known is completed with zeros
+        for the parameters another task changed). The folder is written as one transaction.
+
+        Args:
+            save_directory: the bank folder.
+            base: the base model every task was fine-tuned from.
+            finetuned: task name -> a function that loads its fine-tuned model.
+            metadata: task name -> `TaskInfo` fields.
+            storage_dtype: `"float32"`, `"bfloat16"` or `"float16"`.
+
+        Returns:
+            The saved bank, read from ``save_directory`` (its task files are read when used).
+        """
+        from . import hub
+
+        if not finetuned:
+            raise ValueError("save_finetuned needs at least one fine-tuned model, received none")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
+        metadata = metadata or {}
+        unknown = sorted(set(metadata) - set(finetuned))
+        if unknown:
+            raise ValueError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
+        tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
+        dtype = STORAGE_DTYPES[storage_dtype]
+        params = dict(base.named_parameters())
+        trainable = [n for n, p in params.items() if p.requires_grad]
+        directory = Path(save_directory)
+        with folder_transaction(directory, keep=_not_bank_file) as staging:
+            changed: dict[str, list[str]] = {}
+            for task in tqdm(tasks, desc="Task vectors", unit="task", disable=len(tasks) < 2, leave=False):
+                model = finetuned[task.name]()
+                tuned = dict(model.named_parameters())
+                del model  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
+                missing = [n for n in trainable if n not in tuned]
+                if missing:
+                    raise ValueError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
+                delta: dict[str, torch.Tensor] = {}
+                for name in trainable:
+                    value = tuned.pop(name).detach()
+                    if value.shape != params[name].shape:
+                        raise ValueError(
+                            f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
+                            f"base has {list(params[name].shape)}: the models do not share one architecture"
+                        )
+                    difference = value.float().cpu() - params[name].detach().float().cpu()
+                    del value
+                    if bool(torch.any(difference != 0)):
+                        delta[name] = difference.to(dtype).contiguous()
+                del tuned
+                target = safe_join(staging, task.file, f"the file of task {task.name!r}")
+                with atomic_path(target) as tmp:
+                    save_file(delta, str(tmp), metadata={"format": "pt", "task": task.name})
+                changed[task.name] = list(delta)
+                del delta
+            union = {n for names in changed.values() for n in names}
+            covered = [n for n in params if n in union]
+            if not covered:
+                raise ValueError("the fine-tuned models do not differ from the base: no parameter changed")
+            saved_tasks = []
+            for task in tasks:
+                target = safe_join(staging, task.file, f"the file of task {task.name!r}")
+                if len(changed[task.name]) != len(covered):  # add the zeros of what only other tasks changed
+                    with safe_open(str(target), framework="pt") as handle:
+                        tensors = {
+                            n: handle.get_tensor(n) if n in handle.keys() else torch.zeros(params[n].shape, dtype=dtype)
+                            for n in covered
+                        }
+                    with atomic_path(target) as tmp:
+                        save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
+                    del tensors
+                sha256, size = file_digest(target)
+                saved_tasks.append(dataclasses.replace(task, sha256=sha256, size=size))
+            base_ref = {"fingerprint": model_fingerprint(base), **dict(getattr(base, "source", None) or {})}
+            shapes = {n: list(params[n].shape) for n in covered}
+            saved = cls(base_ref, shapes, saved_tasks, storage_dtype=storage_dtype)
+            write_json(staging / BANK_CONFIG_FILE, saved.to_config())
+            hub.write_card(hub.bank_card(saved), staging, overwrite=overwrite_card)
+        return cls.from_pretrained(directory)
 
     def _check_vector(self, name: str, vector: TaskVector) -> None:
         if set(vector) != set(self.parameter_shapes):

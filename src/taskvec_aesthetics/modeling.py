@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from huggingface_hub import CommitInfo
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
@@ -96,6 +98,16 @@ class AestheticPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     supports_gradient_checkpointing = True
 
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ) -> None:
+        # `AestheticModel.forward` checkpoints whole encoder blocks through the backbone adapter, for every encoder
+        # family, in training and in eval mode (personalization runs in eval mode). The encoder's own layers are left
+        # alone, so no block is checkpointed twice.
+        self.gradient_checkpointing = enable
+        self._gradient_checkpointing_func = gradient_checkpointing_func
+        self._checkpoint_every = max(1, int(every_n_layers))
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # The encoder is a PreTrainedModel and initialises itself; only the head is ours.
@@ -141,6 +153,7 @@ class AestheticModel(AestheticPreTrainedModel):
         self.source: dict[str, Any] | None = None
         self.personalization: Any = None
         self._image_processor: Any = None
+        self.gradient_checkpointing = False  # see `gradient_checkpointing_enable`
         self.post_init()
 
     @classmethod
@@ -258,8 +271,15 @@ class AestheticModel(AestheticPreTrainedModel):
             # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
             keep = output_hidden_states is not None and output_hidden_states is not False
             hidden_states = [hidden]
+            checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+            every = getattr(self, "_checkpoint_every", 1)
             for index in range(start, adapter.num_blocks):
-                hidden = adapter.run_block(index, hidden)
+                if checkpointing and (index - start) % every == 0:
+                    # Only the block's input is kept; the block runs again in the backward pass.
+                    run = getattr(self, "_gradient_checkpointing_func", None) or partial(checkpoint, use_reentrant=False)
+                    hidden = run(adapter.run_block, index, hidden)
+                else:
+                    hidden = adapter.run_block(index, hidden)
                 if keep:
                     hidden_states.append(hidden)
         features = adapter.pool(hidden)

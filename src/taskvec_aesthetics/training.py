@@ -124,6 +124,9 @@ class FinetuneConfig:
     checkpoint_every: int | None = _option(None, "save a resumable checkpoint every N steps and at the end", ">0")
     keep_checkpoints: int | None = _option(2, "newest checkpoints kept (none: all)", ">0")
     num_workers: int = _option(0, "data loading worker processes per training process", ">=0")
+    gradient_checkpointing: bool = _option(
+        False, "keep only each encoder block's input and recompute the block in the backward pass (less memory)"
+    )
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -468,6 +471,8 @@ def finetune(
     base_ref = {"fingerprint": model_fingerprint(base_model), **(base_model.source or {})}
     model = copy.deepcopy(base_model).float()
     model.source = None
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable()
 
     def loader(dataset: Any, **kwargs: Any) -> DataLoader:
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
@@ -596,6 +601,8 @@ def finetune(
 
     accelerator.wait_for_everyone()
     tuned = accelerator.unwrap_model(model)
+    if config.gradient_checkpointing:
+        tuned.activation_checkpointing_disable()
     if main:
         save_model_dir(tuned, config.output_dir / MODEL_DIR)
         write_json(
