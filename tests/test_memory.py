@@ -249,3 +249,37 @@ def test_streamed_build_bank_equals_the_in_memory_build(tmp_path, runs, storage_
     # The frozen run's file holds zeros where only the other run changed parameters.
     frozen = [t for t in in_memory.task_names if torch.all(in_memory[t]["encoder.embeddings.patch_embedding.weight"] == 0)]
     assert len(frozen) == 1
+
+
+# -- command line ----------------------------------------------------------------------------------------------------
+def test_personalize_and_score_take_device_precision_and_batch_options(tmp_path, base, tuned, capsys):
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from taskvec_aesthetics.cli import main
+
+    base.save_pretrained(tmp_path / "base")
+    TaskVectorBank.from_finetuned(base, tuned).save_pretrained(tmp_path / "bank")
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "ratings.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "score"])
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
+            writer.writerow([f"p{i}.png", i % 5])
+    common = ["--model", str(tmp_path / "base"), "--bank", str(tmp_path / "bank"), "--ratings", str(tmp_path / "ratings.csv")]
+    options = ["--device", "cpu", "--dtype", "bfloat16", "--batch-size", "6", "--micro-batch-size", "2"]
+    code = main(["personalize", *common, "--output", str(tmp_path / "mine"), "--preset", "paper", "--steps", "2",
+                 *options, "--gradient-checkpointing"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "mine" / "personalization.json").read_text())["info"]["personalizer"]
+    assert (record["device"], record["dtype"], record["batch_size"], record["micro_batch_size"]) == ("cpu", "bfloat16", 6, 2)
+    assert record["gradient_checkpointing"] is True
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "p0.png"), "--model", str(tmp_path / "mine"), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert "p0.png" in capsys.readouterr().out
+    assert main(["score", str(tmp_path / "p0.png"), "--model", str(tmp_path / "base"), "--device", "tpu9"]) == 2
+    assert "tpu9" in capsys.readouterr().err
