@@ -14,7 +14,6 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +274,8 @@ class _TaskFile(Mapping[str, torch.Tensor]):
         if not path.is_file():
             raise FileNotFoundError(f"task vector file {path} is missing")
         self.path, self._names = path, list(expected)
+        # The file stays open (mapped) from here on: every later read is of the file verified now, even after the
+        # folder is swapped by a save. It is the file that was at `path` before hashing and after opening.
         before = os.stat(path)
         if verify and info is not None and info.size is not None and before.st_size != info.size:
             raise IntegrityError(
@@ -288,44 +289,33 @@ class _TaskFile(Mapping[str, torch.Tensor]):
                     f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: "
                     "the file is damaged or was replaced"
                 )
-        with self.open() as handle:
-            after = os.stat(path)  # the file opened is the one hashed unless the path changed in between
-            if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-                raise IntegrityError(f"{path} was replaced while it was being verified")
-            keys = set(handle.keys())
-            missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
-            if missing or extra:
-                raise ValueError(
-                    f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
-                    f"unexpected keys {extra[:5]} ({len(extra)})"
-                )
-            for name in expected:
-                shape = list(handle.get_slice(name).get_shape())
-                if shape != list(expected[name]):
-                    raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
-
-    @contextmanager
-    def open(self) -> Iterator[Any]:
-        """The open `safe_open` handle (a memory map; nothing is read until a tensor is asked for)."""
         try:
-            handle = safe_open(str(self.path), framework="pt")
+            self._handle = safe_open(str(path), framework="pt")
         except (SafetensorError, ValueError, RuntimeError, OSError) as error:
-            raise IntegrityError(f"{self.path} is not a valid safetensors file: {error}") from None
-        with handle:
-            yield handle
+            raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
+        after = os.stat(path)
+        if len({(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) for st in (before, after)}) != 1:
+            raise IntegrityError(f"{path} was replaced while it was being verified")
+        keys = set(self._handle.keys())
+        missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
+                f"unexpected keys {extra[:5]} ({len(extra)})"
+            )
+        for name in expected:
+            shape = list(self._handle.get_slice(name).get_shape())
+            if shape != list(expected[name]):
+                raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
 
-    def read(self, handle: Any, name: str) -> torch.Tensor:
-        """Tensor ``name`` in its stored dtype, from an open ``handle``; NaN or inf is an error."""
-        tensor = handle.get_tensor(name)
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` in its stored dtype; NaN or inf is an error."""
+        if name not in self._names:
+            raise KeyError(name)
+        tensor = self._handle.get_tensor(name)
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{self.path} holds NaN or inf values (in '{name}')")
         return tensor
-
-    def tensor(self, name: str) -> torch.Tensor:
-        if name not in self._names:
-            raise KeyError(name)
-        with self.open() as handle:
-            return self.read(handle, name)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensor(name).to(torch.float32)
@@ -625,18 +615,13 @@ class TaskVectorBank:
             for name in names:
                 yield name, self._stacked[name]
             return
-        with ExitStack() as stack:
-            sources = []
-            for task in self.task_names:
-                if task in self._vectors:
-                    sources.append(self._vectors[task].__getitem__)
-                else:
-                    task_file = self._task_file(task)
-                    handle = stack.enter_context(task_file.open())
-                    sources.append(lambda n, f=task_file, h=handle: f.read(h, n))
-            dtype = self.stacked_dtype
-            for name in names:
-                yield name, torch.stack([read(name).to(dtype) for read in sources])
+        sources = [
+            self._vectors[task].__getitem__ if task in self._vectors else self._task_file(task).tensor
+            for task in self.task_names
+        ]  # every task file opened (and verified) before anything is read
+        dtype = self.stacked_dtype
+        for name in names:
+            yield name, torch.stack([read(name).to(dtype) for read in sources])
 
     def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Parameter name -> `[T, *shape]` tensor of all tasks' values, in task order, in `stacked_dtype`.
@@ -646,8 +631,6 @@ class TaskVectorBank:
         """
         if self._stacked is None:
             stacked, dtype = {}, self.stacked_dtype
-            for name, _ in self.iter_stacked([]):  # opens (and verifies) every task file before allocating
-                pass
             for name, values in tqdm(
                 self.iter_stacked(), desc="Reading the bank", unit="tensor", total=len(self.parameter_shapes),
                 disable=len(self) * len(self.parameter_shapes) < 10_000, leave=False,
