@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 import numbers
 import os
@@ -259,12 +261,18 @@ class _StackedRow(Mapping[str, torch.Tensor]):
         return len(self._stacked)
 
 
-class _TaskFile(Mapping[str, torch.Tensor]):
-    """One task's safetensors file, read tensor by tensor through a memory map (`safetensors.safe_open`).
+#: safetensors dtype names of the dtypes a task file may hold.
+_FILE_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
-    Opening checks that the file holds exactly the bank's parameters and shapes (its header only) and, with
-    ``verify``, that its size and sha256 are those ``info`` records; the file is then opened by the same inode, so
-    what was checked is what is read. Each tensor is read in the file's dtype when asked for, and checked finite.
+
+class _TaskFile(Mapping[str, torch.Tensor]):
+    """One task's safetensors file, read one tensor at a time from a file kept open.
+
+    Opening checks, through one open file, that its size and sha256 are those ``info`` records (with ``verify``), that
+    `safetensors.safe_open` accepts it, and that it holds exactly the bank's parameters and shapes. Every tensor is
+    later read from that same open file, so what was checked is what is read, even after a save swaps the folder.
+    Tensors are read with `os.preadv` into their own buffer, not through a memory map: a map would keep every page
+    read resident in this process until it is closed, and reading a bank tensor by tensor is meant to hold one tensor.
     Indexing gives float32 (a `TaskVector`'s values); `tensor` gives the stored dtype.
     """
 
@@ -274,48 +282,74 @@ class _TaskFile(Mapping[str, torch.Tensor]):
         if not path.is_file():
             raise FileNotFoundError(f"task vector file {path} is missing")
         self.path, self._names = path, list(expected)
-        # The file stays open (mapped) from here on: every later read is of the file verified now, even after the
-        # folder is swapped by a save. It is the file that was at `path` before hashing and after opening.
-        before = os.stat(path)
-        if verify and info is not None and info.size is not None and before.st_size != info.size:
+        self._file = open(path, "rb")  # noqa: SIM115 - kept open for the lifetime of this reader
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        if verify and info is not None and info.size is not None and size != info.size:
             raise IntegrityError(
-                f"{path} has {before.st_size} bytes, but bank_config.json records {info.size} for task {info.name!r}: "
+                f"{path} has {size} bytes, but bank_config.json records {info.size} for task {info.name!r}: "
                 "the file is damaged or was replaced"
             )
         if verify and info is not None and info.sha256 is not None:
-            found, _ = file_digest(path)
-            if found != info.sha256:
+            digest, offset = hashlib.sha256(), 0
+            while block := os.pread(fd, 8 << 20, offset):
+                digest.update(block)
+                offset += len(block)
+            if digest.hexdigest() != info.sha256:
                 raise IntegrityError(
-                    f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: "
-                    "the file is damaged or was replaced"
+                    f"{path} has sha256 {digest.hexdigest()}, but bank_config.json records {info.sha256} for task "
+                    f"{info.name!r}: the file is damaged or was replaced"
                 )
         try:
-            self._handle = safe_open(str(path), framework="pt")
+            with safe_open(str(path), framework="pt") as handle:  # the library's own check of the format
+                handle.keys()
+            length = int.from_bytes(os.pread(fd, 8, 0), "little")
+            header = json.loads(os.pread(fd, length, 8)) if 0 < length <= size - 8 else None
         except (SafetensorError, ValueError, RuntimeError, OSError) as error:
             raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
-        after = os.stat(path)
-        if len({(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) for st in (before, after)}) != 1:
-            raise IntegrityError(f"{path} was replaced while it was being verified")
-        keys = set(self._handle.keys())
-        missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+        if not isinstance(header, dict) or os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise IntegrityError(f"{path} is not a valid safetensors file, or was replaced while it was opened")
+        header.pop("__metadata__", None)
+        missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
         if missing or extra:
             raise ValueError(
                 f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
                 f"unexpected keys {extra[:5]} ({len(extra)})"
             )
+        self._entries: dict[str, tuple[torch.dtype, list[int], int, int]] = {}
         for name in expected:
-            shape = list(self._handle.get_slice(name).get_shape())
+            entry = header[name]
+            shape, dtype = list(entry.get("shape", [])), _FILE_DTYPES.get(entry.get("dtype"))
             if shape != list(expected[name]):
                 raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
+            if dtype is None:
+                raise IntegrityError(f"'{name}' in {path} has dtype {entry.get('dtype')!r}; expected a float dtype")
+            begin, end = (8 + length + int(o) for o in entry["data_offsets"])
+            if end - begin != torch.Size(shape).numel() * dtype.itemsize or end > size:
+                raise IntegrityError(f"'{name}' in {path} has data offsets that do not fit its shape and dtype")
+            self._entries[name] = (dtype, shape, begin, end)
 
     def tensor(self, name: str) -> torch.Tensor:
         """Tensor ``name`` in its stored dtype; NaN or inf is an error."""
-        if name not in self._names:
+        if name not in self._entries:
             raise KeyError(name)
-        tensor = self._handle.get_tensor(name)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        dtype, shape, begin, end = self._entries[name]
+        buffer = bytearray(end - begin)
+        view, done = memoryview(buffer), 0
+        while done < len(buffer):
+            read = os.preadv(self._file.fileno(), [view[done:]], begin + done)
+            if read <= 0:
+                raise IntegrityError(f"{self.path} ended while '{name}' was read: the file was truncated")
+            done += read
+        tensor = torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
+        if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{self.path} holds NaN or inf values (in '{name}')")
         return tensor
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensor(name).to(torch.float32)
