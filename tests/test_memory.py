@@ -283,3 +283,17 @@ def test_personalize_and_score_take_device_precision_and_batch_options(tmp_path,
     assert "p0.png" in capsys.readouterr().out
     assert main(["score", str(tmp_path / "p0.png"), "--model", str(tmp_path / "base"), "--device", "tpu9"]) == 2
     assert "tpu9" in capsys.readouterr().err
+
+
+def test_save_finetuned_takes_models_or_weight_files(tmp_path, base, tuned):
+    from taskvec_aesthetics.bank import model_weights
+
+    tuned["b"].save_pretrained(tmp_path / "b")
+    shapes = {n: list(p.shape) for n, p in base.named_parameters()}
+    sources = {"a": lambda: tuned["a"], "b": lambda: model_weights(tmp_path / "b", shapes)}
+    bank = TaskVectorBank.save_finetuned(tmp_path / "bank", base, sources, storage_dtype="float32")
+    reference = TaskVectorBank.from_finetuned(base, {"a": tuned["a"], "b": tuned["b"]})
+    for task in ("a", "b"):
+        for name in reference.parameter_names:
+            assert torch.equal(bank[task][name], reference[task][name]), (task, name)
+    assert model_weights(tmp_path / "nothing-here", shapes) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -277,7 +278,12 @@ class _TaskFile(Mapping[str, torch.Tensor]):
     """
 
     def __init__(
-        self, path: Path, expected: Mapping[str, list[int]], info: TaskInfo | None = None, verify: bool = False
+        self,
+        path: Path,
+        expected: Mapping[str, list[int]],
+        info: TaskInfo | None = None,
+        verify: bool = False,
+        exact: bool = True,
     ) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"task vector file {path} is missing")
@@ -311,7 +317,7 @@ class _TaskFile(Mapping[str, torch.Tensor]):
             raise IntegrityError(f"{path} is not a valid safetensors file, or was replaced while it was opened")
         header.pop("__metadata__", None)
         missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
-        if missing or extra:
+        if missing or (extra and exact):  # not exact: a model's weights file, of which ``expected`` are read
             raise ValueError(
                 f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
                 f"unexpected keys {extra[:5]} ({len(extra)})"
@@ -359,6 +365,15 @@ class _TaskFile(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+def model_weights(folder: str | Path, shapes: Mapping[str, Sequence[int]]) -> Mapping[str, torch.Tensor] | None:
+    """The parameters ``shapes`` of a model saved in ``folder`` (`save_pretrained`), read one tensor at a time from
+    its `model.safetensors`; None when it has no single weights file (sharded weights: load the model instead)."""
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        return None
+    return _TaskFile(path, {n: list(s) for n, s in shapes.items()}, exact=False)
 
 
 def _not_bank_file(relative: str) -> bool:
@@ -470,7 +485,7 @@ class TaskVectorBank:
         cls,
         save_directory: str | Path,
         base: nn.Module,
-        finetuned: Mapping[str, Callable[[], nn.Module]],
+        finetuned: Mapping[str, Callable[[], nn.Module | Mapping[str, torch.Tensor]]],
         *,
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         storage_dtype: str = "float32",
@@ -487,7 +502,9 @@ class TaskVectorBank:
         Args:
             save_directory: the bank folder.
             base: the base model every task was fine-tuned from.
-            finetuned: task name -> a function that loads its fine-tuned model.
+            finetuned: task name -> a function that loads its fine-tuned model, or that gives its parameters as a
+                mapping read one tensor at a time (see `model_weights`): then not even one whole fine-tuned model is
+                held, and the peak is about the base plus one task vector.
             metadata: task name -> `TaskInfo` fields.
             storage_dtype: `"float32"`, `"bfloat16"` or `"float16"`.
 
@@ -512,15 +529,21 @@ class TaskVectorBank:
         with folder_transaction(directory, keep=_not_bank_file) as staging:
             changed: dict[str, list[str]] = {}
             for task in tqdm(tasks, desc="Task vectors", unit="task", disable=len(tasks) < 2, leave=False):
-                model = finetuned[task.name]()
-                tuned = dict(model.named_parameters())
-                del model  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
+                source = finetuned[task.name]()
+                if isinstance(source, nn.Module):
+                    tuned: Any = dict(source.named_parameters())
+                    del source  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
+                    gc.collect()
+                    take = tuned.pop
+                else:
+                    tuned = source
+                    take = source.__getitem__
                 missing = [n for n in trainable if n not in tuned]
                 if missing:
                     raise ValueError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
                 delta: dict[str, torch.Tensor] = {}
                 for name in trainable:
-                    value = tuned.pop(name).detach()
+                    value = take(name).detach()
                     if value.shape != params[name].shape:
                         raise ValueError(
                             f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "

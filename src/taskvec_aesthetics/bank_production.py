@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .bank import TaskVector, TaskVectorBank
+from .bank import TaskVector, TaskVectorBank, model_weights
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .io import read_json
 from .modeling import AestheticModel
@@ -75,11 +75,17 @@ def build_bank(
     def loader(run: Path) -> Callable[[], AestheticModel]:
         return lambda: load_model_dir(run / MODEL_DIR, f"the fine-tuned model of run {run}")
 
+    trainable = {n: list(p.shape) for n, p in base.named_parameters() if p.requires_grad}
+
+    def weights(run: Path) -> Callable[[], Any]:
+        # The run's weights file read tensor by tensor (the model itself is never built), else the model.
+        return lambda: model_weights(run / MODEL_DIR, trainable) or loader(run)()
+
     if save_directory is not None:
         return TaskVectorBank.save_finetuned(
             save_directory,
             base,
-            {name: loader(run) for name, run in runs.items()},
+            {name: weights(run) for name, run in runs.items()},
             metadata=metadata,
             storage_dtype=storage_dtype,
         )
