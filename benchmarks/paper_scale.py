@@ -7,7 +7,7 @@ on every parameter), and measures, each in its own process (peak resident memory
 - `build-bank` of the six runs (target: at most 3x the base's file size);
 - loading a coefficients-only export and scoring 8 images (target: at most 2.5x the base's file size);
 - the `Personalizer` with the paper preset: construction and optimisation steps (target: at most base + bank + 4 GB),
-  and the seconds per step.
+  and the seconds per step (the other rows give the seconds of the whole step).
 
 `--old-src` measures another version of the library (e.g. the `src` folder of an earlier checkout) the same way, for
 a before/after table; a process of that version that passes `--old-cap-gb` is stopped and reported as above the cap.
@@ -259,7 +259,7 @@ def paper_scale_rows(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| measure | version | peak RSS (GB) | x base | target (GB) | within | s (per step) |",
+        "| measure | version | peak RSS (GB) | x base | target (GB) | within | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
