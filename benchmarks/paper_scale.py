@@ -38,7 +38,9 @@ TASKS = 6
 VIT_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
                image_size=224)  # fmt: skip
 #: A tiny encoder for a quick check of the script itself (`--smoke`).
-SMOKE = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, patch_size=8, image_size=32)
+SMOKE = dict(
+    hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, patch_size=8, image_size=32
+)
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 # Each measured step is a small program run in a fresh interpreter; it prints one JSON line, including its VmHWM.
@@ -235,7 +237,11 @@ def paper_scale_rows(
         for version, src in versions:
             result = _run(_LOAD_AND_SCORE, base_args, src, cap if version == "old" else None)
             row("load a coefficients export, score 8 images", version, result, 2.5 * base_bytes)
-        settings = {"device": "cpu", "micro_batch_size": micro_batch_size, "gradient_checkpointing": gradient_checkpointing}
+        settings = {
+            "device": "cpu",
+            "micro_batch_size": micro_batch_size,
+            "gradient_checkpointing": gradient_checkpointing,
+        }
         for version, src in versions:
             args = {**base_args, "bank": str(bank), "steps": steps, "batch_size": batch_size, "settings": settings}
             result = _run(_PERSONALIZE, args, src, cap if version == "old" else None)

@@ -39,7 +39,10 @@ def _gradient(personalizer, granularity="layer", adapt=False, seed=0):
     layout = personalizer.layout_of(granularity)
     generator = torch.Generator().manual_seed(seed)
     values = (0.3 * torch.randn(layout.num_groups, len(TASKS), generator=generator)).requires_grad_(True)
-    head = {n: (0.01 * torch.randn(t.shape, generator=generator)).requires_grad_(True) for n, t in personalizer._head.items()}
+    head = {
+        n: (0.01 * torch.randn(t.shape, generator=generator)).requires_grad_(True)
+        for n, t in personalizer._head.items()
+    }
     batch = _batch()
     encoded = EncodedRatings(personalizer.encode(batch.prefix), batch.ratings)
     loss = personalizer._step_gradient(values, head, encoded, values.detach().clone())
@@ -55,7 +58,11 @@ def test_micro_batched_gradient_equals_the_full_batch_gradient(base, saved_bank,
 
     loss, full, full_head = run()
     assert full.abs().sum() > 0 and all(g.abs().sum() > 0 for g in full_head.values())
-    for config in ({"micro_batch_size": 3}, {"micro_batch_size": 1}, {"micro_batch_size": 4, "gradient_checkpointing": True}):
+    for config in (
+        {"micro_batch_size": 3},
+        {"micro_batch_size": 1},
+        {"micro_batch_size": 4, "gradient_checkpointing": True},
+    ):
         micro_loss, micro, micro_head = run(**config)
         assert micro_loss == pytest.approx(loss, rel=1e-6), config
         torch.testing.assert_close(micro, full, rtol=1e-4, atol=1e-6, msg=f"{config}")
@@ -82,7 +89,9 @@ def test_the_activation_budget_chooses_the_micro_batch(base, saved_bank):
         personalizer._estimate_activations(pixels(1))
     assert roomy.micro_batch_size(32) == 32  # a tiny model: the whole batch
     assert tight.micro_batch_size(32) == 1 < tight.micro_batch_size(10**6) + 1
-    assert Personalizer(base, saved_bank, PersonalizerConfig(device="cpu", micro_batch_size=5)).micro_batch_size(32) == 5
+    assert (
+        Personalizer(base, saved_bank, PersonalizerConfig(device="cpu", micro_batch_size=5)).micro_batch_size(32) == 5
+    )
     with pytest.raises(ValueError, match="micro_batch_size"):
         PersonalizerConfig(micro_batch_size=0)
 
@@ -247,7 +256,9 @@ def test_streamed_build_bank_equals_the_in_memory_build(tmp_path, runs, storage_
             expected = in_memory[task][name].to(getattr(torch, storage_dtype)).float()
             assert torch.equal(reloaded[task][name], expected), (task, name)
     # The frozen run's file holds zeros where only the other run changed parameters.
-    frozen = [t for t in in_memory.task_names if torch.all(in_memory[t]["encoder.embeddings.patch_embedding.weight"] == 0)]
+    frozen = [
+        t for t in in_memory.task_names if torch.all(in_memory[t]["encoder.embeddings.patch_embedding.weight"] == 0)
+    ]
     assert len(frozen) == 1
 
 
@@ -270,16 +281,42 @@ def test_personalize_and_score_take_device_precision_and_batch_options(tmp_path,
         for i in range(12):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
             writer.writerow([f"p{i}.png", i % 5])
-    common = ["--model", str(tmp_path / "base"), "--bank", str(tmp_path / "bank"), "--ratings", str(tmp_path / "ratings.csv")]
+    common = [
+        "--model",
+        str(tmp_path / "base"),
+        "--bank",
+        str(tmp_path / "bank"),
+        "--ratings",
+        str(tmp_path / "ratings.csv"),
+    ]
     options = ["--device", "cpu", "--dtype", "bfloat16", "--batch-size", "6", "--micro-batch-size", "2"]
     code = main(["personalize", *common, "--output", str(tmp_path / "mine"), "--preset", "paper", "--steps", "2",
                  *options, "--gradient-checkpointing"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "mine" / "personalization.json").read_text())["info"]["personalizer"]
-    assert (record["device"], record["dtype"], record["batch_size"], record["micro_batch_size"]) == ("cpu", "bfloat16", 6, 2)
+    assert (record["device"], record["dtype"], record["batch_size"], record["micro_batch_size"]) == (
+        "cpu",
+        "bfloat16",
+        6,
+        2,
+    )
     assert record["gradient_checkpointing"] is True
     capsys.readouterr()
-    assert main(["score", str(tmp_path / "p0.png"), "--model", str(tmp_path / "mine"), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "p0.png"),
+                "--model",
+                str(tmp_path / "mine"),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
     assert "p0.png" in capsys.readouterr().out
     assert main(["score", str(tmp_path / "p0.png"), "--model", str(tmp_path / "base"), "--device", "tpu9"]) == 2
     assert "tpu9" in capsys.readouterr().err

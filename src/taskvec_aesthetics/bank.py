@@ -569,7 +569,9 @@ class TaskVectorBank:
                 if len(changed[task.name]) != len(covered):  # add the zeros of what only other tasks changed
                     with safe_open(str(target), framework="pt") as handle:
                         tensors = {
-                            n: handle.get_tensor(n) if n in handle.keys() else torch.zeros(params[n].shape, dtype=dtype)
+                            n: handle.get_tensor(n)
+                            if n in handle.keys()
+                            else torch.zeros(params[n].shape, dtype=dtype)
                             for n in covered
                         }
                     with atomic_path(target) as tmp:
@@ -689,8 +691,12 @@ class TaskVectorBank:
         if self._stacked is None:
             stacked, dtype = {}, self.stacked_dtype
             for name, values in tqdm(
-                self.iter_stacked(), desc="Reading the bank", unit="tensor", total=len(self.parameter_shapes),
-                disable=len(self) * len(self.parameter_shapes) < 10_000, leave=False,
+                self.iter_stacked(),
+                desc="Reading the bank",
+                unit="tensor",
+                total=len(self.parameter_shapes),
+                disable=len(self) * len(self.parameter_shapes) < 10_000,
+                leave=False,
             ):
                 stacked[name] = values.to(dtype)
             self._stacked = stacked

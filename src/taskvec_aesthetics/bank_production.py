@@ -59,7 +59,9 @@ def build_bank(
         if name in runs:
             raise ValueError(f"two runs give task {name!r} (the second is {run}); a bank holds one run per task")
         if not (run / MODEL_DIR / "config.json").is_file():
-            raise FileNotFoundError(f"expected the fine-tuned model of run {run} (a folder with config.json) at {run / MODEL_DIR}")
+            raise FileNotFoundError(
+                f"expected the fine-tuned model of run {run} (a folder with config.json) at {run / MODEL_DIR}"
+            )
         runs[name] = run
         metadata[name] = {
             "database": spec.get("name"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,9 @@ class AestheticModel(AestheticPreTrainedModel):
             for index in range(start, adapter.num_blocks):
                 if checkpointing and (index - start) % every == 0:
                     # Only the block's input is kept; the block runs again in the backward pass.
-                    run = getattr(self, "_gradient_checkpointing_func", None) or partial(checkpoint, use_reentrant=False)
+                    run = getattr(self, "_gradient_checkpointing_func", None) or partial(
+                        checkpoint, use_reentrant=False
+                    )
                     hidden = run(adapter.run_block, index, hidden)
                 else:
                     hidden = adapter.run_block(index, hidden)

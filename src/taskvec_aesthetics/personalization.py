@@ -214,7 +214,8 @@ class PersonalizerConfig:
         default=1024, metadata={"help": "activation memory that chooses the micro-batch when it is not given"}
     )
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute each encoder block in the backward pass (less memory, ~1/3 slower)"}
+        default=False,
+        metadata={"help": "recompute each encoder block in the backward pass (less memory, ~1/3 slower)"},
     )
     progress: bool = False
 
@@ -253,7 +254,9 @@ class PersonalizerConfig:
         if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
             raise ValueError(f"dtype must be float32, bfloat16, float16 or float64, received {self.dtype!r}")
         if self.micro_batch_size is not None and (
-            isinstance(self.micro_batch_size, bool) or not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
+            isinstance(self.micro_batch_size, bool)
+            or not isinstance(self.micro_batch_size, int)
+            or self.micro_batch_size < 1
         ):
             raise ValueError(f"micro_batch_size must be an integer >= 1 or None, received {self.micro_batch_size!r}")
         if not self.activation_budget_mb > 0:
