@@ -12,12 +12,12 @@ from planted import images, to_pixels, user_ratings
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
+from taskvec_aesthetics.many import fit_many
 from taskvec_aesthetics.metrics import srocc
 from taskvec_aesthetics.personalization import (
     EncodedRatings,
     Personalizer,
     PersonalizerConfig,
-    fit_many,
     pairwise_rank_loss,
 )
 

@@ -32,7 +32,7 @@ _EXPORTS = {
     "PersonalizerConfig": "settings",
     "Reference": "references",
     "PersonalizationReport": "personalization",
-    "fit_many": "personalization",
+    "fit_many": "many",
     "personalize_many": "many",
     "srocc": "metrics",
     "plcc": "metrics",
@@ -75,10 +75,10 @@ if TYPE_CHECKING:
     from .configuration import AestheticConfig
     from .errors import TaskvecAestheticsError
     from .fingerprint import FingerprintMismatchError, model_fingerprint
-    from .many import personalize_many
+    from .many import fit_many, personalize_many
     from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .modeling import AestheticModel, AestheticModelOutput
-    from .personalization import PersonalizationReport, Personalizer, fit_many
+    from .personalization import PersonalizationReport, Personalizer
     from .references import Reference
     from .settings import FinetuneConfig, PersonalizerConfig
 

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
+import json
 import logging
 import math
 import numbers
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import cards, hub
 from .constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
@@ -61,7 +64,14 @@ class TaskVector(Mapping[str, torch.Tensor]):
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         if not tensors:
             raise ValueError("a task vector needs at least one parameter tensor, received none")
-        self._tensors = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
+        self._tensors: Mapping[str, torch.Tensor] = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
+
+    @classmethod
+    def _lazy(cls, tensors: Mapping[str, torch.Tensor]) -> TaskVector:
+        """A task vector over a mapping that reads each tensor when asked (a task file): nothing is held."""
+        vector = cls.__new__(cls)
+        vector._tensors = tensors
+        return vector
 
     @classmethod
     def from_models(
@@ -103,7 +113,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def norm(self) -> float:
         """Euclidean norm over all parameters."""
-        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self._tensors.values())))
+        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self.values())))
 
     # -- arithmetic --------------------------------------------------------------------------------------------
     def _check_compatible(self, other: TaskVector) -> None:
@@ -127,12 +137,12 @@ class TaskVector(Mapping[str, torch.Tensor]):
         return TaskVector({n: self[n] - other[n] for n in self})
 
     def __neg__(self) -> TaskVector:
-        return TaskVector({n: -t for n, t in self._tensors.items()})
+        return TaskVector({n: -t for n, t in self.items()})
 
     def __mul__(self, scale: float) -> TaskVector:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
-        return TaskVector({n: t * float(scale) for n, t in self._tensors.items()})
+        return TaskVector({n: t * float(scale) for n, t in self.items()})
 
     __rmul__ = __mul__
 
@@ -145,13 +155,13 @@ class TaskVector(Mapping[str, torch.Tensor]):
         result = copy.deepcopy(model)
         result_params = dict(result.named_parameters())
         with torch.no_grad():
-            for name, delta in self._tensors.items():
+            for name, delta in self.items():
                 target = result_params[name]
                 target.add_((delta * scale).to(target.dtype).to(target.device))
         return result
 
     def __repr__(self) -> str:
-        return f"TaskVector({len(self)} tensors, {self.num_values:,} values, norm={self.norm():.4g})"
+        return f"TaskVector({len(self)} tensors, {self.num_values:,} values)"
 
 
 @dataclass
@@ -233,47 +243,134 @@ _TASK_FIELDS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
-def _read_task_file(
-    path: Path, expected: Mapping[str, list[int]], info: TaskInfo | None = None, verify: bool = False
-) -> TaskVector:
-    """Read one task's safetensors file, checking it holds exactly the bank's parameters and shapes.
+class _StackedRow(Mapping[str, torch.Tensor]):
+    """Task ``index``'s values in stacked `[T, *shape]` tensors, as float32 (views when they are float32)."""
 
-    With ``verify``, the file's size and sha256 must be those ``info`` records (the bytes are hashed as read, so
-    what is checked is what is used).
+    def __init__(self, stacked: Mapping[str, torch.Tensor], index: int) -> None:
+        self._stacked, self._index = stacked, index
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._stacked[name][self._index].to(torch.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stacked)
+
+    def __len__(self) -> int:
+        return len(self._stacked)
+
+
+#: safetensors dtype names of the dtypes a task file may hold.
+_FILE_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+class _TaskFile(Mapping[str, torch.Tensor]):
+    """One task's safetensors file, read one tensor at a time from a file kept open.
+
+    Opening checks, through one open file, that its size and sha256 are those ``info`` records (with ``verify``), that
+    `safetensors.safe_open` accepts it, and that it holds exactly the bank's parameters and shapes. Every tensor is
+    later read from that same open file, so what was checked is what is read, even after a save swaps the folder.
+    Tensors are read with `os.preadv` into their own buffer, not through a memory map: a map would keep every page
+    read resident in this process until it is closed, and reading a bank tensor by tensor is meant to hold one tensor.
+    Indexing gives float32 (a `TaskVector`'s values); `tensor` gives the stored dtype.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"task vector file {path} is missing")
-    data = path.read_bytes()
-    if verify and info is not None and info.size is not None and len(data) != info.size:
-        raise IntegrityError(
-            f"{path} has {len(data)} bytes, but bank_config.json records {info.size} for task {info.name!r}: the file "
-            "is damaged or was replaced"
-        )
-    if verify and info is not None and info.sha256 is not None:
-        found = hashlib.sha256(data).hexdigest()
-        if found != info.sha256:
+
+    def __init__(
+        self,
+        path: Path,
+        expected: Mapping[str, list[int]],
+        info: TaskInfo | None = None,
+        verify: bool = False,
+        exact: bool = True,
+    ) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"task vector file {path} is missing")
+        self.path, self._names = path, list(expected)
+        self._file = open(path, "rb")  # noqa: SIM115 - kept open for the lifetime of this reader
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        if verify and info is not None and info.size is not None and size != info.size:
             raise IntegrityError(
-                f"{path} has sha256 {found}, but bank_config.json records {info.sha256} for task {info.name!r}: the "
-                "file is damaged or was replaced"
+                f"{path} has {size} bytes, but bank_config.json records {info.size} for task {info.name!r}: "
+                "the file is damaged or was replaced"
             )
-    try:
-        tensors = load_safetensors(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
-    del data
-    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
-            f"unexpected keys {extra[:5]} ({len(extra)})"
-        )
-    for name, tensor in tensors.items():
-        if list(tensor.shape) != list(expected[name]):
-            raise ValueError(f"'{name}' in {path} has shape {list(tensor.shape)}, the bank expects {expected[name]}")
-    vector = TaskVector({name: tensors[name] for name in expected})
-    if not all(torch.isfinite(t).all() for t in vector.values()):
-        raise ValueError(f"{path} holds NaN or inf values")
-    return vector
+        if verify and info is not None and info.sha256 is not None:
+            digest, offset = hashlib.sha256(), 0
+            while block := os.pread(fd, 8 << 20, offset):
+                digest.update(block)
+                offset += len(block)
+            if digest.hexdigest() != info.sha256:
+                raise IntegrityError(
+                    f"{path} has sha256 {digest.hexdigest()}, but bank_config.json records {info.sha256} for task "
+                    f"{info.name!r}: the file is damaged or was replaced"
+                )
+        try:
+            with safe_open(str(path), framework="pt") as handle:  # the library's own check of the format
+                handle.keys()
+            length = int.from_bytes(os.pread(fd, 8, 0), "little")
+            header = json.loads(os.pread(fd, length, 8)) if 0 < length <= size - 8 else None
+        except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+            raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
+        if not isinstance(header, dict) or os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise IntegrityError(f"{path} is not a valid safetensors file, or was replaced while it was opened")
+        header.pop("__metadata__", None)
+        missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+        if missing or (extra and exact):  # not exact: a model's weights file, of which ``expected`` are read
+            raise ValueError(
+                f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
+                f"unexpected keys {extra[:5]} ({len(extra)})"
+            )
+        self._entries: dict[str, tuple[torch.dtype, list[int], int, int]] = {}
+        for name in expected:
+            entry = header[name]
+            shape, dtype = list(entry.get("shape", [])), _FILE_DTYPES.get(entry.get("dtype"))
+            if shape != list(expected[name]):
+                raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
+            if dtype is None:
+                raise IntegrityError(f"'{name}' in {path} has dtype {entry.get('dtype')!r}; expected a float dtype")
+            begin, end = (8 + length + int(o) for o in entry["data_offsets"])
+            if end - begin != torch.Size(shape).numel() * dtype.itemsize or end > size:
+                raise IntegrityError(f"'{name}' in {path} has data offsets that do not fit its shape and dtype")
+            self._entries[name] = (dtype, shape, begin, end)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` in its stored dtype; NaN or inf is an error."""
+        if name not in self._entries:
+            raise KeyError(name)
+        dtype, shape, begin, end = self._entries[name]
+        buffer = bytearray(end - begin)
+        view, done = memoryview(buffer), 0
+        while done < len(buffer):
+            read = os.preadv(self._file.fileno(), [view[done:]], begin + done)
+            if read <= 0:
+                raise IntegrityError(f"{self.path} ended while '{name}' was read: the file was truncated")
+            done += read
+        tensor = torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{self.path} holds NaN or inf values (in '{name}')")
+        return tensor
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensor(name).to(torch.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def model_weights(folder: str | Path, shapes: Mapping[str, Sequence[int]]) -> Mapping[str, torch.Tensor] | None:
+    """The parameters ``shapes`` of a model saved in ``folder`` (`save_pretrained`), read one tensor at a time from
+    its `model.safetensors`; None when it has no single weights file (sharded weights: load the model instead)."""
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        return None
+    return _TaskFile(path, {n: list(s) for n, s in shapes.items()}, exact=False)
 
 
 def _not_bank_file(relative: str) -> bool:
@@ -323,7 +420,8 @@ class TaskVectorBank(hub.HubMixin):
         self.storage_dtype = storage_dtype
         self.root = Path(root) if root is not None else None
         self.source: Reference | None = source
-        self._vectors: dict[str, TaskVector] = dict(vectors or {})
+        self._vectors: dict[str, TaskVector] = dict(vectors or {})  # tasks held in memory, not read from files
+        self._stacked: dict[str, torch.Tensor] | None = None  # see `stacked`
         # Task files whose checksum was verified, and the folder version they were read from.
         self._verified: set[str] = set()
         self._root_identity = folder_identity(self.root) if self.root is not None else None
@@ -383,6 +481,110 @@ class TaskVectorBank(hub.HubMixin):
         shapes = {n: list(params[n].shape) for n in covered}
         return cls(base_ref, shapes, tasks, restricted, storage_dtype=storage_dtype)
 
+    @classmethod
+    def save_finetuned(
+        cls,
+        save_directory: str | Path,
+        base: nn.Module,
+        finetuned: Mapping[str, Callable[[], nn.Module | Mapping[str, torch.Tensor]]],
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        storage_dtype: str = "float32",
+        overwrite_card: bool = False,
+    ) -> TaskVectorBank:
+        """Build a bank from fine-tuned copies of ``base`` loaded one at a time, and save it in ``save_directory``.
+
+        Like `from_finetuned` followed by `save_pretrained`, but streamed: each fine-tuned model is loaded, turned
+        into its task vector tensor by tensor (each fine-tuned tensor is freed as soon as it is used), written and
+        freed before the next one is loaded, so the peak is about the base plus two models whatever the number of
+        tasks. Parameters no task changed are left out (a file written before that was known is completed with zeros
+        for the parameters another task changed). The folder is written as one transaction.
+
+        Args:
+            save_directory: the bank folder.
+            base: the base model every task was fine-tuned from.
+            finetuned: task name -> a function that loads its fine-tuned model, or that gives its parameters as a
+                mapping read one tensor at a time (see `model_weights`): then not even one whole fine-tuned model is
+                held, and the peak is about the base plus one task vector.
+            metadata: task name -> `TaskInfo` fields.
+            storage_dtype: `"float32"`, `"bfloat16"` or `"float16"`.
+
+        Returns:
+            The saved bank, read from ``save_directory`` (its task files are read when used).
+        """
+        if not finetuned:
+            raise ValueError("save_finetuned needs at least one fine-tuned model, received none")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
+        metadata = metadata or {}
+        unknown = sorted(set(metadata) - set(finetuned))
+        if unknown:
+            raise ValueError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
+        tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
+        dtype = STORAGE_DTYPES[storage_dtype]
+        params = dict(base.named_parameters())
+        trainable = [n for n, p in params.items() if p.requires_grad]
+        directory = Path(save_directory)
+        with folder_transaction(directory, keep=_not_bank_file) as staging:
+            changed: dict[str, list[str]] = {}
+            for task in tqdm(tasks, desc="Task vectors", unit="task", disable=len(tasks) < 2, leave=False):
+                source = finetuned[task.name]()
+                if isinstance(source, nn.Module):
+                    tuned: Any = dict(source.named_parameters())
+                    del source  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
+                    gc.collect()
+                    take = tuned.pop
+                else:
+                    tuned = source
+                    take = source.__getitem__
+                missing = [n for n in trainable if n not in tuned]
+                if missing:
+                    raise ValueError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
+                delta: dict[str, torch.Tensor] = {}
+                for name in trainable:
+                    value = take(name).detach()
+                    if value.shape != params[name].shape:
+                        raise ValueError(
+                            f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
+                            f"base has {list(params[name].shape)}: the models do not share one architecture"
+                        )
+                    difference = value.float().cpu() - params[name].detach().float().cpu()
+                    del value
+                    if bool(torch.any(difference != 0)):
+                        delta[name] = difference.to(dtype).contiguous()
+                del tuned
+                target = safe_join(staging, task.file, f"the file of task {task.name!r}")
+                with atomic_path(target) as tmp:
+                    save_file(delta, str(tmp), metadata={"format": "pt", "task": task.name})
+                changed[task.name] = list(delta)
+                del delta
+            union = {n for names in changed.values() for n in names}
+            covered = [n for n in params if n in union]
+            if not covered:
+                raise ValueError("the fine-tuned models do not differ from the base: no parameter changed")
+            saved_tasks = []
+            for task in tasks:
+                target = safe_join(staging, task.file, f"the file of task {task.name!r}")
+                if len(changed[task.name]) != len(covered):  # add the zeros of what only other tasks changed
+                    with safe_open(str(target), framework="pt") as handle:
+                        tensors = {
+                            n: handle.get_tensor(n)
+                            if n in handle.keys()
+                            else torch.zeros(params[n].shape, dtype=dtype)
+                            for n in covered
+                        }
+                    with atomic_path(target) as tmp:
+                        save_file(tensors, str(tmp), metadata={"format": "pt", "task": task.name})
+                    del tensors
+                sha256, size = file_digest(target)
+                saved_tasks.append(dataclasses.replace(task, sha256=sha256, size=size))
+            base_ref = (getattr(base, "source", None) or Reference()).with_fingerprint(model_fingerprint(base))
+            shapes = {n: list(params[n].shape) for n in covered}
+            saved = cls(base_ref, shapes, saved_tasks, storage_dtype=storage_dtype)
+            write_json(staging / BANK_CONFIG_FILE, saved.to_config())
+            hub.write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
+        return cls.from_pretrained(directory)
+
     def _check_vector(self, name: str, vector: TaskVector) -> None:
         if set(vector) != set(self.parameter_shapes):
             diff = sorted(set(vector) ^ set(self.parameter_shapes))
@@ -419,25 +621,30 @@ class TaskVectorBank(hub.HubMixin):
         raise KeyError(f"no task {name!r} in this bank; it has {self.task_names}")
 
     def __getitem__(self, name: str) -> TaskVector:
-        """The task vector of ``name`` (float32), read from disk on first use."""
-        if name not in self._vectors:
-            self._vectors[name] = self._read(name)
-        return self._vectors[name]
+        """The task vector of ``name`` (float32 values). A task of a bank folder is read tensor by tensor when its
+        values are used (memory-mapped), and not kept: the only copy a bank keeps is `stacked`'s."""
+        return self._read(name)
 
     def _read(self, name: str) -> TaskVector:
-        """The task vector of ``name``, from memory or read from the bank folder without caching it.
+        """The task vector of ``name``: in memory, a view of the stacked tensors, or lazily read from its file.
 
         The first read of a task file verifies its size and sha256 against `bank_config.json`.
         """
         if name in self._vectors:
             return self._vectors[name]
+        if self._stacked is not None:
+            return TaskVector._lazy(_StackedRow(self._stacked, self.task_names.index(name)))
+        return TaskVector._lazy(self._task_file(name))
+
+    def _task_file(self, name: str) -> _TaskFile:
+        """The opened (checked) task file of ``name``."""
         info = self.info(name)
         if self.root is None:
             raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
         path = safe_join(self.root, info.file, f"{self.root / BANK_CONFIG_FILE}: field tasks[{name!r}].file")
-        logger.debug("Reading task vector %s from %s", name, path)
+        logger.debug("Opening task vector %s at %s", name, path)
         try:
-            vector = _read_task_file(path, self.parameter_shapes, info, verify=name not in self._verified)
+            task_file = _TaskFile(path, self.parameter_shapes, info, verify=name not in self._verified)
         except (IntegrityError, FileNotFoundError) as error:
             if folder_identity(self.root) != self._root_identity:
                 raise IntegrityError(
@@ -446,13 +653,57 @@ class TaskVectorBank(hub.HubMixin):
                 ) from None
             raise
         self._verified.add(name)
-        return vector
+        return task_file
+
+    @property
+    def stacked_dtype(self) -> torch.dtype:
+        """The dtype `stacked` holds: the storage dtype for a bank read from files, float32 once a task is in memory."""
+        if any(name in self._vectors for name in self.task_names):
+            return torch.float32
+        return STORAGE_DTYPES[self.storage_dtype]
+
+    def iter_stacked(self, parameter_names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, `[T, *shape]` tensor) pairs, one parameter at a time, in `stacked_dtype`.
+
+        Reads the task files tensor by tensor (or slices what `stacked` already holds), so only one tensor's T slices
+        are in memory at once: this is how a model is merged without holding the bank.
+        """
+        names = list(parameter_names) if parameter_names is not None else self.parameter_names
+        if self._stacked is not None:
+            for name in names:
+                yield name, self._stacked[name]
+            return
+        sources = [
+            self._vectors[task].__getitem__ if task in self._vectors else self._task_file(task).tensor
+            for task in self.task_names
+        ]  # every task file opened (and verified) before anything is read
+        dtype = self.stacked_dtype
+        for name in names:
+            yield name, torch.stack([read(name).to(dtype) for read in sources])
 
     def stacked(self, parameter_names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        """Parameter name -> `[T, *shape]` float32 tensor of all tasks' values, in task order."""
+        """Parameter name -> `[T, *shape]` tensor of all tasks' values, in task order, in `stacked_dtype`.
+
+        Built once and kept: this is the bank's one resident copy (a bfloat16 bank stays bfloat16; merging upcasts one
+        tensor at a time). Later calls return the same tensors, and tasks held in memory become views of it.
+        """
+        if self._stacked is None:
+            stacked, dtype = {}, self.stacked_dtype
+            for name, values in tqdm(
+                self.iter_stacked(),
+                desc="Reading the bank",
+                unit="tensor",
+                total=len(self.parameter_shapes),
+                disable=len(self) * len(self.parameter_shapes) < 10_000,
+                leave=False,
+            ):
+                stacked[name] = values.to(dtype)
+            self._stacked = stacked
+            for index, task in enumerate(self.task_names):
+                if task in self._vectors and dtype == torch.float32:  # one copy: the task's values live in the stack
+                    self._vectors[task] = TaskVector._lazy(_StackedRow(stacked, index))
         names = list(parameter_names) if parameter_names is not None else self.parameter_names
-        vectors = [self[t] for t in self.task_names]
-        return {n: torch.stack([v[n] for v in vectors]) for n in names}
+        return {n: self._stacked[n] for n in names}
 
     def select(self, names: Sequence[str]) -> TaskVectorBank:
         """A bank with only the tasks ``names``, in that order (task files stay lazy)."""
@@ -487,6 +738,7 @@ class TaskVectorBank(hub.HubMixin):
         self._check_vector(name, vector)
         self.tasks.append(TaskInfo(name=name, **metadata))
         self._vectors[name] = vector
+        self._stacked = None  # one task more: restacked when next asked for
 
     def _where(self) -> str:
         return str(self.root / BANK_CONFIG_FILE) if self.root is not None else "this bank"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .bank import TaskVector, TaskVectorBank
+from .bank import TaskVector, TaskVectorBank, model_weights
 from .efficientnet_lite import EfficientNetLiteModel
 from .fingerprint import FingerprintMismatchError, model_fingerprint
 from .io import read_json
@@ -36,7 +36,9 @@ def build_bank(
 
     Each task is named after its database (else its run folder) and carries the database, kind, score range,
     number of images, licence, citation and final evaluation metrics. Parameters no run changed (a frozen prefix)
-    are left out. With `save_directory`, the bank is also saved there.
+    are left out. With `save_directory`, the bank is streamed there (see `TaskVectorBank.save_finetuned`): one run is
+    read at a time, its task vector written and freed, so the peak is about the base plus two models whatever the
+    number of runs; the bank returned reads its task files when used. Without it, the bank is built in memory.
 
     Raises:
         `FingerprintMismatchError`: a run was fine-tuned from another base model.
@@ -45,9 +47,9 @@ def build_bank(
     if not run_dirs:
         raise ValueError("build_bank needs at least one run folder, received none")
     fingerprint = model_fingerprint(base)
-    vectors: dict[str, TaskVector] = {}
+    runs: dict[str, Path] = {}
     metadata: dict[str, dict[str, Any]] = {}
-    for run in map(Path, run_dirs):
+    for run in map(Path, run_dirs):  # every run is checked before any model is read
         result = read_json(run / RESULT_FILE, f"a fine-tuning result ({RESULT_FILE})")
         recorded = (result.get("base") or {}).get("fingerprint")
         if recorded != fingerprint:
@@ -57,12 +59,13 @@ def build_bank(
             )
         spec = result.get("database") or {}
         name = spec.get("name") or run.name
-        if name in vectors:
+        if name in runs:
             raise ValueError(f"two runs give task {name!r} (the second is {run}); a bank holds one run per task")
-        # One fine-tuned model in memory at a time: only its task vector is kept.
-        vectors[name] = TaskVector.from_models(
-            base, load_model_dir(run / MODEL_DIR, f"the fine-tuned model of run {run}")
-        )
+        if not (run / MODEL_DIR / "config.json").is_file():
+            raise FileNotFoundError(
+                f"expected the fine-tuned model of run {run} (a folder with config.json) at {run / MODEL_DIR}"
+            )
+        runs[name] = run
         metadata[name] = {
             "database": spec.get("name"),
             "kind": spec.get("kind"),
@@ -73,10 +76,27 @@ def build_bank(
             "metrics": result.get("metrics") or {},
         }
         logger.info("Task %s from %s: %s", name, run, metadata[name]["metrics"])
-    bank = TaskVectorBank.from_finetuned(base, vectors, metadata=metadata, storage_dtype=storage_dtype)
+
+    def loader(run: Path) -> Callable[[], AestheticModel]:
+        return lambda: load_model_dir(run / MODEL_DIR, f"the fine-tuned model of run {run}")
+
+    trainable = {n: list(p.shape) for n, p in base.named_parameters() if p.requires_grad}
+
+    def weights(run: Path) -> Callable[[], Any]:
+        # The run's weights file read tensor by tensor (the model itself is never built), else the model.
+        return lambda: model_weights(run / MODEL_DIR, trainable) or loader(run)()
+
     if save_directory is not None:
-        bank.save_pretrained(save_directory)
-    return bank
+        return TaskVectorBank.save_finetuned(
+            save_directory,
+            base,
+            {name: weights(run) for name, run in runs.items()},
+            metadata=metadata,
+            storage_dtype=storage_dtype,
+        )
+    # One fine-tuned model in memory at a time: only its task vector is kept.
+    vectors = {name: TaskVector.from_models(base, loader(run)()) for name, run in runs.items()}
+    return TaskVectorBank.from_finetuned(base, vectors, metadata=metadata, storage_dtype=storage_dtype)
 
 
 def _load_encoder(encoder: str) -> tuple[Any, Any]:

@@ -443,12 +443,12 @@ class _Methods:
         torch.manual_seed(self.config.seed)
         _adam_fit(
             list(head.parameters()),
-            lambda: pairwise_rank_loss(score(features["rated"]), ratings),
+            lambda: pairwise_rank_loss(score(features["rated"]), ratings.to(features["rated"].device)),
             self.config.baseline_steps,
             self.config.head_learning_rate,
         )
         with torch.no_grad():
-            return score(features["test"])
+            return score(features["test"]).float().cpu()
 
     def _full_finetune(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
         params = {n: t.detach().clone().requires_grad_(True) for n, t in self.ours._base.items()}
@@ -457,11 +457,12 @@ class _Methods:
 
         def loss() -> torch.Tensor:
             index = torch.randperm(len(rated), generator=generator)[:batch_size]
-            return pairwise_rank_loss(self._forward(params, rated[index]).scores, ratings[index])
+            scores = self._forward(params, rated[index]).scores
+            return pairwise_rank_loss(scores, ratings[index].to(scores.device))
 
         _adam_fit(list(params.values()), loss, self.config.baseline_steps, self.config.full_learning_rate)
         with torch.no_grad():
-            return self._forward(params, test).scores
+            return self._forward(params, test).scores.float().cpu()
 
     def _ensemble(self, rated, test, ratings, _best, rated_srocc) -> torch.Tensor:
         scores = self.task_scores.double()

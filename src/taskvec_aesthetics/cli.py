@@ -241,6 +241,7 @@ def add_score(subparsers: Any) -> None:
     parser.add_argument("--revision", help="Hub revision of the model")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--output", help="write the scores to this .csv or .json file instead of printing them")
+    _add_compute_options(parser, gradients=False)
     parser.set_defaults(run=run_score)
 
 
@@ -254,8 +255,16 @@ def run_score(args: argparse.Namespace) -> None:
 
     files = [f for p in args.paths for f in (list_images(p) if Path(p).is_dir() else [Path(p)])]
     _check_is_model(args.model)
-    model = AestheticModel.from_pretrained(args.model, revision=args.revision)
-    scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=args.progress)
+    import contextlib
+
+    import torch
+
+    settings = _compute_settings(args)
+    device, dtype = torch.device(settings["device"]), getattr(torch, settings["dtype"])
+    model = AestheticModel.from_pretrained(args.model, revision=args.revision).to(device)
+    half = dtype in (torch.bfloat16, torch.float16)
+    with torch.autocast(device.type, dtype=dtype) if half else contextlib.nullcontext():
+        scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=args.progress)
     print(write_scores(files, scores.tolist(), args.output))
 
 
@@ -266,6 +275,45 @@ def _check_is_model(location: str) -> None:
             f"{location} is a task-vector bank ({BANK_CONFIG_FILE}), not a model: pass it as --bank, and its base "
             "model (the folder or Hub id its card names) as --model"
         )
+
+
+def _add_compute_options(parser: argparse.ArgumentParser, gradients: bool = True) -> None:
+    """--device and --dtype (and, where gradients are computed, --micro-batch-size and --gradient-checkpointing)."""
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one, default), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="precision of the network (autocast; weights stay float32). auto (default): bfloat16 on a GPU, "
+        "float32 on the CPU",
+    )
+    if gradients:
+        parser.add_argument(
+            "--micro-batch-size",
+            type=int,
+            help="images whose activations are held at once; the gradient stays exactly the batch's (default: the "
+            "whole batch when it fits the activation budget)",
+        )
+        parser.add_argument(
+            "--gradient-checkpointing",
+            action="store_true",
+            help="recompute each encoder block in the backward pass: less memory, about a third more compute",
+        )
+
+
+def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The PersonalizerConfig fields of the compute options, with auto resolved."""
+    from .personalization import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
+    settings: dict[str, Any] = {"device": str(device), "dtype": dtype}
+    for name in ("batch_size", "micro_batch_size"):
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    if getattr(args, "gradient_checkpointing", False):
+        settings["gradient_checkpointing"] = True
+    return settings
 
 
 # -- personalize ---------------------------------------------------------------------------------------------------
@@ -465,6 +513,8 @@ def add_benchmark(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     parser.add_argument("--output", default="benchmark_output", help="results folder (default: benchmark_output)")
+    parser.add_argument("--batch-size", type=int, help="rated images per optimisation step (default: each recipe's)")
+    _add_compute_options(parser)
     parser.set_defaults(run=run_benchmark)
 
 
@@ -474,9 +524,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     from .benchmark import run_benchmark as benchmark
     from .data import load_database, load_ratings
     from .modeling import AestheticModel
+    from .personalization import PersonalizerConfig
 
     if args.database and not args.root:
         raise ValueError("--database needs --root, the folder of the database as distributed")
+    compute = _compute_settings(args)
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
     )
@@ -493,6 +545,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
             methods=tuple(args.methods),
             seed=args.seed,
             progress=args.progress,
+            personalizer=PersonalizerConfig(**compute),
+            paper=PersonalizerConfig.from_preset("paper", **compute),
         ),
     )
     paths = result.save(args.output)

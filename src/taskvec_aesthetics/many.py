@@ -16,7 +16,10 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
+import io
 import logging
 import re
 import time
@@ -25,20 +28,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import datasets
 import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
 from .batched import BatchedPersonalizer
+from .data import load_ratings
 from .feature_cache import FeatureCache, feature_key
-from .io import read_json, write_json
-from .personalization import EncodedRatings, PersonalizerConfig
+from .io import atomic_path, read_json, write_json
+from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig
+from .processing import open_image
 from .ratings_input import decode_images, image_key, rows_by_user
 
 if TYPE_CHECKING:
     from .bank import TaskVectorBank
     from .modeling import AestheticModel
 
-__all__ = ["ManyUsersResult", "personalize_many", "load_table", "user_folder_name", "SUMMARY_COLUMNS"]
+__all__ = ["ManyUsersResult", "fit_many", "personalize_many", "load_table", "user_folder_name", "SUMMARY_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,6 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
         user_column: the column naming the user of each row.
         skip_invalid: CSV only: skip malformed rows and missing images instead of raising.
     """
-    import datasets
 
     if isinstance(ratings, (str, Path)):
         path = Path(ratings)
@@ -72,8 +79,6 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
                 raise FileNotFoundError(f"expected a parquet ratings table at {path}, but there is no such file")
             ratings = datasets.Dataset.from_parquet(str(path))
         else:
-            from .data import load_ratings
-
             ratings = load_ratings(path, skip_invalid=skip_invalid)
     if not isinstance(ratings, datasets.Dataset):
         raise TypeError(
@@ -119,7 +124,6 @@ class _ManyUsersPersonalizer(BatchedPersonalizer):
     def encode(self, images: Sequence[Any] | torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         if self.feature_cache is None or isinstance(images, torch.Tensor) or not images:
             return super().encode(images, batch_size)
-        from .processing import open_image
 
         opened = [open_image(item, f" in row {i}") for i, item in enumerate(images)]
         keys = [image_key(image) for image in opened]
@@ -153,7 +157,6 @@ def _encode_distinct_images(
     The missing images are sorted by key and cut into fixed batches, so an image's features never depend on which
     process encoded it or how many processes there are.
     """
-    import datasets
 
     cache = personalizer.feature_cache
     column = table.select(rows).cast_column(image_column, datasets.Image(decode=False))[image_column]
@@ -213,10 +216,6 @@ def _summary_row(output_dir: Path, user: str, name: str) -> dict[str, Any]:
 
 
 def _write_summary(output_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Path]:
-    import csv
-    import io
-
-    from .io import atomic_path
 
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n")
@@ -271,10 +270,6 @@ def personalize_many(
     Returns:
         `ManyUsersResult`: the summary rows (complete on the main process) and the paths written.
     """
-    import dataclasses
-
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
 
     if int(batch_users) < 1:
         raise ValueError(f"batch_users must be >= 1, received {batch_users}")
@@ -363,3 +358,35 @@ def personalize_many(
     paths = _write_summary(output_dir, rows) if state.is_main_process else {}
     state.wait_for_everyone()
     return ManyUsersResult(output_dir, rows, fitted, skipped, time.perf_counter() - began, paths)
+
+
+def fit_many(
+    model: AestheticModel,
+    bank: TaskVectorBank,
+    dataset: Any,
+    config: PersonalizerConfig | None = None,
+    user_column: str = "user_id",
+    batch_users: int = 16,
+) -> dict[str, PersonalizationReport]:
+    """Personalize every user of a dataset with a `user_id` column, in memory; returns each user's report (with
+    coefficients). Users are fitted ``batch_users`` at a time (`batched.BatchedPersonalizer`); a user whose fit fails
+    raises. For many users, with exports on disk, resuming and several processes, use `many.personalize_many`."""
+    column_names = getattr(dataset, "column_names", None)
+    if column_names is None or user_column not in column_names:
+        raise ValueError(
+            f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
+        )
+    personalizer = BatchedPersonalizer(model, bank, config)
+    reports: dict[str, PersonalizationReport] = {}
+    users = list(rows_by_user(dataset, user_column).items())
+    bar = tqdm(total=len(users), desc="Users", unit="user", disable=not personalizer.config.progress)
+    for start in range(0, len(users), batch_users):
+        group = users[start : start + batch_users]
+        encoded = [personalizer.encode_ratings(dataset.select(rows)) for _, rows in group]
+        for (user, _), outcome in zip(group, personalizer.fit_encoded_many(encoded)):
+            if isinstance(outcome, BaseException):
+                raise ValueError(f"personalizing user {user!r} failed: {outcome}") from outcome
+            reports[user] = outcome[1]
+        bar.update(len(group))
+    bar.close()
+    return reports

@@ -18,6 +18,7 @@ __all__ = [
     "CoefficientLayout",
     "coefficient_layout",
     "merge_parameters",
+    "merge_tensor",
     "functional_forward",
     "streamed_coefficient_grad",
     "check_finite",
@@ -93,6 +94,21 @@ def check_finite(values: torch.Tensor, what: str = "coefficients") -> None:
         raise ValueError(f"{what} must be finite, received {int((~torch.isfinite(values)).sum())} non-finite values")
 
 
+def merge_tensor(base: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor, name: str = "") -> torch.Tensor:
+    """``base + sum_t weights[t] * stacked[t]`` for one parameter, computed in float32 (or the weights' wider dtype).
+
+    A bfloat16 or float16 stack is upcast here, one tensor at a time, so a bank can stay in its storage dtype.
+    Differentiable with respect to ``weights``; the inputs are never modified.
+    """
+    if stacked.shape[0] != weights.shape[0]:
+        raise ValueError(
+            f"task vectors of '{name}' stack {stacked.shape[0]} tasks but coefficients have {weights.shape[0]}"
+        )
+    dtype = torch.promote_types(torch.promote_types(weights.dtype, torch.float32), base.dtype)
+    delta = torch.tensordot(weights.to(dtype), stacked.to(device=base.device, dtype=dtype), dims=1)
+    return base + delta.to(base.dtype)
+
+
 def merge_parameters(
     base: Mapping[str, torch.Tensor],
     stacked_task_vectors: Mapping[str, torch.Tensor],
@@ -105,23 +121,17 @@ def merge_parameters(
 
     Args:
         base: base parameters by name (at least the covered ones).
-        stacked_task_vectors: parameter name -> tensor `[T, *shape]` of the T task vectors (float32).
+        stacked_task_vectors: parameter name -> tensor `[T, *shape]` of the T task vectors (any float dtype; merged in
+            float32, one tensor at a time).
         coefficients: `[G, T]` tensor.
         layout: the coefficient layout (`coefficient_layout`).
     """
     if coefficients.dim() != 2 or coefficients.shape[0] != layout.num_groups:
         raise ValueError(f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}")
-    merged = {}
-    for name, group in layout.group_of.items():
-        stacked = stacked_task_vectors[name]
-        if stacked.shape[0] != coefficients.shape[1]:
-            raise ValueError(
-                f"task vectors of '{name}' stack {stacked.shape[0]} tasks but coefficients have {coefficients.shape[1]}"
-            )
-        weights = coefficients[group].to(stacked.dtype)
-        delta = torch.tensordot(weights, stacked, dims=1)
-        merged[name] = base[name] + delta.to(base[name].dtype)
-    return merged
+    return {
+        name: merge_tensor(base[name], stacked_task_vectors[name], coefficients[group], name)
+        for name, group in layout.group_of.items()
+    }
 
 
 def functional_forward(model: nn.Module, parameters: Mapping[str, torch.Tensor], *args, **kwargs):

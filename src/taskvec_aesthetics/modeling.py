@@ -5,14 +5,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import CommitInfo, EvalResult, ModelCard, ModelCardData
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
@@ -42,7 +44,7 @@ from .exports import (
 from .fingerprint import model_fingerprint
 from .io import read_consistently
 from .losses import emd_loss
-from .merging import coefficient_layout, merge_parameters
+from .merging import coefficient_layout, merge_tensor
 from .personalization import PersonalizationState, Personalizer, PersonalizerConfig
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
 from .references import Reference
@@ -117,6 +119,16 @@ class AestheticPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     supports_gradient_checkpointing = True
 
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ) -> None:
+        # `AestheticModel.forward` checkpoints whole encoder blocks through the backbone adapter, for every encoder
+        # family, in training and in eval mode (personalization runs in eval mode). The encoder's own layers are left
+        # alone, so no block is checkpointed twice.
+        self.gradient_checkpointing = enable
+        self._gradient_checkpointing_func = gradient_checkpointing_func
+        self._checkpoint_every = max(1, int(every_n_layers))
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # The encoder is a PreTrainedModel and initialises itself; only the head is ours.
@@ -162,6 +174,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         self.source: Reference | None = None
         self.personalization: PersonalizationState | None = None
         self._image_processor: Any = None
+        self.gradient_checkpointing = False  # see `gradient_checkpointing_enable`
         self.post_init()
 
     @classmethod
@@ -279,8 +292,17 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
             keep = output_hidden_states is not None and output_hidden_states is not False
             hidden_states = [hidden]
+            checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+            every = getattr(self, "_checkpoint_every", 1)
             for index in range(start, adapter.num_blocks):
-                hidden = adapter.run_block(index, hidden)
+                if checkpointing and (index - start) % every == 0:
+                    # Only the block's input is kept; the block runs again in the backward pass.
+                    run = getattr(self, "_gradient_checkpointing_func", None) or partial(
+                        checkpoint, use_reentrant=False
+                    )
+                    hidden = run(adapter.run_block, index, hidden)
+                else:
+                    hidden = adapter.run_block(index, hidden)
                 if keep:
                     hidden_states.append(hidden)
         features = adapter.pool(hidden)
@@ -369,23 +391,39 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
                 tensors is tensor).
             info: extra personalization facts to keep with the model (e.g. number of ratings, holdout metrics).
         """
+        return self._personalized(bank, coefficients, info, in_place=False)
+
+    def _personalized(
+        self,
+        bank: TaskVectorBank,
+        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
+        info: Mapping[str, Any] | None,
+        in_place: bool,
+    ) -> AestheticModel:
+        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds).
+
+        Merges tensor by tensor, reading each parameter's T task slices when it is merged: the peak is the model (two
+        with a copy) plus one tensor's T slices, whatever the bank's size.
+        """
         if self.personalization is not None:
             raise ValueError("this model is already personalized; call with_coefficients on its base model")
         fingerprint = bank.check_base(self)
         coefficients = self._as_coefficients(bank, coefficients)
         layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
         layout.check(coefficients, bank.task_names)
-        params = dict(self.named_parameters())
-        merged = merge_parameters(params, bank.stacked(), coefficients.values, layout)
-        unknown = sorted(set(coefficients.extra) - set(params))
+        unknown = sorted(set(coefficients.extra) - set(dict(self.named_parameters())))
         if unknown:
             raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
-        merged.update(coefficients.extra)
-        personalized = copy.deepcopy(self)
+        base_source = self.source or Reference()  # frozen: shared safely with the copy's state
+        personalized = self if in_place else copy.deepcopy(self)
         personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
+        source = dict(self.named_parameters())
         target = dict(personalized.named_parameters())
         with torch.no_grad():
-            for name, value in merged.items():
+            for name, stacked in bank.iter_stacked(layout.group_of):
+                merged = merge_tensor(source[name], stacked, coefficients.values[layout.group_of[name]], name)
+                target[name].copy_(merged.to(target[name].dtype))
+            for name, value in coefficients.extra.items():
                 if value.shape != target[name].shape:
                     raise ValueError(
                         f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
@@ -394,7 +432,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         personalized.personalization = PersonalizationState(
             bank=bank,
             coefficients=coefficients,
-            base=(self.source or Reference()).with_fingerprint(fingerprint),
+            base=base_source.with_fingerprint(fingerprint),
             info=dict(info or {}),
         )
         return personalized

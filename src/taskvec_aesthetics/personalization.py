@@ -17,6 +17,7 @@ never modified.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -53,7 +54,6 @@ from .ratings_input import (
     canonical_preferences,
     image_key,
     is_preferences,
-    rows_by_user,
 )
 from .references import Reference
 from .settings import CANDIDATES, PersonalizerConfig
@@ -72,7 +72,7 @@ __all__ = [
     "EncodedRatings",
     "EncodedPreferences",
     "pairwise_rank_loss",
-    "fit_many",
+    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,46 @@ logger = logging.getLogger(__name__)
 #: The output-ensemble fit works on `[N, T]` numbers: a few hundred Adam steps cost milliseconds.
 ENSEMBLE_STEPS, ENSEMBLE_LEARNING_RATE, ENSEMBLE_RIDGE = 200, 0.05, 0.01
 BOOTSTRAP_SAMPLES = 200
+#: Activations an encoder block keeps for its backward pass, in hidden states of its input (transformer blocks: the
+#: layer norms, q/k/v, attention output and probabilities, the 4x MLP before and after its activation), an estimate
+#: that sets the micro-batch from `activation_budget_mb`.
+ACTIVATIONS_PER_BLOCK = 24
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch device from a name; `"auto"` or None is the GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but this machine has no usable GPU; use 'cpu' or 'auto'")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """A torch dtype from a name; `"auto"` is bfloat16 on a GPU (under autocast), float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+class _BackwardInside(torch.nn.Module):
+    """Runs the network and its backward pass within one call, so that inside `functional_call` a checkpointed block
+    is recomputed with the same substituted parameters as its forward used."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, objective: Any, inputs: dict[str, Any], autocast: Any) -> torch.Tensor:
+        with autocast:
+            scores = self.network(**inputs).scores
+        value = objective(scores.float())
+        value.backward()
+        return value.detach()
 
 
 # Calibrated scores are float32: a larger slope or intercept overflows them to inf for ordinary scores.
@@ -203,7 +243,7 @@ class EncodedRatings:
 
     def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
         """Bradley-Terry loss of image scores over pairs of differently rated images (see `pairwise_rank_loss`)."""
-        return pairwise_rank_loss(scores, self.ratings.to(scores.dtype), pairing)
+        return pairwise_rank_loss(scores, self.ratings.to(scores.device, scores.dtype), pairing)
 
     def check(self) -> None:
         _check_ratings(self.ratings)
@@ -274,7 +314,8 @@ class EncodedPreferences:
 
     def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
         """Bradley-Terry loss of image scores on these pairs (``pairing`` concerns ratings only)."""
-        return _pair_loss(self.unit_scores(scores), self.preference)
+        pairs = self.pairs.to(scores.device)
+        return _pair_loss(scores[..., pairs[:, 0]] - scores[..., pairs[:, 1]], self.preference.to(scores.device))
 
     def check(self) -> None:
         if not torch.isfinite(self.preference).all() or ((self.preference < 0) | (self.preference > 1)).any():
@@ -488,24 +529,41 @@ class Personalizer:
             raise ValueError("the bank has no tasks")
         self.model = model
         self.bank = bank
-        self.device = torch.device(self.config.device)
-        self.dtype = getattr(torch, self.config.dtype)
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.dtype, self.device)
         self._layouts: dict[str, CoefficientLayout] = {}
         self.layout = self.layout_of(self.config.granularity)
         self.prefix_blocks = model.untouched_prefix_blocks(bank.parameter_names)
-        self._network = copy.deepcopy(model).to(self.device, self.dtype).eval()
+        # The network is only ever called with substituted parameters, never changed: the model itself serves unless
+        # it must move, change precision or leave training mode (then a copy does).
+        weights = torch.float64 if self.dtype == torch.float64 else next(model.parameters()).dtype
+        first = next(model.parameters())
+        if first.device == self.device and first.dtype == weights and not model.training:
+            self._network = model
+        else:
+            self._network = copy.deepcopy(model).to(self.device, weights).eval()
+        self._weights_dtype = weights
         covered = set(bank.parameter_names)
         self._base = {n: p.detach() for n, p in self._network.named_parameters() if n in covered}
-        self._stacked = {n: t.to(self.device, self.dtype) for n, t in bank.stacked().items()}
+        # The bank's one resident copy, in its storage dtype (moved when the network runs elsewhere).
+        self._stacked = {n: t.to(self.device) for n, t in bank.stacked().items()}
         own = dict(self._network.named_parameters())
         self._head = (
             {n: own[n].detach() for n in ("head.fc2.weight", "head.fc2.bias")} if self.config.adapt_head else {}
         )
+        self._runner = _BackwardInside(self._network)
+        self._activation_bytes: int | None = None
         values = len(bank) * sum(t[0].numel() for t in self._stacked.values())
         streamed = self.config.gradient == "streamed" or (
             self.config.gradient == "auto" and values > self.config.streamed_threshold
         )
         self.gradient = "streamed" if streamed else "autograd"
+
+    def _autocast(self) -> Any:
+        """Autocast to `config.dtype` when it is a half precision; nothing otherwise."""
+        if self.dtype in (torch.bfloat16, torch.float16):
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return contextlib.nullcontext()
 
     def layout_of(self, granularity: str) -> CoefficientLayout:
         """The coefficient layout of this model and bank at a granularity (built once)."""
@@ -530,10 +588,11 @@ class Personalizer:
             else:
                 opened = [open_image(item, f" in row {start + i}") for i, item in enumerate(batch)]
                 pixels = self.model.image_processor(images=opened, return_tensors="pt")["pixel_values"]
-            pixels = pixels.to(self.device, self.dtype)
-            chunks.append(
-                pixels if self.prefix_blocks is None else self._network.encode_prefix(pixels, self.prefix_blocks)
-            )
+            pixels = pixels.to(self.device, self._weights_dtype)
+            if self.prefix_blocks is not None:
+                with self._autocast():
+                    pixels = self._network.encode_prefix(pixels, self.prefix_blocks).to(self._weights_dtype)
+            chunks.append(pixels)
         return torch.cat(chunks)
 
     def encode_ratings(self, data: Any) -> EncodedRatings:
@@ -580,7 +639,7 @@ class Personalizer:
     def merged(self, coefficients: torch.Tensor) -> dict[str, torch.Tensor]:
         """Merged parameters theta_0 + sum_t c[g, t] tau_t for `[G, T]` coefficients."""
         layout = self._layout_for(coefficients)
-        return merge_parameters(self._base, self._stacked, coefficients.to(self.device, self.dtype), layout)
+        return merge_parameters(self._base, self._stacked, coefficients.to(self.device, self._weights_dtype), layout)
 
     def _params(self, values: torch.Tensor, head: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Merged parameters plus the learned change of the head's last layer (when adapted)."""
@@ -593,17 +652,19 @@ class Personalizer:
         self,
         coefficients: Coefficients | torch.Tensor,
         prefix: torch.Tensor,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         head: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Scores of encoded images under ``coefficients`` (no model is materialised)."""
+        """Scores of encoded images under ``coefficients`` (no model is materialised), ``batch_size`` images at a
+        time (default: `config.batch_size`)."""
         if isinstance(coefficients, Coefficients):
             self.layout_of(coefficients.granularity).check(coefficients, self.bank.task_names)
         values = coefficients.values if isinstance(coefficients, Coefficients) else coefficients
+        batch_size = batch_size or self.config.batch_size
         with torch.no_grad():
             params = self._params(values, head or {})
             if isinstance(coefficients, Coefficients):
-                params.update({n: t.to(self.device, self.dtype) for n, t in coefficients.extra.items()})
+                params.update({n: t.to(self.device, self._weights_dtype) for n, t in coefficients.extra.items()})
             return torch.cat(
                 [
                     self.forward(params, prefix[i : i + batch_size]).scores.float().cpu()
@@ -613,9 +674,13 @@ class Personalizer:
 
     def forward(self, params: Mapping[str, torch.Tensor], encoded: torch.Tensor):
         """The network with ``params`` on encoded images (see `encode`): the model's output."""
+        with self._autocast():
+            return functional_forward(self._network, params, **self._inputs(encoded))
+
+    def _inputs(self, encoded: torch.Tensor) -> dict[str, Any]:
         if self.prefix_blocks is None:
-            return functional_forward(self._network, params, pixel_values=encoded)
-        return functional_forward(self._network, params, prefix_hidden=encoded, prefix_blocks=self.prefix_blocks)
+            return {"pixel_values": encoded}
+        return {"prefix_hidden": encoded, "prefix_blocks": self.prefix_blocks}
 
     def task_scores(self, prefix: torch.Tensor) -> torch.Tensor:
         """`[T, N]` scores of each single task model (theta_0 + tau_t) on encoded images."""
@@ -700,34 +765,112 @@ class Personalizer:
         if "pairwise" in self.config.loss:
             loss = loss + batch.loss(scores, self.config.pairing)
         if "mse" in self.config.loss:
-            ratings = batch.ratings
+            ratings = batch.ratings.to(scores.device)
             low, high = self.model.config.score_range
             predicted = (scores - low) / (high - low)
             span = (ratings.max() - ratings.min()).clamp_min(1e-12)
             loss = loss + torch.mean((predicted - ((ratings - ratings.min()) / span).to(scores.dtype)) ** 2)
         return loss
 
+    def micro_batch_size(self, batch_size: int) -> int:
+        """Images per micro-batch for a step on ``batch_size`` images: `config.micro_batch_size`, else the most whose
+        estimated activations fit `config.activation_budget_mb` (the whole batch when it fits)."""
+        cfg = self.config
+        if cfg.micro_batch_size is not None:
+            return min(cfg.micro_batch_size, batch_size)
+        if self._activation_bytes is None:
+            return batch_size
+        fits = int(cfg.activation_budget_mb * 2**20 // self._activation_bytes)
+        return max(1, min(batch_size, fits))
+
+    def _estimate_activations(self, encoded: torch.Tensor) -> None:
+        """Activation bytes per image of a step (see `ACTIVATIONS_PER_BLOCK`), from one image's hidden state."""
+        if self._activation_bytes is not None or not len(encoded):
+            return
+        if self.prefix_blocks is None:
+            with torch.no_grad(), self._autocast():
+                hidden = self._network.adapter.embed(encoded[:1])
+        else:
+            hidden = encoded[:1]
+        blocks = self._network.adapter.num_blocks - (self.prefix_blocks or 0) + 1
+        per_block = hidden.numel() * 4
+        kept = blocks + ACTIVATIONS_PER_BLOCK if self.config.gradient_checkpointing else blocks * ACTIVATIONS_PER_BLOCK
+        self._activation_bytes = max(1, per_block * kept)
+
+    def _weight_gradient(self, leaves: Mapping[str, torch.Tensor], batch: Encoded) -> torch.Tensor:
+        """Accumulate dL/dW of the batch's loss into ``leaves`` (the network's substituted parameters); the loss.
+
+        The pairwise loss needs every score of the batch, but not every activation at once: the scores are computed
+        without a graph, d loss / d scores is taken, and then each micro-batch's scores are backpropagated with their
+        slice of it. By the chain rule this is exactly the full batch's gradient.
+        """
+        self._estimate_activations(batch.prefix)
+        size, micro = batch.prefix.shape[0], self.micro_batch_size(batch.prefix.shape[0])
+        params = {f"network.{name}": tensor for name, tensor in leaves.items()}
+
+        def backward(encoded: torch.Tensor, objective: Any) -> torch.Tensor:
+            return torch.func.functional_call(
+                self._runner, params, (objective, self._inputs(encoded), self._autocast()), strict=False
+            )
+
+        with self._checkpointing():
+            if micro >= size:  # one pass: forward with a graph, loss, backward
+                return backward(batch.prefix, lambda scores: self._loss(scores, batch))
+            with torch.no_grad():
+                scores = torch.cat(
+                    [self.forward(leaves, batch.prefix[i : i + micro]).scores.float() for i in range(0, size, micro)]
+                )
+            scores.requires_grad_(True)
+            loss = self._loss(scores, batch)
+            (slope,) = torch.autograd.grad(loss, scores)
+            for i in range(0, size, micro):
+                part = slope[i : i + micro]
+                backward(batch.prefix[i : i + micro], lambda scores, part=part: torch.sum(scores * part))
+            return loss.detach()
+
+    @contextlib.contextmanager
+    def _checkpointing(self) -> Any:
+        """Gradient checkpointing of the network's blocks while a step runs, when configured."""
+        network, enable = self._network, self.config.gradient_checkpointing
+        before = getattr(network, "gradient_checkpointing", False)
+        network.gradient_checkpointing = enable or before
+        try:
+            yield
+        finally:
+            network.gradient_checkpointing = before
+
     def _step_gradient(
         self, values: torch.Tensor, head: dict[str, torch.Tensor], batch: Encoded, init: torch.Tensor
     ) -> float:
-        """Set the gradients of ``values`` (and of the head change) for one batch; return the loss."""
-        if self.gradient == "autograd":
-            loss = self._loss(self.forward(self._params(values, head), batch.prefix).scores, batch)
+        """Set the gradients of ``values`` (and of the head change) for one batch; return the loss.
+
+        The gradient with respect to the merged weights, dL/dW, is computed micro-batch by micro-batch (see
+        `_weight_gradient`); then `"autograd"` backpropagates it through the merge, and `"streamed"` takes its inner
+        products with the task vectors one task at a time.
+        """
+        autograd = self.gradient == "autograd"
+        if autograd:
+            merged = self._params(values, head)
         else:
-            detached = {n: d.detach() for n, d in head.items()}
-            leaves = {n: t.detach().requires_grad_(True) for n, t in self._params(values.detach(), detached).items()}
-            loss = self._loss(self.forward(leaves, batch.prefix).scores, batch)
-            loss.backward()
+            merged = self._params(values.detach(), {n: d.detach() for n, d in head.items()})
+        leaves = {n: t.detach().requires_grad_(True) for n, t in merged.items()}
+        loss = self._weight_gradient(leaves, batch)
+        grads = {n: t.grad for n, t in leaves.items() if t.grad is not None}
+        del leaves
+        if autograd:
+            torch.autograd.backward([merged[n] for n in grads], [grads[n] for n in grads])
+        else:
             grad = streamed_coefficient_grad(
-                {n: t.grad for n, t in leaves.items()},
+                grads,
                 lambda t: {n: s[t] for n, s in self._stacked.items()},
                 len(self.bank),
                 self._layout_for(values),
             )
             values.grad = grad.to(values.dtype) if values.grad is None else values.grad + grad.to(values.dtype)
             for name, delta in head.items():  # d(theta + delta)/d(delta) is the identity
-                delta.grad = leaves[name].grad.clone()
-            loss = loss.detach()
+                delta.grad = grads[name].clone()
+        del merged, grads
+        loss = loss.to(values.device, values.dtype)
         if self.config.init_pull > 0:
             loss = loss + self.config.init_pull * torch.sum((values - init) ** 2)
         if head:
@@ -1015,37 +1158,3 @@ def _check_ratings(ratings: torch.Tensor) -> None:
             f"personalization needs at least 2 distinct ratings to learn an order, received {ratings.numel()} ratings "
             f"all equal to {ratings[0].item() if ratings.numel() else 'nothing'}"
         )
-
-
-def fit_many(
-    model: AestheticModel,
-    bank: TaskVectorBank,
-    dataset: Any,
-    config: PersonalizerConfig | None = None,
-    user_column: str = "user_id",
-    batch_users: int = 16,
-) -> dict[str, PersonalizationReport]:
-    """Personalize every user of a dataset with a `user_id` column, in memory; returns each user's report (with
-    coefficients). Users are fitted ``batch_users`` at a time (`batched.BatchedPersonalizer`); a user whose fit fails
-    raises. For many users, with exports on disk, resuming and several processes, use `many.personalize_many`."""
-    from .batched import BatchedPersonalizer
-
-    column_names = getattr(dataset, "column_names", None)
-    if column_names is None or user_column not in column_names:
-        raise ValueError(
-            f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
-        )
-    personalizer = BatchedPersonalizer(model, bank, config)
-    reports: dict[str, PersonalizationReport] = {}
-    users = list(rows_by_user(dataset, user_column).items())
-    bar = tqdm(total=len(users), desc="Users", unit="user", disable=not personalizer.config.progress)
-    for start in range(0, len(users), batch_users):
-        group = users[start : start + batch_users]
-        encoded = [personalizer.encode_ratings(dataset.select(rows)) for _, rows in group]
-        for (user, _), outcome in zip(group, personalizer.fit_encoded_many(encoded)):
-            if isinstance(outcome, BaseException):
-                raise ValueError(f"personalizing user {user!r} failed: {outcome}") from outcome
-            reports[user] = outcome[1]
-        bar.update(len(group))
-    bar.close()
-    return reports

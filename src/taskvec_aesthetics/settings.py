@@ -151,6 +151,9 @@ class FinetuneConfig:
     checkpoint_every: int | None = option(None, "save a resumable checkpoint every N steps and at the end", ">0")
     keep_checkpoints: int | None = option(2, "newest checkpoints kept (none: all)", ">0")
     num_workers: int = option(0, "data loading worker processes per training process", ">=0")
+    gradient_checkpointing: bool = option(
+        False, "keep only each encoder block's input and recompute the block in the backward pass (less memory)"
+    )
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -276,8 +279,27 @@ class PersonalizerConfig:
     )
     streamed_threshold: int = option(200_000_000, "T x covered values above which auto streams", ">=0")
     seed: int = option(0, "seed of the folds, the bootstrap and the minibatch order")
-    device: str = option("cpu", "where the network runs")
-    dtype: str = option("float32", "precision the network runs in", choices=DTYPES)
+    device: str = option(
+        "auto", "where the network runs: auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:N"
+    )
+    dtype: str = option(
+        "auto",
+        "precision of the network: bfloat16 or float16 run it under autocast (weights, coefficients and gradients "
+        "stay float32), float64 runs a float64 copy; auto: bfloat16 on a GPU, float32 on the CPU",
+        choices=("auto", *DTYPES),
+    )
+    micro_batch_size: int | None = option(
+        None,
+        "images whose activations are held at once; the step's gradient is still exactly the whole batch's "
+        "(default: the whole batch when it fits activation_budget_mb, else the largest micro-batch that does)",
+        ">=1",
+    )
+    activation_budget_mb: float = option(
+        1024.0, "activation memory that chooses the micro-batch when micro_batch_size is not given", ">0"
+    )
+    gradient_checkpointing: bool = option(
+        False, "recompute each encoder block in the backward pass (activations of one block; about 1/3 more compute)"
+    )
     progress: bool = option(False, "show a progress bar over steps", cli=False)
 
     def __post_init__(self) -> None:

@@ -401,6 +401,8 @@ def finetune(
     base_ref = (base_model.source or Reference()).with_fingerprint(base_fingerprint)
     model = copy.deepcopy(base_model).float()
     model.source = None
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable()
 
     def loader(dataset: Any, **kwargs: Any) -> DataLoader:
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
@@ -529,6 +531,8 @@ def finetune(
 
     accelerator.wait_for_everyone()
     tuned = accelerator.unwrap_model(model)
+    if config.gradient_checkpointing:
+        tuned.activation_checkpointing_disable()
     if main:
         save_model_dir(tuned, config.output_dir / MODEL_DIR)
         write_json(
