@@ -13,7 +13,8 @@ Rows:
 - `score_over_forward`: images per second of `AestheticModel.score` over those of a bare encoder forward.
 - `users_per_minute_*`: users personalized per minute by `personalize_many` on the demo bank: one by one
   (`batch_users=1`), batched, and two processes under `accelerate launch`; the ratios are over one by one.
-- Paper-scale dry-run rows are added by `benchmarks/paper_scale.py` (see `paper_scale_rows`).
+- With `--paper-scale BATCH MICRO_BATCH`, the paper-scale dry run of `benchmarks/paper_scale.py` (off by default:
+  minutes per step on a CPU).
 
 Prints one JSON line, then the table. Timings on a shared machine are only comparable within one run.
 """
@@ -213,10 +214,20 @@ def users_per_minute(users: int, shots: int, steps: int, folder: Path) -> dict[s
 
 
 # -- paper scale -----------------------------------------------------------------------------------------------------
-def paper_scale_rows() -> dict[str, float]:
-    """The paper-scale dry run (ViT-L/14 base, 6-task bank over every parameter, batch 32): its rows are added here
-    by `benchmarks/paper_scale.py`; none until it is wired in."""
-    return {}
+def paper_scale_rows(batch_size: int, micro_batch_size: int) -> dict[str, float]:
+    """The paper-scale dry run of `benchmarks/paper_scale.py` (random-weight ViT-L/14 base, 6 task vectors over every
+    parameter): peak memory over the base model's size and seconds, per stage. It writes ~8 GB of files to a temporary
+    folder and takes minutes per step on a CPU, so it runs only with `--paper-scale`."""
+    from paper_scale import paper_scale_rows as measure
+
+    results = {}
+    for row in measure(batch_size=batch_size, micro_batch_size=micro_batch_size):
+        key = "paper_" + "_".join(row["measure"].split()[:2]).replace(",", "").lower()
+        if row["peak_over_base"] is not None:
+            results[f"{key}_peak_over_base"] = float(row["peak_over_base"])
+        if row["seconds"] is not None:
+            results[f"{key}_seconds"] = float(row["seconds"])
+    return results
 
 
 def _env() -> dict[str, str]:
@@ -251,6 +262,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=4, help="users per users-per-minute row (default: 4)")
     parser.add_argument("--steps", type=int, default=20, help="personalizer steps in the users rows (default: 20)")
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 100], help="k of the users rows")
+    parser.add_argument(
+        "--paper-scale",
+        type=int,
+        nargs=2,
+        metavar=("BATCH", "MICRO_BATCH"),
+        help="also run the paper-scale dry run (benchmarks/paper_scale.py) at this batch and micro-batch; minutes "
+        "per step on a CPU, so it is off by default (e.g. --paper-scale 32 4 on a GPU machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     began = time.perf_counter()
@@ -267,7 +286,8 @@ def main() -> None:
     for shots in args.shots:
         with tempfile.TemporaryDirectory() as scratch:
             results.update(users_per_minute(args.users, shots, 4 if args.quick else args.steps, Path(scratch)))
-    results.update(paper_scale_rows())
+    if args.paper_scale:
+        results.update(paper_scale_rows(*args.paper_scale))
     results["wall_s"] = time.perf_counter() - began
     print(json.dumps({k: round(v, 4) for k, v in results.items()}))
     print(table(results))
