@@ -21,6 +21,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -57,6 +58,19 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "ties": int((np.abs(difference) < TIE).sum()),
         "losses": int((difference <= -TIE).sum()),
     }
+
+
+def cell(v: dict[str, float]) -> str:
+    """A mean and its interval: `0.297 [0.212, 0.383]`."""
+    return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+
+
+def comparison_row(label: Any, first: dict[str, float], second: dict[str, float], d: dict[str, float]) -> str:
+    """A markdown row: two methods' means with intervals, their paired difference and win/tie/loss counts."""
+    return (
+        f"| {label} | {cell(first)} | {cell(second)} | {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | "
+        f"{d['wins']}/{d['ties']}/{d['losses']} |"
+    )
 
 
 def main() -> None:
@@ -137,16 +151,7 @@ def main() -> None:
         "| ratings | random | active (D-optimal) | difference | W/T/L |",
         "|---|---|---|---|---|",
     ]
-
-    def cell(v: dict[str, float]) -> str:
-        return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-
-    for k in args.shots:
-        d = differences[k]
-        lines.append(
-            f"| {k} | {cell(table['random'][k])} | {cell(table['d_optimal'][k])} | {d['mean']:+.3f} "
-            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['wins']}/{d['ties']}/{d['losses']} |"
-        )
+    lines += [comparison_row(k, table["random"][k], table["d_optimal"][k], differences[k]) for k in args.shots]
     for name, d in half.items():
         lines.append(
             f"\n{name}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from active_selection import paired, summarize  # noqa: E402
+from active_selection import comparison_row, paired, summarize  # noqa: E402
 
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
@@ -109,9 +109,6 @@ def main() -> None:
     }
     print(json.dumps(record))
 
-    def cell(v: dict[str, float]) -> str:
-        return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-
     lines = [
         f"Test SROCC against held-out ratings, mean [95 % bootstrap CI] over {len(users)} simulated raters "
         f"({args.repeats} pool split{'s' if args.repeats > 1 else ''}; {len(test)} test photos). Difference: pairs - "
@@ -120,12 +117,7 @@ def main() -> None:
         "| questions | n ratings | n pairs | difference | W/T/L |",
         "|---|---|---|---|---|",
     ]
-    for n in args.questions:
-        d = differences[n]
-        lines.append(
-            f"| {n} | {cell(table['ratings'][n])} | {cell(table['pairs'][n])} | {d['mean']:+.3f} "
-            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['wins']}/{d['ties']}/{d['losses']} |"
-        )
+    lines += [comparison_row(n, table["ratings"][n], table["pairs"][n], differences[n]) for n in args.questions]
     markdown = "\n".join(lines)
     print(markdown)
     out = Path(args.output)

@@ -344,6 +344,12 @@ def add_personalize(subparsers: Any) -> None:
         default=COEFFICIENTS,
         help="what to save (default: coefficients)",
     )
+    _add_recipe_options(parser)
+    parser.set_defaults(run=run_personalize)
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the personalization recipe: a preset, every `PersonalizerConfig` field, --skip-invalid."""
     parser.add_argument(
         "--preset",
         choices=PRESETS,
@@ -352,7 +358,6 @@ def add_personalize(subparsers: Any) -> None:
     )
     parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
     add_config_arguments(parser, PersonalizerConfig)
-    parser.set_defaults(run=run_personalize)
 
 
 def run_personalize(args: argparse.Namespace) -> None:
@@ -419,14 +424,7 @@ def add_personalize_many(subparsers: Any) -> None:
     parser.add_argument("--batch-users", type=int, default=16, help="users fitted at once (default: 16)")
     parser.add_argument("--cache-dir", help="feature cache folder (default: OUTPUT/feature_cache)")
     parser.add_argument("--retry-failed", action="store_true", help="fit again users with a recorded error")
-    parser.add_argument(
-        "--preset",
-        choices=PRESETS,
-        default="default",
-        help="recipe; the options below override its values (default: default; paper: the authors' recipe)",
-    )
-    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
-    add_config_arguments(parser, PersonalizerConfig)
+    _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize_many)
 
 

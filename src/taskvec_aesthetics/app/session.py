@@ -175,18 +175,16 @@ class RatingSession:
         n = len(self.ratings) + len(self.comparisons)
         if n == 0:
             return f"Rate photos from 1 to 5 stars, or compare two. About {self.useful} answers make a good model."
-        rated = " · ".join(
-            part
-            for part in (
-                f"{len(self.ratings)} rated" if self.ratings else "",
-                f"{len(self.comparisons)} compared" if self.comparisons else "",
-            )
-            if part
-        )
+        rated = self.count_answers("rated", "compared", " · ")
         if n < self.useful:
             more = self.useful - n
             return f"{rated} · {more} more {'is' if more == 1 else 'are'} useful · you can personalize at any time"
         return f"{rated} · enough for a good model; more ratings still help a little"
+
+    def count_answers(self, ratings: str = "ratings", comparisons: str = "comparisons", joint: str = " and ") -> str:
+        """How many ratings and comparisons there are, e.g. "8 ratings and 3 comparisons" (a kind with none left out)."""
+        counts = ((len(self.ratings), ratings), (len(self.comparisons), comparisons))
+        return joint.join(f"{n} {word}" for n, word in counts if n)
 
     # -- uploads --------------------------------------------------------------------------------------------------
     def add_uploads(self, files: Sequence[str | Path], names: Sequence[str] | None = None) -> list[str]:

@@ -194,25 +194,17 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
         def start() -> dict:
             return screen(RatingSession(resources, strategy))
 
-        def rate_with(stars: int) -> Callable[[RatingSession], dict]:
-            @guarded
-            def rate(state: RatingSession) -> dict:
-                state = state or RatingSession(resources, strategy)
-                state.rate(stars)
-                return {**screen(state), ratings_file: state.write_ratings_csv()}
+        def answer_with(name: str, answer: Callable[[RatingSession], None]) -> Callable[[RatingSession], dict]:
+            """A button's handler: record its answer (stars, or a choice between two photos) and show the next."""
 
-            rate.__name__ = f"rate_{stars}"
-            return rate
-
-        def compare_with(choice: str) -> Callable[[RatingSession], dict]:
             @guarded
-            def compare(state: RatingSession) -> dict:
+            def record(state: RatingSession) -> dict:
                 state = state or RatingSession(resources, strategy)
-                state.compare(choice)
+                answer(state)
                 return {**screen(state), ratings_file: state.write_answers()}
 
-            compare.__name__ = f"compare_{choice}"
-            return compare
+            record.__name__ = name
+            return record
 
         @guarded
         def skip_photo(state: RatingSession) -> dict:
@@ -242,15 +234,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
             result = state.personalize()
             weights = state.task_weights()
             frame = pd.DataFrame({"criterion": list(weights), "weight": list(weights.values())})
-            answers = " and ".join(
-                part
-                for part in (
-                    f"{len(state.ratings)} ratings" if state.ratings else "",
-                    f"{len(state.comparisons)} comparisons" if state.comparisons else "",
-                )
-                if part
-            )
-            lines = [f"## Your model is ready: fitted on {answers} in {result.seconds:.1f} s"]
+            lines = [f"## Your model is ready: fitted on {state.count_answers()} in {result.seconds:.1f} s"]
             estimate = cv_estimate(result.report)
             if estimate is not None and result.report.num_pairs:
                 mean, error, how = estimate
@@ -296,9 +280,11 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
         everything = [session, photo, left, right, progress, notice]
         app.load(start, outputs=everything)
         for stars, button in zip(STARS, star_buttons):
-            button.click(rate_with(stars), inputs=session, outputs=[*everything, ratings_file])
+            rate = answer_with(f"rate_{stars}", lambda state, stars=stars: state.rate(stars))
+            button.click(rate, inputs=session, outputs=[*everything, ratings_file])
         for (_, _, choice), button in zip(COMPARE_BUTTONS, compare_buttons):
-            button.click(compare_with(choice), inputs=session, outputs=[*everything, ratings_file])
+            compare = answer_with(f"compare_{choice}", lambda state, choice=choice: state.compare(choice))
+            button.click(compare, inputs=session, outputs=[*everything, ratings_file])
         skip.click(skip_photo, inputs=session, outputs=everything)
         upload.upload(add_photos, inputs=[upload, session], outputs=[*everything, upload])
         personalize.click(
