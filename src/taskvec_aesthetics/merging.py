@@ -1,24 +1,33 @@
-"""Pure tensor functions that merge task vectors into base parameters. Nothing here mutates a model.
+"""Merging task vectors into base parameters: theta_user[p] = theta_0[p] + sum_t c[g(p), t] * tau_t[p], where g(p) is
+the coefficient group of parameter p.
 
-theta_user[p] = theta_0[p] + sum_t c[g(p), t] * tau_t[p], where g(p) is the coefficient group of parameter p.
+The tensor functions are pure (differentiable with respect to the coefficients, inputs never modified);
+`merged_copy` writes a merge into a copy of a model, tensor by tensor, and never changes the model it copies.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .coefficients import ALL_GROUP, GRANULARITIES, Coefficients
 
+if TYPE_CHECKING:
+    from .bank import TaskVectorBank
+
 __all__ = [
     "CoefficientLayout",
     "coefficient_layout",
     "merge_parameters",
     "merge_tensor",
+    "merged_copy",
+    "as_coefficients",
     "functional_forward",
     "streamed_coefficient_grad",
     "check_finite",
@@ -164,3 +173,57 @@ def streamed_coefficient_grad(
             if g is not None:
                 grad[group, task] += torch.sum(g.to(torch.float64) * tensors[name].to(torch.float64)).item()
     return grad.to(torch.float32)
+
+
+def as_coefficients(
+    value: Coefficients | Mapping[str, float] | torch.Tensor, parameter_groups: Mapping[str, str], bank: TaskVectorBank
+) -> Coefficients:
+    """`Coefficients` from `Coefficients`, a `{task: weight}` dict (task granularity) or a `[G, T]` tensor (its
+    granularity inferred from G: 1 is task, the number of layer groups is layer, the covered tensors are tensor)."""
+    if isinstance(value, Coefficients):
+        return value
+    if isinstance(value, Mapping):
+        return Coefficients.from_task_weights(value, bank.task_names)
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 2 or value.shape[1] != len(bank):
+            raise ValueError(f"a coefficient tensor must be [G, {len(bank)}], received {list(value.shape)}")
+        for granularity in GRANULARITIES:
+            layout = coefficient_layout(parameter_groups, bank.parameter_names, granularity)
+            if layout.num_groups == value.shape[0]:
+                return Coefficients(value, list(layout.group_names), bank.task_names, granularity)
+        raise ValueError(
+            f"a [G, T] tensor with G = {value.shape[0]} fits no granularity: task needs 1, layer "
+            f"{coefficient_layout(parameter_groups, bank.parameter_names, 'layer').num_groups}, tensor "
+            f"{len(bank.parameter_names)}"
+        )
+    raise TypeError(
+        f"coefficients must be Coefficients, a {{task: weight}} dict or a [G, T] tensor, received {type(value).__name__}"
+    )
+
+
+def merged_copy(
+    model: nn.Module, layout: CoefficientLayout, bank: TaskVectorBank, coefficients: Coefficients, in_place: bool
+) -> nn.Module:
+    """A copy of ``model`` (or, ``in_place``, the model itself, for a base nobody else holds) with the task vectors
+    merged in, and the coefficients' extra tensors (an adapted head layer) written over their parameters.
+
+    Merges tensor by tensor, reading each parameter's T task slices when it is merged: the peak is the model (two
+    with a copy) plus one tensor's T slices, whatever the bank's size.
+    """
+    own = dict(model.named_parameters())
+    unknown = sorted(set(coefficients.extra) - set(own))
+    if unknown:
+        raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
+    merged = model if in_place else copy.deepcopy(model)
+    target = dict(merged.named_parameters())
+    with torch.no_grad():
+        for name, stacked in bank.iter_stacked(layout.group_of):
+            value = merge_tensor(own[name], stacked, coefficients.values[layout.group_of[name]], name)
+            target[name].copy_(value.to(target[name].dtype))
+        for name, value in coefficients.extra.items():
+            if value.shape != target[name].shape:
+                raise ValueError(
+                    f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
+                )
+            target[name].copy_(value.to(target[name].dtype))
+    return merged

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -44,7 +43,7 @@ from .exports import (
 from .fingerprint import model_fingerprint
 from .io import read_consistently
 from .losses import emd_loss
-from .merging import coefficient_layout, merge_tensor
+from .merging import as_coefficients, coefficient_layout, merged_copy
 from .personalization import PersonalizationState, Personalizer, PersonalizerConfig
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
 from .references import Reference
@@ -400,35 +399,16 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         info: Mapping[str, Any] | None,
         in_place: bool,
     ) -> AestheticModel:
-        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds).
-
-        Merges tensor by tensor, reading each parameter's T task slices when it is merged: the peak is the model (two
-        with a copy) plus one tensor's T slices, whatever the bank's size.
-        """
+        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds)."""
         if self.personalization is not None:
             raise ValueError("this model is already personalized; call with_coefficients on its base model")
         fingerprint = bank.check_base(self)
-        coefficients = self._as_coefficients(bank, coefficients)
+        coefficients = as_coefficients(coefficients, self.parameter_groups(), bank)
         layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
         layout.check(coefficients, bank.task_names)
-        unknown = sorted(set(coefficients.extra) - set(dict(self.named_parameters())))
-        if unknown:
-            raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
         base_source = self.source or Reference()  # frozen: shared safely with the copy's state
-        personalized = self if in_place else copy.deepcopy(self)
+        personalized = merged_copy(self, layout, bank, coefficients, in_place)
         personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
-        source = dict(self.named_parameters())
-        target = dict(personalized.named_parameters())
-        with torch.no_grad():
-            for name, stacked in bank.iter_stacked(layout.group_of):
-                merged = merge_tensor(source[name], stacked, coefficients.values[layout.group_of[name]], name)
-                target[name].copy_(merged.to(target[name].dtype))
-            for name, value in coefficients.extra.items():
-                if value.shape != target[name].shape:
-                    raise ValueError(
-                        f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
-                    )
-                target[name].copy_(value.to(target[name].dtype))
         personalized.personalization = PersonalizationState(
             bank=bank,
             coefficients=coefficients,
@@ -436,28 +416,6 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             info=dict(info or {}),
         )
         return personalized
-
-    def _as_coefficients(self, bank: TaskVectorBank, value: Coefficients | Mapping[str, float] | torch.Tensor):
-        if isinstance(value, Coefficients):
-            return value
-        if isinstance(value, Mapping):
-            return Coefficients.from_task_weights(value, bank.task_names)
-        if isinstance(value, torch.Tensor):
-            if value.dim() != 2 or value.shape[1] != len(bank):
-                raise ValueError(f"a coefficient tensor must be [G, {len(bank)}], received {list(value.shape)}")
-            groups = self.parameter_groups()
-            for granularity in ("task", "layer", "tensor"):
-                layout = coefficient_layout(groups, bank.parameter_names, granularity)
-                if layout.num_groups == value.shape[0]:
-                    return Coefficients(value, list(layout.group_names), bank.task_names, granularity)
-            raise ValueError(
-                f"a [G, T] tensor with G = {value.shape[0]} fits no granularity: task needs 1, layer "
-                f"{coefficient_layout(groups, bank.parameter_names, 'layer').num_groups}, tensor "
-                f"{len(bank.parameter_names)}"
-            )
-        raise TypeError(
-            f"coefficients must be Coefficients, a {{task: weight}} dict or a [G, T] tensor, received {type(value).__name__}"
-        )
 
     def personalize(self, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any) -> AestheticModel:
         """Fit this user's coefficients from their ratings and return the personalized model.
