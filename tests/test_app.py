@@ -219,7 +219,7 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     for _ in range(9):  # this visitor prefers brighter photos
         a, b = session.current_pair
         session.compare("a" if brightness[a] > brightness[b] else "b")
-    assert first in session.comparisons and len(session.comparisons) == 10
+    assert first in session.comparisons and len(session.comparisons) == 10  # never the same pair twice
     shown = [i for pair in session.comparisons for i in pair]
     fresh = shown[: 2 * (NUM_PHOTOS // 2)]
     assert len(set(fresh)) == len(fresh)  # fresh photos while there are any

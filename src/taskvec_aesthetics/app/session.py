@@ -145,12 +145,16 @@ class RatingSession:
         self.advance()
 
     def advance_pair(self) -> tuple[int, int] | None:
-        """Choose the next two photos to compare: photos not compared yet first (``None`` with fewer than two)."""
+        """Choose the next two photos to compare: photos not compared yet first, then pairs not compared yet (``None``
+        when there is none left)."""
         compared = {i for pair in self.comparisons for i in pair}
         seed = self.seed + 1 + len(self.comparisons)
         chosen = choose_next(self.task_scores(), compared, 2, self.strategy, seed)
-        if len(chosen) < 2:  # every photo was compared once: pairs of photos already seen
-            chosen = choose_next(self.task_scores(), set(), 2, "random", seed)
+        if len(chosen) < 2:  # every photo was compared: a random pair not compared yet
+            seen = {frozenset(pair) for pair in self.comparisons}
+            n = len(self.photos)
+            fresh = [(a, b) for a in range(n) for b in range(a + 1, n) if frozenset((a, b)) not in seen]
+            chosen = list(fresh[np.random.default_rng(seed).integers(len(fresh))]) if fresh else []
         self.current_pair = (chosen[0], chosen[1]) if len(chosen) == 2 else None
         return self.current_pair
 
