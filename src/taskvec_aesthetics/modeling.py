@@ -121,11 +121,10 @@ class AestheticPreTrainedModel(PreTrainedModel):
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
     ) -> None:
-        # `AestheticModel.forward` checkpoints whole encoder blocks through the backbone adapter, for every encoder
-        # family, in training and in eval mode (personalization runs in eval mode). The encoder's own layers are left
-        # alone, so no block is checkpointed twice.
-        self.gradient_checkpointing = enable
-        self._gradient_checkpointing_func = gradient_checkpointing_func
+        # transformers' own setting reaches every layer that checkpoints itself (in training mode). In eval mode, where
+        # personalization runs, those layers do not, so `AestheticModel.forward` checkpoints whole encoder blocks
+        # through the backbone adapter instead: no block is checkpointed twice.
+        super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, every_n_layers)
         self._checkpoint_every = max(1, int(every_n_layers))
 
     @torch.no_grad()
@@ -291,7 +290,8 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
             keep = output_hidden_states is not None and output_hidden_states is not False
             hidden_states = [hidden]
-            checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+            # In training mode the encoder's layers checkpoint themselves (see `_set_gradient_checkpointing`).
+            checkpointing = self.gradient_checkpointing and torch.is_grad_enabled() and not self.training
             every = getattr(self, "_checkpoint_every", 1)
             for index in range(start, adapter.num_blocks):
                 if checkpointing and (index - start) % every == 0:
