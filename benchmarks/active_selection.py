@@ -73,6 +73,15 @@ def comparison_row(label: Any, first: dict[str, float], second: dict[str, float]
     )
 
 
+def write_results(output: str | Path, name: str, record: dict[str, Any], markdown: str) -> None:
+    """Print the markdown table and write both forms to ``output``/``name``.{json,md}."""
+    print(markdown)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raters", type=int, default=24)
@@ -157,12 +166,7 @@ def main() -> None:
             f"\n{name}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
             f"W/T/L {d['wins']}/{d['ties']}/{d['losses']}"
         )
-    markdown = "\n".join(lines)
-    print(markdown)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "active_selection.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "active_selection.md").write_text(markdown + "\n")
+    write_results(args.output, "active_selection", record, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from active_selection import comparison_row, paired, summarize  # noqa: E402
+from active_selection import comparison_row, paired, summarize, write_results  # noqa: E402
 
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
@@ -118,12 +118,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     lines += [comparison_row(n, table["ratings"][n], table["pairs"][n], differences[n]) for n in args.questions]
-    markdown = "\n".join(lines)
-    print(markdown)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pairs_vs_ratings.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "pairs_vs_ratings.md").write_text(markdown + "\n")
+    write_results(args.output, "pairs_vs_ratings", record, "\n".join(lines))
 
 
 if __name__ == "__main__":
