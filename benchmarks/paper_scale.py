@@ -42,6 +42,7 @@ SMOKE = dict(
     hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, patch_size=8, image_size=32
 )
 SRC = Path(__file__).resolve().parent.parent / "src"
+STAGES = ("build-bank", "load", "personalize")
 
 # Each measured step is a small program run in a fresh interpreter; it prints one JSON line, including its VmHWM.
 _PRELUDE = """
@@ -131,6 +132,7 @@ bank = TaskVectorBank.from_pretrained(args["bank"], base=base)
 fields = {f.name for f in dataclasses.fields(PersonalizerConfig)}
 settings = {k: v for k, v in args["settings"].items() if k in fields}  # an older version lacks some
 config = PersonalizerConfig.from_preset("paper", steps=args["steps"], batch_size=args["batch_size"], **settings)
+cuda = torch.device(settings.get("device", "cpu")).type == "cuda"
 began = time.perf_counter()
 personalizer = Personalizer(base, bank, config)
 constructed = time.perf_counter() - began
@@ -138,17 +140,24 @@ images = sorted(os.listdir(f"{root}/images"))[: args["batch_size"]]
 encoded = personalizer.encode_ratings([(f"{root}/images/{n}", float(i % 5)) for i, n in enumerate(images)])
 layout = personalizer.layout_of(config.granularity)
 start = torch.full((layout.num_groups, len(bank)), 1.0 / len(bank))
+if cuda:  # the first step pays for CUDA's start-up and kernel selection: not timed
+    personalizer._optimise(start, encoded, 1)
+    torch.cuda.synchronize()
 began = time.perf_counter()
 personalizer._optimise(start, encoded, args["steps"])
+if cuda:
+    torch.cuda.synchronize()
 step = (time.perf_counter() - began) / args["steps"]
 done(seconds=step, construction_seconds=constructed, gradient=personalizer.gradient,
-     micro_batch=personalizer.micro_batch_size(len(encoded)) if hasattr(personalizer, "micro_batch_size") else None)
+     micro_batch=personalizer.micro_batch_size(len(encoded)) if hasattr(personalizer, "micro_batch_size") else None,
+     gpu_peak_bytes=torch.cuda.max_memory_allocated() if cuda else None)
 """
 
 
 def _run(program: str, args: dict[str, Any], src: Path, cap_bytes: int | None) -> dict[str, Any]:
     """Run one measured program with ``src`` importable; stop it when its resident memory passes ``cap_bytes``."""
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     env["TQDM_DISABLE"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_PRELUDE) + textwrap.dedent(program), json.dumps(args)],
@@ -197,8 +206,16 @@ def paper_scale_rows(
     tasks: int = TASKS,
     root: str | Path | None = None,
     encoder: dict[str, int] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    variants: list[tuple[int | None, bool, str]] | None = None,
+    stages: tuple[str, ...] = STAGES,
 ) -> list[dict[str, Any]]:
-    """Measure the paper's setting; one row per (measure, version). Deletes its files when done."""
+    """Measure the paper's setting; one row per (measure, version). Deletes its files when done.
+
+    ``variants`` are (micro-batch, gradient checkpointing, dtype) rows of the `Personalizer` (default: the one given by
+    ``micro_batch_size``, ``gradient_checkpointing`` and ``dtype``); the other version is measured once, in ``dtype``. ``stages``
+    chooses the rows (the bank is always built: the other stages read it)."""
     folder = Path(root or tempfile.mkdtemp(prefix="paper-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     versions = [("new", SRC)] + ([("old", Path(old_src).resolve())] if old_src else [])
@@ -216,42 +233,55 @@ def paper_scale_rows(
                     "measure": measure,
                     "version": version,
                     "peak_rss_gb": None if peak is None else round(peak / GB, 2),
-                    "above_gb": None if peak is not None else round(result["stopped_above_bytes"] / GB, 1),
+                    "above_gb": None
+                    if "stopped_above_bytes" not in result
+                    else round(result["stopped_above_bytes"] / GB, 1),
                     "peak_over_base": None if peak is None else round(peak / base_bytes, 2),
                     "target_gb": None if target is None else round(target / GB, 2),
                     "within_target": None if peak is None or target is None else peak <= target,
-                    "seconds": None if result.get("seconds") is None else round(result["seconds"], 1),
+                    "seconds": None if result.get("seconds") is None else round(result["seconds"], 3),
+                    "failed": result.get("failed"),
                     **extra,
                 }
             )
 
-        for version, src in versions:
+        for version, src in versions if "build-bank" in stages else versions[:1]:
             output = folder / f"bank-{version}"
             result = _run(_BUILD_BANK, {**base_args, "output": str(output)}, src, cap if version == "old" else None)
-            row(f"build-bank of {tasks} runs", version, result, 3 * base_bytes)
+            if "build-bank" in stages:
+                row(f"build-bank of {tasks} runs", version, result, 3 * base_bytes)
             if version == "old":
                 shutil.rmtree(output, ignore_errors=True)
         bank = folder / "bank-new"
         bank_bytes = _size(bank / "task_vectors")
-        _run(_EXPORT, {**base_args, "bank": str(bank)}, SRC, None)
-        for version, src in versions:
-            result = _run(_LOAD_AND_SCORE, base_args, src, cap if version == "old" else None)
-            row("load a coefficients export, score 8 images", version, result, 2.5 * base_bytes)
-        settings = {
-            "device": "cpu",
-            "micro_batch_size": micro_batch_size,
-            "gradient_checkpointing": gradient_checkpointing,
-        }
-        for version, src in versions:
+        if "load" in stages:
+            _run(_EXPORT, {**base_args, "bank": str(bank)}, SRC, None)
+            for version, src in versions:
+                result = _run(_LOAD_AND_SCORE, base_args, src, cap if version == "old" else None)
+                row("load a coefficients export, score 8 images", version, result, 2.5 * base_bytes)
+        runs = [("new", SRC, *variant) for variant in variants or [(micro_batch_size, gradient_checkpointing, dtype)]]
+        runs += [("old", src, None, False, dtype) for _, src in versions[1:]]
+        for version, src, micro, checkpointed, precision in runs if "personalize" in stages else []:
+            settings = {"device": device, "dtype": precision, "micro_batch_size": micro,
+                        "gradient_checkpointing": checkpointed}  # fmt: skip
             args = {**base_args, "bank": str(bank), "steps": steps, "batch_size": batch_size, "settings": settings}
-            result = _run(_PERSONALIZE, args, src, cap if version == "old" else None)
+            try:
+                result = _run(_PERSONALIZE, args, src, cap if version == "old" and device == "cpu" else None)
+            except RuntimeError as error:
+                if version == "new":
+                    raise
+                result = {"failed": str(error).strip().splitlines()[-1]}  # e.g. a version without this device
+            gpu_peak = result.get("gpu_peak_bytes")
             row(
-                f"Personalizer, paper preset, batch {batch_size}",
+                f"Personalizer, paper preset, batch {batch_size}, {precision} on {device}",
                 version,
                 result,
                 base_bytes + bank_bytes + 4 * GB,
                 micro_batch=result.get("micro_batch"),
+                gradient_checkpointing=checkpointed if version == "new" else None,
                 gradient=result.get("gradient"),
+                gpu_peak_gb=None if gpu_peak is None else round(gpu_peak / GB, 2),
+                gpu_within_target=None if gpu_peak is None else gpu_peak <= base_bytes + bank_bytes + 4 * GB,
                 construction_seconds=None
                 if result.get("construction_seconds") is None
                 else round(result["construction_seconds"], 1),
@@ -265,16 +295,28 @@ def paper_scale_rows(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| measure | version | peak RSS (GB) | x base | target (GB) | within | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| measure | version | micro-batch | peak RSS (GB) | x base | GPU peak (GB) | target (GB) | within | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        peak = f"{r['peak_rss_gb']:.2f}" if r["peak_rss_gb"] is not None else f"> {r['above_gb']} (stopped)"
+        if r.get("failed"):
+            peak = f"failed: {r['failed']}"
+        elif r["peak_rss_gb"] is not None:
+            peak = f"{r['peak_rss_gb']:.2f}"
+        else:
+            peak = f"> {r['above_gb']} (stopped)"
         ratio = f"{r['peak_over_base']:.2f}" if r["peak_over_base"] is not None else "-"
-        within = {True: "yes", False: "no", None: "no"}[r["within_target"]]
-        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        gpu = r.get("gpu_peak_gb")
+        within = r["within_target"] if gpu is None else r["gpu_within_target"]
+        within = {True: "yes", False: "no", None: "no"}[within]
+        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.2f}"
+        micro = r.get("micro_batch") or "-"
+        if r.get("gradient_checkpointing"):
+            micro = f"{micro}, checkpointed"
+        gpu = "-" if gpu is None else f"{gpu:.2f}"
         lines.append(
-            f"| {r['measure']} | {r['version']} | {peak} | {ratio} | {r['target_gb']} | {within} | {seconds} |"
+            f"| {r['measure']} | {r['version']} | {micro} | {peak} | {ratio} | {gpu} | {r['target_gb']} | {within} "
+            f"| {seconds} |"
         )
     return "\n".join(lines)
 
@@ -290,7 +332,24 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=TASKS, help="task vectors in the bank (default: 6)")
     parser.add_argument("--root", help="working folder (default: a new temporary folder); deleted at the end")
     parser.add_argument("--smoke", action="store_true", help="a tiny encoder instead of ViT-L/14 (checks the script)")
+    parser.add_argument("--device", default="cpu", help="where the Personalizer runs: cpu (default) or cuda")
+    parser.add_argument("--dtype", default="float32", help="the Personalizer's precision (default: float32)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="MICRO[+ckpt][:DTYPE]",
+        help="several Personalizer rows, e.g. `32 4+ckpt 32:bfloat16`: a micro-batch each, +ckpt for gradient "
+        "checkpointing, :DTYPE for another precision than --dtype (default: one row, --micro-batch-size, checkpointed "
+        "unless --no-gradient-checkpointing)",
+    )
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="rows to measure")
     args = parser.parse_args()
+    variants = None
+    if args.variants:
+        variants = []
+        for variant in args.variants:
+            sizes, _, precision = variant.partition(":")
+            variants.append((int(sizes.split("+")[0]), sizes.endswith("+ckpt"), precision or args.dtype))
     rows = paper_scale_rows(
         batch_size=args.batch_size,
         micro_batch_size=args.micro_batch_size,
@@ -301,6 +360,10 @@ def main() -> None:
         tasks=args.tasks,
         root=args.root,
         encoder=SMOKE if args.smoke else None,
+        device=args.device,
+        dtype=args.dtype,
+        variants=variants,
+        stages=tuple(args.stages),
     )
     print(json.dumps({"benchmark": "paper_scale", "rows": rows}))
     print(table(rows))

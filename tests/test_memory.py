@@ -87,6 +87,7 @@ def test_the_activation_budget_chooses_the_micro_batch(base, saved_bank):
     tight = Personalizer(base, saved_bank, PersonalizerConfig(device="cpu", activation_budget_mb=1e-3))
     for personalizer in (roomy, tight):
         personalizer._estimate_activations(pixels(1))
+    assert roomy.activation_budget_bytes == 1024 * 2**20  # the CPU's default
     assert roomy.micro_batch_size(32) == 32  # a tiny model: the whole batch
     assert tight.micro_batch_size(32) == 1 < tight.micro_batch_size(10**6) + 1
     assert (

@@ -165,13 +165,15 @@ def streamed_coefficient_grad(
         num_tasks: T.
         layout: the coefficient layout.
     """
-    grad = torch.zeros(layout.num_groups, num_tasks, dtype=torch.float64)
+    # Accumulated where the gradients are (no host round trip per tensor on a GPU), in float64.
+    device = next(iter(parameter_grads.values())).device if parameter_grads else torch.device("cpu")
+    grad = torch.zeros(layout.num_groups, num_tasks, dtype=torch.float64, device=device)
     for task in range(num_tasks):
         tensors = task_vector(task)
         for name, group in layout.group_of.items():
             g = parameter_grads.get(name)
             if g is not None:
-                grad[group, task] += torch.sum(g.to(torch.float64) * tensors[name].to(torch.float64)).item()
+                grad[group, task] += torch.sum(g.to(torch.float64) * tensors[name].to(device, torch.float64))
     return grad.to(torch.float32)
 
 

@@ -44,7 +44,7 @@ from .fingerprint import model_fingerprint
 from .io import read_consistently
 from .losses import emd_loss
 from .merging import as_coefficients, coefficient_layout, merged_copy
-from .personalization import PersonalizationState, Personalizer, PersonalizerConfig
+from .personalization import PersonalizationState, Personalizer, PersonalizerConfig, resolve_device
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
 from .references import Reference
 
@@ -342,6 +342,10 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         Runs in eval mode (deterministic preprocessing, no dropout) in batches, and applies the user's calibration
         when the model was personalized with one.
 
+        Args:
+            device: where to run (`"auto"`: a GPU when there is one); by default where the model is. The model moves
+                there for the call and back afterwards.
+
         Returns:
             `torch.Tensor` of shape `[N]` (float32, on the CPU), in input order (a folder: sorted by file name).
         """
@@ -350,7 +354,11 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         items = collect_images(images)
         was_training = self.training
         self.eval()
-        device = torch.device(device) if device is not None else next(self.parameters()).device
+        home = next(self.parameters()).device
+        device = resolve_device(device) if device is not None else home
+        moved = device != home
+        if moved:
+            self.to(device)  # for the call only: the model goes back where it was
         results = []
         try:
             for start in tqdm(range(0, len(items), batch_size), desc="Scoring", unit="batch", disable=not progress):
@@ -365,6 +373,8 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
                 results.append(self(pixel_values=pixels, return_dict=True).scores.float().cpu())
         finally:
             self.train(was_training)
+            if moved:
+                self.to(home)
         return self.calibrate(torch.cat(results))
 
     def calibrate(self, scores: torch.Tensor) -> torch.Tensor:

@@ -82,8 +82,11 @@ ENSEMBLE_STEPS, ENSEMBLE_LEARNING_RATE, ENSEMBLE_RIDGE = 200, 0.05, 0.01
 BOOTSTRAP_SAMPLES = 200
 #: Activations an encoder block keeps for its backward pass, in hidden states of its input (transformer blocks: the
 #: layer norms, q/k/v, attention output and probabilities, the 4x MLP before and after its activation), an estimate
-#: that sets the micro-batch from `activation_budget_mb`.
+#: that sets the micro-batch from `activation_budget_mb`. A ViT-L/14 step at batch 32 in float32 on a GPU held about
+#: 20 per block (`benchmarks/paper_scale.py`), so 24 errs on the safe side.
 ACTIVATIONS_PER_BLOCK = 24
+#: The activation budget on the CPU when none is given (on a GPU: half its free memory).
+CPU_ACTIVATION_BUDGET_MB = 1024
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -772,6 +775,16 @@ class Personalizer:
             loss = loss + torch.mean((predicted - ((ratings - ratings.min()) / span).to(scores.dtype)) ** 2)
         return loss
 
+    @property
+    def activation_budget_bytes(self) -> float:
+        """`config.activation_budget_mb`, else half the GPU's free memory (now), else 1 GiB on the CPU."""
+        if self.config.activation_budget_mb is not None:
+            return self.config.activation_budget_mb * 2**20
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free / 2
+        return float(CPU_ACTIVATION_BUDGET_MB * 2**20)
+
     def micro_batch_size(self, batch_size: int) -> int:
         """Images per micro-batch for a step on ``batch_size`` images: `config.micro_batch_size`, else the most whose
         estimated activations fit `config.activation_budget_mb` (the whole batch when it fits)."""
@@ -780,7 +793,7 @@ class Personalizer:
             return min(cfg.micro_batch_size, batch_size)
         if self._activation_bytes is None:
             return batch_size
-        fits = int(cfg.activation_budget_mb * 2**20 // self._activation_bytes)
+        fits = int(self.activation_budget_bytes // self._activation_bytes)
         return max(1, min(batch_size, fits))
 
     def _estimate_activations(self, encoded: torch.Tensor) -> None:
@@ -866,7 +879,8 @@ class Personalizer:
                 len(self.bank),
                 self._layout_for(values),
             )
-            values.grad = grad.to(values.dtype) if values.grad is None else values.grad + grad.to(values.dtype)
+            grad = grad.to(values.device, values.dtype)
+            values.grad = grad if values.grad is None else values.grad + grad
             for name, delta in head.items():  # d(theta + delta)/d(delta) is the identity
                 delta.grad = grads[name].clone()
         del merged, grads

@@ -294,8 +294,11 @@ class PersonalizerConfig:
         "(default: the whole batch when it fits activation_budget_mb, else the largest micro-batch that does)",
         ">=1",
     )
-    activation_budget_mb: float = option(
-        1024.0, "activation memory that chooses the micro-batch when micro_batch_size is not given", ">0"
+    activation_budget_mb: float | None = option(
+        None,
+        "activation memory that chooses the micro-batch when micro_batch_size is not given (default: half the free "
+        "memory of a GPU, 1024 MB on the CPU)",
+        ">0",
     )
     gradient_checkpointing: bool = option(
         False, "recompute each encoder block in the backward pass (activations of one block; about 1/3 more compute)"
