@@ -27,38 +27,20 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from planted import build_world, images, to_pixels, user_ratings  # noqa: E402
+from planted import USERS, add_protocol_arguments, build_world, images, run_protocol  # noqa: E402
 
 from taskvec_aesthetics.benchmark import (  # noqa: E402
     BenchmarkConfig,
     BenchmarkResult,
-    Trial,
-    _Methods,
-    draw_order,
 )
-from taskvec_aesthetics.personalization import Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
 
-#: Weights on the traits (red, green, blue, texture, gradient); tasks 0-3 learn the first four.
-USERS = {
-    "red only": [1.0, 0.0, 0.0, 0.0, 0.0],
-    "texture only": [0.0, 0.0, 0.0, 1.0, 0.0],
-    "dislikes green": [0.0, -1.0, 0.0, 0.0, 0.0],
-    "0.6 red + 0.6 green - 0.4 blue": [0.6, 0.6, -0.4, 0.0, 0.0],
-    "blue - 0.5 red": [-0.5, 0.0, 1.0, 0.0, 0.0],
-    "green - 0.6 blue": [0.0, 1.0, -0.6, 0.0, 0.0],
-    "0.5 red + 0.5 texture": [0.5, 0.0, 0.0, 0.5, 0.0],
-    "gradient + 0.5 green (gradient uncovered)": [0.0, 0.5, 0.0, 0.0, 1.0],
-    "gradient only (uncovered)": [0.0, 0.0, 0.0, 0.0, 1.0],
-}
 METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shots", type=int, nargs="+", default=[10, 30, 100])
-    parser.add_argument("--images", type=int, default=400, help="images each user rates (k rated, the rest tested)")
-    parser.add_argument("--noise", type=float, default=0.1, help="rating noise (the traits spread over about 0..1)")
+    add_protocol_arguments(parser, repeats=3)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--stem", default="planted", help="file names of the results")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="PersonalizerConfig overrides")
@@ -76,20 +58,7 @@ def main() -> None:
         progress=False,
         score_candidates=True,
     )
-    ours = Personalizer(world.base, world.bank, config.personalizer)
-    methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
-    trials, example_user = [], None
-    for u, (user, weights) in enumerate(USERS.items()):
-        for k in config.shots:
-            for repeat in range(config.repeats):
-                utility, ratings = user_ratings(photos, weights, noise=args.noise, seed=1000 * u + repeat)
-                order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
-                rated, test = order[:k], order[k:]
-                for method, value, seconds, facts in methods.run(rated, test, ratings[rated], utility[test]):
-                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
-                if example_user is None and k == max(config.shots):
-                    example_user, example = user, methods.example
-        print(f"{user}: done ({time.perf_counter() - began:.0f} s)", flush=True)
+    trials, example_user, example = run_protocol(world, photos, config, args.noise)
     result = BenchmarkResult(
         trials=trials,
         task_names=world.bank.task_names,

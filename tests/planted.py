@@ -8,6 +8,7 @@ for the first four; no task learns the gradient, so a taste on it lies outside t
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
+from taskvec_aesthetics.benchmark import BenchmarkConfig, Trial, _Methods, draw_order
+from taskvec_aesthetics.personalization import Personalizer
 
 TRAITS = ("red", "green", "blue", "texture", "gradient")
 NUM_TASKS = 4  # the first four traits; "gradient" is covered by no task
@@ -44,11 +47,24 @@ def to_pixels(model: AestheticModel, photos: list[Image.Image]) -> torch.Tensor:
     return model.image_processor(images=photos, return_tensors="pt")["pixel_values"]
 
 
-def finetune(model: AestheticModel, pixels: torch.Tensor, target: torch.Tensor, seed: int, steps: int = 150):
-    """Plain full fine-tuning with MSE on scores (dropout off) from ``model``; returns the tuned copy."""
+def finetune(
+    model: AestheticModel,
+    pixels: torch.Tensor,
+    target: torch.Tensor,
+    seed: int,
+    steps: int = 150,
+    top_blocks: int | None = None,
+):
+    """Plain fine-tuning with MSE on scores (dropout off) from ``model``; returns the tuned copy. Every parameter,
+    or with ``top_blocks`` only the top encoder blocks, the neck and the head (the rest stays the base's)."""
     tuned = copy.deepcopy(model).train()
     tuned.head.dropout.p = 0.0
-    optimizer = torch.optim.Adam(tuned.parameters(), lr=3e-3)
+    trained = tuned.parameters()
+    if top_blocks is not None:
+        top = {f"block.{b}" for b in range(model.adapter.num_blocks - top_blocks, model.adapter.num_blocks)}
+        groups = model.parameter_groups()
+        trained = [p for n, p in tuned.named_parameters() if groups[n] in top | {"neck", "head"}]
+    optimizer = torch.optim.Adam(trained, lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         index = torch.randint(0, len(pixels), (32,), generator=generator)
@@ -67,13 +83,14 @@ class PlantedWorld:
     tuned: dict[str, AestheticModel]
 
 
-def build_world(**bank_kwargs) -> PlantedWorld:
+def build_world(top_blocks: int | None = None, **bank_kwargs) -> PlantedWorld:
+    """The base, the tasks fine-tuned from it (every parameter, or the top blocks, neck and head) and their bank."""
     base = tiny_model("clip", seed=0)
     photos = images(256, seed=1)
     pixels = to_pixels(base, photos)
     target = criteria(photos).float()
     target = 5.5 + 2.0 * (target - target.mean(0)) / target.std(0)
-    tuned = {f"task{t}": finetune(base, pixels, target[:, t], seed=t) for t in range(NUM_TASKS)}
+    tuned = {f"task{t}": finetune(base, pixels, target[:, t], seed=t, top_blocks=top_blocks) for t in range(NUM_TASKS)}
     return PlantedWorld(base, TaskVectorBank.from_finetuned(base, tuned, **bank_kwargs), tuned)
 
 
@@ -86,3 +103,48 @@ def user_ratings(
     utility = criteria(photos) @ full
     generator = torch.Generator().manual_seed(seed)
     return utility, utility + noise * torch.randn(len(utility), generator=generator)
+
+
+#: Weights on the traits (red, green, blue, texture, gradient); tasks 0-3 learn the first four.
+USERS = {
+    "red only": [1.0, 0.0, 0.0, 0.0, 0.0],
+    "texture only": [0.0, 0.0, 0.0, 1.0, 0.0],
+    "dislikes green": [0.0, -1.0, 0.0, 0.0, 0.0],
+    "0.6 red + 0.6 green - 0.4 blue": [0.6, 0.6, -0.4, 0.0, 0.0],
+    "blue - 0.5 red": [-0.5, 0.0, 1.0, 0.0, 0.0],
+    "green - 0.6 blue": [0.0, 1.0, -0.6, 0.0, 0.0],
+    "0.5 red + 0.5 texture": [0.5, 0.0, 0.0, 0.5, 0.0],
+    "gradient + 0.5 green (gradient uncovered)": [0.0, 0.5, 0.0, 0.0, 1.0],
+    "gradient only (uncovered)": [0.0, 0.0, 0.0, 0.0, 1.0],
+}
+
+
+def run_protocol(
+    world: PlantedWorld, photos: list, config: BenchmarkConfig, noise: float
+) -> tuple[list[Trial], str | None, object]:
+    """Every user of `USERS`, k and repeat: draw k rated images, run every method, test on the others. Returns the
+    trials, and the user and coefficients of the example (the first user at the largest k)."""
+    began = time.perf_counter()
+    ours = Personalizer(world.base, world.bank, config.personalizer)
+    methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
+    trials, example_user, example = [], None, None
+    for u, (user, weights) in enumerate(USERS.items()):
+        for k in config.shots:
+            for repeat in range(config.repeats):
+                utility, ratings = user_ratings(photos, weights, noise=noise, seed=1000 * u + repeat)
+                order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
+                rated, test = order[:k], order[k:]
+                for method, value, seconds, facts in methods.run(rated, test, ratings[rated], utility[test]):
+                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
+                if example_user is None and k == max(config.shots):
+                    example_user, example = user, methods.example
+        print(f"{user}: done ({time.perf_counter() - began:.0f} s)", flush=True)
+    return trials, example_user, example
+
+
+def add_protocol_arguments(parser, repeats: int) -> None:
+    """The protocol's command-line options, shared by the benchmarks that run it."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 30, 100])
+    parser.add_argument("--images", type=int, default=400, help="images each user rates (k rated, the rest tested)")
+    parser.add_argument("--noise", type=float, default=0.1, help="rating noise (the traits spread over about 0..1)")
