@@ -59,7 +59,7 @@ def main() -> None:
         torch.manual_seed(0)
         world = build_world(top_blocks=top_blocks)
         trials, _, _ = run_protocol(world, photos, config, args.noise)
-        result = BenchmarkResult(trials=trials, task_names=world.bank.task_names, config={})
+        result = BenchmarkResult(trials=trials, task_names=world.bank.task_names, config={}, timings={})
         seconds = {k: np.mean([t.seconds for t in trials if t.method == "default" and t.k == k]) for k in args.shots}
         per_bank[name] = {
             "per_user": result.per_user(),
