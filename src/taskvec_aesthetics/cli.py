@@ -462,7 +462,7 @@ def add_demo(subparsers: Any) -> None:
         "base and bank are cached in --cache-dir, else $TASKVEC_AESTHETICS_CACHE, else "
         "$XDG_CACHE_HOME/taskvec-aesthetics, else ~/.cache/taskvec-aesthetics.",
     )
-    parser.add_argument("--quick", action="store_true", help="a tiny world: about a minute even with an empty cache")
+    parser.add_argument("--quick", action="store_true", help="a tiny world: minutes even with an empty cache")
     parser.add_argument("--output", default="demo_output", help="folder for the results (default: demo_output)")
     parser.add_argument(
         "--cache-dir",
