@@ -21,3 +21,9 @@ def planted_world():
     from planted import build_world
 
     return build_world()
+
+
+def pytest_collection_modifyitems(items):
+    """The heaviest checks (marked slow) first: in parallel workers the longest file then starts at once instead of
+    leaving one worker running it alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
