@@ -81,15 +81,11 @@ def main() -> None:
         difference = [b - a for a, b in zip(ours_full, ours_top)]
         wins = sum(d > TIE for d in difference)
         losses = sum(d < -TIE for d in difference)
+        low, high = bootstrap_interval(difference)
         for name, bank in per_bank.items():
             ours = [bank["per_user"]["default", k][u] for u in users]
             single = [bank["per_user"]["best_single", k][u] for u in users]
-            paired = (
-                f"{np.mean(difference):+.3f} [{bootstrap_interval(difference)[0]:+.3f}, "
-                f"{bootstrap_interval(difference)[1]:+.3f}]"
-                if bank is top
-                else ""
-            )
+            paired = f"{np.mean(difference):+.3f} [{low:+.3f}, {high:+.3f}]" if bank is top else ""
             counts = f"{wins}/{len(users) - wins - losses}/{losses}" if bank is top else ""
             lines.append(
                 f"| {k} | {name} | {_interval(ours)} | {_interval(single)} | {bank['seconds'][k]:.2f} | {paired} "

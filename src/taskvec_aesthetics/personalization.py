@@ -556,6 +556,9 @@ class Personalizer:
         )
         self._runner = _BackwardInside(self._network)
         self._activation_bytes: int | None = None
+        # Resolved once, with the network and bank in place: a budget read at every step would drift with the
+        # allocator, and so would the micro-batch.
+        self.activation_budget_bytes = self._activation_budget_bytes()
         values = len(bank) * sum(t[0].numel() for t in self._stacked.values())
         streamed = self.config.gradient == "streamed" or (
             self.config.gradient == "auto" and values > self.config.streamed_threshold
@@ -775,9 +778,8 @@ class Personalizer:
             loss = loss + torch.mean((predicted - ((ratings - ratings.min()) / span).to(scores.dtype)) ** 2)
         return loss
 
-    @property
-    def activation_budget_bytes(self) -> float:
-        """`config.activation_budget_mb`, else half the GPU's free memory (now), else 1 GiB on the CPU."""
+    def _activation_budget_bytes(self) -> float:
+        """`config.activation_budget_mb`, else half the GPU's free memory, else 1 GiB on the CPU."""
         if self.config.activation_budget_mb is not None:
             return self.config.activation_budget_mb * 2**20
         if self.device.type == "cuda":
