@@ -26,10 +26,11 @@ from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, ra
 from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
 
 RECIPES = {
-    "cv: srocc criterion, 1 SE, ensemble start (default)": dict(),
+    "cv: srocc criterion, 1 SE, learned start from the best simple candidate (default)": dict(),
     "cv: rank-loss criterion": dict(criterion="rank_loss"),
     "cv: best candidate, no 1-SE rule": dict(tolerance=0.0),
     "cv: learned start from the softmax init": dict(start="init"),
+    "cv: learned start from the output ensemble's weights": dict(start="ensemble"),
     "cv: learned task-wise coefficients as a candidate too": dict(
         candidates=("uniform", "init", "single", "ensemble", "task", "layer")
     ),

@@ -32,8 +32,14 @@ def main() -> None:
     parser.add_argument("--preset", choices=("quick", "default"), default="default")
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 100])
+    parser.add_argument(
+        "--freeze-prefix-blocks", type=int, help="the bank's frozen prefix (default: the version's own), so that two "
+        "versions can be timed on the same bank"
+    )
     args = parser.parse_args()
     config = DemoConfig.preset(args.preset)
+    if args.freeze_prefix_blocks is not None:
+        config = dataclasses.replace(config, freeze_prefix_blocks=args.freeze_prefix_blocks)
     world_config = dataclasses.replace(config.world, num_users=args.users, pool_size=max(150, max(args.shots) + 50))
     config = dataclasses.replace(config, world=world_config)
     world = build_world(config.world)
@@ -50,7 +56,7 @@ def main() -> None:
             personalizer.fit_encoded(EncodedRatings(prefix[rated], scores[rated]))
             times.append(time.perf_counter() - began)
         seconds[k] = sum(times) / len(times)
-    print(json.dumps({"preset": args.preset, "users": args.users, "seconds_per_fit": seconds}))
+    print(json.dumps({"preset": args.preset, "users": args.users, "bank": config.bank_key(), "seconds_per_fit": seconds}))
 
 
 if __name__ == "__main__":

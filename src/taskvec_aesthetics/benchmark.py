@@ -273,8 +273,8 @@ class BenchmarkResult:
         lines = ["| selection rule | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---|" * len(shots)]
 
         def pick(candidates: list[dict[str, Any]], z: float) -> dict[str, Any]:
-            best = max(c["srocc"] for c in candidates)
-            return next(c for c in candidates if best - c["srocc"] <= z * c["gap_to_best_se"] + 1e-12)
+            best = max(candidates, key=lambda c: c["srocc"])
+            return next(c for c in candidates if best["srocc"] - c["srocc"] <= z * best["srocc_se"] + 1e-12)
 
         def mean(values: list[float]) -> str:
             return f"{np.nanmean(values):.3f}"

@@ -56,7 +56,7 @@ from .ratings_input import (
     is_preferences,
 )
 from .references import Reference
-from .settings import CANDIDATES, PersonalizerConfig
+from .settings import CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -77,8 +77,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The output-ensemble fit works on `[N, T]` numbers: a few hundred Adam steps cost milliseconds.
-ENSEMBLE_STEPS, ENSEMBLE_LEARNING_RATE, ENSEMBLE_RIDGE = 200, 0.05, 0.01
+#: The output-ensemble fit works on `[N, T]` numbers: a few Newton steps on T weights cost milliseconds.
+ENSEMBLE_NEWTON_STEPS, ENSEMBLE_RIDGE = 50, 0.01
 BOOTSTRAP_SAMPLES = 200
 #: Activations an encoder block keeps for its backward pass, in hidden states of its input (transformer blocks: the
 #: layer norms, q/k/v, attention output and probabilities, the 4x MLP before and after its activation), an estimate
@@ -745,21 +745,50 @@ class Personalizer:
 
         To first order in small task vectors, the merged model with task-wise coefficients w scores like this
         ensemble, so w is a good start for coefficients, and it costs T x N numbers instead of T forward passes.
+        The loss (Bradley-Terry over the units' pairs, plus a ridge pull toward ``start``) is strictly convex in the
+        T weights: Newton's method with step halving finds its minimum in a few iterations.
         """
-        base, deltas = scores.base[index], scores.tasks[:, index] - scores.base[index]
-        weights = start.double().clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([weights], lr=ENSEMBLE_LEARNING_RATE)
-        for _ in range(ENSEMBLE_STEPS):
-            optimizer.zero_grad(set_to_none=True)
-            loss = scores.loss(base + weights @ deltas, index) + ENSEMBLE_RIDGE * (weights - start).pow(2).sum()
-            loss.backward()
-            optimizer.step()
-        return weights.detach()
+        target = scores.target[index].numpy()
+        base, targets = _margins(scores.base[index].numpy()[None], target, scores.metric)
+        deltas = _margins((scores.tasks[:, index] - scores.base[index]).numpy(), target, scores.metric)[0].T
+        base, start_ = base[0], start.double().numpy()
+        if not len(targets):  # no ordered pair: nothing to fit
+            return start.double().clone()
 
-    def _start(self, granularity: str, scores: _Scores, index: torch.Tensor, start: str | None = None) -> torch.Tensor:
-        """Where learned coefficients of ``granularity`` start (`start`, by default the configured one), `[G, T]`."""
+        def loss(w: np.ndarray) -> float:
+            margin = base + deltas @ w
+            fit = np.mean(np.logaddexp(0.0, margin) - targets * margin)
+            return float(fit + ENSEMBLE_RIDGE * np.sum((w - start_) ** 2))
+
+        weights, current = start_.copy(), loss(start_)
+        ridge = 2.0 * ENSEMBLE_RIDGE * np.eye(len(weights))
+        for _ in range(ENSEMBLE_NEWTON_STEPS):
+            p = 1.0 / (1.0 + np.exp(-(base + deltas @ weights)))
+            gradient = deltas.T @ (p - targets) / len(targets) + 2.0 * ENSEMBLE_RIDGE * (weights - start_)
+            hessian = (deltas * (p * (1.0 - p))[:, None]).T @ deltas / len(targets) + ridge
+            step = np.linalg.solve(hessian, gradient)
+            for _ in range(30):  # halve the step until the loss does not rise
+                proposal = weights - step
+                if (value := loss(proposal)) <= current:
+                    break
+                step = step / 2.0
+            else:
+                break
+            weights, previous, current = proposal, current, value
+            if previous - current < 1e-12:
+                break
+        return torch.from_numpy(weights)
+
+    def _start(
+        self, granularity: str, encoded: Encoded, scores: _Scores, index: torch.Tensor, start: str | None = None
+    ) -> torch.Tensor:
+        """Where learned coefficients of ``granularity`` start (`start`, by default the configured one), `[G, T]`:
+        ``"best"`` starts from the simple candidate that cross-validates best on units ``index`` (`_best_simple`)."""
         given = isinstance(self.config.init, (Coefficients, Mapping))
-        values = self._simple("init" if given else start or self.config.start, scores, index)
+        start = "init" if given else start or self.config.start
+        if start == "best":
+            start = self._best_simple(encoded, scores, index)
+        values = self._simple(start, scores, index)
         groups = self.layout_of(granularity).num_groups
         if values.shape[0] != groups:
             values = values.mean(dim=0, keepdim=True)
@@ -958,6 +987,35 @@ class Personalizer:
             fold[block] = torch.randperm(k, generator=generator)[: len(block)]
         return [torch.nonzero(fold == f).flatten() for f in range(k)]
 
+    def _simple_out_of_fold(
+        self, encoded: Encoded, scores: _Scores, names: Sequence[str], folds: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Out-of-fold unit predictions of the simple candidates ``names``: each fold's held-out units (indices into
+        ``encoded``) are predicted by the candidate fitted on the other folds' units; units in no fold stay 0."""
+        units = torch.cat(folds)
+        out = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in names}
+        for held in folds:
+            train = torch.from_numpy(np.setdiff1d(units.numpy(), held.numpy()))
+            held_out = encoded.subset(held)
+            for name in names:
+                if name == "single":  # the task model's own scores: no forward pass
+                    out[name][held] = scores.tasks[int(scores.correlation(train).argmax()), held]
+                else:
+                    values = self._simple(name, scores, train)
+                    out[name][held] = held_out.unit_scores(self.predict(values, held_out.prefix).double())
+        return out
+
+    def _best_simple(self, encoded: Encoded, scores: _Scores, index: torch.Tensor) -> str:
+        """The simple candidate that cross-validates best on units ``index`` alone (the softmax init when they are
+        too few to fold): where `start="best"` starts learned coefficients, chosen without the held-out units."""
+        folds = [index[fold] for fold in self._folds(scores.target[index])]
+        if not folds:
+            return "init"
+        oof = self._simple_out_of_fold(encoded, scores, SIMPLE_CANDIDATES, folds)
+        predictions = torch.stack([oof[name][index] for name in SIMPLE_CANDIDATES]).numpy()
+        values = _criterion_values(predictions, scores.target[index].numpy(), "rank_loss", scores.metric)
+        return SIMPLE_CANDIDATES[int(np.argmax(values))]
+
     def _cross_validate(
         self, encoded: Encoded, scores: _Scores, folds: list[torch.Tensor]
     ) -> dict[str, tuple[torch.Tensor, int]]:
@@ -967,28 +1025,20 @@ class Personalizer:
         names = self.config.candidate_names
         learned = [name for name in names if name in GRANULARITIES]
         steps = self._eval_steps()
-        simple = {name: torch.zeros(n, dtype=torch.float64) for name in names if name not in learned}
+        simple = self._simple_out_of_fold(encoded, scores, [name for name in names if name not in learned], folds)
         curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
-        uniform = self.predict(self._simple("uniform", scores, torch.arange(n)), encoded.prefix).double()
-        uniform = encoded.unit_scores(uniform)
         for held in folds:
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
             held_out = encoded.subset(held)
-            for name in simple:
-                if name == "uniform":
-                    simple[name][held] = uniform[held]
-                elif name == "single":
-                    simple[name][held] = scores.tasks[int(scores.correlation(train).argmax()), held]
-                else:
-                    values = self._simple(name, scores, train)
-                    simple[name][held] = held_out.unit_scores(self.predict(values, held_out.prefix).double())
             for name in learned:
-                start = self._start(name, scores, train)
+                start = self._start(name, encoded, scores, train)
                 watched = self._optimise(start, encoded.subset(train), self.config.steps, held_out.prefix)[3]
                 curves[name][:, held] = held_out.unit_scores(torch.stack(watched).double())
         out = {name: (prediction, 0) for name, prediction in simple.items()}
         for name, curve in curves.items():
-            values = _criterion(curve.numpy(), scores.target.numpy(), self.config.criterion, scores.metric)
+            # Step counts differ by little: the rank loss (at each step's best scale) tells them apart more finely
+            # than SROCC does on a few units.
+            values = _criterion_values(curve.numpy(), scores.target.numpy(), "rank_loss", scores.metric)
             best = int(np.argmax(values))  # the fewest steps among equals
             out[name] = (curve[best], steps[best])
         return {name: out[name] for name in names}
@@ -996,28 +1046,30 @@ class Personalizer:
     def _choose(
         self, predictions: dict[str, tuple[torch.Tensor, int]], scores: _Scores
     ) -> tuple[str, list[dict[str, Any]], float, float]:
-        """The simplest candidate within `tolerance` standard errors of the best; the table; the winner's SROCC
-        (pair accuracy for preferences) and its standard error (paired bootstrap over the units)."""
+        """The one-standard-error rule: the first candidate (simplest first) whose criterion is within `tolerance`
+        standard errors of the best candidate's (the bootstrap over the units of the best one's criterion); the
+        table; the winner's SROCC (pair accuracy for preferences) and its standard error."""
         names, metric, criterion = list(predictions), scores.metric, self.config.criterion
+        key = metric if criterion == "srocc" else criterion  # the criterion's column: srocc, accuracy or rank_loss
         oof = np.stack([predictions[name][0].numpy() for name in names])
         target = scores.target.numpy()
         rng = np.random.default_rng(self.config.seed)
         samples = rng.integers(0, len(target), size=(BOOTSTRAP_SAMPLES, len(target)))
-        value = _criterion(oof, target, criterion, metric)
-        boot = np.stack([_criterion(oof[:, s], target[s], criterion, metric) for s in samples], axis=1)
+        scaled = _scaled(oof, target, criterion, metric)
+        value = _criterion(scaled, target, criterion, metric)
+        value_se = np.nanstd([_criterion(scaled[:, s], target[s], criterion, metric) for s in samples], axis=0)
         correlation = _criterion(oof, target, "srocc", metric)
-        boot_srocc = np.stack([_criterion(oof[:, s], target[s], "srocc", metric) for s in samples], axis=1)
+        correlation_se = np.nanstd([_criterion(oof[:, s], target[s], "srocc", metric) for s in samples], axis=0)
         best = int(np.argmax(value))
-        gap_se = np.nanstd(boot[best] - boot, axis=1)
-        within = value[best] - value <= self.config.tolerance * gap_se + 1e-12
+        within = value[best] - value <= self.config.tolerance * value_se[best] + 1e-12
         chosen = int(np.flatnonzero(within)[0])
         table = [
             {
                 "candidate": name,
                 metric: round(float(correlation[i]), 4),
-                f"{metric}_se": round(float(np.nanstd(boot_srocc[i])), 4),
-                criterion: round(float(value[i]), 4),
-                "gap_to_best_se": round(float(gap_se[i]), 4),
+                f"{metric}_se": round(float(correlation_se[i]), 4),
+                key: round(float(value[i]), 4),
+                f"{key}_se": round(float(value_se[i]), 4),
                 "steps": predictions[name][1],
                 "chosen": i == chosen,
             }
@@ -1094,7 +1146,7 @@ class Personalizer:
         everything = torch.arange(len(encoded))
         if name not in GRANULARITIES:
             return self.coefficients_from(self._simple(name, scores, everything)), []
-        start = self._start(name, scores, everything, "init" if self.config.selection == "last" else None)
+        start = self._start(name, encoded, scores, everything, "init" if self.config.selection == "last" else None)
         if not steps:
             return self.coefficients_from(start), []
         values, head, losses, _ = self._optimise(start, encoded, steps)
@@ -1134,8 +1186,52 @@ class Personalizer:
         return PersonalizationResult(model, report)
 
 
+#: Scales tried by `_order_scales`, relative to the root mean square of a row's margins: 4 decades, 1.33x apart.
+_RELATIVE_SCALES = np.geomspace(1e-2, 1e2, 33)
+
+
+def _margins(predictions: np.ndarray, target: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """`[C, P]` Bradley-Terry margins and their `[P]` targets: score differences over pairs of differently rated
+    images (target 1), or a compared pair's score difference (target: the preference)."""
+    if metric == "accuracy":
+        return predictions, target
+    above = target[:, None] > target[None, :]
+    return (predictions[:, :, None] - predictions[:, None, :])[:, above], np.ones(int(above.sum()))
+
+
+def _order_scales(predictions: np.ndarray, target: np.ndarray, metric: str = "srocc") -> np.ndarray:
+    """`[C]` the scale s >= 0 of each row of `[C, U]` unit predictions that minimises its Bradley-Terry loss.
+
+    The rank-loss criterion is taken at this scale, so that it measures how well a candidate orders the units, not
+    how far apart its scores happen to lie: unscaled, a model whose scores barely differ scores near log 2 however
+    poorly it orders, and beats a model that orders well on a wide scale and is confidently wrong on a few pairs.
+    A row that orders worse than chance gets s = 0 (loss log 2). One scale per row is fitted on the same units it
+    is then scored on, an advantage every candidate shares.
+    """
+    predictions = np.atleast_2d(predictions)
+    margins, target = _margins(predictions, target, metric)
+    if margins.shape[1] == 0:
+        return np.ones(len(predictions))
+    spread = np.sqrt(np.mean(margins**2, axis=1))
+    scales = np.concatenate([np.zeros((len(spread), 1)), _RELATIVE_SCALES / np.where(spread > 0, spread, 1.0)[:, None]], 1)
+    scaled = scales[:, :, None] * margins[:, None, :]  # [C, S, P]
+    losses = np.mean(np.logaddexp(0.0, scaled) - target * scaled, axis=2)
+    return scales[np.arange(len(scales)), np.argmin(losses, axis=1)]
+
+
+def _scaled(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str) -> np.ndarray:
+    """For ``"rank_loss"``, each row of `[C, U]` unit predictions at its best scale (`_order_scales`); else as is."""
+    return predictions * _order_scales(predictions, target, metric)[:, None] if criterion == "rank_loss" else predictions
+
+
+def _criterion_values(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str) -> np.ndarray:
+    """The criterion of each row of `[C, U]` unit predictions (the rank loss at each row's best scale)."""
+    return _criterion(_scaled(predictions, target, criterion, metric), target, criterion, metric)
+
+
 def _criterion(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str = "srocc") -> np.ndarray:
-    """Higher is better, per row of `[C, U]` unit predictions.
+    """Higher is better, per row of `[C, U]` unit predictions (for ``"rank_loss"``, scale them by `_order_scales`
+    first: `_criterion_values`).
 
     For ratings (``metric="srocc"``): SROCC (NaN, a constant row, counts as 0) or minus the Bradley-Terry rank loss
     over all pairs of differently rated images. For preferences (``metric="accuracy"``; units are pairs, predictions

@@ -177,13 +177,15 @@ CANDIDATES: dict[str, str] = {
     "tensor": "learned tensor-wise coefficients",
 }
 GRANULARITIES = ("task", "layer", "tensor")
+#: The candidates that learn nothing in the network.
+SIMPLE_CANDIDATES = tuple(name for name in CANDIDATES if name not in GRANULARITIES)
 INITS = ("zero_shot_srocc", "uniform")
 LOSSES = ("pairwise", "mse", "pairwise+mse")
 PAIRINGS = ("all", "half")
 GRADIENTS = ("auto", "autograd", "streamed")
 SELECTIONS = ("cv", "last")
 CRITERIA = ("srocc", "rank_loss")
-STARTS = ("ensemble", "init")
+STARTS = ("ensemble", "init", "best")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 _PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -219,14 +221,17 @@ class PersonalizerConfig:
     )
     candidates: tuple[str, ...] | None = option(
         None,
-        "what cv chooses from (default: the four simple ones and coefficients learned at the granularity)",
+        "what cv chooses from (default: the best single model, the softmax mix, the output ensemble's weights and "
+        "coefficients learned at the granularity; the uniform mix measured worst and wins only by chance, so it is "
+        "left out, but learned coefficients may start from it)",
         choices=CANDIDATES,
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
     criterion: str = option(
-        "rank_loss",
-        "what selects a candidate and a step count on the pooled out-of-fold predictions: rank_loss (Bradley-Terry "
-        "over all pairs; measured better than SROCC at k = 10 and for the worst user) or srocc",
+        "srocc",
+        "what chooses among the candidates on the pooled out-of-fold predictions: srocc, or rank_loss (Bradley-Terry "
+        "over all pairs, at each candidate's best scale); a learned candidate's start and step count are always "
+        "chosen by the rank loss",
         choices=CRITERIA,
     )
     tolerance: float = option(
@@ -235,7 +240,12 @@ class PersonalizerConfig:
         "of the best one",
         ">=0",
     )
-    start: str = option("ensemble", "where learned coefficients start", choices=STARTS)
+    start: str = option(
+        "best",
+        "where learned coefficients start: best (the simple candidate that cross-validates best on the training "
+        "units alone), ensemble or init",
+        choices=STARTS,
+    )
     granularity: str = option(
         "layer",
         "task (T coefficients), layer (one per layer group and task) or tensor (one per parameter tensor and task, "
@@ -317,7 +327,7 @@ class PersonalizerConfig:
     @property
     def candidate_names(self) -> tuple[str, ...]:
         """The candidates `"cv"` compares, simplest first."""
-        chosen = self.candidates or ("single", "init", "ensemble", "uniform", self.granularity)
+        chosen = self.candidates or ("single", "init", "ensemble", self.granularity)
         return tuple(name for name in CANDIDATES if name in chosen)
 
     @classmethod
