@@ -33,8 +33,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 100])
     parser.add_argument(
-        "--freeze-prefix-blocks", type=int, help="the bank's frozen prefix (default: the version's own), so that two "
-        "versions can be timed on the same bank"
+        "--freeze-prefix-blocks",
+        type=int,
+        help="the bank's frozen prefix (default: the version's own), so that two "
+        "versions can be timed on the same bank",
     )
     args = parser.parse_args()
     config = DemoConfig.preset(args.preset)
@@ -56,7 +58,9 @@ def main() -> None:
             personalizer.fit_encoded(EncodedRatings(prefix[rated], scores[rated]))
             times.append(time.perf_counter() - began)
         seconds[k] = sum(times) / len(times)
-    print(json.dumps({"preset": args.preset, "users": args.users, "bank": config.bank_key(), "seconds_per_fit": seconds}))
+    print(
+        json.dumps({"preset": args.preset, "users": args.users, "bank": config.bank_key(), "seconds_per_fit": seconds})
+    )
 
 
 if __name__ == "__main__":

@@ -235,7 +235,11 @@ def test_paper_preset():
     assert default.candidate_names == ("single", "init", "ensemble", "layer")
     assert default.criterion == "srocc" and default.start == "best" and default.tolerance == 1.0
     # the uniform mix can still be asked for, and keeps its place in the order of simplicity
-    assert PersonalizerConfig(candidates=("layer", "uniform", "single")).candidate_names == ("single", "uniform", "layer")
+    assert PersonalizerConfig(candidates=("layer", "uniform", "single")).candidate_names == (
+        "single",
+        "uniform",
+        "layer",
+    )
     with pytest.raises(ValueError, match="unknown preset"):
         PersonalizerConfig.from_preset("magic")
     with pytest.raises(ValueError, match="granularity must be one of"):

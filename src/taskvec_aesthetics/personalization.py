@@ -503,11 +503,6 @@ class _Scores:
             values = [srocc(s[index].numpy(), self.target[index].numpy()) for s in self.tasks]
         return torch.tensor([0.0 if math.isnan(v) else float(v) for v in values], dtype=torch.float64)
 
-    def loss(self, values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The Bradley-Terry loss of unit scores ``values`` against the target on units ``index``."""
-        target = self.target[index].to(values.dtype)
-        return _pair_loss(values, target) if self.metric == "accuracy" else pairwise_rank_loss(values, target)
-
 
 class Personalizer:
     """Fits coefficients of a bank's task vectors to one user's ratings.
@@ -1213,7 +1208,9 @@ def _order_scales(predictions: np.ndarray, target: np.ndarray, metric: str = "sr
     if margins.shape[1] == 0:
         return np.ones(len(predictions))
     spread = np.sqrt(np.mean(margins**2, axis=1))
-    scales = np.concatenate([np.zeros((len(spread), 1)), _RELATIVE_SCALES / np.where(spread > 0, spread, 1.0)[:, None]], 1)
+    scales = np.concatenate(
+        [np.zeros((len(spread), 1)), _RELATIVE_SCALES / np.where(spread > 0, spread, 1.0)[:, None]], 1
+    )
     scaled = scales[:, :, None] * margins[:, None, :]  # [C, S, P]
     losses = np.mean(np.logaddexp(0.0, scaled) - target * scaled, axis=2)
     return scales[np.arange(len(scales)), np.argmin(losses, axis=1)]
@@ -1221,7 +1218,9 @@ def _order_scales(predictions: np.ndarray, target: np.ndarray, metric: str = "sr
 
 def _scaled(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str) -> np.ndarray:
     """For ``"rank_loss"``, each row of `[C, U]` unit predictions at its best scale (`_order_scales`); else as is."""
-    return predictions * _order_scales(predictions, target, metric)[:, None] if criterion == "rank_loss" else predictions
+    return (
+        predictions * _order_scales(predictions, target, metric)[:, None] if criterion == "rank_loss" else predictions
+    )
 
 
 def _criterion_values(predictions: np.ndarray, target: np.ndarray, criterion: str, metric: str) -> np.ndarray:
