@@ -68,7 +68,7 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
     _, report = personalizer.fit_encoded(encoded)
     table = {row["candidate"]: row for row in report.cross_validation}
-    assert list(table) == ["single", "init", "ensemble", "layer"]
+    assert list(table) == ["init", "single", "ensemble", "layer"]
     assert [row["candidate"] for row in report.cross_validation if row["chosen"]] == [report.chosen]
     # the one-standard-error rule: the first candidate within one standard error of the best one's SROCC
     assert report.criterion == "srocc"
@@ -80,9 +80,9 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     assert "5-fold CV on 20 ratings" in report.estimate
     summary = report.summary()["cross_validation"]
     assert summary["candidates"] == report.cross_validation and summary["estimate"] == report.estimate
-    # an infinite tolerance keeps the first candidate, the best single model; no tolerance keeps the best one
+    # an infinite tolerance keeps the first candidate, the softmax mix; no tolerance keeps the best one
     lenient = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=1e9))
-    assert lenient.fit_encoded(encoded)[1].chosen == "single"
+    assert lenient.fit_encoded(encoded)[1].chosen == "init"
     strict = Personalizer(world.base, world.bank, PersonalizerConfig(**quick, tolerance=0.0))
     chosen = strict.fit_encoded(encoded)[1]
     assert chosen.cv_srocc == max(row["srocc"] for row in chosen.cross_validation)
@@ -232,7 +232,7 @@ def test_paper_preset():
     assert paper.selection == "last" and paper.temperature == 10.0
     default = PersonalizerConfig()
     assert default.granularity == "layer" and default.pairing == "all" and default.selection == "cv"
-    assert default.candidate_names == ("single", "init", "ensemble", "layer")
+    assert default.candidate_names == ("init", "single", "ensemble", "layer")
     assert default.criterion == "srocc" and default.start == "best" and default.tolerance == 1.0
     # the uniform mix can still be asked for, and keeps its place in the order of simplicity
     assert PersonalizerConfig(candidates=("layer", "uniform", "single")).candidate_names == (

@@ -165,11 +165,13 @@ class FinetuneConfig:
 
 # -- personalization -----------------------------------------------------------------------------------------------
 #: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken: the
-#: best single database model first (the answer a user could find alone), then mixes of the task models, then learned
-#: coefficients. `task`, `layer` and `tensor` are coefficients learned at that granularity.
+#: softmax(SROCC) mix first (the paper's start; it weighs the same T agreements as the best single model, but averages
+#: where the argmax of T noisy values jumps, so it varies least between draws of the ratings), the best single
+#: database model, then the other mixes, then learned coefficients. `task`, `layer` and `tensor` are coefficients
+#: learned at that granularity.
 CANDIDATES: dict[str, str] = {
-    "single": "best single task model",
     "init": "softmax(temperature x SROCC) mix",
+    "single": "best single task model",
     "ensemble": "output-ensemble weights as task-wise coefficients",
     "uniform": "uniform mix (c = 1/T)",
     "task": "learned task-wise coefficients",
@@ -221,7 +223,7 @@ class PersonalizerConfig:
     )
     candidates: tuple[str, ...] | None = option(
         None,
-        "what cv chooses from (default: the best single model, the softmax mix, the output ensemble's weights and "
+        "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights and "
         "coefficients learned at the granularity; the uniform mix measured worst and wins only by chance, so it is "
         "left out, but learned coefficients may start from it)",
         choices=CANDIDATES,
@@ -236,8 +238,8 @@ class PersonalizerConfig:
     )
     tolerance: float = option(
         1.0,
-        "a candidate earlier in the list (the best single model first) wins when within this many standard errors "
-        "of the best one",
+        "a candidate earlier in the list (the softmax mix first, then the best single model) wins when its SROCC is "
+        "within this many standard errors of the best one's",
         ">=0",
     )
     start: str = option(
