@@ -239,6 +239,8 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     rate_some(session, [5, 1, 1])
     assert len(session.preferences()) == 10 + 2
     both = session.personalize()
-    assert both.report.num_pairs == 12 and both.ratings_csv.suffix == ".zip"
+    # a rated pair that was also compared counts once (the fit averages a repeated pair)
+    distinct = len({frozenset((a, b)) for a, b, _ in session.preferences()})
+    assert both.report.num_pairs == distinct >= 10 and both.ratings_csv.suffix == ".zip"
     with zipfile.ZipFile(both.ratings_csv) as archive:
         assert sorted(archive.namelist()) == ["my-comparisons.csv", "my-ratings.csv"]
