@@ -1050,11 +1050,13 @@ class Personalizer:
         target = scores.target.numpy()
         rng = np.random.default_rng(self.config.seed)
         samples = rng.integers(0, len(target), size=(BOOTSTRAP_SAMPLES, len(target)))
-        scaled = _scaled(oof, target, criterion, metric)
-        value = _criterion(scaled, target, criterion, metric)
-        value_se = np.nanstd([_criterion(scaled[:, s], target[s], criterion, metric) for s in samples], axis=0)
         correlation = _criterion(oof, target, "srocc", metric)
         correlation_se = np.nanstd([_criterion(oof[:, s], target[s], "srocc", metric) for s in samples], axis=0)
+        value, value_se = correlation, correlation_se
+        if criterion != "srocc":  # the SROCC bootstrap above is the criterion's own otherwise
+            scaled = _scaled(oof, target, criterion, metric)
+            value = _criterion(scaled, target, criterion, metric)
+            value_se = np.nanstd([_criterion(scaled[:, s], target[s], criterion, metric) for s in samples], axis=0)
         best = int(np.argmax(value))
         within = value[best] - value <= self.config.tolerance * value_se[best] + 1e-12
         chosen = int(np.flatnonzero(within)[0])
