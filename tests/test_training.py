@@ -12,6 +12,7 @@ from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_f
 from taskvec_aesthetics.bank_production import build_bank, init_base
 from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
+from taskvec_aesthetics import training
 from taskvec_aesthetics.training import RESULT_FILE, FinetuneConfig, finetune, finetune_database, resample_histogram
 
 
@@ -136,6 +137,32 @@ def test_frozen_prefix_and_batchnorm_stay_exactly_base(tmp_path, koniq):
     assert any("running_mean" in n for n in buffers) and all(torch.equal(after[n], before[n]) for n in buffers)
     bank = build_bank([tmp_path / "run"], base)
     assert set(bank.parameter_names) == set(trained) and base.untouched_prefix_blocks(bank.parameter_names) == 1
+
+
+@pytest.mark.parametrize("family, blocks", [("efficientnet_lite", 4), ("clip", 1)])
+def test_training_on_the_cached_prefix_equals_training_through_it(tmp_path, koniq, monkeypatch, family, blocks):
+    # All 4 tiny EfficientNet blocks frozen: the last one has stochastic depth, off in a frozen prefix either way.
+    base = tiny_model(family)
+    runs = {}
+    for cache in ("always", "never", "auto", "over budget"):
+        if cache == "over budget":
+            monkeypatch.setattr(training, "PREFIX_CACHE_BUDGET_BYTES", 1)
+        config = FinetuneConfig(
+            tmp_path / cache,
+            batch_size=4,
+            max_steps=3,
+            freeze_prefix_blocks=blocks,
+            lr_encoder=1e-2,
+            cache_prefix="auto" if cache == "over budget" else cache,
+        )
+        result = finetune_database("koniq10k", koniq, base, config)
+        record = json.loads((tmp_path / cache / RESULT_FILE).read_text())
+        runs[cache] = weights(result.model), result.metrics, record["prefix_cached"]
+    assert [runs[c][2] for c in runs] == [True, False, True, False]
+    cached, through = runs["always"], runs["never"]
+    assert not torch.equal(cached[0]["head.fc2.weight"], weights(base)["head.fc2.weight"])
+    assert all(torch.allclose(t, through[0][n], atol=1e-6) for n, t in cached[0].items())
+    assert cached[1] == pytest.approx(through[1], abs=1e-6)
 
 
 def test_regression_loss_and_score_mapping(tmp_path, clip_base):

@@ -112,6 +112,7 @@ def check_fields(config: Any) -> None:
 
 # -- fine-tuning ---------------------------------------------------------------------------------------------------
 FINETUNE_LOSSES = ("auto", "emd", "mse")
+PREFIX_CACHING = ("auto", "always", "never")
 
 
 @dataclass
@@ -120,8 +121,9 @@ class FinetuneConfig:
 
     `max_steps`, when set, overrides `epochs`. Steps are optimizer steps; the batch size is per process, so the
     effective batch is `batch_size * gradient_accumulation_steps * num_processes`. `freeze_prefix_blocks=k` freezes
-    the embeddings and the first k encoder blocks: they stay equal to the base, the bank leaves them out and
-    personalization caches their output.
+    the embeddings and the first k encoder blocks: they stay equal to the base and run in eval mode (a fixed feature
+    extractor, as personalization uses them), the bank leaves them out, and their output can be computed once per
+    image (`cache_prefix`).
     """
 
     output_dir: str | Path = field(metadata={"help": "run folder: model/, finetune_result.json, checkpoints/"})
@@ -145,6 +147,12 @@ class FinetuneConfig:
     rank_loss_weight: float = option(0.0, "weight of a pairwise Bradley-Terry rank loss", ">=0")
     freeze_prefix_blocks: int | None = option(
         None, "freeze the embeddings and the first K encoder blocks (none: train all)", ">=0"
+    )
+    cache_prefix: str = option(
+        "auto",
+        "with freeze_prefix_blocks: run the frozen prefix once per image and train on its output, the same result "
+        "faster (auto: when those outputs take at most 2 GiB per process)",
+        choices=PREFIX_CACHING,
     )
     seed: int = option(0, "seed of the data order and dropout")
     eval_every_epoch: bool = option(True, "evaluate after every epoch (always at the end)")

@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 RESULT_FILE = "finetune_result.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
+#: `cache_prefix="auto"` keeps the frozen prefix's output of every image in memory when it takes at most this much.
+PREFIX_CACHE_BUDGET_BYTES = 2 * 2**30
 TRAINER_STATE_FILE = "trainer_state.json"
 # A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
 CHECKPOINT_MODEL_FILE = WEIGHTS_FILE
@@ -154,12 +156,68 @@ def _check_dataset(dataset: Any, what: str) -> None:
         raise ValueError(f"{what} is empty")
 
 
-def _train_mode(model: nn.Module) -> None:
-    # Dropout on; BatchNorm statistics frozen (they are not part of a task vector, so they must not drift).
+def _train_mode(model: AestheticModel, prefix_blocks: int | None) -> None:
+    """Dropout on in what is trained. The frozen prefix runs in eval mode: it is a fixed feature extractor (no
+    stochastic depth), as when personalization caches its output. BatchNorm statistics stay frozen: they are not part
+    of a task vector, so they must not drift."""
     model.train()
+    if prefix_blocks is not None:
+        adapter = model.adapter
+        for module in (*adapter.embedding_modules, *adapter.blocks[:prefix_blocks]):
+            module.eval()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+class _PrefixEncoded(TorchDataset):
+    """Rows of `_ScoredImages` with the frozen prefix's output (`prefix_hidden`) in place of the pixels."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["score"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {name: column[index] for name, column in self.columns.items()}
+
+
+@torch.no_grad()
+def _encode_prefix(
+    model: AestheticModel, scored: _ScoredImages, blocks: int, batch_size: int, accelerator: Accelerator
+) -> _PrefixEncoded:
+    """Run the frozen prefix (in eval mode) once over every row of ``scored``."""
+    model.eval()
+    columns: dict[str, list[torch.Tensor]] = {}
+    loader = DataLoader(scored, batch_size=batch_size)
+    quiet = not accelerator.is_local_main_process
+    for batch in tqdm(loader, desc="Encoding the frozen prefix", unit="batch", disable=quiet, leave=False):
+        with accelerator.autocast():
+            hidden = model.encode_prefix(batch.pop("pixel_values").to(accelerator.device), blocks)
+        batch["prefix_hidden"] = hidden.float().cpu()
+        for name, value in batch.items():
+            columns.setdefault(name, []).append(value)
+    return _PrefixEncoded({name: torch.cat(parts) for name, parts in columns.items()})
+
+
+def _caches_prefix(config: FinetuneConfig, model: AestheticModel, probe: torch.Tensor, num_images: int) -> bool:
+    """Whether to train on the frozen prefix's output: `cache_prefix`, and for "auto" whether it fits the budget."""
+    if config.freeze_prefix_blocks is None or config.cache_prefix == "never":
+        return False
+    if config.cache_prefix == "always":
+        return True
+    with torch.no_grad():
+        per_image = model.eval().encode_prefix(probe, config.freeze_prefix_blocks).numel() * 4
+    if per_image * num_images > PREFIX_CACHE_BUDGET_BYTES:
+        logger.info(
+            "Not caching the frozen prefix: %d images x %.1f MB exceed %d GiB (cache_prefix='always' forces it)",
+            num_images,
+            per_image / 2**20,
+            PREFIX_CACHE_BUDGET_BYTES // 2**30,
+        )
+        return False
+    return True
 
 
 def _freeze(model: AestheticModel, prefix_blocks: int | None, probe: torch.Tensor) -> None:
@@ -205,17 +263,26 @@ def _loss(
     return loss
 
 
+def _inputs(batch: Mapping[str, torch.Tensor], prefix_blocks: int | None) -> dict[str, Any]:
+    """The model's inputs from a batch: pixels, or the frozen prefix's cached output."""
+    if "prefix_hidden" in batch:
+        return {"prefix_hidden": batch["prefix_hidden"], "prefix_blocks": prefix_blocks}
+    return {"pixel_values": batch["pixel_values"]}
+
+
 @torch.no_grad()
-def _evaluate(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> tuple[dict[str, float], int]:
+def _evaluate(
+    accelerator: Accelerator, model: nn.Module, loader: DataLoader, prefix_blocks: int | None
+) -> tuple[dict[str, float], int]:
+    """SROCC and PLCC over ``loader``; the model is left in eval mode."""
     model.eval()
     preds, targets = [], []
     for batch in loader:
-        scores = model(pixel_values=batch["pixel_values"]).scores.float()
+        scores = model(**_inputs(batch, prefix_blocks)).scores.float()
         # Drops the examples repeated to even out the last batch across processes.
         pred, target = accelerator.gather_for_metrics((scores, batch["score"]))
         preds.append(pred.cpu())
         targets.append(target.cpu())
-    _train_mode(model)
     pred, target = torch.cat(preds), torch.cat(targets)
     if len(pred) < 2:
         return {"srocc": math.nan, "plcc": math.nan}, len(pred)
@@ -404,18 +471,33 @@ def finetune(
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    def loader(dataset: Any, **kwargs: Any) -> DataLoader:
+    def scored(dataset: Any) -> _ScoredImages:
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
-        scored = _ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
-        # Own generators keep data loading off the global RNG (dropout).
+        return _ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
+
+    sets = {"train": scored(train_ds), "eval": scored(eval_ds) if eval_ds is not None else None}
+    probe = sets["train"][0]["pixel_values"][None]
+    _freeze(model, config.freeze_prefix_blocks, probe)
+    prefix = config.freeze_prefix_blocks
+    cached = _caches_prefix(config, model, probe, sum(len(d) for d in sets.values() if d is not None))
+    if cached:  # the frozen prefix gives each image the same output at every step: compute it once
+        model.to(accelerator.device)
+        sets = {
+            name: None if rows is None else _encode_prefix(model, rows, prefix, config.batch_size, accelerator)
+            for name, rows in sets.items()
+        }
+
+    def loader(dataset: TorchDataset | None, **kwargs: Any) -> DataLoader | None:
+        if dataset is None:
+            return None
+        # Own generators keep data loading off the global RNG (dropout); cached rows need no loading workers.
+        workers = 0 if cached else config.num_workers
         return DataLoader(
-            scored, batch_size=config.batch_size, num_workers=config.num_workers, generator=torch.Generator(), **kwargs
+            dataset, batch_size=config.batch_size, num_workers=workers, generator=torch.Generator(), **kwargs
         )
 
-    train_loader = loader(train_ds, shuffle=True)
-    _freeze(model, config.freeze_prefix_blocks, train_loader.dataset[0]["pixel_values"][None])
+    train_loader, eval_loader = loader(sets["train"], shuffle=True), loader(sets["eval"])
     optimizer = _optimizer(model, config)
-    eval_loader = loader(eval_ds) if eval_ds is not None else None
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
@@ -453,9 +535,10 @@ def finetune(
             logger.info("Resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
     if main:
         logger.info(
-            "Fine-tuning on %d images (%s loss): %d steps of %d images x %d accumulation x %d process(es)",
+            "Fine-tuning on %d images (%s loss%s): %d steps of %d images x %d accumulation x %d process(es)",
             len(train_ds),
             kind,
+            f", the output of the {prefix} frozen blocks computed once" if cached else "",
             total_steps,
             config.batch_size,
             config.gradient_accumulation_steps,
@@ -472,7 +555,8 @@ def finetune(
         }
         loss_sum = torch.zeros_like(loss_sum)
         if eval_loader is not None:
-            metrics, num_eval = _evaluate(accelerator, model, eval_loader)
+            metrics, num_eval = _evaluate(accelerator, model, eval_loader, prefix)
+            _train_mode(core, prefix)
             entry.update(metrics)
         history.append(entry)
         if main:
@@ -483,7 +567,7 @@ def finetune(
     # Only the main process shows progress; there, TQDM_* environment settings apply.
     quiet = {} if accelerator.is_local_main_process else {"disable": True}
     progress = tqdm(total=total_steps, initial=global_step, desc="Fine-tuning", unit="step", **quiet)
-    _train_mode(model)
+    _train_mode(core, prefix)
     start_epoch, skip = divmod(global_step, steps_per_epoch)
     for epoch in range(start_epoch, math.ceil(total_steps / steps_per_epoch)):
         if global_step == total_steps:  # resumed from the final checkpoint
@@ -495,7 +579,7 @@ def finetune(
             with accelerator.accumulate(model):
                 seed = _dropout_seed(config.seed, epoch, index, accelerator.process_index, accelerator.num_processes)
                 torch.manual_seed(seed)
-                loss = _loss(core, model(pixel_values=batch["pixel_values"]), batch, kind, config.rank_loss_weight)
+                loss = _loss(core, model(**_inputs(batch, prefix)), batch, kind, config.rank_loss_weight)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -527,7 +611,7 @@ def finetune(
     if not history or history[-1]["step"] != global_step:
         record()
     elif eval_loader is not None and num_eval == 0:  # resumed from the final checkpoint
-        metrics, num_eval = _evaluate(accelerator, model, eval_loader)
+        metrics, num_eval = _evaluate(accelerator, model, eval_loader, prefix)
 
     accelerator.wait_for_everyone()
     tuned = accelerator.unwrap_model(model)
@@ -541,6 +625,7 @@ def finetune(
                 "database": asdict(spec) if spec else None,
                 "num_images": len(train_ds),
                 "num_eval_images": num_eval,
+                "prefix_cached": cached,
                 "metrics": metrics,
                 "loss": kind,
                 "score_range": list(source_range),
