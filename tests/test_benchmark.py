@@ -1,10 +1,12 @@
 """The few-shot PIAA protocol on the planted world: every method runs, outputs are written, test data is unused."""
 
+import dataclasses
 import json
 
 import datasets
 import numpy as np
 import pytest
+import torch
 from planted import images, user_ratings
 
 from taskvec_aesthetics.benchmark import (
@@ -98,6 +100,24 @@ def test_test_images_take_part_in_no_choice(world):
     assert [t.srocc for t in honest.trials] != [t.srocc for t in other.trials]
 
 
+def test_workers_run_the_same_draws(world):
+    """Draws run in 2 worker processes give the trials, in the same order, and the example fit of 1 process."""
+    config = BenchmarkConfig(**{**CONFIG, "shots": (10,), "methods": ("default", "best_single", "ensemble")})
+    dataset, threads = _dataset(_ratings()), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as each of the 2 workers below: the same arithmetic, bit for bit
+        here = run_benchmark(world.base, world.bank, dataset, config)
+        torch.set_num_threads(2)
+        parallel = run_benchmark(world.base, world.bank, dataset, dataclasses.replace(config, workers=2))
+    finally:
+        torch.set_num_threads(threads)
+    key = lambda t: (t.user_id, t.k, t.method, t.srocc, t.chosen, t.cv_srocc)  # noqa: E731
+    assert [key(t) for t in parallel.trials] == [key(t) for t in here.trials]
+    assert parallel.example_user == here.example_user == "u1"
+    assert parallel.example_coefficients.allclose(here.example_coefficients, atol=1e-6)  # numpy's threads vary
+    assert parallel.example_info["chosen"] == here.example_info["chosen"] and parallel.config["workers"] == 2
+
+
 def test_bootstrap_interval():
     values = np.random.default_rng(0).normal(0.5, 0.1, 400)
     low, high = bootstrap_interval(values)
@@ -111,3 +131,5 @@ def test_bad_input(world):
         run_benchmark(world.base, world.bank, datasets.Dataset.from_dict({"score": [1.0]}))
     with pytest.raises(ValueError, match="unknown methods"):
         BenchmarkConfig(methods=("magic",))
+    with pytest.raises(ValueError, match="workers must be an int >= 1, received 0"):
+        BenchmarkConfig(workers=0)

@@ -15,6 +15,7 @@ from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVec
 from taskvec_aesthetics.many import fit_many
 from taskvec_aesthetics.metrics import srocc
 from taskvec_aesthetics.personalization import (
+    EncodedPreferences,
     EncodedRatings,
     Personalizer,
     PersonalizerConfig,
@@ -155,6 +156,41 @@ def test_the_same_ratings_in_any_row_order_give_identical_coefficients(world):
     encoded.keys = None
     shuffled = encoded.subset(torch.randperm(len(encoded), generator=torch.Generator().manual_seed(5)))
     assert torch.equal(personalizer.fit_encoded(shuffled)[0].values, personalizer.fit_encoded(encoded)[0].values)
+
+
+def test_model_scores_computed_once_for_a_pool_give_the_same_fit(world, pool):
+    pixels, _, ratings, rated, _ = pool
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=6, eval_every=3, folds=3))
+    prefix = personalizer.encode(pixels)
+    scores = personalizer.model_scores(prefix)  # [T + 1, N]: every image of the pool, once
+    assert scores.shape == (len(world.bank) + 1, len(pixels))
+    assert torch.allclose(scores[1:], personalizer.task_scores(prefix))
+    alone = personalizer.fit_encoded(EncodedRatings(prefix[rated], ratings[rated].double()))
+    shared = personalizer.fit_encoded(
+        EncodedRatings(prefix[rated], ratings[rated].double(), model_scores=scores[:, rated])
+    )
+    assert shared[1].chosen == alone[1].chosen and shared[0].allclose(alone[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"model_scores must be \[T \+ 1, N\] = \[5, 20\].*received \[4, 20\]"):
+        personalizer.fit_encoded(
+            EncodedRatings(prefix[rated], ratings[rated].double(), model_scores=scores[1:, rated])
+        )
+
+
+def test_model_scores_follow_their_images_through_canonical_order_and_subsets():
+    prefix = torch.randn(6, 3)
+    marked = torch.stack([prefix[:, 0], -prefix[:, 0]])  # each image's column names its prefix row
+    ratings = EncodedRatings(prefix, torch.arange(6.0), model_scores=marked)
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5], [1, 0]])
+    preferences = EncodedPreferences(prefix, pairs, torch.tensor([1.0, 0.0, 1.0, 0.0]), model_scores=marked)
+    with pytest.warns(UserWarning, match="compare a pair of images compared before"):
+        canonical_preferences = preferences.canonical()
+    for encoded in (
+        ratings.canonical(),
+        ratings.subset(torch.tensor([4, 1, 2])),
+        canonical_preferences,
+        preferences.subset(torch.tensor([2, 0])),
+    ):
+        assert torch.equal(encoded.model_scores, torch.stack([encoded.prefix[:, 0], -encoded.prefix[:, 0]]))
 
 
 def test_streamed_gradient_path_matches_autograd(world, pool):

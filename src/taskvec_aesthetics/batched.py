@@ -35,8 +35,9 @@ from .personalization import EncodedRatings, PersonalizationReport, Personalizer
 
 __all__ = ["BatchedPersonalizer"]
 
-#: Fields of `EncodedRatings` the vectorised step knows; other inputs (e.g. preference pairs) take the plain path.
-_KNOWN_INPUT_FIELDS = {"prefix", "ratings", "keys", "duplicates"}
+#: Fields of `EncodedRatings` the vectorised step knows (`model_scores` only serves the simple candidates); other
+#: inputs (e.g. preference pairs) take the plain path.
+_KNOWN_INPUT_FIELDS = {"prefix", "ratings", "keys", "duplicates", "model_scores"}
 
 
 # -- convolutions as matrix products ---------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,11 @@ class BenchmarkConfig:
         min_test_images: skip a user at a k that leaves fewer test images than this.
         score_candidates: also refit every candidate our default cross-validated and record its test SROCC next to
             its cross-validation row (to study selection rules; costs one more fit per learned candidate).
-        progress: show a progress bar over users.
+        workers: processes that run the draws in parallel, torch's threads shared among them; 1 runs them here.
+            Small steps use threads poorly, so on 2 CPU cores 2 workers of 1 thread run the demo's draws about 1.5x
+            faster than 1 process of 2 threads (each fit takes longer: the table's seconds per fit are measured so).
+            On a GPU the draws always run here.
+        progress: show a progress bar over draws (user, k and repeat).
     """
 
     shots: tuple[int, ...] = (10, 100)
@@ -109,6 +114,7 @@ class BenchmarkConfig:
     ensemble_learning_rate: float = 1e-2
     min_test_images: int = 10
     score_candidates: bool = False
+    workers: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -119,6 +125,8 @@ class BenchmarkConfig:
             raise ValueError(f"shots must be numbers >= 2, received {self.shots}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, received {self.repeats}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be an int >= 1, received {self.workers!r}")
 
 
 @dataclass
@@ -145,6 +153,8 @@ class BenchmarkResult:
     timings: dict[str, float]
     example_coefficients: Coefficients | None = None
     example_user: str | None = None
+    #: What our default reported of the example fit (`PersonalizationReport.summary`).
+    example_info: dict[str, Any] | None = None
 
     def per_user(self) -> dict[tuple[str, int], dict[str, float]]:
         """Each user's mean test SROCC over repeats, by (method, k)."""
@@ -369,14 +379,15 @@ class _Methods:
         self.paper = Personalizer(ours.model, ours.bank, config.paper) if "paper" in config.methods else None
         self.prefix = prefix
         began = time.perf_counter()
-        self.task_scores = self.ours.task_scores(prefix)  # [T, N]: each task model scores every image once
+        self.model_scores = self.ours.model_scores(prefix)  # [T + 1, N]: the base and each task model, once
+        self.task_scores = self.model_scores[1:]
         self.task_scoring_seconds = time.perf_counter() - began
-        self.example: Coefficients | None = None
+        self.example: tuple[Coefficients, dict[str, Any]] | None = None  # our default's last fit and its report
 
     def run(self, rated: torch.Tensor, test: torch.Tensor, ratings: torch.Tensor, test_ratings: torch.Tensor):
         """Yield (method, test SROCC, seconds, facts) for one user's draw; facts: what our default chose."""
         methods = self.config.methods
-        encoded = EncodedRatings(self.prefix[rated], ratings.double())
+        encoded = EncodedRatings(self.prefix[rated], ratings.double(), model_scores=self.model_scores[:, rated])
         rated_srocc = [_srocc(s[rated], ratings) for s in self.task_scores]
         best = int(np.nanargmax(np.nan_to_num(rated_srocc, nan=-1.0)))
         if "single" in methods:
@@ -404,7 +415,7 @@ class _Methods:
                 ]
             yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds, facts
             if method == "default":
-                self.example = coefficients
+                self.example = coefficients, report.summary()
                 if "init" in methods:
                     init = personalizer.predict(report.initial_coefficients, self.prefix[test])
                     yield "init", _srocc(init, test_ratings), 0.0, {}
@@ -480,6 +491,59 @@ class _Methods:
             return weights @ features[:, test]
 
 
+@dataclass
+class _Draw:
+    """One user's draw at one k: indices of the rated and test images, and their ratings."""
+
+    user_id: str
+    k: int
+    repeat: int
+    rated: torch.Tensor
+    test: torch.Tensor
+    ratings: torch.Tensor
+    test_ratings: torch.Tensor
+
+
+_DrawResult = tuple[list[tuple[str, float, float, dict]], tuple[Coefficients, dict[str, Any]] | None]
+
+
+def _run_draw(methods: _Methods, draw: _Draw) -> _DrawResult:
+    """Every method on one draw, and our default's fit (coefficients and report summary)."""
+    methods.example = None
+    results = list(methods.run(draw.rated, draw.test, draw.ratings, draw.test_ratings))
+    return results, methods.example
+
+
+_worker_methods: _Methods | None = None
+
+
+def _start_worker(methods: _Methods, threads: int) -> None:
+    global _worker_methods
+    torch.set_num_threads(threads)
+    _worker_methods = methods
+
+
+def _run_draw_in_worker(draw: _Draw) -> _DrawResult:
+    assert _worker_methods is not None, "the worker was not started with _start_worker"
+    return _run_draw(_worker_methods, draw)
+
+
+def _run_draws(methods: _Methods, draws: list[_Draw], workers: int) -> Iterator[tuple[int, _DrawResult]]:
+    """`(index, result of _run_draw)` for each draw as it finishes: in order here, or in ``workers`` processes among
+    which torch's threads are split, the largest k first (the slowest draws, so none is left running alone)."""
+    if workers == 1 or methods.ours.device.type != "cpu":
+        for index, draw in enumerate(draws):
+            yield index, _run_draw(methods, draw)
+        return
+    threads = max(1, torch.get_num_threads() // workers)
+    order = sorted(range(len(draws)), key=lambda i: -draws[i].k)
+    # On Linux, fork hands the workers the encoded images and the bank without a copy or an import (spawn takes
+    # seconds per worker for those); elsewhere fork is unsafe, and spawn pickles them once per worker.
+    context = torch.multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with context.Pool(workers, initializer=_start_worker, initargs=(methods, threads)) as pool:
+        yield from zip(order, pool.imap(_run_draw_in_worker, [draws[i] for i in order]))
+
+
 def draw_order(num_images: int, seed: int, k: int, repeat: int, user_id: str) -> np.ndarray:
     """The seeded order of a user's images for one draw: the first k are rated, the rest are the test set."""
     return np.random.default_rng([seed, k, repeat, *map(ord, user_id)]).permutation(num_images)
@@ -514,11 +578,8 @@ def run_benchmark(
     encode_seconds = time.perf_counter() - began
     methods = _Methods(ours, prefix, config)
     scores = np.asarray(dataset["score"], dtype=np.float64)
-    trials: list[Trial] = []
-    example_user = None
-    for user, rows in tqdm(
-        rows_by_user(dataset, user_column).items(), desc="Users", unit="user", disable=not config.progress
-    ):
+    draws: list[_Draw] = []
+    for user, rows in rows_by_user(dataset, user_column).items():
         for k in config.shots:
             if len(rows) - k < config.min_test_images:
                 logger.info(
@@ -532,16 +593,29 @@ def run_benchmark(
             for repeat in range(config.repeats):
                 order = draw_order(len(rows), config.seed, k, repeat, user)
                 rated_rows, test_rows = [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]
-                rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
-                test = torch.tensor([position[image_ids[r]] for r in test_rows])
-                ratings, test_ratings = torch.tensor(scores[rated_rows]), torch.tensor(scores[test_rows])
+                ratings = torch.tensor(scores[rated_rows])
                 if torch.unique(ratings).numel() < 2:
                     logger.info("Skipping a draw of user %s at k=%d: all rated images have the same rating", user, k)
                     continue
-                for method, value, seconds, facts in methods.run(rated, test, ratings, test_ratings):
-                    trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
-                if k == max(config.shots) and example_user is None and methods.example is not None:
-                    example_user, example = user, methods.example
+                rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
+                test = torch.tensor([position[image_ids[r]] for r in test_rows])
+                draws.append(_Draw(user, k, repeat, rated, test, ratings, torch.tensor(scores[test_rows])))
+    results: list[_DrawResult | None] = [None] * len(draws)
+    for index, result in tqdm(
+        _run_draws(methods, draws, config.workers),
+        total=len(draws),
+        desc="Draws",
+        unit="draw",
+        disable=not config.progress,
+    ):
+        results[index] = result
+    trials: list[Trial] = []
+    example_user = None
+    for draw, (outcomes, fit) in zip(draws, results):
+        for method, value, seconds, facts in outcomes:
+            trials.append(Trial(draw.user_id, draw.k, draw.repeat, method, float(value), float(seconds), **facts))
+        if draw.k == max(config.shots) and example_user is None and fit is not None:
+            example_user, (example, example_info) = draw.user_id, fit
     if not trials:
         raise ValueError("no user had enough images for any k; lower shots or min_test_images")
     return BenchmarkResult(
@@ -555,6 +629,7 @@ def run_benchmark(
             "personalizer": config.personalizer.to_dict(),
             "paper": config.paper.to_dict(),
             "baseline_steps": config.baseline_steps,
+            "workers": config.workers,
         },
         timings={
             "encode_s": encode_seconds,
@@ -564,4 +639,5 @@ def run_benchmark(
         },
         example_coefficients=example if example_user else None,
         example_user=example_user,
+        example_info=example_info if example_user else None,
     )

@@ -221,12 +221,15 @@ class EncodedRatings:
         ratings: `[N]` ratings.
         keys: one content hash per image (see `ratings_input.image_key`); by default a hash of its prefix row.
         duplicates: rows merged into others because they rated the same image.
+        model_scores: optionally `[T + 1, N]` scores of the base and of each task model on these images
+            (`Personalizer.model_scores`), when computed once for images many users rated; else computed by the fit.
     """
 
     prefix: torch.Tensor
     ratings: torch.Tensor
     keys: list[str] | None = None
     duplicates: int = 0
+    model_scores: torch.Tensor | None = None
 
     #: What cross-validation reports for ratings.
     metric = "srocc"
@@ -253,7 +256,9 @@ class EncodedRatings:
 
     def subset(self, index: torch.Tensor) -> EncodedRatings:
         keys = None if self.keys is None else [self.keys[i] for i in index.tolist()]
-        return EncodedRatings(self.prefix[index], self.ratings[index], keys, self.duplicates)
+        return EncodedRatings(
+            self.prefix[index], self.ratings[index], keys, self.duplicates, _columns(self.model_scores, index)
+        )
 
     def canonical(self) -> EncodedRatings:
         """The same ratings ordered by (image key, rating), each image once (its ratings averaged)."""
@@ -279,6 +284,7 @@ class EncodedRatings:
             torch.tensor([mean[key] for key in order], dtype=torch.float64),
             order,
             self.duplicates + merged,
+            _columns(self.model_scores, first),
         )
 
 
@@ -295,6 +301,8 @@ class EncodedPreferences:
         preference: `[M]` probability that `a` is preferred: 1, 0, 0.5 for a tie (or a mean of those).
         keys: one content hash per image; by default a hash of its prefix row.
         duplicates: preferences merged into another because they compared the same pair.
+        model_scores: optionally `[T + 1, N]` scores of the base and of each task model on the images (see
+            `EncodedRatings`).
     """
 
     prefix: torch.Tensor
@@ -302,6 +310,7 @@ class EncodedPreferences:
     preference: torch.Tensor
     keys: list[str] | None = None
     duplicates: int = 0
+    model_scores: torch.Tensor | None = None
     metric = "accuracy"
 
     def __len__(self) -> int:
@@ -334,7 +343,12 @@ class EncodedPreferences:
         images, inverse = torch.unique(pairs.flatten(), sorted=True, return_inverse=True)
         keys = None if self.keys is None else [self.keys[i] for i in images.tolist()]
         return EncodedPreferences(
-            self.prefix[images], inverse.view(-1, 2), self.preference[index], keys, self.duplicates
+            self.prefix[images],
+            inverse.view(-1, 2),
+            self.preference[index],
+            keys,
+            self.duplicates,
+            _columns(self.model_scores, images),
         )
 
     def canonical(self) -> EncodedPreferences:
@@ -362,17 +376,24 @@ class EncodedPreferences:
                 stacklevel=3,
             )
         pairs = sorted(merged)
+        images = torch.tensor([first[key] for key in order])
         return EncodedPreferences(
-            self.prefix[torch.tensor([first[key] for key in order])],
+            self.prefix[images],
             torch.tensor(pairs, dtype=torch.long).view(-1, 2),
             torch.tensor([sum(merged[pair]) / len(merged[pair]) for pair in pairs], dtype=torch.float64),
             order,
             self.duplicates + count,
+            _columns(self.model_scores, images),
         )
 
 
 #: What a personalizer fits: ratings of images or preferences between pairs of images.
 Encoded = EncodedRatings | EncodedPreferences
+
+
+def _columns(scores: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """The columns ``index`` of `[T + 1, N]` model scores (None stays None)."""
+    return None if scores is None else scores[:, index]
 
 
 def _row_keys(prefix: torch.Tensor) -> list[str]:
@@ -687,10 +708,24 @@ class Personalizer:
         """`[T, N]` scores of each single task model (theta_0 + tau_t) on encoded images."""
         return torch.stack([self.predict(row[None], prefix) for row in torch.eye(len(self.bank))])
 
+    def model_scores(self, prefix: torch.Tensor) -> torch.Tensor:
+        """`[T + 1, N]` scores of the base model and of each single task model on encoded images: what every fit on
+        these images starts from (`EncodedRatings.model_scores`)."""
+        return torch.cat([self.predict(torch.zeros(1, len(self.bank)), prefix)[None], self.task_scores(prefix)])
+
     def _scores(self, encoded: Encoded) -> _Scores:
-        base = self.predict(torch.zeros(1, len(self.bank)), encoded.prefix).double()
-        tasks = self.task_scores(encoded.prefix).double()
-        return _Scores(encoded.unit_scores(base), encoded.unit_scores(tasks), encoded.target.double(), encoded.metric)
+        scores = encoded.model_scores
+        if scores is None:
+            scores = self.model_scores(encoded.prefix)
+        elif scores.shape != (len(self.bank) + 1, encoded.prefix.shape[0]):
+            raise ValueError(
+                f"model_scores must be [T + 1, N] = [{len(self.bank) + 1}, {encoded.prefix.shape[0]}] (the base, then "
+                f"each task model, on each image), received {list(scores.shape)}"
+            )
+        scores = scores.double()
+        return _Scores(
+            encoded.unit_scores(scores[0]), encoded.unit_scores(scores[1:]), encoded.target.double(), encoded.metric
+        )
 
     def coefficients_from(self, values: torch.Tensor, head: Mapping[str, torch.Tensor] | None = None) -> Coefficients:
         """`Coefficients` of `[G, T]` ``values``; an adapted head layer is stored as its final values (`extra`)."""
