@@ -136,8 +136,8 @@ def run_protocol(
                 rated, test = order[:k], order[k:]
                 for method, value, seconds, facts in methods.run(rated, test, ratings[rated], utility[test]):
                     trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
-                if example_user is None and k == max(config.shots):
-                    example_user, example = user, methods.example
+                if example_user is None and k == max(config.shots) and methods.example is not None:
+                    example_user, example = user, methods.example[0]  # our default's coefficients
         print(f"{user}: done ({time.perf_counter() - began:.0f} s)", flush=True)
     return trials, example_user, example
 
