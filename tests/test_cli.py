@@ -121,13 +121,15 @@ def test_benchmark_command_on_a_ratings_file(saved, capsys, tmp_path):
             "--methods",
             "default",
             "uniform",
+            "--workers",
+            "2",
             "--output",
             str(tmp_path / "bench"),
         ]
     )
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert {r["method"] for r in result["summary"]} == {"default", "uniform"}
+    assert {r["method"] for r in result["summary"]} == {"default", "uniform"} and result["config"]["workers"] == 2
     assert {t["user_id"] for t in result["trials"]} == {"a", "b"}
     assert main(["benchmark", "--database", "flickr-aes", "--model", "m", "--bank", "b"]) == 2
     assert "--root" in capsys.readouterr().err

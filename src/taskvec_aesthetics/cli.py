@@ -512,6 +512,12 @@ def add_benchmark(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     parser.add_argument("--output", default="benchmark_output", help="results folder (default: benchmark_output)")
     parser.add_argument("--batch-size", type=int, help="rated images per optimisation step (default: each recipe's)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that run the draws in parallel on a CPU, torch's threads shared among them (default: 1)",
+    )
     _add_compute_options(parser)
     parser.set_defaults(run=run_benchmark)
 
@@ -542,6 +548,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
             repeats=args.repeats,
             methods=tuple(args.methods),
             seed=args.seed,
+            workers=args.workers,
             progress=args.progress,
             personalizer=PersonalizerConfig(**compute),
             paper=PersonalizerConfig.from_preset("paper", **compute),

@@ -246,8 +246,8 @@ class PersonalizerConfig:
     )
     tolerance: float = option(
         1.0,
-        "a candidate earlier in the list (the softmax mix first, then the best single model) wins when its SROCC is "
-        "within this many standard errors of the best one's",
+        "a candidate earlier in the list (the softmax mix first, then the best single model) wins when its criterion "
+        "is within this many standard errors of the best one's",
         ">=0",
     )
     start: str = option(

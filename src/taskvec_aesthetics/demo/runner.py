@@ -60,7 +60,7 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Size of the demo. `preset("quick")` runs in about 2.5 minutes on 2 cores, even with an empty cache.
+    """Size of the demo. `preset("quick")` runs in about a minute on 2 cores, even with an empty cache.
 
     Args:
         world: the simulated world.
