@@ -38,7 +38,10 @@ def main() -> None:
         help="the bank's frozen prefix (default: the version's own), so that two "
         "versions can be timed on the same bank",
     )
+    parser.add_argument("--threads", type=int, help="torch's threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = DemoConfig.preset(args.preset)
     if args.freeze_prefix_blocks is not None:
         config = dataclasses.replace(config, freeze_prefix_blocks=args.freeze_prefix_blocks)
@@ -59,7 +62,15 @@ def main() -> None:
             times.append(time.perf_counter() - began)
         seconds[k] = sum(times) / len(times)
     print(
-        json.dumps({"preset": args.preset, "users": args.users, "bank": config.bank_key(), "seconds_per_fit": seconds})
+        json.dumps(
+            {
+                "preset": args.preset,
+                "users": args.users,
+                "threads": torch.get_num_threads(),
+                "bank": config.bank_key(),
+                "seconds_per_fit": seconds,
+            }
+        )
     )
 
 

@@ -131,6 +131,8 @@ def test_two_process_finetune_counts_each_eval_example_once(tmp_path, koniq, bas
         "2",
         "--epochs",
         "2",
+        "--freeze-prefix-blocks",
+        "1",
     ]
     # accelerate 1.15 starts several CPU processes on one machine through its torchrun path ("--multi_gpu") when
     # ACCELERATE_USE_CPU is set; "--cpu --num_processes 2" alone would start a single process.
@@ -149,6 +151,7 @@ def test_two_process_finetune_counts_each_eval_example_once(tmp_path, koniq, bas
     result = json.loads((run / "finetune_result.json").read_text())
     evaluation = load_database("koniq10k", koniq, split="validation")
     assert result["num_processes"] == 2 and len(evaluation) % 2 == 1
+    assert result["prefix_cached"]  # each process encoded every image once; its sampler chose its rows
     assert result["num_eval_images"] == len(evaluation) == 7
     # 7 images, 2 per batch and process: 2 steps per epoch.
     assert result["steps"] == 4 and [h["step"] for h in result["history"]] == [2, 4]

@@ -185,12 +185,13 @@ class _PrefixEncoded(TorchDataset):
 
 @torch.no_grad()
 def _encode_prefix(
-    model: AestheticModel, scored: _ScoredImages, blocks: int, batch_size: int, accelerator: Accelerator
+    model: AestheticModel, scored: _ScoredImages, blocks: int, config: FinetuneConfig, accelerator: Accelerator
 ) -> _PrefixEncoded:
-    """Run the frozen prefix (in eval mode) once over every row of ``scored``."""
+    """Run the frozen prefix (in eval mode) once over every row of ``scored``. Every process encodes every row: its
+    sampler picks the rows it trains on at each epoch."""
     model.eval()
     columns: dict[str, list[torch.Tensor]] = {}
-    loader = DataLoader(scored, batch_size=batch_size)
+    loader = DataLoader(scored, batch_size=config.batch_size, num_workers=config.num_workers)
     quiet = not accelerator.is_local_main_process
     for batch in tqdm(loader, desc="Encoding the frozen prefix", unit="batch", disable=quiet, leave=False):
         with accelerator.autocast():
@@ -483,7 +484,7 @@ def finetune(
     if cached:  # the frozen prefix gives each image the same output at every step: compute it once
         model.to(accelerator.device)
         sets = {
-            name: None if rows is None else _encode_prefix(model, rows, prefix, config.batch_size, accelerator)
+            name: None if rows is None else _encode_prefix(model, rows, prefix, config, accelerator)
             for name, rows in sets.items()
         }
 
