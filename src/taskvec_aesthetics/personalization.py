@@ -1024,6 +1024,10 @@ class Personalizer:
         ``encoded``) are predicted by the candidate fitted on the other folds' units; units in no fold stay 0."""
         units = torch.cat(folds)
         out = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in names}
+        if "uniform" in names:  # fits nothing: one prediction serves every fold
+            uniform = self.predict(self._simple("uniform", scores, units), encoded.prefix).double()
+            out["uniform"][units] = encoded.unit_scores(uniform)[units]
+            names = [name for name in names if name != "uniform"]
         for held in folds:
             train = torch.from_numpy(np.setdiff1d(units.numpy(), held.numpy()))
             held_out = encoded.subset(held)
