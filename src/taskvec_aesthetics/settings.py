@@ -113,6 +113,8 @@ def check_fields(config: Any) -> None:
 # -- fine-tuning ---------------------------------------------------------------------------------------------------
 FINETUNE_LOSSES = ("auto", "emd", "mse")
 PREFIX_CACHING = ("auto", "always", "never")
+#: `cache_prefix="auto"` keeps the frozen prefix's output of every image in memory when it takes at most this much.
+PREFIX_CACHE_BUDGET_GIB = 2
 
 
 @dataclass
@@ -151,7 +153,7 @@ class FinetuneConfig:
     cache_prefix: str = option(
         "auto",
         "with freeze_prefix_blocks: run the frozen prefix once per image and train on its output, the same result "
-        "faster (auto: when those outputs take at most 2 GiB per process)",
+        f"faster (auto: when those outputs take at most {PREFIX_CACHE_BUDGET_GIB} GiB per process)",
         choices=PREFIX_CACHING,
     )
     seed: int = option(0, "seed of the data order and dropout")

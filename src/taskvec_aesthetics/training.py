@@ -45,7 +45,7 @@ from .modeling import HEAD_GROUP, AestheticModel
 from .processing import open_image
 from .progress import transformers_bars_off
 from .references import Reference
-from .settings import FinetuneConfig
+from .settings import PREFIX_CACHE_BUDGET_GIB, FinetuneConfig
 
 __all__ = [
     "FinetuneConfig",
@@ -63,8 +63,7 @@ logger = logging.getLogger(__name__)
 RESULT_FILE = "finetune_result.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
-#: `cache_prefix="auto"` keeps the frozen prefix's output of every image in memory when it takes at most this much.
-PREFIX_CACHE_BUDGET_BYTES = 2 * 2**30
+PREFIX_CACHE_BUDGET_BYTES = PREFIX_CACHE_BUDGET_GIB * 2**30
 TRAINER_STATE_FILE = "trainer_state.json"
 # A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
 CHECKPOINT_MODEL_FILE = WEIGHTS_FILE
