@@ -17,7 +17,7 @@ from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.benchmark import BenchmarkConfig, Trial, _Methods, draw_order
+from taskvec_aesthetics.benchmark import BenchmarkConfig, Trial, _Draw, _Methods, _run_draw, draw_order
 from taskvec_aesthetics.personalization import Personalizer
 
 TRAITS = ("red", "green", "blue", "texture", "gradient")
@@ -134,10 +134,11 @@ def run_protocol(
                 utility, ratings = user_ratings(photos, weights, noise=noise, seed=1000 * u + repeat)
                 order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
                 rated, test = order[:k], order[k:]
-                for method, value, seconds, facts in methods.run(rated, test, ratings[rated], utility[test]):
+                outcomes, fit = _run_draw(methods, _Draw(user, k, repeat, rated, test, ratings[rated], utility[test]))
+                for method, value, seconds, facts in outcomes:
                     trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
-                if example_user is None and k == max(config.shots) and methods.example is not None:
-                    example_user, example = user, methods.example[0]  # our default's coefficients
+                if example_user is None and k == max(config.shots) and fit is not None:
+                    example_user, example = user, fit[0]  # our default's coefficients
         print(f"{user}: done ({time.perf_counter() - began:.0f} s)", flush=True)
     return trials, example_user, example
 
