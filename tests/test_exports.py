@@ -7,9 +7,11 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, Coefficients, FingerprintMismatchError, TaskVectorBank
+from taskvec_aesthetics.errors import IntegrityError, OverwriteError
 
 TASKS = ["ava", "tad66k", "para", "flickr-aes", "koniq10k", "spaq"]
 
@@ -134,3 +136,62 @@ def test_coefficients_file_validation(tmp_path):
     save_file({"other": torch.zeros(1)}, str(tmp_path / "coefficients.safetensors"))
     with pytest.raises(ValueError, match="not a coefficients file"):
         Coefficients.load(tmp_path)
+
+
+# -- read-back checks ------------------------------------------------------------------------------------------------
+def _flip_byte(path, offset=-5):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_coefficients_is_an_error_naming_the_file(saved):
+    # The last bytes of the file are coefficient values: 0.300 read back as 0.298 would load silently.
+    root, _, _, personalized = saved
+    personalized.save_pretrained(root / "mine", export="coefficients")
+    assert "coefficients.safetensors" in json.loads((root / "mine" / "checksums.json").read_text())["files"]
+    _flip_byte(root / "mine" / "coefficients.safetensors")
+    with pytest.raises(IntegrityError, match=r"coefficients\.safetensors has sha256"):
+        AestheticModel.from_pretrained(root / "mine")
+
+
+def test_an_edited_weight_in_a_merged_export_is_an_error_naming_the_file(saved):
+    root, _, _, personalized = saved
+    personalized.save_pretrained(root / "merged")
+    recorded = json.loads((root / "merged" / "checksums.json").read_text())["files"]
+    assert {"config.json", "model.safetensors", "personalization.json", "preprocessor_config.json"} <= set(recorded)
+    AestheticModel.from_pretrained(root / "merged")  # intact: loads
+    _flip_byte(root / "merged" / "model.safetensors")
+    with pytest.raises(IntegrityError, match=r"model\.safetensors has sha256"):
+        AestheticModel.from_pretrained(root / "merged")
+
+
+def test_a_folder_without_checksums_from_an_earlier_release_still_loads(saved):
+    root, _, _, personalized = saved
+    x = pixels(2)
+    for export in ("coefficients", "merged"):
+        personalized.save_pretrained(root / export, export=export)
+        (root / export / "checksums.json").unlink()
+        reloaded = AestheticModel.from_pretrained(root / export).eval()
+        torch.testing.assert_close(reloaded(pixel_values=x).scores, personalized(pixel_values=x).scores)
+
+
+def test_a_merged_export_missing_a_head_tensor_is_an_error_not_a_random_head(saved):
+    root, _, _, personalized = saved
+    personalized.save_pretrained(root / "merged")
+    (root / "merged" / "checksums.json").unlink()  # as a folder of an earlier release, or one edited on purpose
+    weights = load_file(root / "merged" / "model.safetensors")
+    del weights["head.fc2.weight"]
+    save_file(weights, root / "merged" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(IntegrityError, match=r"lack 1 tensors of the model: \['head\."):
+        AestheticModel.from_pretrained(root / "merged")
+
+
+@pytest.mark.parametrize("export", ["merged", "coefficients"])
+def test_a_personalized_model_is_never_saved_over_its_base(saved, export):
+    root, _, _, personalized = saved
+    before = (root / "base" / "model.safetensors").read_bytes()
+    with pytest.raises(OverwriteError, match="holds its base model"):
+        personalized.save_pretrained(root / "base", export=export)
+    assert (root / "base" / "model.safetensors").read_bytes() == before
+    AestheticModel.from_pretrained(root / "base")

@@ -580,3 +580,52 @@ def test_cli_prints_one_line_with_its_own_flags(saved, capsys):
                  "--bank", str(root / "bank"), "--output", str(root / "out"), "--skip-invalid"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "bank_config.json: field 'tasks'" in err
+
+
+# -- issue 22: config values, a user's own folders, glob entries -----------------------------------------------------
+# A config.json whose score_range overflows float32 (scores inf) or is out of order or too narrow to tell images apart.
+@pytest.mark.parametrize(
+    "score_range", [[-3e38, 3e38], [-1e308, 1e308], [float("nan"), 10], [5, 1], [1.0, 1.0 + 1e-9], ["a", 2]]
+)
+def test_score_range_must_be_finite_ordered_and_sane(saved, score_range):
+    root, _, _ = saved
+    config = json.loads((root / "base" / "config.json").read_text())
+    config["score_range"] = score_range
+    (root / "base" / "config.json").write_text(json.dumps(config))
+    (root / "base" / "checksums.json").unlink(missing_ok=True)  # the edit itself is caught by the checksums: check the value alone
+    with pytest.raises(ConfigError, match="score_range must be"):
+        AestheticModel.from_pretrained(root / "base")
+
+
+# A folder of the user's that looks like a save's leftover (`.model.old-<anything>`) is theirs: a save keeps it.
+def test_a_save_keeps_a_users_folder_named_like_a_leftover(saved, monkeypatch):
+    root, base, _ = saved
+    monkeypatch.chdir(root)
+    mine = [root / ".model.old-mybackup", root / ".model.staging-notes"]
+    for folder in mine:
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"precious")
+    base.save_pretrained("model")
+    base.save_pretrained("model")
+    assert all((folder / "weights.bin").read_bytes() == b"precious" for folder in mine)
+
+
+# A bank_config.json entry `*` (or any glob) would make the Hub download fetch the whole repository.
+@pytest.mark.parametrize("entry", ["*", "task_vectors/*.safetensors", "task_vectors/a?.safetensors", "[ab]"])
+def test_a_glob_file_entry_fails_before_any_download(saved, monkeypatch, entry):
+    from taskvec_aesthetics import hub
+
+    root, _, _ = saved
+    edit_json(root / "bank" / BANK_CONFIG_FILE, lambda c: c["tasks"][0].update(file=entry, sha256=None, size=None))
+    with pytest.raises(UnsafePathError, match="glob"):
+        TaskVectorBank.from_pretrained(root / "bank")
+    downloads = []
+
+    def snapshot(repo_id, filenames, **kwargs):  # the Hub's answer: the snapshot holding the requested files
+        downloads.append(list(filenames))
+        return root / "bank", "0" * 40
+
+    monkeypatch.setattr(hub, "download", snapshot)
+    with pytest.raises(UnsafePathError, match=r"tasks\[0\].*glob"):
+        TaskVectorBank.from_pretrained("someone/bank")
+    assert downloads == [[BANK_CONFIG_FILE]], "task files were requested before the entries were checked"

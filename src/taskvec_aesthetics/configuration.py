@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -11,6 +12,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from . import efficientnet_lite  # noqa: F401  (registers the default encoder with AutoConfig)
 from .constants import CONFIG_FILE, FORMAT_VERSION
+from .errors import ConfigError
 from .references import Reference
 
 __all__ = ["AestheticConfig", "EXPORT_FORMAT_VERSION"]
@@ -19,6 +21,30 @@ logger = logging.getLogger(__name__)
 
 #: Version of the on-disk formats written by this library (an alias of `constants.FORMAT_VERSION`).
 EXPORT_FORMAT_VERSION = FORMAT_VERSION
+#: Largest |bound| of `score_range`: scores are float32, and rating scales are far smaller (1-5, 1-10, 0-100).
+MAX_SCORE_MAGNITUDE = 1e6
+#: Smallest span of `score_range` relative to its magnitude: below it float32 scores of different images coincide.
+MIN_RELATIVE_SPAN = 1e-4
+
+
+def _check_score_range(score_range: Any) -> list[float]:
+    """`score_range` as `[low, high]`: two finite numbers, low < high, within +-MAX_SCORE_MAGNITUDE, a resolvable span."""
+    try:
+        low, high = (float(v) for v in score_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"score_range must be [low, high], two numbers, received {score_range!r}") from None
+    magnitude = max(abs(low), abs(high), 1.0)
+    if not (math.isfinite(low) and math.isfinite(high)) or magnitude > MAX_SCORE_MAGNITUDE:
+        raise ConfigError(
+            f"score_range must be finite numbers within +-{MAX_SCORE_MAGNITUDE:g} (scores are float32), received "
+            f"{score_range!r}"
+        )
+    if not high - low > MIN_RELATIVE_SPAN * magnitude:
+        raise ConfigError(
+            f"score_range must be [low, high] with low < high and a span of at least {MIN_RELATIVE_SPAN:g} of its "
+            f"magnitude (else different images get one float32 score), received {score_range!r}"
+        )
+    return [low, high]
 
 
 @strict(accept_kwargs=True)
@@ -67,9 +93,7 @@ class AestheticConfig(PreTrainedConfig):
                 "encoder_config dict must name its `model_type` (e.g. 'clip_vision_model'); received keys "
                 f"{sorted(self.encoder_config)}"
             )
-        self.score_range = [float(v) for v in self.score_range]
-        if len(self.score_range) != 2 or not self.score_range[0] < self.score_range[1]:
-            raise ValueError(f"score_range must be [low, high] with low < high, received {self.score_range}")
+        self.score_range = _check_score_range(self.score_range)
         if self.num_bins < 2:
             raise ValueError(f"num_bins must be at least 2, received {self.num_bins}")
         if not 0.0 <= float(self.head_dropout) < 1.0:

@@ -18,6 +18,7 @@ __all__ = [
     "BANK_CONFIG_FILE",
     "TASK_VECTORS_DIR",
     "CARD_FILE",
+    "MANIFEST_FILE",
     "MERGED",
     "COEFFICIENTS",
     "EXPORTS",
@@ -46,6 +47,8 @@ STORAGE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 # -- both ----------------------------------------------------------------------------------------------------------
 CARD_FILE = "README.md"
+#: sha256 and size of each file a save wrote, checked when the files are read back (absent in earlier releases).
+MANIFEST_FILE = "checksums.json"
 
 # -- how a personalized model is saved ----------------------------------------------------------------------------
 MERGED = "merged"

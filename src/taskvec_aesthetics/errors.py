@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "FolderNotFoundError",
     "IntegrityError",
+    "OverwriteError",
     "UnsafePathError",
 ]
 
@@ -36,3 +37,7 @@ class IntegrityError(TaskvecAestheticsError, ValueError):
 
 class UnsafePathError(TaskvecAestheticsError, ValueError):
     """A file entry of a config is not a plain relative path inside its folder (`..`, absolute, or a symlink out)."""
+
+
+class OverwriteError(TaskvecAestheticsError, FileExistsError):
+    """A save would replace something it must not: e.g. a personalized model saved over the base it refers to."""

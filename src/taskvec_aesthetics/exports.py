@@ -25,14 +25,15 @@ from .constants import (
     CONFIG_FILE,
     FORMAT_VERSION,
     GENERATION_CONFIG_FILE,
+    MANIFEST_FILE,
     MERGED,
     PERSONALIZATION_FILE,
     PREPROCESSOR_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, OverwriteError
 from .fingerprint import FingerprintMismatchError, fingerprint_matches
-from .io import atomic_path, folder_transaction, read_json, write_json
+from .io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
 from .personalization import PersonalizationState, check_calibration
 from .processing import load_image_processor
 from .progress import transformers_bars_off
@@ -58,10 +59,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Small files beside a model that are fetched together from the Hub.
-SIDE_FILES = (CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE, COEFFICIENTS_FILE)
+SIDE_FILES = (CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE, COEFFICIENTS_FILE, MANIFEST_FILE)
 # Files a model save owns: a save replaces them all, so nothing of an earlier export of another kind stays behind.
 _MODEL_FILES = {CONFIG_FILE, GENERATION_CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE,
-                COEFFICIENTS_FILE, WEIGHTS_INDEX_FILE}  # fmt: skip
+                COEFFICIENTS_FILE, WEIGHTS_INDEX_FILE, MANIFEST_FILE}  # fmt: skip
 
 
 def _not_model_file(relative: str) -> bool:
@@ -143,6 +144,11 @@ def save_model_export(
     validated first (finite weights, coefficients and calibration) and is not modified.
     """
     state = model.personalization
+    if state is not None and state.base.is_local and Path(state.base.path).resolve() == Path(directory).resolve():
+        raise OverwriteError(
+            f"cannot save the personalized model into {directory}: that folder holds its base model, which this "
+            "save would replace (and every export of it would then refer to another model). Choose another folder"
+        )
     if export == MERGED:
         check_finite_weights(model, "the model to save")
     if state is not None and state.coefficients is not None:
@@ -155,6 +161,8 @@ def save_model_export(
             model.image_processor.save_pretrained(staging)
             if state is not None:
                 write_personalization_file(model, staging, export=MERGED)
+        written = [path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file()]
+        write_manifest(staging, [name for name in written if not _not_model_file(name) and name != MANIFEST_FILE])
         hub.write_card(model.generate_model_card(export=export), staging, overwrite=overwrite_card)
     return Path(directory)
 
@@ -214,6 +222,7 @@ def load_coefficients_export(
 ) -> AestheticModel:
     """Resolve a coefficients-only export: load its base and bank, check fingerprints, merge."""
     folder, source = resolve_model_files(name_or_path, **hub_kwargs)
+    verify_manifest(folder)  # every file of the export, before any is used
     where = f"{folder / CONFIG_FILE}"
     base_ref = Reference.from_dict(config.base_model, where, "base_model")
     bank_ref = Reference.from_dict(config.bank, where, "bank", fingerprint_key="base_fingerprint")

@@ -6,6 +6,8 @@
   the folder serialises writers; leftovers of a killed save are ignored by readers and removed by the next save.
 - JSON is strict: non-finite numbers are written as `null`, never as `NaN` or `Infinity`.
 - A file entry of a config is a plain relative path inside its folder, checked before anything is read or written.
+- Files read back are checked against what wrote them: a record `{"sha256", "size"}` per file, kept in the file that
+  refers to it (`bank_config.json`, `trainer_state.json`) or in the folder's manifest (`checksums.json`).
 """
 
 from __future__ import annotations
@@ -17,22 +19,26 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
 from filelock import FileLock
 
+from .constants import FORMAT_VERSION, MANIFEST_FILE
 from .errors import ConfigError, IntegrityError, UnsafePathError
 
 __all__ = [
     "atomic_path",
+    "check_digest",
     "check_relative_path",
+    "digest_record",
     "file_digest",
     "folder_identity",
     "folder_transaction",
@@ -41,7 +47,9 @@ __all__ = [
     "read_json",
     "safe_join",
     "to_strict_json",
+    "verify_manifest",
     "write_json",
+    "write_manifest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +57,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _STAGING = "staging"
 _RETIRED = "old"
+_UNIQUE = re.compile(r"[0-9a-f]{12}")
+# A file entry may become a Hub download pattern: a glob character would fetch other files than the one named.
+_GLOB_CHARACTERS = frozenset("*?[]")
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
@@ -104,6 +115,73 @@ def file_digest(path: str | Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def digest_record(path: str | Path) -> dict[str, Any]:
+    """`{"sha256", "size"}` of a file: what a folder records of each file so it can be checked when read back."""
+    sha256, size = file_digest(path)
+    return {"sha256": sha256, "size": size}
+
+
+def check_digest(path: str | Path, record: Any, recorded_in: str | Path, data: bytes | None = None) -> None:
+    """Check the file ``path`` (or its bytes ``data``, already read) against ``record`` = `{"sha256", "size"}`.
+
+    Raises:
+        [`IntegrityError`]: naming the file and ``recorded_in`` (where the record came from), when the size or the
+            sha256 differs, or the record is malformed.
+    """
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("sha256"), str)
+        or not (record.get("size") is None or (isinstance(record["size"], int) and record["size"] >= 0))
+    ):
+        raise IntegrityError(f"{recorded_in}: the record of {path} must be {{sha256, size}}, received {record!r}")
+    if data is None:
+        sha256, size = file_digest(path)
+    else:
+        sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+    if record.get("size") is not None and size != record["size"]:
+        raise IntegrityError(
+            f"{path} has {size} bytes, but {recorded_in} records {record['size']}: the file is truncated, damaged or "
+            "was changed after it was saved"
+        )
+    if sha256 != record["sha256"]:
+        raise IntegrityError(
+            f"{path} has sha256 {sha256}, but {recorded_in} records {record['sha256']}: the file is damaged or was "
+            "changed after it was saved"
+        )
+
+
+def write_manifest(folder: str | Path, names: Iterable[str]) -> Path:
+    """Record the sha256 and size of the files ``names`` (relative paths) of ``folder`` in its `checksums.json`."""
+    folder = Path(folder)
+    files = {name: digest_record(safe_join(folder, name, MANIFEST_FILE)) for name in sorted(names)}
+    return write_json(folder / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": files})
+
+
+def verify_manifest(folder: str | Path, names: Iterable[str] | None = None) -> bool:
+    """Check files of ``folder`` against its `checksums.json`: ``names`` (those recorded), or every recorded file.
+
+    Returns False when the folder has no manifest (folders saved by earlier releases load unchecked).
+
+    Raises:
+        [`IntegrityError`]: a file differs from its record, or a recorded file is missing; the error names the file.
+        [`ConfigError`]: the manifest itself is malformed.
+    """
+    folder = Path(folder)
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    files = read_json(manifest, "the checksums of a saved folder").get("files")
+    if not isinstance(files, dict):
+        raise ConfigError(f"{manifest}: field 'files' must be an object of file -> {{sha256, size}}")
+    wanted = files if names is None else [name for name in names if name in files]
+    for name in wanted:
+        path = safe_join(folder, name, f"{manifest}: field files")
+        if not path.is_file():
+            raise IntegrityError(f"{path} is missing, but {manifest} records it: the folder is incomplete")
+        check_digest(path, files[name], manifest)
+    return True
+
+
 # -- JSON ----------------------------------------------------------------------------------------------------------
 def to_strict_json(data: Any) -> Any:
     """``data`` with every non-finite float (NaN, inf) replaced by None, so it serialises as strict JSON."""
@@ -150,9 +228,11 @@ def check_relative_path(entry: Any, where: str) -> list[str]:
         or PurePosixPath(text).is_absolute()
         or PureWindowsPath(text).drive
         or any(part in ("", ".", "..") for part in parts)
+        or not _GLOB_CHARACTERS.isdisjoint(text)
     ):
         raise UnsafePathError(
-            f"{where} must be a plain relative path inside its folder (no '..', no absolute path), received {entry!r}"
+            f"{where} must be a plain relative path inside its folder (no '..', no absolute path, no glob characters "
+            f"{''.join(sorted(_GLOB_CHARACTERS))}), received {entry!r}"
         )
     return parts
 
@@ -285,9 +365,11 @@ def _swap_in(staging: Path, target: Path) -> Path | None:
 
 
 def _remove_leftovers(target: Path) -> None:
+    # Only names this module makes (prefix + 12 hex digits): a user's own `.model.old-mybackup` is not ours to remove.
     prefixes = tuple(f".{target.name}.{kind}-" for kind in (_STAGING, _RETIRED))
     for path in target.parent.iterdir():
-        if path.name.startswith(prefixes):
+        prefix = next((p for p in prefixes if path.name.startswith(p)), None)
+        if prefix is not None and _UNIQUE.fullmatch(path.name[len(prefix) :]):
             logger.info("Removing %s, left over by an interrupted save", path)
             shutil.rmtree(path, ignore_errors=True)
 

@@ -40,8 +40,9 @@ from .exports import (
     resolve_model_files,
     save_model_export,
 )
+from .errors import IntegrityError
 from .fingerprint import model_fingerprint
-from .io import read_consistently
+from .io import read_consistently, verify_manifest
 from .losses import emd_loss
 from .merging import as_coefficients, coefficient_layout, merged_copy
 from .personalization import PersonalizationState, Personalizer, PersonalizerConfig, resolve_device
@@ -670,16 +671,22 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
                     f"({subfolder!r}); pass the subfolder's own path"
                 )
             return load_coefficients_export(cls, location, config, **hub_kwargs)
-        loaded = super().from_pretrained(location, *model_args, **kwargs)
-        model = loaded[0] if kwargs.get("output_loading_info") else loaded
-        check_finite_weights(model, f"the weights of {location if location is not None else 'the given state_dict'}")
+        model, info = super().from_pretrained(location, *model_args, **{**kwargs, "output_loading_info": True})
+        where = f"the weights of {location if location is not None else 'the given state_dict'}"
+        # A saved model lacking tensors would get random ones from transformers: a different model, silently. (A
+        # `state_dict=` given in code may leave tensors to their initialisation on purpose.)
+        if info["missing_keys"] and location is not None:
+            missing = sorted(info["missing_keys"])
+            raise IntegrityError(f"{where} lack {len(missing)} tensors of the model: {missing[:5]}")
+        check_finite_weights(model, where)
         if location is not None:  # None: weights given as `state_dict=`, no folder to read side files from
             model._read_side_files(location, subfolder, **hub_kwargs)
-        return loaded
+        return (model, info) if kwargs.get("output_loading_info") else model
 
     def _read_side_files(self, location: str | Path, subfolder: str, **hub_kwargs: Any) -> None:
         """Record where the model lives and read the image processor and `personalization.json` saved beside it."""
         folder, self.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
+        verify_manifest(folder)  # the weights and side files are those the save wrote
         self._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
