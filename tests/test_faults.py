@@ -454,6 +454,8 @@ def test_exports_are_validated_on_load(saved):
     mine = base.with_coefficients(bank, {"a": 0.5, "b": -0.2})
     mine.save_pretrained(root / "coefficients", export="coefficients")
     mine.save_pretrained(root / "merged")
+    for folder in ("coefficients", "merged"):  # values checked even where no checksums catch the edit
+        (root / folder / "checksums.json").unlink()
     path = root / "coefficients" / "coefficients.safetensors"
     from safetensors import safe_open
 
@@ -467,8 +469,9 @@ def test_exports_are_validated_on_load(saved):
     save_file(weights, str(root / "merged" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(IntegrityError, match="head.fc2.weight"):
         AestheticModel.from_pretrained(root / "merged")
-    for slope in ("NaN", -1.0, "steep"):
+    for slope in ("NaN", -1.0, "steep", 1e-300):  # 1e-300 maps every image to 0.0
         mine.save_pretrained(root / "calibrated")
+        (root / "calibrated" / "checksums.json").unlink()
         edit_json(root / "calibrated" / "personalization.json",
                   lambda r: r["info"].update(calibration={"slope": slope, "intercept": 0.0}))  # fmt: skip
         with pytest.raises(ConfigError, match=r"personalization.json: field 'info': field 'calibration.slope'"):
@@ -629,3 +632,20 @@ def test_a_glob_file_entry_fails_before_any_download(saved, monkeypatch, entry):
     with pytest.raises(UnsafePathError, match=r"tasks\[0\].*glob"):
         TaskVectorBank.from_pretrained("someone/bank")
     assert downloads == [[BANK_CONFIG_FILE]], "task files were requested before the entries were checked"
+
+
+# Ratings whose differences vanish beside their magnitude: a float32 calibration would give every image one score.
+@pytest.mark.parametrize("ratings", [[1e15 + i for i in range(8)], [1 + 1e-9 * i for i in range(8)]])
+def test_calibration_never_collapses_different_images_to_one_score(saved, ratings):
+    _, base, bank = saved
+    images = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)) for i in range(8)
+    ]
+    assert len(set(base.score(images).tolist())) == 8
+    with pytest.raises(ConfigError, match="calibrated scores of different images would be equal|calibration.slope"):
+        base.personalize(list(zip(images, ratings)), bank=bank, calibrate=True, steps=2)
+    # Rescaled, the same ratings calibrate and keep the images apart.
+    low = min(ratings)
+    rescaled = [(r - low) / (max(ratings) - low) for r in ratings]
+    mine = base.personalize(list(zip(images, rescaled)), bank=bank, calibrate=True, steps=2)
+    assert len(set(mine.score(images).tolist())) == 8

@@ -153,6 +153,15 @@ def check_calibration(calibration: Any, where: str) -> None:
             f"{where}: field 'calibration.slope' must be > 0 (a calibration keeps the ranking), received "
             f"{calibration['slope']!r}"
         )
+    # A unit of predicted score must stay visible in float32 beside the intercept (float32 keeps ~7 digits; 1e-4
+    # leaves room for the predictions' own small differences), else different images get one score.
+    smallest = 1e-4 * max(1.0, abs(calibration["intercept"]))
+    if calibration["slope"] < smallest:
+        raise ConfigError(
+            f"{where}: field 'calibration.slope' is {calibration['slope']!r}, below {smallest:g} (1e-4 of the "
+            f"intercept {calibration['intercept']!r}): calibrated float32 scores of different images would be equal. "
+            "Such a calibration comes from ratings whose differences vanish beside their magnitude: rescale them"
+        )
 
 
 @dataclass
@@ -1206,7 +1215,18 @@ class Personalizer:
         slope = float((centred * (ratings - ratings.mean())).sum() / centred.pow(2).sum().clamp_min(1e-12))
         if slope <= 0:
             slope = float(ratings.std() / predicted.std().clamp_min(1e-12))
-        return {"slope": slope, "intercept": float(ratings.mean() - slope * predicted.mean())}
+        calibration = {"slope": slope, "intercept": float(ratings.mean() - slope * predicted.mean())}
+        check_calibration(calibration, "the calibration of these ratings")
+        # Scores are float32: ratings such as 1e15 + i or 1 + 1e-9 i have no float32 scale that keeps images apart.
+        scores = predicted.float()
+        calibrated = scores * calibration["slope"] + calibration["intercept"]
+        if len(calibrated.unique()) < len(scores.unique()):
+            raise ConfigError(
+                f"calibrate=True: the ratings (from {float(ratings.min())!r} to {float(ratings.max())!r}) differ by "
+                "too little beside their magnitude for float32 scores, so calibrated scores of different images "
+                "would be equal. Rescale the ratings (e.g. subtract their minimum), or fit with calibrate=False"
+            )
+        return calibration
 
     def fit(self, data: Any) -> PersonalizationResult:
         """Fit to a user's ratings or pairwise preferences and return the personalized model with its report.
