@@ -649,3 +649,40 @@ def test_calibration_never_collapses_different_images_to_one_score(saved, rating
     rescaled = [(r - low) / (max(ratings) - low) for r in ratings]
     mine = base.personalize(list(zip(images, rescaled)), bank=bank, calibrate=True, steps=2)
     assert len(set(mine.score(images).tolist())) == 8
+
+
+# -- issue 22: checkpoints that are symlinks, an edited trainer state --------------------------------------------------
+# `checkpoints/step-N` (or `checkpoints` itself) is a symlink to a folder of the user's outside the run.
+@pytest.mark.parametrize("link", ["step", "checkpoints"])
+def test_a_symlinked_checkpoint_folder_is_refused_and_nothing_outside_the_run_is_touched(training_run, tmp_path, link):
+    root, koniq, settings, _ = training_run
+    outside = tmp_path / "my-results"
+    outside.mkdir()
+    (outside / "thesis.txt").write_text("three years of work")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    if link == "step":
+        (run / "checkpoints" / "step-00000002").symlink_to(outside, target_is_directory=True)
+    else:
+        (run / "checkpoints").rmdir()
+        (run / "checkpoints").symlink_to(outside, target_is_directory=True)
+        (outside / "step-00000002").mkdir()
+    config = FinetuneConfig(run, checkpoint_every=2, **settings)
+    with pytest.raises(UnsafePathError, match="checkpoint"):
+        finetune_database("koniq10k", koniq, root / "base", config, eval_split=None)
+    assert (outside / "thesis.txt").read_text() == "three years of work"
+    assert sorted(p.name for p in outside.iterdir()) == sorted(["thesis.txt"] + (["step-00000002"] if link != "step" else []))
+
+
+# An edited learning rate in trainer_state.json must not resume silently.
+def test_an_edited_trainer_state_is_refused_naming_the_file(training_run, tmp_path):
+    root, koniq, settings, _ = training_run
+    checkpoint = tmp_path / "step-00000002"
+    checkpoint.mkdir()
+    for file in (root / "full" / "checkpoints" / "step-00000002").iterdir():
+        if file.suffix in (".json", ".safetensors"):
+            (checkpoint / file.name).write_bytes(file.read_bytes())
+    assert "trainer_state.json" in json.loads((checkpoint / "checksums.json").read_text())["files"]
+    edit_json(checkpoint / "trainer_state.json", lambda s: s["optimizer"]["param_groups"][0].update(lr=10.0))
+    with pytest.raises(IntegrityError, match=r"trainer_state\.json has \d+ bytes, but .*checksums\.json records"):
+        _resume(root, koniq, settings, "edited", checkpoint)

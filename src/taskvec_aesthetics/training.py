@@ -13,7 +13,6 @@ taskvec-aesthetics build-bank runs/* --base base --output bank
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import shutil
@@ -36,9 +35,19 @@ from transformers import get_cosine_schedule_with_warmup
 from .backbones import EMBEDDINGS_GROUP, block_group
 from .constants import CONFIG_FILE, WEIGHTS_FILE
 from .data import get_database_spec, load_database
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, UnsafePathError
 from .fingerprint import model_fingerprint
-from .io import atomic_path, file_digest, folder_transaction, read_json, safe_join, write_json
+from .io import (
+    atomic_path,
+    check_digest,
+    digest_record,
+    folder_transaction,
+    read_json,
+    safe_join,
+    verify_manifest,
+    write_json,
+    write_manifest,
+)
 from .losses import emd_loss, pairwise_rank_loss
 from .metrics import plcc, srocc
 from .modeling import HEAD_GROUP, AestheticModel
@@ -289,8 +298,29 @@ def _evaluate(
     return {"srocc": srocc(pred, target), "plcc": plcc(pred, target)}, len(pred)
 
 
+def _checkpoint_folder(output_dir: Path, name: str) -> Path:
+    """``output_dir/checkpoints/name``, refused when it is a symlink or leads out of the run folder.
+
+    Checkpoints are replaced and rotated (deleted): through a symlink that would happen to a folder outside the run.
+    """
+    path = safe_join(output_dir, f"{CHECKPOINTS_DIR}/{name}", f"the checkpoint {name} of the run {output_dir}")
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"{path} is a symlink (to {path.resolve()}): checkpoints are replaced and deleted by the run, so they must "
+            "be real folders inside it. Remove the link"
+        )
+    return path
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in (output_dir / CHECKPOINTS_DIR).glob("step-*") if p.name[5:].isdigit()]
+    """The run's checkpoint folders, oldest first; a symlinked one (or `checkpoints` leaving the run) is an error."""
+    if not (output_dir / CHECKPOINTS_DIR).is_dir():
+        return []
+    found = [
+        _checkpoint_folder(output_dir, p.name)
+        for p in (output_dir / CHECKPOINTS_DIR).glob("step-*")
+        if p.name[5:].isdigit()
+    ]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
@@ -342,7 +372,7 @@ def _save_checkpoint(
 
     Nothing is pickled. Only the main process writes: the model and the optimizer are the same on every process.
     """
-    final = output_dir / CHECKPOINTS_DIR / f"step-{state['global_step']:08d}"
+    final = _checkpoint_folder(output_dir, f"step-{state['global_step']:08d}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         weights = {n: t.detach().cpu().contiguous() for n, t in accelerator.unwrap_model(model).state_dict().items()}
@@ -353,10 +383,10 @@ def _save_checkpoint(
             for name, tensors in ((CHECKPOINT_MODEL_FILE, weights), (CHECKPOINT_OPTIMIZER_FILE, optimizer_tensors)):
                 with atomic_path(staging / name) as tmp:
                     save_file(tensors, str(tmp))
-                sha256, size = file_digest(staging / name)
-                files[name] = {"sha256": sha256, "size": size}
+                files[name] = digest_record(staging / name)
             record = {**state, "files": files, "optimizer": optimizer_record, "scheduler": scheduler.state_dict()}
             write_json(staging / TRAINER_STATE_FILE, {**record, "scaler": scaler})
+            write_manifest(staging, [*files, TRAINER_STATE_FILE])  # the trainer state too: an edited lr is refused
         for old in _checkpoints(output_dir)[: -keep if keep else 0]:
             shutil.rmtree(old)
             old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
@@ -366,6 +396,7 @@ def _save_checkpoint(
 def _read_checkpoint(checkpoint: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """The trainer state and the tensors of a checkpoint, each file checked against its recorded sha256 and size."""
     where = checkpoint / TRAINER_STATE_FILE
+    verify_manifest(checkpoint, [TRAINER_STATE_FILE])  # checkpoints of earlier releases have none
     state = read_json(where, "a finetune checkpoint state")
     files = state.get("files")
     if not isinstance(files, dict) or set(files) != {CHECKPOINT_MODEL_FILE, CHECKPOINT_OPTIMIZER_FILE}:
@@ -377,10 +408,7 @@ def _read_checkpoint(checkpoint: Path) -> tuple[dict[str, Any], dict[str, dict[s
     tensors = {}
     for name, record in files.items():
         data = safe_join(checkpoint, name, f"{where}: field files").read_bytes()
-        if not isinstance(record, dict) or len(data) != record.get("size"):
-            raise IntegrityError(f"{checkpoint / name} has {len(data)} bytes, {where} records {record}")
-        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-            raise IntegrityError(f"{checkpoint / name} does not have the sha256 that {where} records")
+        check_digest(checkpoint / name, record, where, data=data)  # the bytes read are the bytes checked
         try:
             tensors[name] = load_safetensors(data)
         except (SafetensorError, ValueError, RuntimeError) as error:
@@ -516,6 +544,7 @@ def finetune(
     }
     global_step, history, metrics, num_eval = 0, [], {}, 0
     loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
+    _checkpoints(config.output_dir)  # a symlinked checkpoint folder is refused now, not after the first steps
     checkpoint, state, tensors = _load_checkpoint(_checkpoint_candidates(resume_from_checkpoint, config.output_dir))
     if checkpoint is not None:
         differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
