@@ -7,8 +7,11 @@
   features are kept in a feature cache (`OUTPUT/feature_cache` by default) that later runs reuse.
 - **Batched.** Users are taken in fixed groups of `batch_users`; a group is fitted at once by `BatchedPersonalizer`.
 - **Resumable.** A user's export is written as one folder transaction, so it is complete or absent; a rerun skips
-  users that have an export (or a recorded error) and a run killed with `kill -9` loses only the group in flight.
-  A user whose ratings are bad gets an error record (`OUTPUT/errors/<user>.json`) and the run goes on.
+  users that have an intact export (or a recorded error) and a run killed with `kill -9` loses only the group in
+  flight. An export or error record that is damaged or incomplete is fitted again.
+- **One user's bad rows stop only that user.** A user whose ratings are bad (a NaN score, a missing image) gets an
+  error record (`OUTPUT/errors/<user>.json`) and the run goes on; with `skip_invalid` the bad rows are skipped and
+  the summary's `notes` says which.
 - **Sharded.** Under `accelerate launch --num_processes N` the groups are dealt out to the processes in turn, each
   writes its own users, and the main process writes the summary once all are done. Groups are fixed by the table, not
   by N, so the output is the same for any number of processes, and the same after a resumed run.
@@ -35,9 +38,13 @@ from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
 from .batched import BatchedPersonalizer
-from .data import load_ratings
+from PIL import Image
+
+from .constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
+from .data import DatabaseFormatError, Issue, load_ratings
+from .data.ratings import load_ratings_by_user
 from .feature_cache import FeatureCache, feature_key
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, read_json, verify_manifest, write_json
 from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig
 from .processing import open_image
 from .ratings_input import decode_images, image_key, rows_by_user
@@ -51,7 +58,9 @@ __all__ = ["ManyUsersResult", "fit_many", "personalize_many", "load_table", "use
 logger = logging.getLogger(__name__)
 
 USERS_FOLDER, ERRORS_FOLDER, CACHE_FOLDER = "users", "errors", "feature_cache"
-SUMMARY_COLUMNS = ("user_id", "folder", "num_ratings", "chosen", "cv_srocc", "cv_srocc_se", "fit_time_s", "error")
+SUMMARY_COLUMNS = (
+    "user_id", "folder", "num_ratings", "chosen", "cv_srocc", "cv_srocc_se", "fit_time_s", "error", "notes",
+)  # fmt: skip
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -80,6 +89,10 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
             ratings = datasets.Dataset.from_parquet(str(path))
         else:
             ratings = load_ratings(path, skip_invalid=skip_invalid)
+    return _checked_table(ratings, user_column)
+
+
+def _checked_table(ratings: Any, user_column: str) -> Any:
     if not isinstance(ratings, datasets.Dataset):
         raise TypeError(
             "ratings must be a datasets.Dataset, a ratings CSV, an image folder or a .parquet file, received "
@@ -93,9 +106,24 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
     return ratings
 
 
+def _table_and_issues(ratings: Any, user_column: str) -> tuple[Any, dict[str | None, list[Issue]]]:
+    """The table, and (CSV input) its invalid rows by user: one user's bad row must not stop the other users."""
+    path = Path(ratings) if isinstance(ratings, (str, Path)) else None
+    if path is None or path.suffix == ".parquet":
+        return load_table(ratings, user_column), {}
+    table, issues = load_ratings_by_user(path)
+    if not len(table):  # every row invalid: no column to check, every user has only issues
+        return table, issues
+    return _checked_table(table, user_column), issues
+
+
 @dataclass
 class ManyUsersResult:
-    """What `personalize_many` wrote: one summary row per user (see `SUMMARY_COLUMNS`), and where."""
+    """What `personalize_many` wrote: one summary row per user (see `SUMMARY_COLUMNS`), and where.
+
+    `fitted` counts the users personalized by this run, `skipped` those whose export an earlier run wrote; users with
+    an error (recorded now or earlier) are in `failed` only.
+    """
 
     output_dir: Path
     rows: list[dict[str, Any]]
@@ -110,9 +138,11 @@ class ManyUsersResult:
 
     def report(self) -> str:
         done = len(self.rows) - len(self.failed)
+        noted = sum(1 for row in self.rows if row.get("notes"))
+        notes = f", {noted} with skipped rows (see notes)" if noted else ""
         return (
             f"{done} of {len(self.rows)} users personalized ({self.fitted} fitted now, {self.skipped} already done, "
-            f"{len(self.failed)} with errors) in {self.wall_time:.1f} s; summary: {self.paths.get('csv')}"
+            f"{len(self.failed)} with errors{notes}) in {self.wall_time:.1f} s; summary: {self.paths.get('csv')}"
         )
 
 
@@ -184,20 +214,42 @@ def _encode_distinct_images(
     logger.info("Encoded %d new images (%d cached in all)", len(missing), len(cache))
 
 
-def _done(output_dir: Path, name: str, retry_failed: bool) -> bool:
-    if (output_dir / USERS_FOLDER / name / "personalization.json").is_file():
-        return True
-    return not retry_failed and (output_dir / ERRORS_FOLDER / f"{name}.json").is_file()
+def _exported(output_dir: Path, name: str) -> bool:
+    """Whether the user has an intact export: its files present, their checksums right, its record readable."""
+    folder = output_dir / USERS_FOLDER / name
+    if not folder.is_dir():
+        return False
+    try:
+        if not all((folder / f).is_file() for f in (CONFIG_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE)):
+            raise FileNotFoundError(f"{folder} lacks some of {CONFIG_FILE}, {COEFFICIENTS_FILE}, {PERSONALIZATION_FILE}")
+        verify_manifest(folder)
+        read_json(folder / PERSONALIZATION_FILE, "a personalization record")
+    except (OSError, ValueError) as error:
+        logger.warning("The export of %s is damaged or incomplete; it is fitted again (%s)", name, error)
+        return False
+    return True
 
 
-def _summary_row(output_dir: Path, user: str, name: str) -> dict[str, Any]:
+def _error_recorded(output_dir: Path, name: str) -> bool:
+    """Whether an earlier run recorded an error for the user (a damaged record does not count: the user is refitted)."""
+    path = output_dir / ERRORS_FOLDER / f"{name}.json"
+    if not path.is_file():
+        return False
+    try:
+        return isinstance(read_json(path, "an error record").get("error"), str)
+    except (OSError, ValueError) as error:
+        logger.warning("The error record of %s is damaged; the user is fitted again (%s)", name, error)
+        return False
+
+
+def _summary_row(output_dir: Path, user: str, name: str, notes: str = "") -> dict[str, Any]:
     """One summary row, read back from what the user's fit wrote (so a resumed run's summary is complete)."""
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
-    row.update(user_id=user, error="")
-    record_path = output_dir / USERS_FOLDER / name / "personalization.json"
+    row.update(user_id=user, error="", notes=notes)
+    record_path = output_dir / USERS_FOLDER / name / PERSONALIZATION_FILE
     error_path = output_dir / ERRORS_FOLDER / f"{name}.json"
-    if record_path.is_file():
-        info = read_json(record_path, "a personalization record").get("info", {})
+    if _exported(output_dir, name):
+        info = read_json(record_path, "a personalization record").get("info") or {}
         cv = info.get("cross_validation") or {}
         row.update(
             folder=f"{USERS_FOLDER}/{name}",
@@ -207,9 +259,9 @@ def _summary_row(output_dir: Path, user: str, name: str) -> dict[str, Any]:
             cv_srocc_se=cv.get("srocc_se"),
             fit_time_s=info.get("wall_time_s"),
         )
-    elif error_path.is_file():
+    elif _error_recorded(output_dir, name):
         record = read_json(error_path, "an error record")
-        row.update(num_ratings=record.get("num_ratings"), error=record.get("error", "unknown error"))
+        row.update(num_ratings=record.get("num_ratings"), error=record["error"])
     else:
         row.update(error="not personalized (the run did not reach this user)")
     return row
@@ -226,6 +278,14 @@ def _write_summary(output_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Pa
         tmp.write_text(text.getvalue(), encoding="utf-8")
     json_path = write_json(output_dir / "summary.json", {"users": rows})
     return {"csv": csv_path, "json": json_path}
+
+
+def _issues_note(found: list[Issue], skipped: bool) -> str:
+    """What a user's invalid rows were: the note of the summary, or (not skipped) the error of the user."""
+    shown = "; ".join(str(issue) for issue in found[:3]) + ("; ..." if len(found) > 3 else "")
+    if skipped:
+        return f"skipped {len(found)} invalid row(s): {shown}"
+    return f"{len(found)} invalid row(s): {shown}. Fix them, or pass skip_invalid=True to skip them"
 
 
 def _error_message(error: BaseException) -> str:
@@ -264,7 +324,8 @@ def personalize_many(
         batch_users: users fitted at once (1: one by one, as `Personalizer` does).
         cache_dir: the feature cache folder (default: `output_dir/feature_cache`).
         retry_failed: fit again users with an error record (e.g. after their ratings were fixed).
-        skip_invalid: CSV input: skip malformed rows and missing images instead of stopping.
+        skip_invalid: CSV input: skip a user's malformed rows and missing images (noted in the summary) instead of
+            recording an error for that user.
         progress: show progress bars (main process only).
 
     Returns:
@@ -278,11 +339,19 @@ def personalize_many(
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     progress = progress and state.is_main_process
     output_dir = Path(output_dir)
-    table = load_table(ratings, user_column, skip_invalid)
-    for column in (image_column, score_column):
+    table, issues = _table_and_issues(ratings, user_column)
+    unattributed = issues.pop(None, [])
+    if unattributed and not skip_invalid:  # rows whose user cannot be read: no user to record them with
+        raise DatabaseFormatError.from_issues(f"ratings {str(ratings)!r}", unattributed)
+    if unattributed:
+        logger.warning("Skipped %d rows that name no user; first: %s", len(unattributed), unattributed[0])
+    for column in (image_column, score_column) if len(table) else ():
         if column not in table.column_names:
             raise ValueError(f"the ratings table lacks a {column!r} column; it has {table.column_names}")
-    users = rows_by_user(table, user_column)
+    users = rows_by_user(table, user_column) if len(table) else {}
+    for user in issues:
+        users.setdefault(str(user), [])
+    notes = {str(u): _issues_note(found, skip_invalid) for u, found in issues.items()}
     names = {user: user_folder_name(user) for user in users}
     if len(set(names.values())) != len(names):
         raise ValueError("two user ids map to the same folder name; rename them")
@@ -293,24 +362,31 @@ def personalize_many(
     user_list = list(users)
     groups = [user_list[i : i + batch_users] for i in range(0, len(user_list), batch_users)]
     mine = groups[state.process_index :: state.num_processes]
-    pending = [group for group in mine if not all(_done(output_dir, names[u], retry_failed) for u in group)]
-    skipped = sum(len(g) for g in mine) - sum(len(g) for g in pending)
+    # What earlier runs left, read once (every process reads the same): an intact export, or a recorded error.
+    exported = {u: _exported(output_dir, names[u]) for u in user_list}
+    done = {u: exported[u] or (not retry_failed and _error_recorded(output_dir, names[u])) for u in user_list}
+    pending = [group for group in mine if not all(done[u] for u in group)]
 
-    cache = FeatureCache(cache_dir or output_dir / CACHE_FOLDER, feature_key(personalizer)).load()
+    # The features' shape, from one probe image: a cache shard holding another shape is damaged.
+    probe = super(_ManyUsersPersonalizer, personalizer).encode([Image.new("RGB", (64, 64))])
+    key = feature_key(personalizer)
+    cache = FeatureCache(cache_dir or output_dir / CACHE_FOLDER, key, shape=tuple(probe.shape[1:])).load()
     personalizer.feature_cache = cache
     # Every process encodes its share of all pending images (of every process's users), then reads the others'.
-    every_pending = [u for g in groups if not all(_done(output_dir, names[x], retry_failed) for x in g) for u in g]
+    every_pending = [u for g in groups if not all(done[x] for x in g) for u in g]
     _encode_distinct_images(
         personalizer, table, [r for u in every_pending for r in users[u]], state, image_column, 32, progress
     )
 
-    fitted = 0
     bar = tqdm(total=sum(len(g) for g in pending), desc="Personalizing users", unit="user", disable=not progress)
     for group in pending:
         started = time.perf_counter()
         encoded: dict[str, EncodedRatings] = {}
         outcomes: dict[str, Any] = {}
         for user in group:
+            if user in issues and (not skip_invalid or not users[user]):
+                outcomes[user] = DatabaseFormatError(notes[user])
+                continue
             rows = table.select(users[user])
             renames = {c: n for c, n in ((image_column, "image"), (score_column, "score")) if c != n}
             if renames:
@@ -332,7 +408,7 @@ def personalize_many(
         share = (time.perf_counter() - started) / max(1, len(group))
         for user in group:
             name = names[user]
-            if _done(output_dir, name, retry_failed):
+            if done[user]:
                 continue  # written by an earlier run; the group was fitted again only for its other users
             outcome = outcomes[user]
             if isinstance(outcome, BaseException):
@@ -349,15 +425,19 @@ def personalize_many(
                 personalized = model.with_coefficients(bank, coefficients, info=report.summary())
                 personalized.save_pretrained(output_dir / USERS_FOLDER / name, export="coefficients")
                 (output_dir / ERRORS_FOLDER / f"{name}.json").unlink(missing_ok=True)
-            fitted += 1
         bar.update(len(group))
     bar.close()
     cache.flush()
     state.wait_for_everyone()
-    rows = [_summary_row(output_dir, user, names[user]) for user in user_list]
+    rows = [_summary_row(output_dir, user, names[user], notes.get(user, "")) for user in user_list]
     paths = _write_summary(output_dir, rows) if state.is_main_process else {}
     state.wait_for_everyone()
-    return ManyUsersResult(output_dir, rows, fitted, skipped, time.perf_counter() - began, paths)
+    # Counted over all users from what is on disk now, so every process reports the same, accurate numbers.
+    succeeded = [row["user_id"] for row in rows if not row["error"]]
+    skipped = sum(1 for u in succeeded if exported[u])
+    return ManyUsersResult(
+        output_dir, rows, len(succeeded) - skipped, skipped, time.perf_counter() - began, paths
+    )
 
 
 def fit_many(

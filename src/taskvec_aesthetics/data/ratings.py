@@ -27,6 +27,7 @@ from ..ratings_input import PREFERENCE_COLUMNS, PREFERRED_VALUES
 from .loading import build_dataset
 from .records import (
     DatabaseFormatError,
+    Issue,
     IssueLog,
     Record,
     drop_missing_images,
@@ -44,6 +45,7 @@ __all__ = [
     "is_preferences_file",
     "load_preferences",
     "load_ratings",
+    "load_ratings_by_user",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,11 +85,32 @@ def load_ratings(path: str | os.PathLike[str], *, skip_invalid: bool = False) ->
     >>> ratings[0]["score"], ratings[0]["image"].size
     ```
     """
+    dataset, issues = load_ratings_by_user(path)
+    log = IssueLog()
+    log.issues = sorted((i for user_issues in issues.values() for i in user_issues), key=lambda i: i.line or 0)
+    where = str(_ratings_file(Path(path).expanduser().absolute()))
+    log.resolve(f"ratings {where!r}", skip_invalid)
+    if not len(dataset):
+        raise ValueError(f"{where!r} holds no ratings; expected one row per rated image.")
+    return dataset
+
+
+def load_ratings_by_user(path: str | os.PathLike[str]) -> tuple[Dataset, dict[str | None, list[Issue]]]:
+    """The valid rows of a ratings CSV (as `load_ratings`), and its invalid rows grouped by the user they belong to.
+
+    For many users' ratings, where one user's bad row must not stop the others. Invalid rows whose user cannot be read
+    (a row with the wrong number of fields), and all of them in a file without a `user_id` column, are under `None`.
+
+    Raises:
+        `ValueError`: the file holds no valid rating at all (and no invalid row either).
+    """
     csv_path = _ratings_file(Path(path).expanduser().absolute())
     image_column, score_column, user_column = _columns(csv_path)
     log = IssueLog()
-    records = []
+    records, user_of_line = [], {}
     for line, row in read_csv_rows(csv_path, [image_column, score_column], log, "ratings"):
+        user = row[user_column] if user_column else None
+        user_of_line[line] = user
         written = row[image_column]
         if not written:
             log.add(csv_path, line, f"empty {image_column!r}")
@@ -95,16 +118,17 @@ def load_ratings(path: str | os.PathLike[str], *, skip_invalid: bool = False) ->
         score = parse_score(row[score_column], log, csv_path, line, score_column)
         if score is None:
             continue
-        user = row[user_column] if user_column else None
         image = Path(written).expanduser()
         image = image if image.is_absolute() else csv_path.parent / image
         records.append(Record(image, written.replace("\\", "/"), score, csv_path.name, line, user_id=user))
     records = drop_missing_images(records, log)
-    log.resolve(f"ratings {str(csv_path)!r}", skip_invalid)
-    if not records:
+    issues: dict[str | None, list[Issue]] = {}
+    for issue in log.issues:
+        issues.setdefault(user_of_line.get(issue.line), []).append(issue)
+    if not records and not issues:
         raise ValueError(f"{str(csv_path)!r} holds no ratings; expected one row per rated image.")
     logger.info("Loaded %d ratings from %s", len(records), csv_path)
-    return build_dataset(records, DatasetInfo(description=f"Ratings from {csv_path.name}."))
+    return build_dataset(records, DatasetInfo(description=f"Ratings from {csv_path.name}.")), issues
 
 
 def _ratings_file(path: Path) -> Path:
