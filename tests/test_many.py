@@ -3,6 +3,7 @@ real processes under `accelerate launch` giving the one-process output."""
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,11 +16,13 @@ import numpy as np
 import pytest
 import torch
 from planted import images, user_ratings
+from safetensors.torch import load_file
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
 from taskvec_aesthetics.batched import BatchedPersonalizer, _conv2d_as_matmul
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.coefficients import Coefficients
+from taskvec_aesthetics.errors import IntegrityError
 from taskvec_aesthetics.feature_cache import FeatureCache
 from taskvec_aesthetics.many import personalize_many, user_folder_name
 from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
@@ -271,3 +274,89 @@ def test_two_processes_under_accelerate_equal_one_process(saved, table, tmp_path
     assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
     (folder,) = (tmp_path / "two" / "feature_cache").iterdir()
     assert len(FeatureCache(folder.parent, folder.name).load()) == 24  # each distinct image encoded once
+
+
+# -- issue 22: bad rows, damaged records, a damaged feature cache ----------------------------------------------------
+@pytest.fixture()
+def two_users(table, tmp_path):
+    """users 0 and 1 of the table; user 1's second row gets a NaN score."""
+    with open(table) as handle:
+        rows = [r for r in csv.DictReader(handle) if r["user_id"] in ("user 0", "user 1")]
+    bad = [i for i, r in enumerate(rows) if r["user_id"] == "user 1"][1]
+    rows[bad]["score"] = "nan"
+    path = table.parent / f"two_users_{tmp_path.name}.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file_name", "score", "user_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, bad + 2  # the file's line of the bad row (the header is line 1)
+
+
+def test_one_nan_score_stops_only_its_user_and_skipped_rows_are_noted(saved, two_users, tmp_path):
+    _, base, bank = saved
+    path, line = two_users
+    config = PersonalizerConfig(**QUICK)
+    result = personalize_many(base, bank, path, tmp_path / "strict", config, progress=False)
+    rows = {row["user_id"]: row for row in result.rows}
+    assert rows["user 0"]["error"] == "" and rows["user 0"]["chosen"]
+    assert f"line {line}: score 'nan' is not finite" in rows["user 1"]["error"]
+    assert (result.fitted, len(result.failed)) == (1, 1)
+    skipping = personalize_many(base, bank, path, tmp_path / "skip", config, skip_invalid=True, progress=False)
+    rows = {row["user_id"]: row for row in skipping.rows}
+    assert rows["user 1"]["error"] == "" and rows["user 1"]["notes"].startswith("skipped 1 invalid row(s)")
+    assert f"line {line}" in rows["user 1"]["notes"] and rows["user 0"]["notes"] == ""
+    with open(tmp_path / "skip" / "summary.csv") as handle:
+        assert [r["notes"] for r in csv.DictReader(handle)] == [rows["user 0"]["notes"], rows["user 1"]["notes"]]
+    assert "1 with skipped rows" in skipping.report()
+
+
+def test_damaged_or_incomplete_records_are_fitted_again_not_fatal(saved, two_users, tmp_path, caplog):
+    _, base, bank = saved
+    path, _ = two_users
+    out = tmp_path / "out"
+    config = PersonalizerConfig(**QUICK)
+    personalize_many(base, bank, path, out, config, progress=False)
+    first = outputs(out)
+    fitted, failed = out / "users" / user_folder_name("user 0"), out / "errors" / f"{user_folder_name('user 1')}.json"
+    (fitted / "personalization.json").write_text('{"info": ')  # cut short, as by a full disk
+    failed.write_text("\x00\x00")
+    again = personalize_many(base, bank, path, out, config, progress=False)
+    assert (again.fitted, again.skipped, len(again.failed)) == (1, 0, 1)
+    assert outputs(out) == first
+    # a user folder without its coefficients is not done either
+    (fitted / "coefficients.safetensors").unlink()
+    third = personalize_many(base, bank, path, out, config, progress=False)
+    assert (third.fitted, third.skipped) == (1, 0) and outputs(out) == first
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated", "wrong shape"])
+def test_a_damaged_feature_cache_shard_is_named_and_rebuilt_once(saved, two_users, tmp_path, caplog, damage):
+    _, base, bank = saved
+    path, _ = two_users
+    config = PersonalizerConfig(**QUICK)
+    personalize_many(base, bank, path, tmp_path / "clean", config, skip_invalid=True, progress=False)
+    expected = outputs(tmp_path / "clean")
+    (shard,) = (tmp_path / "clean" / "feature_cache").rglob("features-*.safetensors")
+    data = shard.read_bytes()
+    shape = tuple(next(iter(load_file(shard).values())).shape)
+    if damage == "tampered":  # one feature value changed: every user's coefficients would change
+        shard.write_bytes(data[:-8] + bytes(b ^ 0x10 for b in data[-8:]))
+    elif damage == "truncated":
+        shard.write_bytes(data[: len(data) // 2])
+    else:  # written under its own correct name, with features of another shape
+        features = {k: v[..., :1].contiguous() for k, v in load_file(shard).items()}
+        shard.unlink()
+        cache = FeatureCache(shard.parent.parent, shard.parent.name)
+        cache.add(list(features), torch.stack(list(features.values())))
+        shard = cache.flush()
+    with pytest.raises(IntegrityError, match=shard.name):
+        FeatureCache(shard.parent.parent, shard.parent.name, shape=shape).read_shard(shard)
+    out = tmp_path / "clean" / "rerun"
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.feature_cache"):
+        rerun = personalize_many(
+            base, bank, path, out, config, cache_dir=tmp_path / "clean" / "feature_cache", skip_invalid=True,
+            progress=False,
+        )
+    assert not rerun.failed
+    assert [r.message for r in caplog.records if shard.name in r.message], "the damaged shard is not named"
+    assert outputs(out)["coefficients"] == expected["coefficients"]
