@@ -686,3 +686,24 @@ def test_an_edited_trainer_state_is_refused_naming_the_file(training_run, tmp_pa
     edit_json(checkpoint / "trainer_state.json", lambda s: s["optimizer"]["param_groups"][0].update(lr=10.0))
     with pytest.raises(IntegrityError, match=r"trainer_state\.json has \d+ bytes, but .*checksums\.json records"):
         _resume(root, koniq, settings, "edited", checkpoint)
+
+
+# A preferences CSV whose row compares a picture with itself (the same file, or two files of the same picture).
+@pytest.mark.parametrize("same", ["file", "copy"])
+def test_a_self_pair_in_a_preferences_csv_names_the_files_line(tmp_path, same):
+    from taskvec_aesthetics.data import load_preferences
+    from taskvec_aesthetics.ratings_input import as_preferences, canonical_preferences
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "copy.png").write_bytes((tmp_path / "2.png").read_bytes())
+    second = "2.png" if same == "file" else "copy.png"
+    (tmp_path / "prefs.csv").write_text(f"image_a,image_b,preferred\n0.png,1.png,a\n1.png,2.png,b\n2.png,{second},a\n")
+    with pytest.raises(DatabaseFormatError, match=r"prefs.csv, line 4: image_a and image_b are the same picture"):
+        load_preferences(tmp_path / "prefs.csv")
+    assert len(load_preferences(tmp_path / "prefs.csv", skip_invalid=True)) == 2
+    # Given in memory, the error names the row of the data as given (0-based), not an internal image index.
+    images = [Image.open(tmp_path / f"{i}.png") for i in range(3)]
+    triples = [(images[0], images[1], "a"), (images[1], images[2], "b"), (images[2], images[2].copy(), "a")]
+    with pytest.raises(ValueError, match="the preference in row 2 compares an image with itself"):
+        canonical_preferences(as_preferences(triples))

@@ -104,12 +104,12 @@ def canonical_preferences(preferences: Preferences) -> Preferences:
     order = sorted(first)
     index = {key: i for i, key in enumerate(order)}
     merged_pairs: dict[tuple[int, int], list[float]] = {}
-    for a, b, p in preferences.pairs:
+    for row, (a, b, p) in enumerate(preferences.pairs):
         i, j = index[keys[a]], index[keys[b]]
         if i == j:
             raise ValueError(
-                f"a preference compares an image with itself (rows {a} and {b} hold the same picture); "
-                "expected two different images per pair"
+                f"the preference in row {row} compares an image with itself (its image_a and image_b hold the same "
+                "picture); expected two different images per pair"
             )
         key, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
         merged_pairs.setdefault(key, []).append(value)

@@ -16,6 +16,7 @@ An optional `user_id` column is kept, so one file can hold several people's rati
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetInfo, Features, Image, Value
 
+from ..io import file_digest
 from ..ratings_input import PREFERENCE_COLUMNS, PREFERRED_VALUES
 from .loading import build_dataset
 from .records import (
@@ -197,6 +199,7 @@ def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False
     user = USER_COLUMN if USER_COLUMN in header else None
     log = IssueLog()
     columns: dict[str, list[str]] = {"image_a": [], "image_b": [], "preferred": [], **({user: []} if user else {})}
+    digest = functools.cache(lambda image: file_digest(image)[0])  # each file read once
     for line, row in read_csv_rows(csv_path, list(PREFERENCE_COLUMNS), log, "preferences"):
         preferred = row["preferred"].strip().lower()
         if preferred not in PREFERRED_VALUES:
@@ -210,6 +213,9 @@ def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False
                 log.add(csv_path, line, f"{column} {str(image) if image else 'is empty'!r} not found")
             images.append(image)
         if None in images or not all(image.is_file() for image in images):
+            continue
+        if len({digest(image) for image in images}) == 1:  # named here by the file's line, not a row index later
+            log.add(csv_path, line, f"image_a and image_b are the same picture ({row['image_a']!r}, {row['image_b']!r})")
             continue
         columns["image_a"].append(str(images[0]))
         columns["image_b"].append(str(images[1]))
