@@ -707,3 +707,19 @@ def test_a_self_pair_in_a_preferences_csv_names_the_files_line(tmp_path, same):
     triples = [(images[0], images[1], "a"), (images[1], images[2], "b"), (images[2], images[2].copy(), "a")]
     with pytest.raises(ValueError, match="the preference in row 2 compares an image with itself"):
         canonical_preferences(as_preferences(triples))
+
+
+# `personalize --output <the base model's folder> --export merged` would replace the base every export points at.
+def test_personalize_refuses_to_write_over_its_base_model(saved, capsys):
+    root, _, _ = saved
+    lines = ["image,score"]
+    for i in range(8):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{i % 5 + 1}")
+    (root / "ratings.csv").write_text("\n".join(lines) + "\n")
+    before = {p.name: p.read_bytes() for p in (root / "base").iterdir()}
+    code = main(["personalize", "--ratings", str(root / "ratings.csv"), "--model", str(root / "base"),
+                 "--bank", str(root / "bank"), "--output", str(root / "base"), "--export", "merged", "--steps", "2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "holds its base model" in err
+    assert {p.name: p.read_bytes() for p in (root / "base").iterdir()} == before

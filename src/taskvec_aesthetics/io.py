@@ -250,8 +250,10 @@ def safe_join(root: str | Path, entry: Any, where: str) -> Path:
     if path.exists() or path.is_symlink():
         real_root = root.resolve()
         allowed = [real_root]
-        if root.parent.name == "snapshots":  # huggingface_hub's cache: snapshot files link to ../../blobs
-            allowed.append((root.parent.parent / "blobs").resolve())
+        # huggingface_hub's cache: files of a snapshot (or of a folder inside it) link to the repository's blobs/
+        snapshot = next((folder for folder in (root, *root.parents) if folder.parent.name == "snapshots"), None)
+        if snapshot is not None:
+            allowed.append((snapshot.parent.parent / "blobs").resolve())
         real = path.resolve()
         if not any(real == base or real.is_relative_to(base) for base in allowed):
             raise UnsafePathError(f"{where}: {entry!r} is a symlink that leaves its folder {root} (to {real})")
