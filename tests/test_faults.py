@@ -74,7 +74,7 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
-# -- 1. path traversal ---------------------------------------------------------------------------------------------
+# -- 1. path traversal ------------------------------------------------------------------------------------------------
 # A bank_config.json whose task file points outside the folder (relative, absolute, or through a symlink).
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_file_entries_outside_the_folder_are_refused_before_any_read_or_write(saved, kind):
@@ -97,7 +97,7 @@ def test_file_entries_outside_the_folder_are_refused_before_any_read_or_write(sa
     assert victim.read_bytes() == before
 
 
-# -- 2 and 8. checkpoints: no pickle, fallback past a damaged newest one -------------------------------------------
+# -- 2 and 8. checkpoints: no pickle, fallback past a damaged newest one ----------------------------------------------
 class _Planted:
     """Unpickling this runs code: it creates the file named by ``path``."""
 
@@ -174,7 +174,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(training_run, 
     assert all(torch.equal(resumed.model.state_dict()[n], t) for n, t in expected.items())
 
 
-# -- 3. integrity --------------------------------------------------------------------------------------------------
+# -- 3. integrity -----------------------------------------------------------------------------------------------------
 # One flipped byte in the tensor data of a task file.
 def test_a_flipped_byte_in_a_task_file_is_detected(saved):
     root, base, _ = saved
@@ -220,7 +220,7 @@ def test_legacy_fingerprints_still_load_with_a_warning(saved, caplog):
         TaskVectorBank.from_pretrained(root / "bank", base=tiny_model("clip", seed=1))
 
 
-# -- 4. umask ------------------------------------------------------------------------------------------------------
+# -- 4. umask ---------------------------------------------------------------------------------------------------------
 def test_saved_files_follow_the_umask(saved):
     root, base, bank = saved
     mine = base.with_coefficients(bank, {"a": 0.5})
@@ -237,7 +237,7 @@ def test_saved_files_follow_the_umask(saved):
             assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path} has mode {oct(path.stat().st_mode)}"
 
 
-# -- 5. kill -9 mid-save -------------------------------------------------------------------------------------------
+# -- 5. kill -9 mid-save ----------------------------------------------------------------------------------------------
 _CHILD = textwrap.dedent(
     """
     import os, sys, time
@@ -332,7 +332,7 @@ def test_kill_9_mid_save_leaves_the_old_folder_and_the_next_save_cleans_up(tmp_p
         assert not [p for p in target.parent.iterdir() if p.name.startswith(".target.") and "lock" not in p.name]
 
 
-# -- 6. stale files ------------------------------------------------------------------------------------------------
+# -- 6. stale files ---------------------------------------------------------------------------------------------------
 def test_a_save_replaces_every_file_of_its_kind(saved):
     root, base, bank = saved
     mine = base.with_coefficients(bank, {"a": 0.5}, info={"calibration": {"slope": 2.0, "intercept": 1.0}})
@@ -351,7 +351,7 @@ def test_a_save_replaces_every_file_of_its_kind(saved):
     assert sorted(p.name for p in (root / "bank" / "task_vectors").iterdir()) == ["only.safetensors"]
 
 
-# -- 7. two writers ------------------------------------------------------------------------------------------------
+# -- 7. two writers ---------------------------------------------------------------------------------------------------
 def test_two_writers_and_a_reader_of_one_folder(tmp_path):
     base = tiny_model("clip")
     banks = {v: constant_bank(base, v) for v in (1, 2)}
@@ -406,7 +406,7 @@ def test_two_processes_saving_one_model_folder_both_succeed(tmp_path):
                        tiny_model("clip")(pixel_values=pixels(1)).scores)  # fmt: skip
 
 
-# -- 9. images -----------------------------------------------------------------------------------------------------
+# -- 9. images --------------------------------------------------------------------------------------------------------
 def test_exif_orientation_is_applied(tmp_path):
     array = np.zeros((10, 20, 3), dtype=np.uint8)
     array[:, 10:] = 255  # right half white
@@ -448,7 +448,7 @@ def test_decompression_bomb_names_the_image_and_how_to_allow_it(tmp_path, monkey
     assert "Traceback" not in err
 
 
-# -- 10. exports validated -----------------------------------------------------------------------------------------
+# -- 10. exports validated --------------------------------------------------------------------------------------------
 def test_exports_are_validated_on_load(saved):
     root, base, bank = saved
     mine = base.with_coefficients(bank, {"a": 0.5, "b": -0.2})
@@ -503,7 +503,7 @@ def test_json_is_strict(tmp_path):
     assert json.loads(text) == {"nested": [None, 1.0], "srocc": None}
 
 
-# -- 11. saving never changes the object saved ---------------------------------------------------------------------
+# -- 11. saving never changes the object saved ------------------------------------------------------------------------
 def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     root, base, bank = saved
     before = (bank.storage_dtype, bank.root, bank.source)
@@ -518,7 +518,7 @@ def test_saving_a_bank_in_another_dtype_leaves_it_as_it_was(saved):
     assert base.source == Reference.local(root / "base")
 
 
-# -- 12. clear errors ----------------------------------------------------------------------------------------------
+# -- 12. clear errors -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "change, field",
     [
@@ -585,7 +585,7 @@ def test_cli_prints_one_line_with_its_own_flags(saved, capsys):
     assert code == 2 and err.count("\n") == 1 and "bank_config.json: field 'tasks'" in err
 
 
-# -- issue 22: config values, a user's own folders, glob entries -----------------------------------------------------
+# -- config values, a user's own folders, glob entries ----------------------------------------------------------------
 # A config.json whose score_range overflows float32 (scores inf) or is out of order or too narrow to tell images apart.
 @pytest.mark.parametrize(
     "score_range", [[-3e38, 3e38], [-1e308, 1e308], [float("nan"), 10], [5, 1], [1.0, 1.0 + 1e-9], ["a", 2]]
@@ -595,7 +595,7 @@ def test_score_range_must_be_finite_ordered_and_sane(saved, score_range):
     config = json.loads((root / "base" / "config.json").read_text())
     config["score_range"] = score_range
     (root / "base" / "config.json").write_text(json.dumps(config))
-    (root / "base" / "checksums.json").unlink(missing_ok=True)  # the edit itself is caught by the checksums: check the value alone
+    (root / "base" / "checksums.json").unlink(missing_ok=True)  # else the checksums catch the edit first
     with pytest.raises(ConfigError, match="score_range must be"):
         AestheticModel.from_pretrained(root / "base")
 
@@ -651,7 +651,7 @@ def test_calibration_never_collapses_different_images_to_one_score(saved, rating
     assert len(set(mine.score(images).tolist())) == 8
 
 
-# -- issue 22: checkpoints that are symlinks, an edited trainer state --------------------------------------------------
+# -- checkpoints that are symlinks, an edited trainer state -----------------------------------------------------------
 # `checkpoints/step-N` (or `checkpoints` itself) is a symlink to a folder of the user's outside the run.
 @pytest.mark.parametrize("link", ["step", "checkpoints"])
 def test_a_symlinked_checkpoint_folder_is_refused_and_nothing_outside_the_run_is_touched(training_run, tmp_path, link):
@@ -671,7 +671,8 @@ def test_a_symlinked_checkpoint_folder_is_refused_and_nothing_outside_the_run_is
     with pytest.raises(UnsafePathError, match="checkpoint"):
         finetune_database("koniq10k", koniq, root / "base", config, eval_split=None)
     assert (outside / "thesis.txt").read_text() == "three years of work"
-    assert sorted(p.name for p in outside.iterdir()) == sorted(["thesis.txt"] + (["step-00000002"] if link != "step" else []))
+    expected = ["thesis.txt"] + (["step-00000002"] if link == "checkpoints" else [])
+    assert sorted(p.name for p in outside.iterdir()) == sorted(expected)
 
 
 # An edited learning rate in trainer_state.json must not resume silently.
@@ -718,8 +719,8 @@ def test_personalize_refuses_to_write_over_its_base_model(saved, capsys):
         lines.append(f"{i}.png,{i % 5 + 1}")
     (root / "ratings.csv").write_text("\n".join(lines) + "\n")
     before = {p.name: p.read_bytes() for p in (root / "base").iterdir()}
-    code = main(["personalize", "--ratings", str(root / "ratings.csv"), "--model", str(root / "base"),
-                 "--bank", str(root / "bank"), "--output", str(root / "base"), "--export", "merged", "--steps", "2"])  # fmt: skip
+    paths = ["--ratings", str(root / "ratings.csv"), "--model", str(root / "base"), "--bank", str(root / "bank")]
+    code = main(["personalize", *paths, "--output", str(root / "base"), "--export", "merged", "--steps", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "holds its base model" in err
     assert {p.name: p.read_bytes() for p in (root / "base").iterdir()} == before

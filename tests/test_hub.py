@@ -170,6 +170,7 @@ def test_push_records_the_commit_and_writes_validated_cards(published: dict[str,
     assert files[SAVED_BASE] == [
         ".gitattributes",
         "README.md",
+        "checksums.json",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

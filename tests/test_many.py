@@ -2,6 +2,7 @@
 real processes under `accelerate launch` giving the one-process output."""
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -276,7 +277,7 @@ def test_two_processes_under_accelerate_equal_one_process(saved, table, tmp_path
     assert len(FeatureCache(folder.parent, folder.name).load()) == 24  # each distinct image encoded once
 
 
-# -- issue 22: bad rows, damaged records, a damaged feature cache ----------------------------------------------------
+# -- bad rows, damaged records, a damaged feature cache ---------------------------------------------------------------
 @pytest.fixture()
 def two_users(table, tmp_path):
     """users 0 and 1 of the table; user 1's second row gets a NaN score."""
@@ -360,3 +361,19 @@ def test_a_damaged_feature_cache_shard_is_named_and_rebuilt_once(saved, two_user
     assert not rerun.failed
     assert [r.message for r in caplog.records if shard.name in r.message], "the damaged shard is not named"
     assert outputs(out)["coefficients"] == expected["coefficients"]
+
+
+def test_the_feature_cache_removes_what_killed_writers_left_and_nothing_else(tmp_path):
+    cache = FeatureCache(tmp_path, "key", shape=(2,))
+    cache.add(["a", "b"], torch.ones(2, 2))
+    shard = cache.flush()
+    assert shard.name == f"features-{hashlib.sha256(shard.read_bytes()).hexdigest()}.safetensors"
+    folder = shard.parent
+    abandoned = [folder / ".pending-dead.safetensors", folder / "..pending-dead.safetensors.0123abcd.tmp"]
+    live, mine = folder / ".pending-live.safetensors", folder / "notes.txt"
+    for path in [*abandoned, live, mine]:
+        path.write_bytes(b"x")
+    for path in abandoned:
+        os.utime(path, (time.time() - 7200,) * 2)
+    assert len(FeatureCache(tmp_path, "key", shape=(2,)).load()) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted([shard.name, live.name, mine.name])

@@ -28,7 +28,7 @@ MIN_RELATIVE_SPAN = 1e-4
 
 
 def _check_score_range(score_range: Any) -> list[float]:
-    """`score_range` as `[low, high]`: two finite numbers, low < high, within +-MAX_SCORE_MAGNITUDE, a resolvable span."""
+    """`score_range` as `[low, high]`: finite, low < high, within +-MAX_SCORE_MAGNITUDE, with a resolvable span."""
     try:
         low, high = (float(v) for v in score_range)
     except (TypeError, ValueError):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 _SHARD_PREFIX = "features-"
 # `features-<sha256 of the file>.safetensors`; shards of earlier releases carry a random 16-digit name, unchecked.
+_PENDING = "pending-"
+_ABANDONED_AFTER_S = 3600
 _CHECKED_NAME = re.compile(rf"{_SHARD_PREFIX}([0-9a-f]{{64}})\.safetensors")
 
 
@@ -82,6 +85,7 @@ class FeatureCache:
         the cache's `shape`) is logged with its name and removed, so its images count as missing and are encoded again.
         """
         if self.folder.is_dir():
+            self._remove_abandoned()
             for shard in sorted(self.folder.glob(f"{_SHARD_PREFIX}*.safetensors")):
                 try:
                     features = self.read_shard(shard)
@@ -95,6 +99,16 @@ class FeatureCache:
                     self._features.setdefault(name, tensor)
         logger.info("Feature cache %s: %d images", self.folder, len(self._features))
         return self
+
+    def _remove_abandoned(self) -> None:
+        """Remove unfinished shards of writers killed mid-write (hidden files an hour old: no live writer's)."""
+        for path in self.folder.glob(f".*{_PENDING}*"):
+            try:
+                if time.time() - path.stat().st_mtime > _ABANDONED_AFTER_S:
+                    logger.info("Removing %s, left by a writer that was stopped", path)
+                    path.unlink()
+            except FileNotFoundError:
+                continue
 
     def read_shard(self, shard: Path) -> dict[str, torch.Tensor]:
         """The features of one shard, checked; an [`IntegrityError`] naming the shard when it is damaged."""
@@ -130,7 +144,9 @@ class FeatureCache:
         if len(keys) != len(features):
             raise ValueError(f"received {len(features)} feature rows for {len(keys)} image keys")
         if self.shape is not None and tuple(features.shape[1:]) != self.shape:
-            raise ValueError(f"received features of shape {list(features.shape[1:])}, this cache holds {list(self.shape)}")
+            raise ValueError(
+                f"received features of shape {list(features.shape[1:])}, this cache holds {list(self.shape)}"
+            )
         for key, row in zip(keys, features):
             row = row.detach().cpu().contiguous().clone()
             self._features[key] = row
@@ -142,7 +158,7 @@ class FeatureCache:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         # Written under a hidden name, then renamed after its own sha256 (which `load` checks).
-        pending = self.folder / f".pending-{uuid.uuid4().hex[:16]}.safetensors"
+        pending = self.folder / f".{_PENDING}{uuid.uuid4().hex[:16]}.safetensors"
         with atomic_path(pending) as tmp:
             save_file(self._new, str(tmp), metadata={"format": "pt"})
         try:

@@ -220,8 +220,9 @@ def _exported(output_dir: Path, name: str) -> bool:
     if not folder.is_dir():
         return False
     try:
-        if not all((folder / f).is_file() for f in (CONFIG_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE)):
-            raise FileNotFoundError(f"{folder} lacks some of {CONFIG_FILE}, {COEFFICIENTS_FILE}, {PERSONALIZATION_FILE}")
+        absent = [f for f in (CONFIG_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE) if not (folder / f).is_file()]
+        if absent:
+            raise FileNotFoundError(f"{folder} lacks {absent}")
         verify_manifest(folder)
         read_json(folder / PERSONALIZATION_FILE, "a personalization record")
     except (OSError, ValueError) as error:
@@ -231,7 +232,7 @@ def _exported(output_dir: Path, name: str) -> bool:
 
 
 def _error_recorded(output_dir: Path, name: str) -> bool:
-    """Whether an earlier run recorded an error for the user (a damaged record does not count: the user is refitted)."""
+    """Whether an earlier run recorded an error for the user (a damaged record does not count: refitted)."""
     path = output_dir / ERRORS_FOLDER / f"{name}.json"
     if not path.is_file():
         return False

@@ -306,8 +306,8 @@ def _checkpoint_folder(output_dir: Path, name: str) -> Path:
     path = safe_join(output_dir, f"{CHECKPOINTS_DIR}/{name}", f"the checkpoint {name} of the run {output_dir}")
     if path.is_symlink():
         raise UnsafePathError(
-            f"{path} is a symlink (to {path.resolve()}): checkpoints are replaced and deleted by the run, so they must "
-            "be real folders inside it. Remove the link"
+            f"{path} is a symlink (to {path.resolve()}): checkpoints are replaced and deleted by the run, so they "
+            "must be real folders inside it. Remove the link"
         )
     return path
 

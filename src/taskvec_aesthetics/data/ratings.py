@@ -215,7 +215,8 @@ def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False
         if None in images or not all(image.is_file() for image in images):
             continue
         if len({digest(image) for image in images}) == 1:  # named here by the file's line, not a row index later
-            log.add(csv_path, line, f"image_a and image_b are the same picture ({row['image_a']!r}, {row['image_b']!r})")
+            names = f"{row['image_a']!r}, {row['image_b']!r}"
+            log.add(csv_path, line, f"image_a and image_b are the same picture ({names})")
             continue
         columns["image_a"].append(str(images[0]))
         columns["image_b"].append(str(images[1]))
