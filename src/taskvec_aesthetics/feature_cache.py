@@ -39,9 +39,10 @@ __all__ = ["FeatureCache", "feature_key"]
 logger = logging.getLogger(__name__)
 
 _SHARD_PREFIX = "features-"
-# `features-<sha256 of the file>.safetensors`; shards of earlier releases carry a random 16-digit name, unchecked.
+# A shard being written is hidden (`.pending-*`); one an hour old was left by a writer that was killed.
 _PENDING = "pending-"
 _ABANDONED_AFTER_S = 3600
+# `features-<sha256 of the file>.safetensors`; shards of earlier releases carry a random 16-digit name, unchecked.
 _CHECKED_NAME = re.compile(rf"{_SHARD_PREFIX}([0-9a-f]{{64}})\.safetensors")
 
 

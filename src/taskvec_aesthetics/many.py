@@ -35,11 +35,10 @@ import datasets
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .batched import BatchedPersonalizer
-from PIL import Image
-
 from .constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
 from .data import DatabaseFormatError, Issue, load_ratings
 from .data.ratings import load_ratings_by_user
