@@ -113,21 +113,24 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     }
     ranked_scores = [float(caption.split("· ")[1]) for _, caption in ranking]
     assert ranked_scores == sorted(ranked_scores, reverse=True)
-    # The model download is a coefficients export that reloads to the same scores.
+    # The base and bank are local folders, so the model download is merged weights: it reloads anywhere.
+    assert result.export == "merged" and session.download_export() == "merged"
     with zipfile.ZipFile(result.model_zip) as archive:
         archive.extractall(tmp_path)
-        assert "my-aesthetic-model/coefficients.safetensors" in archive.namelist()
+        assert "my-aesthetic-model/model.safetensors" in archive.namelist()
+        assert "my-aesthetic-model/coefficients.safetensors" not in archive.namelist()
     reloaded = AestheticModel.from_pretrained(tmp_path / "my-aesthetic-model")
     photos = [session.photos[i] for i in range(4)]
     torch.testing.assert_close(reloaded.score(photos), torch.tensor(result.scores[:4]), atol=1e-4, rtol=0)
     assert (reloaded.score(photos) - resources.base.score(photos)).abs().max() > 1e-5  # it is personalized
-    # The ratings download is what load_ratings reads, next to the photos.
-    folder = tmp_path / "photos"
-    shutil.copytree(inputs["photos"], folder)
-    shutil.copy(result.ratings_csv, folder / "metadata.csv")
-    loaded = load_ratings(folder)
+    # The answers download is a zip of the rated photos and a metadata.csv that load_ratings reads as is.
+    with zipfile.ZipFile(result.answers_zip) as archive:
+        archive.extractall(tmp_path / "answers")
+    loaded = load_ratings(tmp_path / "answers" / "my-answers")
     expected = {session.name(i): score for i, score in session.ratings.items()}
     assert dict(zip(loaded["image_id"], loaded["score"])) == expected
+    first = min(session.ratings)
+    assert np.array_equal(np.asarray(loaded.sort("image_id")[0]["image"]), np.asarray(Image.open(session.photos[first])))
 
 
 def test_uploads_join_only_their_session_and_bad_files_are_named(resources, tmp_path: Path) -> None:
@@ -154,6 +157,52 @@ def test_uploads_join_only_their_session_and_bad_files_are_named(resources, tmp_
     assert theirs.ratings == {} and mine.ratings != {}
     mine.close()
     assert not mine.workdir.exists()
+
+
+def test_a_79_megapixel_upload_is_refused_before_it_is_decoded(resources, tmp_path: Path) -> None:
+    import resource
+
+    session = RatingSession(resources)
+    png = tmp_path / "panorama.png"
+    Image.new("1", (10_880, 7_260)).save(png)  # 79 megapixels: decoding it to RGB takes over 1 GB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    problems = session.add_uploads([png])
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert problems == [
+        "panorama.png is a PNG of 10880 x 7260 pixels; PNG photos up to 16 megapixels are accepted (JPEG up to 80): "
+        "downscale it, or save it as JPEG"
+    ]
+    assert session.uploads == [] and grown_mb < 100
+    jpeg = tmp_path / "panorama.jpg"
+    Image.new("RGB", (10_880, 7_260), (90, 140, 200)).save(jpeg, quality=70)
+    assert session.add_uploads([jpeg]) == []  # a JPEG decodes at an eighth of its size: accepted, and downscaled
+    assert max(Image.open(session.uploads[0]).size) == 1024
+
+
+def test_an_upload_is_offered_next_and_always_ranked_with_its_rank(resources, tmp_path: Path) -> None:
+    session = RatingSession(resources)
+    rate_some(session, [5, 1, 4, 2])
+    photo = tmp_path / "pool-00000.png"  # the name of a pool photo: the upload must not take it
+    Image.fromarray(np.full((64, 64, 3), 30, np.uint8)).save(photo)
+    assert session.add_uploads([photo]) == []
+    assert session.current == NUM_PHOTOS and session.name(NUM_PHOTOS) == "upload-pool-00000.png"
+    session.rate(1)  # rated: no longer among the unrated photos, still shown with its rank among all photos
+    result = session.personalize()
+    ranking = session.ranking(result.scores, limit=3)
+    rank = 1 + sorted(result.scores, reverse=True).index(result.scores[NUM_PHOTOS])
+    assert ranking[-1] == (session.uploads[0], f"your photo: #{rank} of {NUM_PHOTOS + 1} · {result.scores[-1]:.2f}")
+    assert len(ranking) == 4 and all(caption.startswith("#") for _, caption in ranking[:3])
+
+
+def test_uploads_are_bounded_per_visitor(resources, tmp_path: Path) -> None:
+    from taskvec_aesthetics.app.files import MAX_UPLOADS
+
+    session = RatingSession(resources)
+    photo = tmp_path / "small.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(photo)
+    problems = session.add_uploads([photo] * (MAX_UPLOADS + 2))
+    assert len(session.uploads) == MAX_UPLOADS and len(problems) == 2
+    assert problems[0] == f"small.png was not added: up to {MAX_UPLOADS} photos of your own are kept per visit."
 
 
 def test_every_photo_rated_then_an_upload_brings_a_new_one(resources, tmp_path: Path) -> None:
@@ -229,18 +278,20 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     mean, error, how = cv_estimate(result.report)
     assert 0 <= mean <= 1 and how == "5-fold cross-validation on 10 pairs"
     assert not {p for p, _ in session.ranking(result.scores)} & {session.photos[i] for i in shown}
-    # The download is what load_preferences reads, next to the photos.
-    folder = tmp_path / "photos"
-    shutil.copytree(inputs["photos"], folder)
-    shutil.copy(result.ratings_csv, folder / "pairs.csv")
-    loaded = load_preferences(folder / "pairs.csv")
+    # The download holds the photos and a comparisons.csv that load_preferences reads as is.
+    with zipfile.ZipFile(result.answers_zip) as archive:
+        archive.extractall(tmp_path / "answers")
+    loaded = load_preferences(tmp_path / "answers" / "my-answers" / "comparisons.csv")
     assert list(zip(loaded["preferred"])) == [(c,) for c in session.comparisons.values()]
+    assert loaded[0]["image_a"].size == Image.open(session.photos[first[0]]).size
     # Ratings join as comparisons of photos rated differently; both downloads come in one zip.
     rate_some(session, [5, 1, 1])
     assert len(session.preferences()) == 10 + 2
     both = session.personalize()
     # a rated pair that was also compared counts once (the fit averages a repeated pair)
     distinct = len({frozenset((a, b)) for a, b, _ in session.preferences()})
-    assert both.report.num_pairs == distinct >= 10 and both.ratings_csv.suffix == ".zip"
-    with zipfile.ZipFile(both.ratings_csv) as archive:
-        assert sorted(archive.namelist()) == ["my-comparisons.csv", "my-ratings.csv"]
+    assert both.report.num_pairs == distinct >= 10
+    with zipfile.ZipFile(both.answers_zip) as archive:
+        names = {name for name in archive.namelist() if not name.endswith("/")}
+    photos = {f"my-answers/{session.name(i)}" for i in session.answered()}
+    assert names == {"my-answers/metadata.csv", "my-answers/comparisons.csv"} | photos
