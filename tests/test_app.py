@@ -1,6 +1,7 @@
 """The app's visitor flow without a browser: rating, bad input, uploads, personalizing, downloads, sessions."""
 
 import dataclasses
+import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -295,3 +296,82 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
         names = {name for name in archive.namelist() if not name.endswith("/")}
     photos = {f"my-answers/{session.name(i)}" for i in session.answered()}
     assert names == {"my-answers/metadata.csv", "my-answers/comparisons.csv"} | photos
+
+
+@pytest.fixture(scope="module")
+def served(resources):
+    """The app on a loopback port, as `taskvec-aesthetics app` serves it."""
+    pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
+    import socket
+
+    from taskvec_aesthetics.app import build_app
+    from taskvec_aesthetics.app.ui import launch
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = build_app(resources)
+    launch(app, resources, port, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    yield {"url": f"http://127.0.0.1:{port}", "app": app}
+    app.close()
+    app.app_folder.cleanup()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_the_server_serves_the_pool_and_a_visitors_own_files_and_nothing_else(served, resources, tmp_path) -> None:
+    import tempfile
+    from urllib.parse import quote
+
+    from gradio_client import Client, handle_file
+
+    url, folder = served["url"], served["app"].app_folder
+    status, body = http_get(f"{url}/gradio_api/file={quote(str(resources.photos[0]))}")
+    assert status == 200 and body == resources.photos[0].read_bytes()
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as other:  # another program's temp file
+        other.write(b"secret")
+    try:
+        assert http_get(f"{url}/gradio_api/file={quote(other.name)}") == (403, b"")
+    finally:
+        Path(other.name).unlink()
+    # A visitor uploads a photo: it is shown to them (the page's copy is served) ...
+    photo = tmp_path / "mine.png"
+    Image.fromarray(np.full((48, 48, 3), 77, np.uint8)).save(photo)
+    visitor = Client(url, download_files=False, verbose=False)
+    shown = visitor.predict([handle_file(str(photo))], api_name="/add_photos")[0]
+    status, body = http_get(shown["url"])
+    assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).mean() == pytest.approx(77, abs=1)
+    assert Path(shown["path"]).resolve().is_relative_to(folder.root.resolve())  # Gradio's copies stay in the folder
+    # ... but the files in the visitor's own folder are never served by path, to anyone.
+    stored = [p for p in folder.sessions.rglob("*") if p.is_file()]
+    assert stored and all(p.resolve().is_relative_to(folder.root.resolve()) for p in stored)
+    for path in stored:
+        assert http_get(f"{url}/gradio_api/file={quote(str(path))}")[0] == 403
+    assert http_get(f"{url}/gradio_api/file={quote(str(folder.root.parent))}")[0] == 403
+
+
+def test_the_first_start_on_an_empty_cache_builds_the_demo_and_serves_its_pool(tmp_path: Path) -> None:
+    from taskvec_aesthetics.app.resources import demo_locations
+    from taskvec_aesthetics.demo.runner import DemoConfig
+    from taskvec_aesthetics.demo.world import WorldConfig
+
+    world = WorldConfig.preset("quick", images_per_database=8, pool_size=6, databases=("sharpness", "noise"))
+    demo = DemoConfig(world=world, finetune_steps=1, finetune_batch_size=4)
+    cache = tmp_path / "empty-cache"
+    # The pool is written first, then the bank is built, which replaces the demo's folder whole.
+    resources = load_resources(cache_dir=cache, config=FAST, demo=demo)
+    assert len(resources.photos) == 6 and len(resources.bank) == 2
+    assert resources.description.endswith("6 photos of the demo's pool")
+    where = demo_locations(cache, demo)
+    assert (where["bank"] / "bank_config.json").is_file() and len(list(where["photos"].iterdir())) == 6
+    again = load_resources(cache_dir=cache, config=FAST, demo=demo)  # the second start reads it all back
+    assert again.photos == resources.photos
