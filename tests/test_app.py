@@ -326,6 +326,8 @@ def http_get(url: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, b""
+    except urllib.error.URLError:  # nothing listening (yet)
+        return 0, b""
 
 
 def test_the_server_serves_the_pool_and_a_visitors_own_files_and_nothing_else(served, resources, tmp_path) -> None:
@@ -375,3 +377,82 @@ def test_the_first_start_on_an_empty_cache_builds_the_demo_and_serves_its_pool(t
     assert (where["bank"] / "bank_config.json").is_file() and len(list(where["photos"].iterdir())) == 6
     again = load_resources(cache_dir=cache, config=FAST, demo=demo)  # the second start reads it all back
     assert again.photos == resources.photos
+
+
+@pytest.mark.slow
+def test_the_space_runs_from_hub_ids_and_cleans_up_on_sigterm(local_hub, tmp_path: Path) -> None:
+    """`app.py` as a Space runs it: base, bank and photos pushed by `push_demo`, loaded by id, nothing built."""
+    pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client
+    from hub_server import TEST_TOKEN, TEST_USER, hub_env, run_client
+
+    pushed = run_client(
+        f"""
+        import json
+        from taskvec_aesthetics.app.space import push_demo
+        from taskvec_aesthetics.demo.runner import DemoConfig
+        from taskvec_aesthetics.demo.world import WorldConfig
+        world = WorldConfig.preset("quick", images_per_database=8, pool_size=6, databases=("sharpness", "noise"))
+        demo = DemoConfig(world=world, finetune_steps=1, finetune_batch_size=4)
+        print(json.dumps(push_demo({TEST_USER!r}, prefix="space", cache_dir={str(tmp_path / "build")!r}, demo=demo)))
+        """,
+        hub_env(local_hub, tmp_path / "hf-push", token=TEST_TOKEN),
+        timeout=300,
+    )
+    variables = json.loads(pushed.stdout.strip().splitlines()[-1])
+    assert variables == {
+        "TASKVEC_MODEL": f"{TEST_USER}/space-base",
+        "TASKVEC_BANK": f"{TEST_USER}/space-bank",
+        "TASKVEC_PHOTOS": f"{TEST_USER}/space-photos",
+    }
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = hub_env(local_hub, tmp_path / "hf-space") | variables
+    env |= {"PORT": str(port), "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    env |= {"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    began = time.perf_counter()
+    space = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while http_get(f"{url}/config")[0] != 200:
+            assert space.poll() is None, f"app.py exited:\n{space.stdout.read()}"
+            assert time.perf_counter() - began < 120, "app.py did not start within 120 s"
+            time.sleep(0.5)
+        started = time.perf_counter() - began
+        print(f"app.py served from Hub ids after {started:.1f} s")
+        config = http_get(f"{url}/config")[1].decode()
+        assert f"6 photos from {TEST_USER}/space-photos" in config and f"model {TEST_USER}/space-base" in config
+        assert not (tmp_path / "empty-cache" / "taskvec-aesthetics").exists()  # no demo was built
+        # A visitor's download is a coefficients export that names the base and bank by Hub id, and says so.
+        visitor = Client(url, download_files=False, verbose=False)
+        for stars in (5, 1, 4, 2):
+            visitor.predict(api_name=f"/rate_{stars}")
+        outputs = visitor.predict(api_name="/fit")
+        words = next(o for o in outputs if isinstance(o, str) and "export" in o)
+        assert "A coefficients export" in words and f"{TEST_USER}/space-base" in words
+        model_zip = next(o for o in outputs if isinstance(o, dict) and str(o.get("path", "")).endswith(".zip"))
+        with zipfile.ZipFile(io.BytesIO(http_get(model_zip["url"])[1])) as archive:
+            names = archive.namelist()
+            text = archive.read("my-aesthetic-model/config.json").decode()
+        assert "my-aesthetic-model/coefficients.safetensors" in names
+        assert f"{TEST_USER}/space-bank" in text and str(tmp_path) not in text
+        assert [p.name for p in temp.iterdir() if p.name.startswith("taskvec-aesthetics-app-")]
+    finally:
+        space.send_signal(signal.SIGTERM)
+        output = space.communicate(timeout=60)[0]
+    assert space.returncode != 0 or "Traceback" not in output
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("taskvec-aesthetics-app-")], output[-2000:]
