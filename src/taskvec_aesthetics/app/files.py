@@ -1,7 +1,7 @@
 """The app's own temporary folder: every file written for a visitor lives in it, and it goes when the server stops.
 
 Layout: ``<temp>/taskvec-aesthetics-app-XXXX/gradio`` (Gradio's uploads and the copies it serves, through
-`GRADIO_TEMP_DIR`) and ``.../sessions/<one folder per visitor>``. Nothing else of the temp folder is served: the app's
+`GRADIO_TEMP_DIR`) and ``.../sessions/<one folder per visitor>`` (see `RatingSession`). Nothing else of the temp folder is served: the app's
 `allowed_paths` name only the photo pool's folders. A visitor's folder is deleted when their tab closes, the whole
 folder when the server stops (normal exit, Ctrl+C or SIGTERM).
 """
@@ -41,10 +41,6 @@ class AppFolder:
         self.sessions.mkdir()
         os.environ["GRADIO_TEMP_DIR"] = str(self.gradio)
         self._lock = threading.Lock()
-
-    def new_session(self) -> Path:
-        """A private folder for one visitor's files."""
-        return Path(tempfile.mkdtemp(prefix="visitor-", dir=self.sessions))
 
     def size(self) -> int:
         """Bytes held in the folder now."""

@@ -73,7 +73,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
     visitors: dict[str, RatingSession] = {}  # by Gradio session, to close each one when its tab closes
 
     def new_session(request: gr.Request | None) -> RatingSession:
-        state = RatingSession(resources, strategy, folder=folder.new_session())
+        state = RatingSession(resources, strategy, folder=folder.sessions)
         if request is not None and request.session_hash:
             previous = visitors.pop(request.session_hash, None)
             if previous is not None:
