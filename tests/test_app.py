@@ -2,14 +2,13 @@
 
 import dataclasses
 import io
-import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from app_world import FAST, NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, free_port, write_app_inputs
 from PIL import Image
 
 from taskvec_aesthetics import AestheticModel
@@ -131,7 +130,8 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     expected = {session.name(i): score for i, score in session.ratings.items()}
     assert dict(zip(loaded["image_id"], loaded["score"])) == expected
     first = min(session.ratings)
-    assert np.array_equal(np.asarray(loaded.sort("image_id")[0]["image"]), np.asarray(Image.open(session.photos[first])))
+    first_row = loaded.sort("image_id")[0]
+    assert np.array_equal(np.asarray(first_row["image"]), np.asarray(Image.open(session.photos[first])))
 
 
 def test_uploads_join_only_their_session_and_bad_files_are_named(resources, tmp_path: Path) -> None:
@@ -302,14 +302,10 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
 def served(resources):
     """The app on a loopback port, as `taskvec-aesthetics app` serves it."""
     pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
-    import socket
-
     from taskvec_aesthetics.app import build_app
     from taskvec_aesthetics.app.ui import launch
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     app = build_app(resources)
     launch(app, resources, port, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     yield {"url": f"http://127.0.0.1:{port}", "app": app}
@@ -384,9 +380,7 @@ def test_the_space_runs_from_hub_ids_and_cleans_up_on_sigterm(local_hub, tmp_pat
     """`app.py` as a Space runs it: base, bank and photos pushed by `push_demo`, loaded by id, nothing built."""
     pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
     import json
-    import os
     import signal
-    import socket
     import subprocess
     import sys
     import time
@@ -413,9 +407,7 @@ def test_the_space_runs_from_hub_ids_and_cleans_up_on_sigterm(local_hub, tmp_pat
         "TASKVEC_BANK": f"{TEST_USER}/space-bank",
         "TASKVEC_PHOTOS": f"{TEST_USER}/space-photos",
     }
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = hub_env(local_hub, tmp_path / "hf-space") | variables

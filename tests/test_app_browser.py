@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_world import FAST, NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, free_port, write_app_inputs
 
 from PIL import Image
 
@@ -35,12 +34,6 @@ if CHROMIUM is None:
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path(os.environ.get("TASKVEC_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output")) / "app"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +180,13 @@ def test_visitors_do_not_see_each_others_ratings(browser, server, page) -> None:
     other.wait_for_selector("#photo img")
     assert "About 20 answers" in other.inner_text("#progress")
     assert page.inner_text("#progress").startswith("2 rated")
-    other.close()
+    sessions = server["folder"].sessions
+    open_before = set(sessions.iterdir())
+    other.close()  # the visitor leaves: their folder goes at once, not after a time to live
+    deadline = time.perf_counter() + 30
+    while len(set(sessions.iterdir())) >= len(open_before) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    assert set(sessions.iterdir()) < open_before and page.inner_text("#progress").startswith("2 rated")
 
 
 def test_compare_two_photos_then_personalize(page) -> None:

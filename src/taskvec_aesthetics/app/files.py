@@ -1,9 +1,9 @@
 """The app's own temporary folder: every file written for a visitor lives in it, and it goes when the server stops.
 
 Layout: ``<temp>/taskvec-aesthetics-app-XXXX/gradio`` (Gradio's uploads and the copies it serves, through
-`GRADIO_TEMP_DIR`) and ``.../sessions/<one folder per visitor>`` (see `RatingSession`). Nothing else of the temp folder is served: the app's
-`allowed_paths` name only the photo pool's folders. A visitor's folder is deleted when their tab closes, the whole
-folder when the server stops (normal exit, Ctrl+C or SIGTERM).
+`GRADIO_TEMP_DIR`) and ``.../sessions/<one folder per visitor>`` (see `RatingSession`). Nothing else of the temp
+folder is served: the app's `allowed_paths` name only the photo pool's folders. A visitor's folder is deleted when
+their tab closes, the whole folder when the server stops (normal exit, Ctrl+C or SIGTERM).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from ..constants import COEFFICIENTS, MERGED
 from ..metrics import srocc
 from ..modeling import AestheticModel
 from ..personalization import EncodedPreferences, EncodedRatings, PersonalizationReport
+from ..progress import transformers_bars_off
 from ..ratings_input import PREFERRED_VALUES
 from ..selection import choose_next
 from .files import MAX_UPLOADS
@@ -65,10 +66,9 @@ def cv_estimate(report: PersonalizationReport) -> tuple[float, float, str] | Non
 
 @dataclass
 class Personalized:
-    """A fit: the model, its report, scores of every photo, and the files to download (the model as ``export``, and
-    the answers with their photos)."""
+    """A fit: its report (with the coefficients), scores of every photo, and the files to download (the model as
+    ``export``, and the answers with their photos). The merged model is not kept: a session holds kilobytes."""
 
-    model: AestheticModel
     report: PersonalizationReport
     scores: np.ndarray
     seconds: float
@@ -293,16 +293,20 @@ class RatingSession:
         with self.resources.lock:
             coefficients, report = personalizer.fit_encoded(encoded)
             scores = personalizer.predict(coefficients, self.prefix(range(len(self.photos)))).numpy()
-        model = self.resources.base.with_coefficients(self.resources.bank, coefficients, info=report.summary())
-        folder = self.workdir / f"model-{len(self.ratings)}-ratings-{len(self.comparisons)}-comparisons"
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = self.workdir / "model"
+        shutil.rmtree(folder, ignore_errors=True)  # one model per visitor: the previous fit's download goes
         export = self.download_export()
-        model.save_pretrained(folder / "my-aesthetic-model", export=export)
+        with transformers_bars_off():
+            self._model(report).save_pretrained(folder / "my-aesthetic-model", export=export)
         archive = Path(shutil.make_archive(str(folder / "my-aesthetic-model"), "zip", folder, "my-aesthetic-model"))
         shutil.rmtree(folder / "my-aesthetic-model")  # only the zip is served
         seconds = time.perf_counter() - began
-        self.result = Personalized(model, report, scores, seconds, archive, export, self.write_answers())
+        self.result = Personalized(report, scores, seconds, archive, export, self.write_answers())
         return self.result
+
+    def _model(self, report: PersonalizationReport) -> AestheticModel:
+        """The personalized model of a fit (merged on demand: a full copy of the weights)."""
+        return self.resources.base.with_coefficients(self.resources.bank, report.coefficients, info=report.summary())
 
     def download_export(self) -> str:
         """How the model download is saved: as coefficients when both the base and the bank are on the Hub (they
@@ -376,7 +380,7 @@ class RatingSession:
             raise ValueError(f"Enter a repository id like 'your-name/my-aesthetic-model'; received {repo_id!r}.")
         if not token:
             raise ValueError("Paste a Hugging Face access token with write permission (hf.co/settings/tokens).")
-        commit = self.result.model.push_to_hub(repo_id, export=export, token=token)
+        commit = self._model(self.result.report).push_to_hub(repo_id, export=export, token=token)
         return str(getattr(commit, "commit_url", commit))
 
     def close(self) -> None:
