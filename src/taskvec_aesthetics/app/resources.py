@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..bank import TaskVectorBank
 from ..constants import BANK_CONFIG_FILE
+from ..hub import download
 from ..modeling import AestheticModel
 from ..personalization import Personalizer, PersonalizerConfig
 from ..processing import IMAGE_EXTENSIONS, list_images
@@ -131,8 +132,6 @@ def _demo_photos(cache_dir: Path | None, demo: DemoConfig | None) -> Path:
 
 def _hub_photos(repo_id: str) -> Path:
     """The photos of a Hub repository (its image files only), downloaded once into the Hub cache."""
-    from ..hub import download
-
     folder, _ = download(repo_id, [f"*{suffix}" for suffix in IMAGE_EXTENSIONS])
     return folder
 

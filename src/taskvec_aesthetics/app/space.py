@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..hub import push_folder
 from .resources import _demo_base_and_bank, _demo_photos
 
 if TYPE_CHECKING:
@@ -49,8 +50,6 @@ def push_demo(
     Returns:
         `dict[str, str]`: The Space variables to set (``TASKVEC_MODEL`` etc.) and the repo id each names.
     """
-    from ..hub import push_folder
-
     if not namespace or "/" in namespace:
         raise ValueError(f"namespace must be a Hub user or organisation name like 'your-name'; received {namespace!r}")
     cache = Path(cache_dir) if cache_dir else None
