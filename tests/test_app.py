@@ -448,3 +448,21 @@ def test_the_space_runs_from_hub_ids_and_cleans_up_on_sigterm(local_hub, tmp_pat
         output = space.communicate(timeout=60)[0]
     assert space.returncode != 0 or "Traceback" not in output
     assert not [p.name for p in temp.iterdir() if p.name.startswith("taskvec-aesthetics-app-")], output[-2000:]
+
+
+def test_the_app_folder_takes_gradio_files_and_goes_entirely_at_cleanup(resources, monkeypatch) -> None:
+    import os
+
+    from taskvec_aesthetics.app import AppFolder
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "elsewhere")
+    folder = AppFolder()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(folder.gradio) and folder.gradio.parent == folder.root
+    session = RatingSession(resources, folder=folder.sessions)
+    rate_some(session, [5, 1, 3])
+    session.personalize()
+    assert session.workdir.parent == folder.sessions and folder.size() > 0
+    session.close()
+    assert not session.workdir.exists() and folder.root.exists()
+    folder.cleanup()
+    assert not folder.root.exists() and os.environ["GRADIO_TEMP_DIR"] == "elsewhere"

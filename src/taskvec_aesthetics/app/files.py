@@ -39,6 +39,7 @@ class AppFolder:
         self.sessions = self.root / "sessions"
         self.gradio.mkdir()
         self.sessions.mkdir()
+        self._previous = os.environ.get("GRADIO_TEMP_DIR")
         os.environ["GRADIO_TEMP_DIR"] = str(self.gradio)
         self._lock = threading.Lock()
 
@@ -52,6 +53,11 @@ class AppFolder:
             if self.root.exists():
                 shutil.rmtree(self.root, ignore_errors=True)
                 logger.info("Removed the app's temporary files")
+            if os.environ.get("GRADIO_TEMP_DIR") == str(self.gradio):  # later Gradio work in this process goes back
+                if self._previous is None:
+                    os.environ.pop("GRADIO_TEMP_DIR")
+                else:
+                    os.environ["GRADIO_TEMP_DIR"] = self._previous
 
     def remove_on_exit(self) -> None:
         """Delete the folder when the process exits, SIGTERM included (a service manager's or a Space's stop)."""
