@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tiny_models import perturbed_copy, tiny_model
@@ -29,3 +30,10 @@ def write_app_inputs(root: Path, num_photos: int = NUM_PHOTOS) -> dict[str, Path
     for image_id, data in zip(pool.image_ids, pool.png):
         (photos / f"{image_id}.png").write_bytes(data)
     return {"model": root / "base", "bank": root / "bank", "photos": photos}
+
+
+def free_port() -> int:
+    """A free loopback port to serve the app on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,14 +1,14 @@
 """The app's visitor flow without a browser: rating, bad input, uploads, personalizing, downloads, sessions."""
 
 import dataclasses
-import shutil
+import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from app_world import FAST, NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, free_port, write_app_inputs
 from PIL import Image
 
 from taskvec_aesthetics import AestheticModel
@@ -113,21 +113,25 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     }
     ranked_scores = [float(caption.split("· ")[1]) for _, caption in ranking]
     assert ranked_scores == sorted(ranked_scores, reverse=True)
-    # The model download is a coefficients export that reloads to the same scores.
+    # The base and bank are local folders, so the model download is merged weights: it reloads anywhere.
+    assert result.export == "merged" and session.download_export() == "merged"
     with zipfile.ZipFile(result.model_zip) as archive:
         archive.extractall(tmp_path)
-        assert "my-aesthetic-model/coefficients.safetensors" in archive.namelist()
+        assert "my-aesthetic-model/model.safetensors" in archive.namelist()
+        assert "my-aesthetic-model/coefficients.safetensors" not in archive.namelist()
     reloaded = AestheticModel.from_pretrained(tmp_path / "my-aesthetic-model")
     photos = [session.photos[i] for i in range(4)]
     torch.testing.assert_close(reloaded.score(photos), torch.tensor(result.scores[:4]), atol=1e-4, rtol=0)
     assert (reloaded.score(photos) - resources.base.score(photos)).abs().max() > 1e-5  # it is personalized
-    # The ratings download is what load_ratings reads, next to the photos.
-    folder = tmp_path / "photos"
-    shutil.copytree(inputs["photos"], folder)
-    shutil.copy(result.ratings_csv, folder / "metadata.csv")
-    loaded = load_ratings(folder)
+    # The answers download is a zip of the rated photos and a metadata.csv that load_ratings reads as is.
+    with zipfile.ZipFile(result.answers_zip) as archive:
+        archive.extractall(tmp_path / "answers")
+    loaded = load_ratings(tmp_path / "answers" / "my-answers")
     expected = {session.name(i): score for i, score in session.ratings.items()}
     assert dict(zip(loaded["image_id"], loaded["score"])) == expected
+    first = min(session.ratings)
+    first_row = loaded.sort("image_id")[0]
+    assert np.array_equal(np.asarray(first_row["image"]), np.asarray(Image.open(session.photos[first])))
 
 
 def test_uploads_join_only_their_session_and_bad_files_are_named(resources, tmp_path: Path) -> None:
@@ -154,6 +158,52 @@ def test_uploads_join_only_their_session_and_bad_files_are_named(resources, tmp_
     assert theirs.ratings == {} and mine.ratings != {}
     mine.close()
     assert not mine.workdir.exists()
+
+
+def test_a_79_megapixel_upload_is_refused_before_it_is_decoded(resources, tmp_path: Path) -> None:
+    import resource
+
+    session = RatingSession(resources)
+    png = tmp_path / "panorama.png"
+    Image.new("1", (10_880, 7_260)).save(png)  # 79 megapixels: decoding it to RGB takes over 1 GB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    problems = session.add_uploads([png])
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert problems == [
+        "panorama.png is a PNG of 10880 x 7260 pixels; PNG photos up to 16 megapixels are accepted (JPEG up to 80): "
+        "downscale it, or save it as JPEG"
+    ]
+    assert session.uploads == [] and grown_mb < 100
+    jpeg = tmp_path / "panorama.jpg"
+    Image.new("RGB", (10_880, 7_260), (90, 140, 200)).save(jpeg, quality=70)
+    assert session.add_uploads([jpeg]) == []  # a JPEG decodes at an eighth of its size: accepted, and downscaled
+    assert max(Image.open(session.uploads[0]).size) == 1024
+
+
+def test_an_upload_is_offered_next_and_always_ranked_with_its_rank(resources, tmp_path: Path) -> None:
+    session = RatingSession(resources)
+    rate_some(session, [5, 1, 4, 2])
+    photo = tmp_path / "pool-00000.png"  # the name of a pool photo: the upload must not take it
+    Image.fromarray(np.full((64, 64, 3), 30, np.uint8)).save(photo)
+    assert session.add_uploads([photo]) == []
+    assert session.current == NUM_PHOTOS and session.name(NUM_PHOTOS) == "upload-pool-00000.png"
+    session.rate(1)  # rated: no longer among the unrated photos, still shown with its rank among all photos
+    result = session.personalize()
+    ranking = session.ranking(result.scores, limit=3)
+    rank = 1 + sorted(result.scores, reverse=True).index(result.scores[NUM_PHOTOS])
+    assert ranking[-1] == (session.uploads[0], f"your photo: #{rank} of {NUM_PHOTOS + 1} · {result.scores[-1]:.2f}")
+    assert len(ranking) == 4 and all(caption.startswith("#") for _, caption in ranking[:3])
+
+
+def test_uploads_are_bounded_per_visitor(resources, tmp_path: Path) -> None:
+    from taskvec_aesthetics.app.files import MAX_UPLOADS
+
+    session = RatingSession(resources)
+    photo = tmp_path / "small.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(photo)
+    problems = session.add_uploads([photo] * (MAX_UPLOADS + 2))
+    assert len(session.uploads) == MAX_UPLOADS and len(problems) == 2
+    assert problems[0] == f"small.png was not added: up to {MAX_UPLOADS} photos of your own are kept per visit."
 
 
 def test_every_photo_rated_then_an_upload_brings_a_new_one(resources, tmp_path: Path) -> None:
@@ -229,18 +279,190 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     mean, error, how = cv_estimate(result.report)
     assert 0 <= mean <= 1 and how == "5-fold cross-validation on 10 pairs"
     assert not {p for p, _ in session.ranking(result.scores)} & {session.photos[i] for i in shown}
-    # The download is what load_preferences reads, next to the photos.
-    folder = tmp_path / "photos"
-    shutil.copytree(inputs["photos"], folder)
-    shutil.copy(result.ratings_csv, folder / "pairs.csv")
-    loaded = load_preferences(folder / "pairs.csv")
+    # The download holds the photos and a comparisons.csv that load_preferences reads as is.
+    with zipfile.ZipFile(result.answers_zip) as archive:
+        archive.extractall(tmp_path / "answers")
+    loaded = load_preferences(tmp_path / "answers" / "my-answers" / "comparisons.csv")
     assert list(zip(loaded["preferred"])) == [(c,) for c in session.comparisons.values()]
+    assert loaded[0]["image_a"].size == Image.open(session.photos[first[0]]).size
     # Ratings join as comparisons of photos rated differently; both downloads come in one zip.
     rate_some(session, [5, 1, 1])
     assert len(session.preferences()) == 10 + 2
     both = session.personalize()
     # a rated pair that was also compared counts once (the fit averages a repeated pair)
     distinct = len({frozenset((a, b)) for a, b, _ in session.preferences()})
-    assert both.report.num_pairs == distinct >= 10 and both.ratings_csv.suffix == ".zip"
-    with zipfile.ZipFile(both.ratings_csv) as archive:
-        assert sorted(archive.namelist()) == ["my-comparisons.csv", "my-ratings.csv"]
+    assert both.report.num_pairs == distinct >= 10
+    with zipfile.ZipFile(both.answers_zip) as archive:
+        names = {name for name in archive.namelist() if not name.endswith("/")}
+    photos = {f"my-answers/{session.name(i)}" for i in session.answered()}
+    assert names == {"my-answers/metadata.csv", "my-answers/comparisons.csv"} | photos
+
+
+@pytest.fixture(scope="module")
+def served(resources):
+    """The app on a loopback port, as `taskvec-aesthetics app` serves it."""
+    pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
+    from taskvec_aesthetics.app import build_app
+    from taskvec_aesthetics.app.ui import launch
+
+    port = free_port()
+    app = build_app(resources)
+    launch(app, resources, port, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    yield {"url": f"http://127.0.0.1:{port}", "app": app}
+    app.close()
+    app.app_folder.cleanup()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+    except urllib.error.URLError:  # nothing listening (yet)
+        return 0, b""
+
+
+def test_the_server_serves_the_pool_and_a_visitors_own_files_and_nothing_else(served, resources, tmp_path) -> None:
+    import tempfile
+    from urllib.parse import quote
+
+    from gradio_client import Client, handle_file
+
+    url, folder = served["url"], served["app"].app_folder
+    status, body = http_get(f"{url}/gradio_api/file={quote(str(resources.photos[0]))}")
+    assert status == 200 and body == resources.photos[0].read_bytes()
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as other:  # another program's temp file
+        other.write(b"secret")
+    try:
+        assert http_get(f"{url}/gradio_api/file={quote(other.name)}") == (403, b"")
+    finally:
+        Path(other.name).unlink()
+    # A visitor uploads a photo: it is shown to them (the page's copy is served) ...
+    photo = tmp_path / "mine.png"
+    Image.fromarray(np.full((48, 48, 3), 77, np.uint8)).save(photo)
+    visitor = Client(url, download_files=False, verbose=False)
+    shown = visitor.predict([handle_file(str(photo))], api_name="/add_photos")[0]
+    status, body = http_get(shown["url"])
+    assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).mean() == pytest.approx(77, abs=1)
+    assert Path(shown["path"]).resolve().is_relative_to(folder.root.resolve())  # Gradio's copies stay in the folder
+    # ... but the files in the visitor's own folder are never served by path, to anyone.
+    stored = [p for p in folder.sessions.rglob("*") if p.is_file()]
+    assert stored and all(p.resolve().is_relative_to(folder.root.resolve()) for p in stored)
+    for path in stored:
+        assert http_get(f"{url}/gradio_api/file={quote(str(path))}")[0] == 403
+    assert http_get(f"{url}/gradio_api/file={quote(str(folder.root.parent))}")[0] == 403
+
+
+def test_the_first_start_on_an_empty_cache_builds_the_demo_and_serves_its_pool(tmp_path: Path) -> None:
+    from taskvec_aesthetics.app.resources import demo_locations
+    from taskvec_aesthetics.demo.runner import DemoConfig
+    from taskvec_aesthetics.demo.world import WorldConfig
+
+    world = WorldConfig.preset("quick", images_per_database=8, pool_size=6, databases=("sharpness", "noise"))
+    demo = DemoConfig(world=world, finetune_steps=1, finetune_batch_size=4)
+    cache = tmp_path / "empty-cache"
+    # The pool is written first, then the bank is built, which replaces the demo's folder whole.
+    resources = load_resources(cache_dir=cache, config=FAST, demo=demo)
+    assert len(resources.photos) == 6 and len(resources.bank) == 2
+    assert resources.description.endswith("6 photos of the demo's pool")
+    where = demo_locations(cache, demo)
+    assert (where["bank"] / "bank_config.json").is_file() and len(list(where["photos"].iterdir())) == 6
+    again = load_resources(cache_dir=cache, config=FAST, demo=demo)  # the second start reads it all back
+    assert again.photos == resources.photos
+
+
+@pytest.mark.slow
+def test_the_space_runs_from_hub_ids_and_cleans_up_on_sigterm(local_hub, tmp_path: Path) -> None:
+    """`app.py` as a Space runs it: base, bank and photos pushed by `push_demo`, loaded by id, nothing built."""
+    pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client
+    from hub_server import TEST_TOKEN, TEST_USER, hub_env, run_client
+
+    pushed = run_client(
+        f"""
+        import json
+        from taskvec_aesthetics.app.space import push_demo
+        from taskvec_aesthetics.demo.runner import DemoConfig
+        from taskvec_aesthetics.demo.world import WorldConfig
+        world = WorldConfig.preset("quick", images_per_database=8, pool_size=6, databases=("sharpness", "noise"))
+        demo = DemoConfig(world=world, finetune_steps=1, finetune_batch_size=4)
+        print(json.dumps(push_demo({TEST_USER!r}, prefix="space", cache_dir={str(tmp_path / "build")!r}, demo=demo)))
+        """,
+        hub_env(local_hub, tmp_path / "hf-push", token=TEST_TOKEN),
+        timeout=300,
+    )
+    variables = json.loads(pushed.stdout.strip().splitlines()[-1])
+    assert variables == {
+        "TASKVEC_MODEL": f"{TEST_USER}/space-base",
+        "TASKVEC_BANK": f"{TEST_USER}/space-bank",
+        "TASKVEC_PHOTOS": f"{TEST_USER}/space-photos",
+    }
+    port = free_port()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = hub_env(local_hub, tmp_path / "hf-space") | variables
+    env |= {"PORT": str(port), "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    env |= {"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    began = time.perf_counter()
+    space = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while http_get(f"{url}/config")[0] != 200:
+            assert space.poll() is None, f"app.py exited:\n{space.stdout.read()}"
+            assert time.perf_counter() - began < 120, "app.py did not start within 120 s"
+            time.sleep(0.5)
+        started = time.perf_counter() - began
+        print(f"app.py served from Hub ids after {started:.1f} s")
+        config = http_get(f"{url}/config")[1].decode()
+        assert f"6 photos from {TEST_USER}/space-photos" in config and f"model {TEST_USER}/space-base" in config
+        assert not (tmp_path / "empty-cache" / "taskvec-aesthetics").exists()  # no demo was built
+        # A visitor's download is a coefficients export that names the base and bank by Hub id, and says so.
+        visitor = Client(url, download_files=False, verbose=False)
+        for stars in (5, 1, 4, 2):
+            visitor.predict(api_name=f"/rate_{stars}")
+        outputs = visitor.predict(api_name="/fit")
+        words = next(o for o in outputs if isinstance(o, str) and "export" in o)
+        assert "A coefficients export" in words and f"{TEST_USER}/space-base" in words
+        model_zip = next(o for o in outputs if isinstance(o, dict) and str(o.get("path", "")).endswith(".zip"))
+        with zipfile.ZipFile(io.BytesIO(http_get(model_zip["url"])[1])) as archive:
+            names = archive.namelist()
+            text = archive.read("my-aesthetic-model/config.json").decode()
+        assert "my-aesthetic-model/coefficients.safetensors" in names
+        assert f"{TEST_USER}/space-bank" in text and str(tmp_path) not in text
+        assert [p.name for p in temp.iterdir() if p.name.startswith("taskvec-aesthetics-app-")]
+    finally:
+        space.send_signal(signal.SIGTERM)
+        output = space.communicate(timeout=60)[0]
+    assert space.returncode != 0 or "Traceback" not in output
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("taskvec-aesthetics-app-")], output[-2000:]
+
+
+def test_the_app_folder_takes_gradio_files_and_goes_entirely_at_cleanup(resources, monkeypatch) -> None:
+    import os
+
+    from taskvec_aesthetics.app import AppFolder
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "elsewhere")
+    folder = AppFolder()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(folder.gradio) and folder.gradio.parent == folder.root
+    session = RatingSession(resources, folder=folder.sessions)
+    rate_some(session, [5, 1, 3])
+    session.personalize()
+    assert session.workdir.parent == folder.sessions and folder.size() > 0
+    session.close()
+    assert not session.workdir.exists() and folder.root.exists()
+    folder.cleanup()
+    assert not folder.root.exists() and os.environ["GRADIO_TEMP_DIR"] == "elsewhere"

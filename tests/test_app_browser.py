@@ -8,17 +8,20 @@ Needs Gradio, Playwright (the Python package only: the browser is Debian's `chro
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import socket
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_world import FAST, NUM_PHOTOS, write_app_inputs
+from app_world import FAST, NUM_PHOTOS, free_port, write_app_inputs
+
+from PIL import Image
 
 from taskvec_aesthetics import AestheticModel
+from taskvec_aesthetics.data import load_ratings
 
 pytest.importorskip("gradio", reason="the app needs Gradio: pip install -e '.[app]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
@@ -33,12 +36,6 @@ pytestmark = pytest.mark.slow
 OUTPUT = Path(os.environ.get("TASKVEC_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output")) / "app"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from taskvec_aesthetics.app import build_app, load_resources
@@ -49,8 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     app = build_app(resources)
     port = free_port()
     launch(app, resources, port, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    yield {"url": f"http://127.0.0.1:{port}/", "resources": resources}
+    yield {"url": f"http://127.0.0.1:{port}/", "resources": resources, "folder": app.app_folder}
     app.close()
+    app.app_folder.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +94,19 @@ def test_rate_personalize_rank_download_and_reload(page, tmp_path: Path) -> None
     assert not page.locator("#results").is_visible()
     began = time.perf_counter()
     page.click("#personalize")
+    # The progress bar is drawn in its own place under the button, never over the status line or the notice.
+    page.wait_for_selector("#fit-progress .progress-text, #fit-progress .eta-bar, #fit-progress .progress-level")
+    shot(page, "2-personalizing")
+    assert page.locator("#progress .progress-text, #notice .progress-text").count() == 0
     page.wait_for_selector("#personal-ranking img")
     seconds = time.perf_counter() - began
     page.wait_for_selector("#chart canvas, #chart svg")
-    shot(page, "2-your-model")
+    # The results are in view: the page scrolled to them, at its top.
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#results').getBoundingClientRect(); "
+        "return r.top >= -2 && r.top < window.innerHeight / 3; }"
+    )
+    shot(page, "3-your-model")
     assert "fitted on 8 ratings" in page.inner_text("#summary")
     assert page.locator("#personal-ranking img").count() == NUM_PHOTOS - 8
     assert page.locator("#base-ranking img").count() == NUM_PHOTOS - 8
@@ -111,13 +118,40 @@ def test_rate_personalize_rank_download_and_reload(page, tmp_path: Path) -> None
     download.value.save_as(archive)
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(tmp_path)
+    # Base and bank are local folders here: the download is merged weights, and the page says so.
+    assert "Merged weights" in page.inner_text("#model-kind")
+    assert (tmp_path / "my-aesthetic-model" / "model.safetensors").is_file()
     model = AestheticModel.from_pretrained(tmp_path / "my-aesthetic-model")
     assert model.personalization is not None and model.personalization.info["num_ratings"] == 8
 
     with page.expect_download() as download:
         page.click("#download-ratings")
-    rows = Path(download.value.path()).read_text().splitlines()
-    assert rows[0] == "file_name,score" and len(rows) == 9
+    with zipfile.ZipFile(download.value.path()) as zipped:
+        zipped.extractall(tmp_path / "answers")
+    ratings = load_ratings(tmp_path / "answers" / "my-answers")
+    assert len(ratings) == 8 and sorted(set(ratings["score"])) == [1, 2, 3, 4, 5]
+
+
+def test_an_uploaded_photo_is_offered_next_and_shown_ranked(page, server, tmp_path: Path) -> None:
+    assert f"{NUM_PHOTOS} photos from photos/" in page.inner_text("body")  # the footer reads right
+    for stars in (5, 1, 4):
+        rate(page, stars)
+    mine = tmp_path / "my-holiday.jpg"
+    Image.new("RGB", (900, 600), (250, 40, 40)).save(mine)
+    before = page.locator("#photo img").get_attribute("src")
+    page.set_input_files("#upload input[type=file]", str(mine))
+    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('Added 1 photo')")
+    page.wait_for_function("before => document.querySelector('#photo img')?.src !== before", arg=before)
+    assert "my-holiday.png" in page.locator("#photo img").get_attribute("src")  # on screen, to rate next
+    shot(page, "5-upload")
+    rate(page, 2)
+    page.click("#personalize")
+    page.wait_for_selector("#personal-ranking img")
+    captions = page.inner_text("#personal-ranking")
+    assert re.search(rf"your photo: #\d+ of {NUM_PHOTOS + 1}", captions), captions
+    shot(page, "6-upload-ranked")
+    # Its files are in this visitor's folder inside the app's own folder, which nothing serves by path.
+    assert list(server["folder"].sessions.glob("taskvec-aesthetics-visitor-*/uploads/my-holiday.png"))
 
 
 def test_bad_input_gets_a_message_and_the_page_stays_usable(page, tmp_path: Path) -> None:
@@ -146,7 +180,13 @@ def test_visitors_do_not_see_each_others_ratings(browser, server, page) -> None:
     other.wait_for_selector("#photo img")
     assert "About 20 answers" in other.inner_text("#progress")
     assert page.inner_text("#progress").startswith("2 rated")
-    other.close()
+    sessions = server["folder"].sessions
+    open_before = set(sessions.iterdir())
+    other.close()  # the visitor leaves: their folder goes at once, not after a time to live
+    deadline = time.perf_counter() + 30
+    while len(set(sessions.iterdir())) >= len(open_before) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    assert set(sessions.iterdir()) < open_before and page.inner_text("#progress").startswith("2 rated")
 
 
 def test_compare_two_photos_then_personalize(page) -> None:

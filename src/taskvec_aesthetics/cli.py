@@ -678,6 +678,12 @@ def add_app(subparsers: Any) -> None:
     parser.add_argument("--photos", help="folder of photos to rate (default: the demo's photo pool)")
     parser.add_argument("--port", type=int, help="port to serve on (default: 7860, or the next free one)")
     parser.add_argument("--cache-dir", help="where the demo's base and bank are cached")
+    parser.add_argument(
+        "--push-demo",
+        metavar="NAMESPACE",
+        help="instead of serving: push the demo's base, bank and photos to NAMESPACE on the Hub for a Space, and "
+        "print the Space variables to set",
+    )
     parser.set_defaults(run=run_app)
 
 
@@ -686,6 +692,12 @@ def run_app(args: argparse.Namespace) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the app needs Gradio: pip install 'taskvec-aesthetics[app]'") from None
+    if args.push_demo:
+        from .app.space import push_demo
+
+        for name, repo_id in push_demo(args.push_demo, cache_dir=args.cache_dir).items():
+            print(f"{name}={repo_id}")
+        return
     from .app import serve
 
     serve(args.model, args.bank, args.photos, args.port, args.cache_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .files import AppFolder
 from .resources import AppResources, load_resources
 from .session import DEFAULT_STRATEGY, USEFUL_RATINGS, RatingSession
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import gradio
 
 __all__ = [
+    "AppFolder",
     "AppResources",
     "DEFAULT_STRATEGY",
     "USEFUL_RATINGS",
@@ -30,11 +32,13 @@ __all__ = [
 ]
 
 
-def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gradio.Blocks:
+def build_app(
+    resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder: AppFolder | None = None
+) -> gradio.Blocks:
     """The Gradio page over shared resources (see `ui.build_app`)."""
     from .ui import build_app as build
 
-    return build(resources, strategy)
+    return build(resources, strategy, folder)
 
 
 def serve(
@@ -45,9 +49,19 @@ def serve(
     cache_dir: str | None = None,
     **launch_kwargs: Any,
 ) -> Any:
-    """Load the resources (the demo's by default, built on first use) and serve the app until interrupted."""
+    """Load the resources (the demo's by default, built on first use) and serve the app until interrupted.
+
+    Every file written for visitors lives in the app's own temporary folder, removed when the server stops (Ctrl+C,
+    SIGTERM or a normal exit).
+    """
     from .ui import build_app as build
     from .ui import launch
 
     resources = load_resources(model, bank, photos, cache_dir)
-    return launch(build(resources), resources, port, **launch_kwargs)
+    folder = AppFolder()
+    folder.remove_on_exit()
+    try:
+        return launch(build(resources, folder=folder), resources, port, **launch_kwargs)
+    finally:
+        if not launch_kwargs.get("prevent_thread_lock"):
+            folder.cleanup()

@@ -7,19 +7,22 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import TaskvecAestheticsError
 from ..processing import to_rgb
 
-__all__ = ["MAX_BYTES", "MAX_PIXELS", "MAX_SIDE", "PhotoError", "open_photo", "store_photo"]
+__all__ = ["MAX_BYTES", "MAX_FULL_DECODE_PIXELS", "MAX_PIXELS", "MAX_SIDE", "PhotoError", "open_photo", "store_photo"]
 
 #: Largest upload accepted, in bytes.
 MAX_BYTES = 40 * 1024 * 1024
-#: Largest image accepted, in pixels (below PIL's decompression-bomb limit).
+#: Largest JPEG accepted, in pixels (below PIL's decompression-bomb limit): JPEGs are decoded at a reduced size.
 MAX_PIXELS = 80_000_000
+#: Largest image of other formats (PNG, WebP, ...), which decode at full size only: about 50 MB of pixels.
+MAX_FULL_DECODE_PIXELS = 16_000_000
 #: Photos are kept with at most this many pixels on their long side: enough for the page and the model.
 MAX_SIDE = 1024
 
 
-class PhotoError(ValueError):
+class PhotoError(TaskvecAestheticsError, ValueError):
     """A file that cannot be used as a photo; the message names the file and the reason."""
 
 
@@ -44,6 +47,13 @@ def open_photo(path: str | Path) -> Image.Image:
                     raise PhotoError(
                         f"{name} is {image.width} x {image.height} pixels; photos up to "
                         f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted"
+                    )
+                if image.format != "JPEG" and image.width * image.height > MAX_FULL_DECODE_PIXELS:
+                    # Only JPEG decodes at a reduced size; a 79-megapixel PNG would take over 1 GB to decode.
+                    raise PhotoError(
+                        f"{name} is a {image.format} of {image.width} x {image.height} pixels; {image.format} photos "
+                        f"up to {MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels are accepted (JPEG up to "
+                        f"{MAX_PIXELS / 1e6:.0f}): downscale it, or save it as JPEG"
                     )
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size, fast and lean
                 image = to_rgb(image)  # as the model sees it: EXIF orientation, 16-bit images by range

@@ -7,11 +7,17 @@ once through the frozen prefix, so a session's personalization and ranking never
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,10 +25,14 @@ from PIL import Image
 
 from ..bank import TaskVectorBank
 from ..constants import BANK_CONFIG_FILE
+from ..hub import download
 from ..modeling import AestheticModel
 from ..personalization import Personalizer, PersonalizerConfig
-from ..processing import list_images
+from ..processing import IMAGE_EXTENSIONS, list_images
 from .photos import PhotoError, open_photo
+
+if TYPE_CHECKING:
+    from ..demo.runner import DemoConfig
 
 __all__ = ["AppResources", "load_resources", "demo_locations"]
 
@@ -67,51 +77,62 @@ class AppResources:
         return self.personalizer.predict(zero, prefix).numpy()
 
 
-def demo_locations(cache_dir: str | Path | None = None) -> dict[str, Path]:
-    """Where the demo keeps its base model, bank and (for the app) its pool's photos."""
+def demo_locations(cache_dir: str | Path | None = None, demo: DemoConfig | None = None) -> dict[str, Path]:
+    """Where the demo keeps its base model and bank, and where the app keeps the demo's photo pool.
+
+    The pool lives outside the bank's folder: building the bank replaces that folder whole.
+    """
     from ..demo.runner import DemoConfig, default_cache_dir
 
-    config = DemoConfig()
+    config = demo or DemoConfig()
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = root / "demo" / config.bank_key()
-    return {"base": folder / "base", "bank": folder / "bank", "photos": folder / "app-photos"}
+    world = json.dumps(dataclasses.asdict(config.world), sort_keys=True, default=str)
+    pool_key = hashlib.sha256(world.encode()).hexdigest()[:16]
+    return {"base": folder / "base", "bank": folder / "bank", "photos": root / "app-photos" / pool_key}
 
 
-def _demo_base_and_bank(cache_dir: Path | None) -> tuple[AestheticModel, TaskVectorBank]:
+def _demo_base_and_bank(cache_dir: Path | None, demo: DemoConfig | None) -> tuple[AestheticModel, TaskVectorBank]:
     """The demo's cached base and bank; built first (minutes, with progress bars) when the cache lacks them."""
     from ..demo.runner import DemoConfig, _base_and_bank, default_cache_dir
     from ..demo.world import build_world
 
-    where = demo_locations(cache_dir)
+    config = demo or DemoConfig()
+    where = demo_locations(cache_dir, config)
     if not (where["bank"] / BANK_CONFIG_FILE).is_file():
         logger.info("Building the demo's base model and task-vector bank (first run only; a few minutes on a CPU)")
-        config = DemoConfig()
         base, bank, _, _ = _base_and_bank(config, build_world(config.world), cache_dir or default_cache_dir(), True)
         return base, bank
     base = AestheticModel.from_pretrained(where["base"]).eval()
     return base, TaskVectorBank.from_pretrained(where["bank"], base=base)
 
 
-def _demo_photos(cache_dir: Path | None) -> Path:
+def _demo_photos(cache_dir: Path | None, demo: DemoConfig | None) -> Path:
     """The demo's shared pool (the photos its simulated raters rate), written once as PNG files."""
     from ..demo.photos import load_photos
     from ..demo.runner import DemoConfig
     from ..demo.world import make_pool
 
-    folder = demo_locations(cache_dir)["photos"]
+    folder = demo_locations(cache_dir, demo)["photos"]
     if folder.is_dir() and any(folder.iterdir()):
         return folder
-    world = DemoConfig().world
+    world = (demo or DemoConfig()).world
     sources = [photo.downscaled(2 * world.image_size) for photo in load_photos(world.num_photos)]
     pool = make_pool(sources, world.pool_size, world.image_size, world.seed, id_prefix="pool")
-    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
-    staging.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     for index, image_id in enumerate(pool.image_ids):
         (staging / f"{image_id}.png").write_bytes(pool.png[index])
     try:
         staging.rename(folder)
     except OSError:  # another process wrote it first: theirs is identical
-        pass
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _hub_photos(repo_id: str) -> Path:
+    """The photos of a Hub repository (its image files only), downloaded once into the Hub cache."""
+    folder, _ = download(repo_id, [f"*{suffix}" for suffix in IMAGE_EXTENSIONS])
     return folder
 
 
@@ -122,36 +143,45 @@ def load_resources(
     cache_dir: str | Path | None = None,
     max_photos: int = 500,
     config: PersonalizerConfig | None = None,
+    demo: DemoConfig | None = None,
 ) -> AppResources:
     """Load the base model, bank and photo pool for the app and encode the pool.
 
     Args:
         model (`str` or `Path`, *optional*): Base model folder or Hub id; the demo's when omitted.
         bank (`str` or `Path`, *optional*): Bank folder or Hub id; the one ``model`` refers to, else the demo's.
-        photos (`str` or `Path`, *optional*): A folder of photos to rate; the demo's pool when omitted.
+        photos (`str` or `Path`, *optional*): A folder of photos to rate, or a Hub repository holding them; the demo's
+            pool when omitted.
         cache_dir (`str` or `Path`, *optional*): The demo's cache folder (default: see `demo.runner.default_cache_dir`).
         max_photos (`int`): Use at most this many photos of the folder (the first in name order).
         config ([`PersonalizerConfig`], *optional*): How visitors' coefficients are fitted (default: the library's
             default recipe, with a progress bar the page shows).
+        demo ([`DemoConfig`], *optional*): Which demo's base, bank and pool to serve when none is given (default:
+            the demo's default size).
 
     Returns:
         [`AppResources`].
     """
     cache = Path(cache_dir) if cache_dir else None
     # The photos first: a wrong folder is reported before the model and bank load.
-    folder = Path(photos).expanduser() if photos is not None else _demo_photos(cache)
+    if photos is None:
+        folder = _demo_photos(cache, demo)
+    elif Path(photos).expanduser().is_dir() or os.path.isabs(photos) or str(photos).count("/") != 1:
+        folder = Path(photos).expanduser()
+    else:  # "owner/name" that is no local folder: a Hub repository of photos
+        folder = _hub_photos(str(photos))
     if not folder.is_dir():
         raise ValueError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
     candidates = list_images(folder)[:max_photos]
     if model is None and bank is None:
-        base, task_bank = _demo_base_and_bank(cache)
+        base, task_bank = _demo_base_and_bank(cache, demo)
         origin = "the demo's base model and bank of simulated databases"
     elif model is None:
         raise ValueError(f"--bank {bank} needs --model, the base model the bank was built on")
     else:
         base = AestheticModel.from_pretrained(model).eval()
         task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base._referenced_bank()
-        origin = f"model {Path(model).name} with bank {Path(bank).name if bank else 'it refers to'}"
+        origin = f"model {_name(model)} with bank {_name(bank) if bank else 'it refers to'}"
     files, images = [], []
     for path in candidates:
         try:
@@ -167,6 +197,11 @@ def load_resources(
     resources = AppResources(base, task_bank, personalizer, files, prefix, np.zeros(0), np.zeros(0), "")
     resources.task_scores = personalizer.task_scores(prefix).numpy()
     resources.base_scores = resources._base(prefix)
-    photo_origin = "the demo's photo pool" if photos is None else f"photos from {folder.name}/"
-    resources.description = f"{origin}, {len(task_bank)} tasks; {len(files)} {photo_origin}"
+    photo_origin = "of the demo's pool" if photos is None else f"from {_name(photos)}"
+    resources.description = f"{origin}, {len(task_bank)} tasks; {len(files)} photos {photo_origin}"
     return resources
+
+
+def _name(name_or_path: str | Path) -> str:
+    """How the page names a model, bank or photo folder: a Hub id as is, a local folder by its name only."""
+    return f"{Path(name_or_path).name}/" if Path(name_or_path).expanduser().is_dir() else str(name_or_path)

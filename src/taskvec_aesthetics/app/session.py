@@ -27,11 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..constants import COEFFICIENTS, MERGED
 from ..metrics import srocc
 from ..modeling import AestheticModel
 from ..personalization import EncodedPreferences, EncodedRatings, PersonalizationReport
+from ..progress import transformers_bars_off
 from ..ratings_input import PREFERRED_VALUES
 from ..selection import choose_next
+from .files import MAX_UPLOADS
 from .photos import PhotoError, open_photo, store_photo
 from .resources import AppResources
 
@@ -63,14 +66,15 @@ def cv_estimate(report: PersonalizationReport) -> tuple[float, float, str] | Non
 
 @dataclass
 class Personalized:
-    """A fit: the model, its report, scores of every photo, and the files to download."""
+    """A fit: its report (with the coefficients), scores of every photo, and the files to download (the model as
+    ``export``, and the answers with their photos). The merged model is not kept: a session holds kilobytes."""
 
-    model: AestheticModel
     report: PersonalizationReport
     scores: np.ndarray
     seconds: float
     model_zip: Path
-    ratings_csv: Path
+    export: str
+    answers_zip: Path
 
 
 class RatingSession:
@@ -80,9 +84,17 @@ class RatingSession:
         resources ([`AppResources`]): The shared base, bank and pool.
         strategy (`str`): How the next photo is chosen (see `taskvec_aesthetics.selection`).
         useful (`int`): Ratings after which the page says more help little.
+        folder (`Path`, *optional*): Where this visitor's private folder is made (the app's own temp folder; default:
+            the system's).
     """
 
-    def __init__(self, resources: AppResources, strategy: str = DEFAULT_STRATEGY, useful: int = USEFUL_RATINGS):
+    def __init__(
+        self,
+        resources: AppResources,
+        strategy: str = DEFAULT_STRATEGY,
+        useful: int = USEFUL_RATINGS,
+        folder: str | Path | None = None,
+    ):
         self.resources = resources
         self.strategy = strategy
         self.useful = useful
@@ -90,7 +102,7 @@ class RatingSession:
         self.ratings: dict[int, float] = {}
         self.comparisons: dict[tuple[int, int], str] = {}  # (left, right) -> "a", "b" or "tie"
         self.skipped: set[int] = set()
-        self.workdir = Path(tempfile.mkdtemp(prefix="taskvec-aesthetics-app-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="taskvec-aesthetics-visitor-", dir=folder))
         self.uploads: list[Path] = []
         self._upload_prefix: torch.Tensor | None = None
         self._upload_task_scores = np.zeros((len(resources.bank), 0))
@@ -121,8 +133,11 @@ class RatingSession:
         return torch.cat([pool, self._upload_prefix])[index]
 
     def name(self, index: int) -> str:
-        """The photo's file name, as the ratings CSV writes it."""
+        """The photo's file name, as the answers' CSV files write it (unique: uploads never take a pool name)."""
         return self.photos[index].name
+
+    def is_upload(self, index: int) -> bool:
+        return index >= len(self.resources.photos)
 
     # -- rating ----------------------------------------------------------------------------------------------------
     def advance(self) -> int | None:
@@ -192,7 +207,7 @@ class RatingSession:
 
     # -- uploads --------------------------------------------------------------------------------------------------
     def add_uploads(self, files: Sequence[str | Path], names: Sequence[str] | None = None) -> list[str]:
-        """Add uploaded photos to this visitor's pool (they are offered for rating and ranked).
+        """Add uploaded photos to this visitor's pool: the first is offered next for rating, and all are ranked.
 
         Returns:
             `list[str]`: One message per refused file; the others were added.
@@ -200,9 +215,16 @@ class RatingSession:
         if not files:
             raise ValueError("No photos received: choose one or more JPEG, PNG or WebP files.")
         problems, stored, images = [], [], []
+        taken = {path.name for path in self.resources.photos}
         for i, file in enumerate(files):
+            name = Path(names[i] if names else file).name
+            if len(self.uploads) + len(stored) >= MAX_UPLOADS:
+                problems.append(f"{name} was not added: up to {MAX_UPLOADS} photos of your own are kept per visit.")
+                continue
+            if f"{Path(name).stem}.png" in taken:  # never shadow a pool photo's name in the answers
+                name = f"upload-{name}"
             try:
-                path = store_photo(file, self.workdir / "uploads", names[i] if names else None)
+                path = store_photo(file, self.workdir / "uploads", name)
             except PhotoError as error:
                 problems.append(str(error))
                 continue
@@ -213,9 +235,9 @@ class RatingSession:
             self._upload_prefix = prefix if self._upload_prefix is None else torch.cat([self._upload_prefix, prefix])
             self._upload_task_scores = np.concatenate([self._upload_task_scores, task_scores], axis=1)
             self._upload_base_scores = np.concatenate([self._upload_base_scores, base_scores])
+            first = len(self.photos)
             self.uploads.extend(stored)
-            if self.current is None:
-                self.advance()
+            self.current = first  # a visitor who adds a photo wants to see what it does: rate it next
         return problems
 
     # -- personalizing ----------------------------------------------------------------------------------------------
@@ -271,24 +293,46 @@ class RatingSession:
         with self.resources.lock:
             coefficients, report = personalizer.fit_encoded(encoded)
             scores = personalizer.predict(coefficients, self.prefix(range(len(self.photos)))).numpy()
-        model = self.resources.base.with_coefficients(self.resources.bank, coefficients, info=report.summary())
-        folder = self.workdir / f"model-{len(self.ratings)}-ratings-{len(self.comparisons)}-comparisons"
-        shutil.rmtree(folder, ignore_errors=True)
-        model.save_pretrained(folder / "my-aesthetic-model", export="coefficients")
+        folder = self.workdir / "model"
+        shutil.rmtree(folder, ignore_errors=True)  # one model per visitor: the previous fit's download goes
+        export = self.download_export()
+        with transformers_bars_off():
+            self._model(report).save_pretrained(folder / "my-aesthetic-model", export=export)
         archive = Path(shutil.make_archive(str(folder / "my-aesthetic-model"), "zip", folder, "my-aesthetic-model"))
-        self.result = Personalized(model, report, scores, time.perf_counter() - began, archive, self.write_answers())
+        shutil.rmtree(folder / "my-aesthetic-model")  # only the zip is served
+        seconds = time.perf_counter() - began
+        self.result = Personalized(report, scores, seconds, archive, export, self.write_answers())
         return self.result
+
+    def _model(self, report: PersonalizationReport) -> AestheticModel:
+        """The personalized model of a fit (merged on demand: a full copy of the weights)."""
+        return self.resources.base.with_coefficients(self.resources.bank, report.coefficients, info=report.summary())
+
+    def download_export(self) -> str:
+        """How the model download is saved: as coefficients when both the base and the bank are on the Hub (they
+        load anywhere by id), else as merged weights (a coefficients export would point at this server's folders)."""
+        base, bank = self.resources.base.source, self.resources.bank.source
+        return COEFFICIENTS if base is not None and base.on_hub and bank is not None and bank.on_hub else MERGED
 
     def answered(self) -> set[int]:
         """The photos the visitor rated or compared."""
         return set(self.ratings) | {i for pair in self.comparisons for i in pair}
 
     def ranking(self, scores: np.ndarray, limit: int = 24) -> list[tuple[Path, str]]:
-        """The photos neither rated nor compared, best first by ``scores``: (file, caption) pairs."""
+        """The photos neither rated nor compared, best first by ``scores``, then the visitor's own photos that are
+        not among them: (file, caption) pairs. An own photo's caption gives its rank among all the photos."""
         answered = self.answered()
-        unrated = [i for i in range(len(self.photos)) if i not in answered]
-        best = sorted(unrated, key=lambda i: -scores[i])[:limit]
-        return [(self.photos[i], f"#{rank + 1} · {scores[i]:.2f}") for rank, i in enumerate(best)]
+        order = sorted(range(len(self.photos)), key=lambda i: (-scores[i], i))
+        overall = {photo: rank + 1 for rank, photo in enumerate(order)}
+        best = [i for i in order if i not in answered][:limit]
+        own = [i for i in order if self.is_upload(i) and i not in best]
+
+        def caption(index: int, rank: int) -> str:
+            if self.is_upload(index):
+                return f"your photo: #{overall[index]} of {len(order)} · {scores[index]:.2f}"
+            return f"#{rank} · {scores[index]:.2f}"
+
+        return [(self.photos[i], caption(i, rank + 1)) for rank, i in enumerate(best + own)]
 
     def agreement(self) -> float | None:
         """SROCC between the personalized and the base model's scores on the unrated photos."""
@@ -309,38 +353,23 @@ class RatingSession:
 
     # -- files and sharing --------------------------------------------------------------------------------------------
     def write_answers(self) -> Path:
-        """What the visitor answered, to download: the ratings CSV, the comparisons CSV, or a zip of both."""
-        if not self.comparisons:
-            return self.write_ratings_csv()
-        if not self.ratings:
-            return self.write_comparisons_csv()
-        folder = self.workdir / "my-answers"
-        folder.mkdir(exist_ok=True)
-        for path in (self.write_ratings_csv(), self.write_comparisons_csv()):
-            shutil.copy(path, folder / path.name)
-        return Path(shutil.make_archive(str(folder), "zip", folder))
-
-    def write_comparisons_csv(self) -> Path:
-        """The comparisons as a CSV that `taskvec_aesthetics.data.load_preferences` reads
-        (`image_a,image_b,preferred`; put it next to the photos)."""
-        path = self.workdir / "my-comparisons.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image_a", "image_b", "preferred"])
-            for (a, b), choice in self.comparisons.items():
-                writer.writerow([self.name(a), self.name(b), choice])
-        return path
-
-    def write_ratings_csv(self) -> Path:
-        """The ratings as a CSV that `taskvec_aesthetics.data.load_ratings` reads (`file_name,score`; put it next to
-        the photos, or name it `metadata.csv` in their folder)."""
-        path = self.workdir / "my-ratings.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file_name", "score"])
-            for index in sorted(self.ratings):
-                writer.writerow([self.name(index), f"{self.ratings[index]:g}"])
-        return path
+        """What the visitor answered, to download: a zip of one folder holding the photos answered about, their ratings
+        as `metadata.csv` (what `taskvec_aesthetics.data.load_ratings` reads from the folder) and their comparisons
+        as `comparisons.csv` (what `load_preferences` reads)."""
+        folder = self.workdir / "answers" / "my-answers"
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for index in sorted(self.answered()):
+            shutil.copyfile(self.photos[index], folder / self.name(index))
+        if self.ratings:
+            rows = [[self.name(i), f"{self.ratings[i]:g}"] for i in sorted(self.ratings)]
+            _write_csv(folder / "metadata.csv", ["file_name", "score"], rows)
+        if self.comparisons:
+            rows = [[self.name(a), self.name(b), choice] for (a, b), choice in self.comparisons.items()]
+            _write_csv(folder / "comparisons.csv", ["image_a", "image_b", "preferred"], rows)
+        archive = shutil.make_archive(str(folder.parent / "my-answers"), "zip", folder.parent, folder.name)
+        shutil.rmtree(folder)  # only the zip is served
+        return Path(archive)
 
     def push(self, repo_id: str, token: str, export: str = "merged") -> str:
         """Push the personalized model to the Hub; returns the commit url."""
@@ -351,9 +380,16 @@ class RatingSession:
             raise ValueError(f"Enter a repository id like 'your-name/my-aesthetic-model'; received {repo_id!r}.")
         if not token:
             raise ValueError("Paste a Hugging Face access token with write permission (hf.co/settings/tokens).")
-        commit = self.result.model.push_to_hub(repo_id, export=export, token=token)
+        commit = self._model(self.result.report).push_to_hub(repo_id, export=export, token=token)
         return str(getattr(commit, "commit_url", commit))
 
     def close(self) -> None:
         """Delete this visitor's files."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)

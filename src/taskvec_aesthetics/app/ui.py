@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import html
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ..constants import COEFFICIENTS
+from .files import AppFolder
 from .resources import AppResources
 from .session import DEFAULT_STRATEGY, STARS, RatingSession, cv_estimate
 
@@ -52,17 +53,41 @@ CSS = """
 #photo img, #left img, #right img { object-fit: contain; }
 #compare button { font-size: 1.05rem; }
 #summary .cv { font-size: 1.1rem; }
+#fit-progress { min-height: 2.2rem; }
 """
+#: Files Gradio copied for visitors are deleted this long after they were made, checked this often (seconds).
+CACHE_CHECK, CACHE_AGE = 600, 3600
 
 
 def _notice(message: str, kind: str = "notice") -> str:
     return f'<div class="notice {kind}" role="alert">{html.escape(message)}</div>' if message else ""
 
 
-def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.Blocks:
-    """The Gradio app over shared [`AppResources`]; launch it with [`launch`]."""
-    with gr.Blocks(title=TITLE) as app:
-        session = gr.State(None, time_to_live=6 * 3600, delete_callback=lambda s: s.close() if s else None)
+def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder: AppFolder | None = None) -> gr.Blocks:
+    """The Gradio app over shared [`AppResources`]; launch it with [`launch`].
+
+    Every file written for a visitor goes into ``folder`` (a new [`AppFolder`] when omitted; the page keeps it as
+    ``app.app_folder``): their own subfolder, deleted when their tab closes, and Gradio's copies.
+    """
+    folder = folder or AppFolder()
+    visitors: dict[str, RatingSession] = {}  # by Gradio session, to close each one when its tab closes
+
+    def new_session(request: gr.Request | None) -> RatingSession:
+        state = RatingSession(resources, strategy, folder=folder.sessions)
+        if request is not None and request.session_hash:
+            previous = visitors.pop(request.session_hash, None)
+            if previous is not None:
+                previous.close()
+            visitors[request.session_hash] = state
+        return state
+
+    def close_session(request: gr.Request) -> None:
+        state = visitors.pop(request.session_hash or "", None)
+        if state is not None:
+            state.close()
+
+    with gr.Blocks(title=TITLE, delete_cache=(CACHE_CHECK, CACHE_AGE)) as app:
+        session = gr.State(None, time_to_live=CACHE_AGE, delete_callback=lambda s: s.close() if s else None)
         gr.HTML(
             f"<h1>{TITLE}</h1><p>Rate photos from 1 to 5 stars, or pick the better of two. Each answer teaches a "
             f"model which of {len(resources.bank)} aesthetics and quality criteria your taste draws on; then it ranks "
@@ -70,6 +95,52 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
             elem_id="header",
         )
         notice = gr.HTML("", elem_id="notice")
+        with gr.Column(visible=False, elem_id="results") as results:
+            summary = gr.Markdown(elem_id="summary")
+            with gr.Row():
+                personal = gr.Gallery(
+                    label="Ranked for you", columns=4, height="auto", elem_id="personal-ranking", object_fit="cover"
+                )
+                base = gr.Gallery(
+                    label="The base model's ranking",
+                    columns=4,
+                    height="auto",
+                    elem_id="base-ranking",
+                    object_fit="cover",
+                )
+            with gr.Row():
+                chart = gr.BarPlot(
+                    x="criterion",
+                    y="weight",
+                    title="Which databases your taste draws on",
+                    y_title="mean coefficient",
+                    height=300,
+                    elem_id="chart",
+                    sort="-y",
+                )
+                with gr.Column():
+                    gr.Markdown("### Keep your model")
+                    model_file = gr.DownloadButton(
+                        "Download model (.zip)", elem_id="download-model", variant="primary"
+                    )
+                    model_kind = gr.Markdown(elem_id="model-kind")
+                    ratings_file = gr.DownloadButton(
+                        "Download your answers (.zip: photos and CSV)", elem_id="download-ratings"
+                    )
+                    gr.Markdown("### Share it on the Hugging Face Hub")
+                    repo = gr.Textbox(label="Repository", placeholder="your-name/my-aesthetic-model", elem_id="repo")
+                    token = gr.Textbox(label="Access token (write)", type="password", elem_id="token")
+                    export = gr.Radio(
+                        [
+                            ("merged weights", "merged"),
+                            ("coefficients only (base and bank on the Hub)", "coefficients"),
+                        ],
+                        value="merged",
+                        label="Export",
+                    )
+                    push = gr.Button("Push to the Hub", elem_id="push")
+                    hub_status = gr.HTML("", elem_id="hub-status")
+
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 progress = gr.Markdown(elem_id="progress")
@@ -111,54 +182,12 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
             with gr.Column(scale=2):
                 gr.Markdown("### Your taste model")
                 personalize = gr.Button("Personalize", variant="primary", size="lg", elem_id="personalize")
+                fit_progress = gr.HTML("", elem_id="fit-progress")  # Personalize's progress bar, in a place of its own
                 gr.Markdown("### Your own photos")
                 upload = gr.File(
                     file_count="multiple", label="Add photos to rate and rank (JPEG, PNG, WebP)", elem_id="upload"
                 )
                 gr.Markdown(f"<small>Scoring with {html.escape(resources.description)}.</small>")
-        with gr.Column(visible=False, elem_id="results") as results:
-            summary = gr.Markdown(elem_id="summary")
-            with gr.Row():
-                personal = gr.Gallery(
-                    label="Ranked for you", columns=4, height="auto", elem_id="personal-ranking", object_fit="cover"
-                )
-                base = gr.Gallery(
-                    label="The base model's ranking",
-                    columns=4,
-                    height="auto",
-                    elem_id="base-ranking",
-                    object_fit="cover",
-                )
-            with gr.Row():
-                chart = gr.BarPlot(
-                    x="criterion",
-                    y="weight",
-                    title="Which databases your taste draws on",
-                    y_title="mean coefficient",
-                    height=300,
-                    elem_id="chart",
-                    sort="-y",
-                )
-                with gr.Column():
-                    gr.Markdown("### Keep your model")
-                    model_file = gr.DownloadButton(
-                        "Download model (.zip)", elem_id="download-model", variant="primary"
-                    )
-                    ratings_file = gr.DownloadButton("Download your answers (.csv)", elem_id="download-ratings")
-                    gr.Markdown("### Share it on the Hugging Face Hub")
-                    repo = gr.Textbox(label="Repository", placeholder="your-name/my-aesthetic-model", elem_id="repo")
-                    token = gr.Textbox(label="Access token (write)", type="password", elem_id="token")
-                    export = gr.Radio(
-                        [
-                            ("merged weights", "merged"),
-                            ("coefficients only (base and bank on the Hub)", "coefficients"),
-                        ],
-                        value="merged",
-                        label="Export",
-                    )
-                    push = gr.Button("Push to the Hub", elem_id="push")
-                    hub_status = gr.HTML("", elem_id="hub-status")
-
         def guarded(handler: Callable[..., dict]) -> Callable[..., dict]:
             """Run a handler; bad input, Hub and unexpected errors become a message in the page."""
 
@@ -191,36 +220,40 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                 notice: _notice(message, kind),
             }
 
-        def start() -> dict:
-            return screen(RatingSession(resources, strategy))
+        def start(request: gr.Request) -> dict:
+            return screen(new_session(request))
 
         def answer_with(name: str, answer: Callable[[RatingSession], None]) -> Callable[[RatingSession], dict]:
             """A button's handler: record its answer (stars, or a choice between two photos) and show the next."""
 
             @guarded
-            def record(state: RatingSession) -> dict:
-                state = state or RatingSession(resources, strategy)
+            def record(state: RatingSession, request: gr.Request) -> dict:
+                state = state or new_session(request)
                 answer(state)
-                return {**screen(state), ratings_file: state.write_answers()}
+                # Once there is a model, its answers download follows every new answer.
+                return {**screen(state), ratings_file: state.write_answers() if state.result else gr.skip()}
 
             record.__name__ = name
             return record
 
         @guarded
-        def skip_photo(state: RatingSession) -> dict:
-            state = state or RatingSession(resources, strategy)
+        def skip_photo(state: RatingSession, request: gr.Request) -> dict:
+            state = state or new_session(request)
             state.skip()
             return screen(state)
 
         @guarded
-        def add_photos(files: list[str] | None, state: RatingSession) -> dict:
-            state = state or RatingSession(resources, strategy)
+        def add_photos(files: list[str] | None, state: RatingSession, request: gr.Request) -> dict:
+            state = state or new_session(request)
             files = files or []
             problems = state.add_uploads(files)
             added = len(files) - len(problems)
             message = " ".join(problems)
             if added:
-                message = f"Added {added} photo{'s' if added != 1 else ''} to rate and rank. " + message
+                message = (
+                    f"Added {added} photo{'s' if added != 1 else ''}: rate it now (it is on screen); it will be "
+                    f"ranked among all {len(state.photos)} photos. " + message
+                )
             return {**screen(state, message.strip(), "ok" if not problems else "notice"), upload: None}
 
         @guarded
@@ -261,7 +294,8 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
                 base: state.ranking(state.base_scores()),
                 chart: frame,
                 model_file: str(result.model_zip),
-                ratings_file: str(result.ratings_csv),
+                model_kind: _export_words(result.export, resources),
+                ratings_file: str(result.answers_zip),
                 notice: "",
                 session: state,
             }
@@ -290,15 +324,40 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY) -> gr.B
         personalize.click(
             fit,
             inputs=session,
-            outputs=[results, summary, personal, base, chart, model_file, ratings_file, notice, session],
-        ).then(None, js="() => document.querySelector('#results')?.scrollIntoView({behavior: 'smooth'})")
+            outputs=[results, summary, personal, base, chart, model_file, model_kind, ratings_file, notice, session],
+            show_progress_on=[fit_progress],
+        ).then(None, js=SCROLL_TO_RESULTS)
         push.click(push_model, inputs=[session, repo, token, export], outputs=[hub_status, token, notice])
+        app.unload(close_session)
+    app.app_folder = folder  # type: ignore[attr-defined]
     return app
 
 
+#: Bring the results (at the top of the page) into view once they are drawn.
+SCROLL_TO_RESULTS = (
+    "() => requestAnimationFrame(() => setTimeout(() => "
+    "document.querySelector('#results')?.scrollIntoView({block: 'start'}), 50))"
+)
+
+
+def _export_words(export: str, resources: AppResources) -> str:
+    """What the model download is, for the page."""
+    if export == COEFFICIENTS:
+        return (
+            f"<small>A coefficients export (kilobytes): it loads the base model `{resources.base.source}` and the "
+            f"bank `{resources.bank.source}` from the Hub by id.</small>"
+        )
+    return "<small>Merged weights: a complete model that loads anywhere with `AestheticModel.from_pretrained`.</small>"
+
+
 def launch(app: gr.Blocks, resources: AppResources, port: int | None = None, **kwargs: Any) -> Any:
-    """Launch the app with its theme, serving the pool's photos and the visitors' files; returns Gradio's result."""
-    folders = sorted({str(Path(p).parent) for p in resources.photos} | {tempfile.gettempdir()})
+    """Launch the app with its theme; returns Gradio's result.
+
+    Only the pool's folders are served as they are; a visitor's files reach them through Gradio's copies, under
+    names no one else can guess, inside the app's own folder. Nothing else of the machine is served.
+    """
+    # A pool downloaded from the Hub is a folder of links into the Hub cache: serve where they point as well.
+    folders = sorted({str(folder) for p in resources.photos for folder in (Path(p).parent, Path(p).resolve().parent)})
     return app.launch(
         server_port=port,
         theme=THEME,
