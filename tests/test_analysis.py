@@ -167,7 +167,8 @@ def test_random_orders_average_the_distinct_subsets(planted_world, ratings):
     rows = {r["databases"]: r for r in gains.summary()}
     assert rows[len(orders[0])]["subsets"] == 1 and rows[1]["subsets"] == len(gains.subsets(1)) > 1
     singles = [np.mean(list(results[s].per_user()["best_single", 10].values())) for s in gains.subsets(1)]
-    assert rows[1]["subset_min"] == pytest.approx(min(singles)) and rows[1]["subset_max"] == pytest.approx(max(singles))
+    assert rows[1]["subset_min"] == pytest.approx(min(singles))
+    assert rows[1]["subset_max"] == pytest.approx(max(singles))
     per_user = np.mean([list(results[s].per_user()["best_single", 10].values()) for s in gains.subsets(1)], axis=0)
     assert rows[1]["srocc_mean"] == pytest.approx(per_user.mean())
 
@@ -191,3 +192,29 @@ def test_zero_shot_per_user_from_a_saved_benchmark(planted_world, ratings, tmp_p
     assert main(["-q", "analyze", "zero-shot", str(tmp_path / "results.json"), "--output", str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "zero_shot.json").read_text())["k"] == 10
 
+
+
+def test_benchmark_command_runs_nested_subsets_and_writes_every_view(saved_bank, tmp_path, capsys):
+    _, folder = saved_bank
+    photos = images(24, seed=3)
+    rows = ["image,score,user_id"]
+    for i, photo in enumerate(photos):
+        photo.save(tmp_path / f"p{i}.png")
+        rows += [f"p{i}.png,{(i * 7) % 10 + 1},a", f"p{i}.png,{(i * 3) % 10 + 1},b"]
+    (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "bench"
+    common = ["--ratings", str(tmp_path / "ratings.csv"), "--model", str(folder.parent / "base"), "--bank", str(folder)]
+    common += ["--shots", "10", "--repeats", "1", "--methods", "single", "best_single", "--output", str(out)]
+    code = main(["-q", "benchmark", *common, "--order", "t2", "t0", "--reference", "prior@10=0.3"])
+    assert code == 0, capsys.readouterr().err
+    gains = json.loads((out / "gains.json").read_text())
+    assert gains["orders"] == [["t2", "t0"]] and set(gains["per_user"]) == {"t2", "t0+t2"}
+    assert gains["references"] == {"prior": {"10": 0.3}}
+    assert json.loads((out / "results.json").read_text())["task_names"] == ["t0", "t2"]  # the largest subset
+    assert json.loads((out / "zero_shot.json").read_text())["task_names"] == ["t0", "t2"]
+    assert (out / "gains.png").is_file() and (out / "zero_shot.png").is_file()
+    redraw = ["-q", "analyze", "gains", str(out / "gains.json"), "--reference", "other=0.2", "--output", str(out)]
+    assert main(redraw) == 0
+    assert json.loads((out / "gains.json").read_text())["references"] == {"prior": {"10": 0.3}, "other": 0.2}
+    assert main(["benchmark", *common, "--random-orders", "2", "--reference", "no-number"]) == 2
+    assert "LABEL=SROCC" in capsys.readouterr().err

@@ -334,9 +334,13 @@ class GainsResult:
             out.append(f"Reference `{label}`: {shown}.")
         return "\n".join(out) + "\n"
 
-    def save(self, directory: str | Path, stem: str = "gains", figure: bool = True) -> dict[str, Path]:
-        """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into ``directory``."""
-        paths = _save_tables(directory, stem, self.to_dict(), self.to_markdown())
+    def save(
+        self, directory: str | Path, stem: str = "gains", figure: bool = True, caption: str | None = None
+    ) -> dict[str, Path]:
+        """Write `{stem}.json`, `{stem}.md` (ending with ``caption``, e.g. the scale of the run, when given) and
+        (with matplotlib) `{stem}.png` into ``directory``."""
+        markdown = self.to_markdown() + (f"\n{caption}\n" if caption else "")
+        paths = _save_tables(directory, stem, {**self.to_dict(), "caption": caption}, markdown)
         if figure:
             from .plots import plot_gains
 

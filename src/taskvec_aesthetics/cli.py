@@ -548,6 +548,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
     if args.database and not args.root:
         raise ValueError("--database needs --root, the folder of the database as distributed")
+    references = _references(args.reference)
     compute = _compute_settings(args)
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
@@ -570,7 +571,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
         from .analysis import benchmark_gains, subset_orders
 
         orders = subset_orders(bank.task_names, args.order, args.random_orders or 0, seed=args.seed)
-        gains, results = benchmark_gains(base, bank, dataset, config, orders, _references(args.reference))
+        gains, results = benchmark_gains(base, bank, dataset, config, orders, references)
         result = max(results.values(), key=lambda r: len(r.task_names))  # the whole bank, or the longest order
         gains_paths = gains.save(args.output)
         print(gains.to_markdown())

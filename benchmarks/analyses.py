@@ -1,0 +1,108 @@
+"""The paper's three analyses on the demo's bank: task-vector similarity (its Figure 4), gains with the number of
+databases (Figure 5) and zero-shot SROCC per rater and database (Figure 2).
+
+Needs the demo's cached base and bank (run `taskvec-aesthetics demo` once). The similarity reads the bank; the
+zero-shot view reads the demo's own benchmark run (benchmarks/results/demo.json); the gains run the protocol on the
+nested subsets of the bank, at a reduced scale that the tables state (the first ``--raters`` raters, one draw, one
+process of one thread), so that it takes minutes rather than the seven demo runs it would take at full scale.
+
+    python benchmarks/analyses.py [--raters 6] [--shots 10 100] [--random-orders N | --order TASK ...]
+
+Writes benchmarks/results/demo_{similarity,zero_shot,gains}.{json,md,png} and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+
+from taskvec_aesthetics import AestheticModel, TaskVectorBank  # noqa: E402
+from taskvec_aesthetics.analysis import (  # noqa: E402
+    benchmark_gains,
+    load_benchmark_result,
+    subset_orders,
+    zero_shot_per_user,
+)
+from taskvec_aesthetics.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.world import build_world  # noqa: E402
+from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.progress import transformers_bars_off  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+#: Our default and the cheap methods; the learned ensemble of the whole bank is the reference line.
+METHODS = ("best_single", "init", "default", "ensemble")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raters", type=int, default=6, help="the demo's first raters that the gains run on")
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 100])
+    orders = parser.add_mutually_exclusive_group()
+    orders.add_argument("--order", nargs="+", metavar="TASK", help="order of adding databases (default: the bank's)")
+    orders.add_argument("--random-orders", type=int, default=0, metavar="N")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="the demo's cache (default: the demo's)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = DemoConfig()
+    folder = (args.cache_dir or default_cache_dir()) / "demo" / config.bank_key()
+    if not (folder / "bank").is_dir():
+        sys.exit(f"no cached demo bank in {folder}: run `taskvec-aesthetics demo` first")
+    with transformers_bars_off():
+        base = AestheticModel.from_pretrained(folder / "base").eval()
+    bank = TaskVectorBank.from_pretrained(folder / "bank", base=base)
+
+    similarity = bank.similarity("layer", groups=base, progress=False)
+    similarity.save(args.output, stem="demo_similarity")
+    print(similarity.to_markdown(["all"]))
+
+    demo = load_benchmark_result(RESULTS / "demo.json")
+    zero_shot = zero_shot_per_user(demo)
+    zero_shot.save(args.output, stem="demo_zero_shot")
+    print(zero_shot.to_markdown())
+
+    began, cpu = time.perf_counter(), time.process_time()
+    world = build_world(config.world)
+    raters = world.users[: args.raters]
+    ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in raters])
+    protocol = BenchmarkConfig(
+        shots=tuple(args.shots),
+        repeats=1,
+        methods=METHODS,
+        seed=config.seed,
+        personalizer=PersonalizerConfig(steps=config.personalizer_steps, seed=config.seed),
+        baseline_steps=config.baseline_steps,
+        progress=False,
+    )
+    orders = subset_orders(bank.task_names, args.order, args.random_orders, seed=config.seed)
+    gains, results = benchmark_gains(base, bank, ratings, protocol, orders)
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
+    full = results["+".join(bank.task_names)] if len(orders[0]) == len(bank) else None
+    if full is not None:
+        gains.references["ensemble of all models (T x inference)"] = {
+            r["k"]: r["srocc_mean"] for r in full.summary() if r["method"] == "ensemble"
+        }
+    gains.per_user = {s: {m: v for m, v in by.items() if m != "ensemble"} for s, by in gains.per_user.items()}
+    gains.config.update({"raters": [u.user_id for u in raters], "seconds": seconds, "cpu_seconds": cpu_seconds, "threads": 1, "processes": 1})
+    scale = (
+        f"Scale: the demo's bank and world, its first {len(raters)} of {len(world.users)} raters, one draw per "
+        f"rater and k, k = {', '.join(map(str, args.shots))}, our default at the demo's {config.personalizer_steps} "
+        f"steps; {len(results)} subsets in {cpu_seconds:.0f} s of CPU time ({seconds:.0f} s wall) in one process of "
+        "one thread, the simulated world's build included."
+    )
+    gains.save(args.output, stem="demo_gains", caption=scale)
+    print(gains.to_markdown() + "\n" + scale)
+
+
+if __name__ == "__main__":
+    main()
