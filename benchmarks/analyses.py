@@ -14,6 +14,7 @@ Writes benchmarks/results/demo_{similarity,zero_shot,gains}.{json,md,png} and pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -39,13 +40,15 @@ from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
 from taskvec_aesthetics.progress import transformers_bars_off  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-#: Our default and the cheap methods; the learned ensemble of the whole bank is the reference line.
-METHODS = ("best_single", "init", "default", "ensemble")
+#: Methods that fit nothing or little (run for more raters than our default); the learned ensemble of the whole bank
+#: is the reference line.
+CHEAP_METHODS = ("best_single", "init", "uniform", "ensemble")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raters", type=int, default=6, help="the demo's first raters that the gains run on")
+    parser.add_argument("--raters", type=int, default=24, help="raters of the methods that fit nothing or little")
+    parser.add_argument("--default-raters", type=int, default=3, help="raters of our default (0: not run)")
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 100])
     orders = parser.add_mutually_exclusive_group()
     orders.add_argument("--order", nargs="+", metavar="TASK", help="order of adding databases (default: the bank's)")
@@ -73,36 +76,53 @@ def main() -> None:
 
     began, cpu = time.perf_counter(), time.process_time()
     world = build_world(config.world)
-    raters = world.users[: args.raters]
-    ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in raters])
     protocol = BenchmarkConfig(
         shots=tuple(args.shots),
         repeats=1,
-        methods=METHODS,
         seed=config.seed,
         personalizer=PersonalizerConfig(steps=config.personalizer_steps, seed=config.seed),
         baseline_steps=config.baseline_steps,
         progress=False,
     )
     orders = subset_orders(bank.task_names, args.order, args.random_orders, seed=config.seed)
-    gains, results = benchmark_gains(base, bank, ratings, protocol, orders)
+    runs = []
+    for methods, count in ((CHEAP_METHODS, args.raters), (("default",), args.default_raters)):
+        if count:
+            ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in world.users[:count]])
+            runs.append(benchmark_gains(base, bank, ratings, dataclasses.replace(protocol, methods=methods), orders))
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
-    full = results["+".join(bank.task_names)] if len(orders[0]) == len(bank) else None
-    if full is not None:
+    gains, results = runs[0]
+    full = results.get("+".join(bank.task_names))
+    if full is not None:  # the bar the design sets for one model: the learned ensemble of all task models' outputs
         gains.references["ensemble of all models (T x inference)"] = {
             r["k"]: r["srocc_mean"] for r in full.summary() if r["method"] == "ensemble"
         }
-    gains.per_user = {s: {m: v for m, v in by.items() if m != "ensemble"} for s, by in gains.per_user.items()}
-    gains.config.update({"raters": [u.user_id for u in raters], "seconds": seconds, "cpu_seconds": cpu_seconds, "threads": 1, "processes": 1})
+    for subset, by_method in gains.per_user.items():
+        by_method.pop("ensemble", None)
+        for ours, _ in runs[1:]:
+            by_method.update(ours.per_user[subset])
+    gains.config.update(
+        {
+            "methods": [*(["default"] if args.default_raters else []), *CHEAP_METHODS],
+            "raters": {"default": args.default_raters, "others": args.raters},
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "threads": 1,
+        }
+    )
+    ours = (
+        f"our default (at the demo's {config.personalizer_steps} steps) on the first {args.default_raters} of the "
+        f"{len(world.users)} raters, "
+        if args.default_raters
+        else "our default not run (--default-raters 0), "
+    )
     scale = (
-        f"Scale: the demo's bank and world, its first {len(raters)} of {len(world.users)} raters, one draw per "
-        f"rater and k, k = {', '.join(map(str, args.shots))}, our default at the demo's {config.personalizer_steps} "
-        f"steps; {len(results)} subsets in {cpu_seconds:.0f} s of CPU time ({seconds:.0f} s wall) in one process of "
-        "one thread, the simulated world's build included."
+        f"Scale: the demo's bank and world; one draw per rater and k; {ours}the methods that fit nothing or little "
+        f"on {args.raters} raters; {len(results)} subsets in {cpu_seconds:.0f} s of CPU time ({seconds:.0f} s wall) "
+        "in one process of one thread, the simulated world's build included."
     )
     gains.save(args.output, stem="demo_gains", caption=scale)
     print(gains.to_markdown() + "\n" + scale)
-
 
 if __name__ == "__main__":
     main()

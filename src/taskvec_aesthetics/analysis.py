@@ -309,8 +309,9 @@ class GainsResult:
         shots = sorted({r["k"] for r in rows})
         out = []
         for method in dict.fromkeys(r["method"] for r in rows):
+            users = max(r["users"] for r in rows if r["method"] == method)
             out += [
-                f"`{method}`: test SROCC by number of databases in the bank (mean over users [95 % CI]; "
+                f"`{method}`: test SROCC by number of databases in the bank (mean over {users} users [95 % CI]; "
                 "lowest / highest subset mean)",
                 "",
                 "| databases | subsets | " + " | ".join(f"k={k}" for k in shots) + " |",
@@ -326,9 +327,8 @@ class GainsResult:
                 ]
                 out.append(f"| {n} | {any_row['subsets']} | " + " | ".join(parts) + " |")
             out.append("")
-        users = max(r["users"] for r in rows)
         orders = "; ".join(" → ".join(o) for o in self.orders[:3]) + (" …" if len(self.orders) > 3 else "")
-        out.append(f"{users} users; {len(self.orders)} order(s) of adding databases: {orders}.")
+        out.append(f"{len(self.orders)} order(s) of adding databases: {orders}.")
         for label, value in self.references.items():
             shown = value if not isinstance(value, Mapping) else ", ".join(f"k={k}: {v}" for k, v in value.items())
             out.append(f"Reference `{label}`: {shown}.")
