@@ -4,6 +4,7 @@ similarity, gains with the number of databases, zero-shot SROCC per user and dat
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,14 +146,14 @@ def plot_gains(gains: GainsResult, path: str | Path) -> Path:
     plt = _pyplot()
     rows = gains.summary()
     shots = sorted({r["k"] for r in rows})
-    fig, axes = plt.subplots(1, len(shots), figsize=(5 * len(shots), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(shots), figsize=(max(7, 5.5 * len(shots)), 4.5), squeeze=False)
     for ax, k in zip(axes[0], shots):
         for method in dict.fromkeys(r["method"] for r in rows):
             line = sorted((r for r in rows if r["k"] == k and r["method"] == method), key=lambda r: r["databases"])
             sizes = [r["databases"] for r in line]
             (drawn,) = ax.plot(sizes, [r["srocc_mean"] for r in line], marker="o", label=method)
             low, high = [r["srocc_low"] for r in line], [r["srocc_high"] for r in line]
-            ax.fill_between(sizes, low, high, alpha=0.15, color=drawn.get_color())
+            ax.fill_between(sizes, low, high, alpha=0.08, color=drawn.get_color())
             for n in sizes:
                 subsets = gains.subsets(n)
                 if len(subsets) > 1:
@@ -168,12 +169,11 @@ def plot_gains(gains: GainsResult, path: str | Path) -> Path:
         ax.set_title(f"k = {k} rated images")
         ax.legend(fontsize=8)
     orders = len(gains.orders)
-    fig.suptitle(
-        f"Gains with the number of databases ({orders} order{'s' if orders > 1 else ''} of adding them"
-        + (f": {' → '.join(gains.orders[0])}" if orders == 1 else "; dots: each subset")
-        + ")",
-        fontsize=10,
+    title = "Test SROCC against the number of databases " + (
+        f"(added in the order {' → '.join(gains.orders[0])})" if orders == 1 else f"({orders} random orders; dots: "
+        "each subset's mean)"
     )
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
