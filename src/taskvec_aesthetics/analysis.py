@@ -330,7 +330,11 @@ class GainsResult:
         orders = "; ".join(" → ".join(o) for o in self.orders[:3]) + (" …" if len(self.orders) > 3 else "")
         out.append(f"{len(self.orders)} order(s) of adding databases: {orders}.")
         for label, value in self.references.items():
-            shown = value if not isinstance(value, Mapping) else ", ".join(f"k={k}: {v}" for k, v in value.items())
+            shown = (
+                f"{value:.3f}"
+                if not isinstance(value, Mapping)
+                else ", ".join(f"k={k}: {v:.3f}" for k, v in value.items())
+            )
             out.append(f"Reference `{label}`: {shown}.")
         return "\n".join(out) + "\n"
 
