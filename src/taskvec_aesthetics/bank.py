@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -46,9 +46,7 @@ from .io import (
     write_json,
 )
 from .references import Reference
-
-if TYPE_CHECKING:
-    from .analysis import Similarity
+from .similarity import Similarity, task_vector_similarity
 
 __all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
 
@@ -710,10 +708,8 @@ class TaskVectorBank(hub.HubMixin):
 
     def similarity(self, granularity: str = "task", groups: Any = None, progress: bool = True) -> Similarity:
         """Cosine similarities between the task vectors, over all covered parameters (and per layer group with
-        granularity `"layer"` and ``groups``, the base model): an `analysis.Similarity`, computed tensor by tensor
-        from the files (see `analysis.task_vector_similarity`)."""
-        from .analysis import task_vector_similarity
-
+        granularity `"layer"` and ``groups``, the base model), computed tensor by tensor from the files (see
+        `similarity.task_vector_similarity`)."""
         return task_vector_similarity(self, granularity, groups, progress)
 
     def select(self, names: Sequence[str]) -> TaskVectorBank:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "TaskvecAestheticsError",
+    "AnalysisError",
     "ConfigError",
     "FolderNotFoundError",
     "IntegrityError",
@@ -36,3 +37,7 @@ class IntegrityError(TaskvecAestheticsError, ValueError):
 
 class UnsafePathError(TaskvecAestheticsError, ValueError):
     """A file entry of a config is not a plain relative path inside its folder (`..`, absolute, or a symlink out)."""
+
+
+class AnalysisError(TaskvecAestheticsError, ValueError):
+    """An analysis got input it cannot analyse (a granularity, an order of tasks, a result without the numbers)."""
