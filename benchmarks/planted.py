@@ -6,14 +6,17 @@ rated images (noisy ratings) train every method and the others test it, by SROCC
 The protocol and statistics are the library's (`taskvec_aesthetics.benchmark`): means over users with 95 % bootstrap
 intervals, paired differences to our default with win/tie/loss counts, and which candidate the default chose.
 
-    python benchmarks/planted.py [--repeats 3] [--shots 10 30 100]
+    python benchmarks/planted.py [--repeats 3] [--shots 10 30 100] [--gains N]
 
-Writes benchmarks/results/planted.{json,md,png} and prints the table.
+Writes benchmarks/results/planted.{json,md,png} and prints the table. With ``--gains N`` it runs the protocol on the
+nested subsets of the bank instead (N = 0: the bank's order; N > 0: N random orders) and writes
+planted_gains.{json,md,png}: mean SROCC against the number of tasks in the bank.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--stem", default="planted", help="file names of the results")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="PersonalizerConfig overrides")
+    parser.add_argument("--gains", type=int, metavar="N", help="nested subsets of the bank, N random orders (0: fixed)")
     args = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(0)
@@ -58,6 +62,8 @@ def main() -> None:
         progress=False,
         score_candidates=True,
     )
+    if args.gains is not None:
+        return gains(world, photos, config, args)
     trials, example_user, example = run_protocol(world, photos, config, args.noise)
     result = BenchmarkResult(
         trials=trials,
@@ -86,6 +92,25 @@ def main() -> None:
     seconds = [t.seconds for t in trials if t.method == "default"]
     print(result.selection_rules())
     print(f"{np.mean(seconds):.2f} s per personalization; wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def gains(world, photos, config: BenchmarkConfig, args) -> None:
+    """The protocol on the nested subsets of the planted bank (`analysis.run_gains`), written as planted_gains.*."""
+    from taskvec_aesthetics.analysis import run_gains, subset_orders
+
+    def protocol(bank):
+        trials = run_protocol(dataclasses.replace(world, bank=bank), photos, config, args.noise)[0]
+        return BenchmarkResult(trials, bank.task_names, {"shots": list(config.shots), "repeats": config.repeats}, {})
+
+    began = time.perf_counter()
+    orders = subset_orders(world.bank.task_names, random_orders=args.gains, seed=config.seed)
+    result, _ = run_gains(world.bank, protocol, orders, progress=False)
+    scale = (
+        f"Planted world: {len(USERS)} users, {args.images} images each, noise {args.noise}, {config.repeats} "
+        f"repeat(s); {time.perf_counter() - began:.0f} s."
+    )
+    paths = result.save(Path(args.output), stem=f"{args.stem}_gains", caption=scale)
+    print(result.to_markdown() + "\n" + scale + "\nwrote " + ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

