@@ -6,9 +6,11 @@ rated images (noisy ratings) train every method and the others test it, by SROCC
 The protocol and statistics are the library's (`taskvec_aesthetics.benchmark`): means over users with 95 % bootstrap
 intervals, paired differences to our default with win/tie/loss counts, and which candidate the default chose.
 
-    python benchmarks/planted.py [--repeats 3] [--shots 10 30 100]
+    python benchmarks/planted.py [--world first|second] [--transductive] [--repeats 3] [--shots 10 30 100]
 
-Writes benchmarks/results/planted.{json,md,png} and prints the table.
+The second world (tests/planted_second.py) has other traits and other tastes, and no setting was chosen on it.
+With --transductive our default also gets all 400 photos without their ratings (the test photos among them) as
+unlabeled photos. Writes benchmarks/results/planted[_second][_transductive].{json,md,png} and prints the table.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from planted import USERS, add_protocol_arguments, build_world, images, run_protocol  # noqa: E402
+import planted  # noqa: E402
+import planted_second  # noqa: E402
+from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E402
 
 from taskvec_aesthetics.benchmark import (  # noqa: E402
     BenchmarkConfig,
@@ -42,13 +46,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_arguments(parser, repeats=3)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--stem", default="planted", help="file names of the results")
+    parser.add_argument("--world", choices=("first", "second"), default="first")
+    parser.add_argument("--transductive", action="store_true", help="give our default the pool's photos, unrated")
+    parser.add_argument("--stem", help="file names of the results (default: from the world and the setting)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="PersonalizerConfig overrides")
     args = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(0)
-    world = build_world()
-    photos = images(args.images, seed=2)
+    spec = planted if args.world == "first" else planted_second
+    users = spec.USERS
+    world = build_world(photos_of=spec.images, traits_of=spec.criteria)
+    photos = spec.images(args.images, 2)
+    stem = args.stem or "planted" + ("_second" if args.world == "second" else "") + (
+        "_transductive" if args.transductive else ""
+    )
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     config = BenchmarkConfig(
         shots=tuple(args.shots),
@@ -57,8 +68,9 @@ def main() -> None:
         personalizer=PersonalizerConfig(**overrides),
         progress=False,
         score_candidates=True,
+        transductive=args.transductive,
     )
-    trials, example_user, example = run_protocol(world, photos, config, args.noise)
+    trials, example_user, example = run_protocol(world, photos, config, args.noise, users, spec.criteria)
     result = BenchmarkResult(
         trials=trials,
         task_names=world.bank.task_names,
@@ -67,7 +79,9 @@ def main() -> None:
             "repeats": config.repeats,
             "noise": args.noise,
             "images": args.images,
-            "users": USERS,
+            "world": args.world,
+            "transductive": args.transductive,
+            "users": users,
             "personalizer": config.personalizer.to_dict(),
         },
         timings={"total_s": time.perf_counter() - began},
@@ -75,10 +89,10 @@ def main() -> None:
         example_user=example_user,
     )
     out = Path(args.output)
-    paths = result.save(out, stem=args.stem)
+    paths = result.save(out, stem=stem)
     per_user = result.per_user()
     worst = {
-        k: min((per_user["default", k][u] - per_user["best_single", k][u], u) for u in USERS) for k in config.shots
+        k: min((per_user["default", k][u] - per_user["best_single", k][u], u) for u in users) for k in config.shots
     }
     print(result.to_markdown())
     for k, (gap, user) in worst.items():

@@ -14,8 +14,8 @@ forward: vmap would turn them into grouped convolutions, several times slower on
 attention is written out for the same reason (vmap has no batching rule for the fused CPU kernel).
 
 Configurations the vectorised step does not cover (an adapted head, the paper's half-batch pairing, the streamed
-gradient, inputs with more than ratings) fall back to `Personalizer._optimise`, one request at a time: the results
-are the same, only slower.
+gradient, inputs with more than ratings, the distilled candidate) fall back to `Personalizer._optimise`, one request
+at a time: the results are the same, only slower.
 """
 
 from __future__ import annotations
@@ -208,10 +208,10 @@ class BatchedPersonalizer(Personalizer):
             self._run_requests([task.request for task in waiting])
         return [task.outcome for task in tasks]
 
-    def _optimise(self, start, train, steps, watch=None):
+    def _optimise(self, start, train, steps, watch=None, teacher=None):
         task = getattr(self._task, "current", None)
-        if task is None or not self.vectorised or type(train) is not EncodedRatings:
-            return super()._optimise(start, train, steps, watch)
+        if task is None or not self.vectorised or type(train) is not EncodedRatings or teacher is not None:
+            return super()._optimise(start, train, steps, watch, teacher)
         return task.ask(_Request(start, train, steps, watch))
 
     def _run_requests(self, requests: list[_Request]) -> None:

@@ -344,8 +344,15 @@ def add_personalize(subparsers: Any) -> None:
         default=COEFFICIENTS,
         help="what to save (default: coefficients)",
     )
+    parser.add_argument("--unlabeled", metavar="DIR", help=UNLABELED_HELP)
     _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize)
+
+
+UNLABELED_HELP = (
+    "a folder of the person's photos without ratings (for example those to be ranked): the distil candidate learns "
+    "to reproduce the output ensemble of the task models on them"
+)
 
 
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -367,7 +374,9 @@ def run_personalize(args: argparse.Namespace) -> None:
     ratings = load(args.ratings, skip_invalid=args.skip_invalid)
     base, bank = _base_and_bank(args.model, args.bank)
     overrides = config_values(args, PersonalizerConfig)
-    model = base.personalize(ratings, bank=bank, preset=args.preset, progress=args.progress, **overrides)
+    model = base.personalize(
+        ratings, bank=bank, preset=args.preset, progress=args.progress, unlabeled=args.unlabeled, **overrides
+    )
     model.save_pretrained(args.output, export=args.export)
     state = model.personalization
     weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
