@@ -104,9 +104,9 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     assert session.task_weights().keys() == {"task0", "task1", "task2"}
     # The page shows the report's cross-validated estimate, and nothing when there is none.
     report = result.report
-    shown = dataclasses.replace(report, cv_srocc=0.61, cv_srocc_se=0.07, folds=5, num_ratings=30)
-    assert cv_estimate(shown) == (0.61, 0.07, "5-fold cross-validation on your 30 ratings")
-    assert cv_estimate(dataclasses.replace(report, cv_srocc=None, cv_srocc_se=None)) is None
+    shown = dataclasses.replace(report, cv_srocc=0.61, cv_interval=(0.45, 0.73), folds=5, num_ratings=30)
+    assert cv_estimate(shown) == (0.61, (0.45, 0.73), "5-fold cross-validation on your 30 ratings")
+    assert cv_estimate(dataclasses.replace(report, cv_srocc=None, cv_interval=None)) is None
     ranking = session.ranking(result.scores)
     assert len(ranking) == NUM_PHOTOS - 8 and not {p for p, _ in ranking} & {
         session.photos[i] for i in session.ratings

@@ -148,6 +148,7 @@ def test_personalize_many_writes_exports_summary_and_resumes(saved, table, tmp_p
     # each export reloads into the personalized model; the summary says what the fit chose
     user = rows["user 3"]
     assert user["num_ratings"] == 12 and user["error"] == "" and user["chosen"] and user["cv_srocc_se"] > 0
+    assert user["cv_low"] <= user["cv_srocc"] <= user["cv_high"]
     reloaded = AestheticModel.from_pretrained(out / user["folder"])
     pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     coefficients = reloaded.personalization.coefficients

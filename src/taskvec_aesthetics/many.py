@@ -51,7 +51,19 @@ __all__ = ["ManyUsersResult", "fit_many", "personalize_many", "load_table", "use
 logger = logging.getLogger(__name__)
 
 USERS_FOLDER, ERRORS_FOLDER, CACHE_FOLDER = "users", "errors", "feature_cache"
-SUMMARY_COLUMNS = ("user_id", "folder", "num_ratings", "chosen", "cv_srocc", "cv_srocc_se", "fit_time_s", "error")
+#: cv_srocc is the estimate of the user's SROCC on new photos, selection included; cv_low, cv_high its 90 % interval.
+SUMMARY_COLUMNS = (
+    "user_id",
+    "folder",
+    "num_ratings",
+    "chosen",
+    "cv_srocc",
+    "cv_low",
+    "cv_high",
+    "cv_srocc_se",
+    "fit_time_s",
+    "error",
+)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -204,6 +216,8 @@ def _summary_row(output_dir: Path, user: str, name: str) -> dict[str, Any]:
             num_ratings=info.get("num_ratings"),
             chosen=info.get("chosen"),
             cv_srocc=cv.get("srocc"),
+            cv_low=(cv.get("interval") or [None, None])[0],
+            cv_high=(cv.get("interval") or [None, None])[1],
             cv_srocc_se=cv.get("srocc_se"),
             fit_time_s=info.get("wall_time_s"),
         )

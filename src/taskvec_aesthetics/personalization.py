@@ -518,11 +518,20 @@ class PersonalizationReport:
                 f"expected SROCC on your photos: {self.cv_srocc:.2f} ({INTERVAL_LEVEL:.0%} interval {low:.2f} to "
                 f"{high:.2f}), {how} ({CANDIDATES[self.chosen]})"
             )
-        if high - low > WIDE_INTERVAL:
-            count = self.ratings_to_narrow()
-            more = f"about {count} {given} in all would narrow it to ± {NARROW_HALF_WIDTH:.2f}" if count else ""
-            line += f". The interval is wide: {self.num_pairs or self.num_ratings} {given} say little yet; {more}"
-        return line
+        advice = self.advice
+        return f"{line}. {advice}" if advice else line
+
+    @property
+    def advice(self) -> str:
+        """Where the estimate's interval is wide, a sentence that says so and how many ratings would narrow it."""
+        if self.cv_interval is None or self.cv_interval[1] - self.cv_interval[0] <= WIDE_INTERVAL:
+            return ""
+        given, count = ("pairs", self.num_pairs) if self.num_pairs else ("ratings", self.num_ratings)
+        more = self.ratings_to_narrow()
+        return (
+            f"The interval is wide: {count} {given} say little yet; about {more} {given} in all would narrow it to "
+            f"± {NARROW_HALF_WIDTH:.2f}"
+        )
 
     def ratings_to_narrow(self) -> int | None:
         """How many ratings (pairs) in all would bring the interval's half-width down to `NARROW_HALF_WIDTH`."""
@@ -1159,7 +1168,7 @@ class Personalizer:
         score difference), the step count of learned ones, and `[S, U]` the predictions at every step count
         evaluated (one row for a simple candidate)."""
         n = len(encoded)
-        names = self.config.candidate_names
+        names = self._candidate_names(pool)
         learned = [name for name in names if name in LEARNED_CANDIDATES]
         steps = self._eval_steps()
         simple = self._simple_out_of_fold(encoded, scores, [name for name in names if name not in learned], folds)
@@ -1271,6 +1280,13 @@ class Personalizer:
             )
         return _Unlabeled(prefix, model_scores[1:])
 
+    def _candidate_names(self, pool: _Unlabeled | None) -> tuple[str, ...]:
+        """The configured candidates; given unlabeled photos and no explicit list, the distilled one competes too."""
+        names = self.config.candidate_names
+        if pool is None or self.config.candidates is not None or "distil" in names:
+            return names
+        return tuple(name for name in CANDIDATES if name in {*names, "distil"})
+
     def _describe(self, what: str) -> None:
         if self._bar is not None:
             self._bar.set_description(f"Personalizing ({what})")
@@ -1311,7 +1327,7 @@ class Personalizer:
         folds = self._folds(scores.target) if cfg.selection == "cv" else []
         table: list[dict[str, Any]] = []
         estimate: tuple[float | None, float | None, tuple[float, float] | None, float | None] = (None,) * 4
-        learned = [name for name in cfg.candidate_names if name in LEARNED_CANDIDATES] if folds else []
+        learned = [name for name in self._candidate_names(pool) if name in LEARNED_CANDIDATES] if folds else []
         total = cfg.steps * (len(learned) * len(folds) + 1)
         with tqdm(total=total, desc="Personalizing", unit="step", disable=not cfg.progress, leave=False) as bar:
             self._bar = bar

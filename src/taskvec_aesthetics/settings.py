@@ -237,8 +237,9 @@ class PersonalizerConfig:
     candidates: tuple[str, ...] | None = option(
         None,
         "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights and "
-        "coefficients learned at the granularity; the uniform mix measured worst and wins only by chance, so it is "
-        "left out, but learned coefficients may start from it)",
+        "coefficients learned at the granularity, and with unlabeled photos the distilled output ensemble; the "
+        "uniform mix measured worst and wins only by chance, so it is left out, but learned coefficients may start "
+        "from it)",
         choices=CANDIDATES,
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
