@@ -271,3 +271,22 @@ def test_two_processes_under_accelerate_equal_one_process(saved, table, tmp_path
     assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
     (folder,) = (tmp_path / "two" / "feature_cache").iterdir()
     assert len(FeatureCache(folder.parent, folder.name).load()) == 24  # each distinct image encoded once
+
+
+def test_batched_fits_with_unlabeled_photos_equal_sequential_fits(planted_world):
+    """The distilled candidate learns from the same unlabeled photos in a batched fit as in a sequential one."""
+    config = PersonalizerConfig(**QUICK, candidates=("init", "distil"), tolerance=0.0)
+    sequential = Personalizer(planted_world.base, planted_world.bank, config)
+    batched = BatchedPersonalizer(planted_world.base, planted_world.bank, config)
+    photos = images(40, seed=9)
+    pixels = sequential.encode(photos)
+    encoded = []
+    for u, taste in enumerate(TASTES[:2]):
+        ratings = user_ratings(photos, taste, noise=0.05, seed=u)[1]
+        encoded.append(EncodedRatings(pixels[:12], ratings[:12]))
+    together = batched.fit_encoded_many(encoded, pixels[12:])
+    for item, (coefficients, report) in zip(encoded, together):
+        expected, expected_report = sequential.fit_encoded(item, pixels[12:])
+        assert report.unlabeled == 28 and report.cross_validation[-1]["candidate"] == "distil"
+        assert torch.allclose(coefficients.values, expected.values, atol=1e-5)
+        assert report.cv_interval == expected_report.cv_interval

@@ -131,6 +131,7 @@ class _Task:
 
     personalizer: BatchedPersonalizer
     encoded: EncodedRatings
+    unlabeled: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     request: _Request | None = None
     outcome: Any = None
     done: bool = False
@@ -144,7 +145,7 @@ class _Task:
         self._go.acquire()
         self.personalizer._task.current = self
         try:
-            self.outcome = self.personalizer.fit_encoded(self.encoded)
+            self.outcome = self.personalizer.fit_encoded(self.encoded, *self.unlabeled)
         except BaseException as error:  # handed to the caller, like a sequential fit's exception
             self.outcome = error
         self.done = True
@@ -194,10 +195,14 @@ class BatchedPersonalizer(Personalizer):
         )
 
     def fit_encoded_many(
-        self, encoded: Sequence[EncodedRatings]
+        self,
+        encoded: Sequence[EncodedRatings],
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_scores: torch.Tensor | None = None,
     ) -> list[tuple[Coefficients, PersonalizationReport] | BaseException]:
-        """Fit every user of ``encoded``; returns, per user, `(coefficients, report)` or the exception its fit raised."""
-        tasks = [_Task(self, item) for item in encoded]
+        """Fit every user of ``encoded`` (with the same unlabeled photos, see `Personalizer.fit_encoded`); returns,
+        per user, `(coefficients, report)` or the exception its fit raised."""
+        tasks = [_Task(self, item, (unlabeled, unlabeled_scores)) for item in encoded]
         for task in tasks:
             task.start()
         waiting = tasks

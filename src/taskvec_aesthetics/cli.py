@@ -317,6 +317,12 @@ def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- personalize ---------------------------------------------------------------------------------------------------
+UNLABELED_HELP = (
+    "a folder of the person's photos without ratings (for example those to be ranked): the distil candidate learns "
+    "to reproduce the output ensemble of the task models on them"
+)
+
+
 def add_personalize(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "personalize",
@@ -348,11 +354,6 @@ def add_personalize(subparsers: Any) -> None:
     _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize)
 
-
-UNLABELED_HELP = (
-    "a folder of the person's photos without ratings (for example those to be ranked): the distil candidate learns "
-    "to reproduce the output ensemble of the task models on them"
-)
 
 
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -433,6 +434,7 @@ def add_personalize_many(subparsers: Any) -> None:
     parser.add_argument("--batch-users", type=int, default=16, help="users fitted at once (default: 16)")
     parser.add_argument("--cache-dir", help="feature cache folder (default: OUTPUT/feature_cache)")
     parser.add_argument("--retry-failed", action="store_true", help="fit again users with a recorded error")
+    parser.add_argument("--unlabeled", metavar="DIR", help=UNLABELED_HELP)
     _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize_many)
 
@@ -455,6 +457,7 @@ def run_personalize_many(args: argparse.Namespace) -> None:
         retry_failed=args.retry_failed,
         skip_invalid=args.skip_invalid,
         progress=args.progress,
+        unlabeled=args.unlabeled,
     )
     if PartialState().is_main_process:
         print(result.report())

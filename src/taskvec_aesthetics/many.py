@@ -38,7 +38,7 @@ from .batched import BatchedPersonalizer
 from .data import load_ratings
 from .feature_cache import FeatureCache, feature_key
 from .io import atomic_path, read_json, write_json
-from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig
+from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig, unlabeled_images
 from .processing import open_image
 from .ratings_input import decode_images, image_key, rows_by_user
 
@@ -261,6 +261,7 @@ def personalize_many(
     retry_failed: bool = False,
     skip_invalid: bool = False,
     progress: bool = True,
+    unlabeled: Any = None,
 ) -> ManyUsersResult:
     """Personalize every user of a ratings table; one coefficients export per user and a summary table.
 
@@ -280,6 +281,8 @@ def personalize_many(
         retry_failed: fit again users with an error record (e.g. after their ratings were fixed).
         skip_invalid: CSV input: skip malformed rows and missing images instead of stopping.
         progress: show progress bars (main process only).
+        unlabeled: photos without ratings (a folder or a list) that every user's fit may learn from (the distilled
+            candidate, see `Personalizer.fit`); encoded and scored by each task model once for all users.
 
     Returns:
         `ManyUsersResult`: the summary rows (complete on the main process) and the paths written.
@@ -318,6 +321,11 @@ def personalize_many(
         personalizer, table, [r for u in every_pending for r in users[u]], state, image_column, 32, progress
     )
 
+    photos = unlabeled_images(unlabeled)
+    pool: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    if photos and pending:
+        encoded_photos = personalizer.encode(photos)
+        pool = (encoded_photos, personalizer.model_scores(encoded_photos))
     fitted = 0
     bar = tqdm(total=sum(len(g) for g in pending), desc="Personalizing users", unit="user", disable=not progress)
     for group in pending:
@@ -334,12 +342,12 @@ def personalize_many(
             except (ValueError, TypeError, OSError) as error:
                 outcomes[user] = error
         if batch_users > 1:
-            fits = personalizer.fit_encoded_many(list(encoded.values()))
+            fits = personalizer.fit_encoded_many(list(encoded.values()), *pool)
         else:
             fits = []
             for item in encoded.values():
                 try:
-                    fits.append(personalizer.fit_encoded(item))
+                    fits.append(personalizer.fit_encoded(item, *pool))
                 except Exception as error:  # noqa: BLE001 - recorded with the user, the run goes on
                     fits.append(error)
         outcomes.update(zip(encoded, fits))
