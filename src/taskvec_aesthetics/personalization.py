@@ -1509,12 +1509,7 @@ def _criterion(predictions: np.ndarray, target: np.ndarray, criterion: str, metr
         agree = np.where(predictions == 0, 0.5, (predictions > 0) == (target > 0.5))
         return agree[:, decided].mean(axis=1)
     if criterion == "srocc":
-        x = rankdata(predictions, axis=1)
-        y = rankdata(target)
-        x, y = x - x.mean(axis=1, keepdims=True), y - y.mean()
-        denominator = np.sqrt((x**2).sum(axis=1) * (y**2).sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.nan_to_num((x @ y) / denominator, nan=0.0)
+        return _rank_correlation(predictions, target[None])
     above = target[:, None] > target[None, :]
     if not above.any():
         return np.zeros(len(predictions))
@@ -1538,20 +1533,30 @@ def _procedure_estimate(
     rows = np.concatenate(configs)
     owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(configs)])
     members = [np.flatnonzero(owner == c) for c in range(len(configs))]
-    rng = np.random.default_rng(seed)
-    n, values = len(target), []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        bag = rng.integers(0, n, n)
+    n = len(target)
+    bags = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP_SAMPLES, n))
+    if metric == "srocc":  # every sample's in-bag SROCC at once: `[B, R]`
+        inside_all = _rank_correlation(np.moveaxis(rows[:, bags], 1, 0), target[bags][:, None, :])
+    values = []
+    for b, bag in enumerate(bags):
         out = np.setdiff1d(np.arange(n), bag)
         if len(out) < 3 or len(np.unique(target[out])) < 2 or len(np.unique(target[bag])) < 2:
             continue
-        inside = _criterion(rows[:, bag], target[bag], "srocc", metric)
+        inside = inside_all[b] if metric == "srocc" else _criterion(rows[:, bag], target[bag], "srocc", metric)
         best_rows = np.array([rows_[int(np.argmax(inside[rows_]))] for rows_ in members])
         per = inside[best_rows]
         top = int(np.argmax(per))
         pick = int(np.flatnonzero(per[top] - per <= tolerance * se[top] + 1e-12)[0])
         values.append(float(_criterion(rows[best_rows[pick]][None, out], target[out], "srocc", metric)[0]))
     return float(np.mean(values)) if values else float("nan")
+
+
+def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman correlation along the last axis, broadcasting (NaN, a constant row, counts as 0)."""
+    x, y = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    x, y = x - x.mean(axis=-1, keepdims=True), y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num((x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1)), nan=0.0)
 
 
 def _interval(estimate: float, units: int, metric: str) -> tuple[float, float]:
