@@ -226,8 +226,8 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     assert session.progress().startswith("10 compared · 10 more are useful")
     result = session.personalize()
     assert result.report.num_pairs == 10 and result.report.num_ratings == 0
-    mean, error, how = cv_estimate(result.report)
-    assert 0 <= mean <= 1 and how == "5-fold cross-validation on 10 pairs"
+    mean, (low, high), how = cv_estimate(result.report)
+    assert 0 <= low <= mean <= high <= 1 and how == "5-fold cross-validation on 10 pairs"
     assert not {p for p, _ in session.ranking(result.scores)} & {session.photos[i] for i in shown}
     # The download is what load_preferences reads, next to the photos.
     folder = tmp_path / "photos"
