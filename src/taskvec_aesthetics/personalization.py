@@ -5,9 +5,11 @@ score) and an image rated twice is averaged, before any split or minibatch.
 
 Simple and learned answers compete on the same deterministic K folds of the rated images (never any other image):
 the best single task model, the softmax(SROCC) mix, the output ensemble's weights used as coefficients, the uniform
-mix, and learned coefficients (their step count chosen inside the folds). The candidate that cross-validates best
-wins, unless one earlier in that list is within one standard error of it; the winner is then refitted on all the
-ratings, and its cross-validated SROCC is the user's estimate of how well the model ranks their photos.
+mix, learned coefficients (their step count chosen inside the folds) and, given unlabeled photos, coefficients
+distilled from the output ensemble on them. The candidate that cross-validates best wins, unless one earlier in that
+list is within one standard error of it; the winner is then refitted on all the ratings. The user's estimate of how
+well the model ranks their photos is the accuracy of this whole procedure, selection included
+(`_procedure_estimate`), with a 90 % interval (`_interval`).
 
 Everything shares one encoding: the frozen prefix of the encoder (blocks no task vector touches) runs once per image,
 each task model scores the rated images once (`[T, N]`), and every optimisation step runs only the rest of the
