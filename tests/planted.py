@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,24 +84,33 @@ class PlantedWorld:
     tuned: dict[str, AestheticModel]
 
 
-def build_world(top_blocks: int | None = None, **bank_kwargs) -> PlantedWorld:
-    """The base, the tasks fine-tuned from it (every parameter, or the top blocks, neck and head) and their bank."""
+#: How a world makes photos (count, seed) and measures their traits (`[N, traits]`, each spread over about 0..1).
+Photos = Callable[[int, int], list[Image.Image]]
+Traits = Callable[[list[Image.Image]], torch.Tensor]
+
+
+def build_world(
+    top_blocks: int | None = None, *, photos_of: Photos = images, traits_of: Traits = criteria, **bank_kwargs
+) -> PlantedWorld:
+    """The base, the tasks fine-tuned from it (every parameter, or the top blocks, neck and head) and their bank:
+    task t learns trait t of ``traits_of`` (the first `NUM_TASKS`)."""
     base = tiny_model("clip", seed=0)
-    photos = images(256, seed=1)
+    photos = photos_of(256, 1)
     pixels = to_pixels(base, photos)
-    target = criteria(photos).float()
+    target = traits_of(photos).float()
     target = 5.5 + 2.0 * (target - target.mean(0)) / target.std(0)
     tuned = {f"task{t}": finetune(base, pixels, target[:, t], seed=t, top_blocks=top_blocks) for t in range(NUM_TASKS)}
     return PlantedWorld(base, TaskVectorBank.from_finetuned(base, tuned, **bank_kwargs), tuned)
 
 
 def user_ratings(
-    photos: list[Image.Image], weights: list[float], noise: float, seed: int
+    photos: list[Image.Image], weights: list[float], noise: float, seed: int, traits_of: Traits = criteria
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A user's noise-free utility (a known mixture of the traits; missing weights are 0) and noisy ratings."""
-    full = torch.zeros(len(TRAITS), dtype=torch.float64)
+    traits = traits_of(photos)
+    full = torch.zeros(traits.shape[1], dtype=torch.float64)
     full[: len(weights)] = torch.tensor(weights, dtype=torch.float64)
-    utility = criteria(photos) @ full
+    utility = traits @ full
     generator = torch.Generator().manual_seed(seed)
     return utility, utility + noise * torch.randn(len(utility), generator=generator)
 
@@ -120,21 +130,28 @@ USERS = {
 
 
 def run_protocol(
-    world: PlantedWorld, photos: list, config: BenchmarkConfig, noise: float
+    world: PlantedWorld,
+    photos: list,
+    config: BenchmarkConfig,
+    noise: float,
+    users: dict[str, list[float]] = USERS,
+    traits_of: Traits = criteria,
 ) -> tuple[list[Trial], str | None, object]:
-    """Every user of `USERS`, k and repeat: draw k rated images, run every method, test on the others. Returns the
-    trials, and the user and coefficients of the example (the first user at the largest k)."""
+    """Every user of ``users``, k and repeat: draw k rated images, run every method, test on the others (SROCC
+    against the noise-free utility; our default's also against the noisy ratings, as the person would measure it).
+    Returns the trials, and the user and coefficients of the example (the first user at the largest k)."""
     began = time.perf_counter()
     ours = Personalizer(world.base, world.bank, config.personalizer)
     methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
     trials, example_user, example = [], None, None
-    for u, (user, weights) in enumerate(USERS.items()):
+    for u, (user, weights) in enumerate(users.items()):
         for k in config.shots:
             for repeat in range(config.repeats):
-                utility, ratings = user_ratings(photos, weights, noise=noise, seed=1000 * u + repeat)
+                utility, ratings = user_ratings(photos, weights, noise, 1000 * u + repeat, traits_of)
                 order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
                 rated, test = order[:k], order[k:]
-                outcomes, fit = _run_draw(methods, _Draw(user, k, repeat, rated, test, ratings[rated], utility[test]))
+                draw = _Draw(user, k, repeat, rated, test, ratings[rated], utility[test], ratings[test])
+                outcomes, fit = _run_draw(methods, draw)
                 for method, value, seconds, facts in outcomes:
                     trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
                 if example_user is None and k == max(config.shots) and fit is not None:

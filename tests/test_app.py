@@ -104,9 +104,9 @@ def test_personalize_ranks_the_unrated_photos_and_writes_both_downloads(resource
     assert session.task_weights().keys() == {"task0", "task1", "task2"}
     # The page shows the report's cross-validated estimate, and nothing when there is none.
     report = result.report
-    shown = dataclasses.replace(report, cv_srocc=0.61, cv_srocc_se=0.07, folds=5, num_ratings=30)
-    assert cv_estimate(shown) == (0.61, 0.07, "5-fold cross-validation on your 30 ratings")
-    assert cv_estimate(dataclasses.replace(report, cv_srocc=None, cv_srocc_se=None)) is None
+    shown = dataclasses.replace(report, cv_srocc=0.61, cv_interval=(0.45, 0.73), folds=5, num_ratings=30)
+    assert cv_estimate(shown) == (0.61, (0.45, 0.73), "5-fold cross-validation on your 30 ratings")
+    assert cv_estimate(dataclasses.replace(report, cv_srocc=None, cv_interval=None)) is None
     ranking = session.ranking(result.scores)
     assert len(ranking) == NUM_PHOTOS - 8 and not {p for p, _ in ranking} & {
         session.photos[i] for i in session.ratings
@@ -276,8 +276,8 @@ def test_comparisons_alone_or_with_ratings_teach_preferences(resources, inputs, 
     assert session.progress().startswith("10 compared · 10 more are useful")
     result = session.personalize()
     assert result.report.num_pairs == 10 and result.report.num_ratings == 0
-    mean, error, how = cv_estimate(result.report)
-    assert 0 <= mean <= 1 and how == "5-fold cross-validation on 10 pairs"
+    mean, (low, high), how = cv_estimate(result.report)
+    assert 0 <= low <= mean <= high <= 1 and how == "5-fold cross-validation on 10 pairs"
     assert not {p for p, _ in session.ranking(result.scores)} & {session.photos[i] for i in shown}
     # The download holds the photos and a comparisons.csv that load_preferences reads as is.
     with zipfile.ZipFile(result.answers_zip) as archive:

@@ -83,9 +83,17 @@ def test_every_method_runs_and_results_are_written(world, tmp_path):
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_test_images_take_part_in_no_choice(world):
-    """Scrambling the ratings of every test image changes test SROCC but none of the fitted coefficients."""
-    config = BenchmarkConfig(**{**CONFIG, "shots": (10,), "methods": ("default", "best_single")})
+@pytest.mark.parametrize("transductive", [False, True])
+def test_test_images_take_part_in_no_choice(world, transductive):
+    """Scrambling the ratings of every test image changes test SROCC but none of the fitted coefficients, also when
+    the test photos themselves (never their ratings) are the unlabeled photos the distilled candidate learns on."""
+    personalizer = CONFIG["personalizer"]
+    if transductive:
+        personalizer = PersonalizerConfig(steps=10, folds=3, candidates=("init", "distil"), tolerance=0.0)
+    config = BenchmarkConfig(
+        **{**CONFIG, "shots": (10,), "methods": ("default", "best_single"), "personalizer": personalizer},
+        transductive=transductive,
+    )
     ratings = _ratings()
     honest = run_benchmark(world.base, world.bank, _dataset(ratings), config)
     scrambled = {}
@@ -97,6 +105,9 @@ def test_test_images_take_part_in_no_choice(world):
         scrambled[user] = scores
     other = run_benchmark(world.base, world.bank, _dataset(scrambled), config)
     assert honest.example_coefficients.allclose(other.example_coefficients)
+    if transductive:  # the distilled candidate ran, on every photo of the pool
+        assert "distil" in {t.chosen for t in honest.trials if t.method == "default"}
+        assert honest.example_info["unlabeled"] == NUM_IMAGES
     assert [t.srocc for t in honest.trials] != [t.srocc for t in other.trials]
 
 

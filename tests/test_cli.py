@@ -261,3 +261,16 @@ def test_every_public_name_of_the_lazy_package_resolves():
         assert getattr(taskvec_aesthetics, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         taskvec_aesthetics.nothing  # noqa: B018
+
+
+def test_personalize_learns_from_a_folder_of_unlabeled_photos(saved, capsys, tmp_path):
+    """--unlabeled DIR: the distilled candidate competes, learning from the folder's photos (never a rating)."""
+    arguments = ["personalize", "--ratings", str(saved / "one_user.csv"), "--model", str(saved / "base")]
+    arguments += ["--bank", str(saved / "bank"), "--output", str(tmp_path / "mine"), "--steps", "6"]
+    assert main([*arguments, "--unlabeled", str(saved / "photos")]) == 0, capsys.readouterr().err
+    assert "(90% interval " in capsys.readouterr().out
+    info = json.loads((tmp_path / "mine" / "personalization.json").read_text())["info"]
+    assert info["unlabeled"] == 30
+    assert [row["candidate"] for row in info["cross_validation"]["candidates"]][-1] == "distil"
+    assert main([*arguments, "--unlabeled", str(tmp_path / "nowhere")]) == 2
+    assert "must be a folder of images" in capsys.readouterr().err

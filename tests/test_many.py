@@ -152,6 +152,7 @@ def test_personalize_many_writes_exports_summary_and_resumes(saved, table, tmp_p
     # each export reloads into the personalized model; the summary says what the fit chose
     user = rows["user 3"]
     assert user["num_ratings"] == 12 and user["error"] == "" and user["chosen"] and user["cv_srocc_se"] > 0
+    assert user["cv_low"] <= user["cv_srocc"] <= user["cv_high"]
     reloaded = AestheticModel.from_pretrained(out / user["folder"])
     pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     coefficients = reloaded.personalization.coefficients
@@ -377,3 +378,22 @@ def test_the_feature_cache_removes_what_killed_writers_left_and_nothing_else(tmp
         os.utime(path, (time.time() - 7200,) * 2)
     assert len(FeatureCache(tmp_path, "key", shape=(2,)).load()) == 2
     assert sorted(p.name for p in folder.iterdir()) == sorted([shard.name, live.name, mine.name])
+
+
+def test_batched_fits_with_unlabeled_photos_equal_sequential_fits(planted_world):
+    """The distilled candidate learns from the same unlabeled photos in a batched fit as in a sequential one."""
+    config = PersonalizerConfig(**QUICK, candidates=("init", "distil"), tolerance=0.0)
+    sequential = Personalizer(planted_world.base, planted_world.bank, config)
+    batched = BatchedPersonalizer(planted_world.base, planted_world.bank, config)
+    photos = images(40, seed=9)
+    pixels = sequential.encode(photos)
+    encoded = []
+    for u, taste in enumerate(TASTES[:2]):
+        ratings = user_ratings(photos, taste, noise=0.05, seed=u)[1]
+        encoded.append(EncodedRatings(pixels[:12], ratings[:12]))
+    together = batched.fit_encoded_many(encoded, pixels[12:])
+    for item, (coefficients, report) in zip(encoded, together):
+        expected, expected_report = sequential.fit_encoded(item, pixels[12:])
+        assert report.unlabeled == 28 and report.cross_validation[-1]["candidate"] == "distil"
+        assert torch.allclose(coefficients.values, expected.values, atol=1e-5)
+        assert report.cv_interval == expected_report.cv_interval

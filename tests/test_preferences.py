@@ -48,6 +48,10 @@ def test_preferences_teach_a_planted_taste(world):
     assert set(table["single"]) == {"candidate", "accuracy", "accuracy_se", "steps", "chosen"}
     summary = report.summary()
     assert summary["num_pairs"] == 30 and summary["cross_validation"]["accuracy"] == report.cv_accuracy
+    # the accuracy of the whole procedure, selection included, with its 90 % interval around it
+    low, high = summary["cross_validation"]["interval"]
+    assert 0 <= low < report.cv_accuracy < high <= 1
+    assert f"(90% interval {low:.0%} to {high:.0%})" in report.estimate
 
 
 def test_the_same_preferences_in_any_order_or_orientation_give_identical_coefficients(world):

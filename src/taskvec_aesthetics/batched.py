@@ -14,8 +14,8 @@ forward: vmap would turn them into grouped convolutions, several times slower on
 attention is written out for the same reason (vmap has no batching rule for the fused CPU kernel).
 
 Configurations the vectorised step does not cover (an adapted head, the paper's half-batch pairing, the streamed
-gradient, inputs with more than ratings) fall back to `Personalizer._optimise`, one request at a time: the results
-are the same, only slower.
+gradient, inputs with more than ratings, the distilled candidate) fall back to `Personalizer._optimise`, one request
+at a time: the results are the same, only slower.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class _Task:
 
     personalizer: BatchedPersonalizer
     encoded: EncodedRatings
+    unlabeled: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     request: _Request | None = None
     outcome: Any = None
     done: bool = False
@@ -144,7 +145,7 @@ class _Task:
         self._go.acquire()
         self.personalizer._task.current = self
         try:
-            self.outcome = self.personalizer.fit_encoded(self.encoded)
+            self.outcome = self.personalizer.fit_encoded(self.encoded, *self.unlabeled)
         except BaseException as error:  # handed to the caller, like a sequential fit's exception
             self.outcome = error
         self.done = True
@@ -194,10 +195,14 @@ class BatchedPersonalizer(Personalizer):
         )
 
     def fit_encoded_many(
-        self, encoded: Sequence[EncodedRatings]
+        self,
+        encoded: Sequence[EncodedRatings],
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_scores: torch.Tensor | None = None,
     ) -> list[tuple[Coefficients, PersonalizationReport] | BaseException]:
-        """Fit every user of ``encoded``; returns, per user, `(coefficients, report)` or the exception its fit raised."""
-        tasks = [_Task(self, item) for item in encoded]
+        """Fit every user of ``encoded`` (with the same unlabeled photos, see `Personalizer.fit_encoded`); returns,
+        per user, `(coefficients, report)` or the exception its fit raised."""
+        tasks = [_Task(self, item, (unlabeled, unlabeled_scores)) for item in encoded]
         for task in tasks:
             task.start()
         waiting = tasks
@@ -208,10 +213,10 @@ class BatchedPersonalizer(Personalizer):
             self._run_requests([task.request for task in waiting])
         return [task.outcome for task in tasks]
 
-    def _optimise(self, start, train, steps, watch=None):
+    def _optimise(self, start, train, steps, watch=None, teacher=None):
         task = getattr(self._task, "current", None)
-        if task is None or not self.vectorised or type(train) is not EncodedRatings:
-            return super()._optimise(start, train, steps, watch)
+        if task is None or not self.vectorised or type(train) is not EncodedRatings or teacher is not None:
+            return super()._optimise(start, train, steps, watch, teacher)
         return task.ask(_Request(start, train, steps, watch))
 
     def _run_requests(self, requests: list[_Request]) -> None:

@@ -95,6 +95,9 @@ class BenchmarkConfig:
         min_test_images: skip a user at a k that leaves fewer test images than this.
         score_candidates: also refit every candidate our default cross-validated and record its test SROCC next to
             its cross-validation row (to study selection rules; costs one more fit per learned candidate).
+        transductive: our default also gets every photo of the pool, the test photos included but never a rating of
+            one, as unlabeled photos (`Personalizer.fit_encoded`'s ``unlabeled``): the transductive setting, which
+            tables must name. Otherwise it sees only the rated photos.
         workers: processes that run the draws in parallel, torch's threads shared among them; 1 runs them here.
             Small steps use threads poorly, so on 2 CPU cores 2 workers of 1 thread run the demo's draws about 1.5x
             faster than 1 process of 2 threads (each fit takes longer: the table's seconds per fit are measured so).
@@ -114,6 +117,7 @@ class BenchmarkConfig:
     ensemble_learning_rate: float = 1e-2
     min_test_images: int = 10
     score_candidates: bool = False
+    transductive: bool = False
     workers: int = 1
     progress: bool = True
 
@@ -132,7 +136,8 @@ class BenchmarkConfig:
 @dataclass
 class Trial:
     """One method on one user's k rated images (one repeat): its test SROCC and wall time; for our default, the
-    candidate it chose and its cross-validated estimate of its own SROCC."""
+    candidate it chose, its estimate of its own SROCC with the 90 % interval, and where the test ratings are noisy
+    observations of a known truth (planted worlds), its SROCC against those observations (what the person sees)."""
 
     user_id: str
     k: int
@@ -143,6 +148,8 @@ class Trial:
     chosen: str | None = None
     cv_srocc: float | None = None
     candidates: list[dict[str, Any]] | None = None
+    cv_interval: list[float] | None = None
+    observed_srocc: float | None = None
 
 
 @dataclass
@@ -221,6 +228,46 @@ class BenchmarkResult:
             }
         return out
 
+    def calibration(self, method: str = "default") -> dict[int, dict[str, float]]:
+        """Per k, how well our default's estimate predicted its test SROCC: the mean estimate, the mean test SROCC
+        (against the observed ratings where a trial has them), their mean absolute difference per draw, and the
+        share of draws whose 90 % interval covered the test SROCC."""
+        out: dict[int, dict[str, float]] = {}
+        for k in sorted({t.k for t in self.trials if t.method == method}):
+            trials = [t for t in self.trials if t.method == method and t.k == k and t.cv_interval is not None]
+            if not trials:
+                continue
+            test = np.array([t.srocc if t.observed_srocc is None else t.observed_srocc for t in trials])
+            estimate = np.array([t.cv_srocc for t in trials])
+            low, high = np.array([t.cv_interval for t in trials]).T
+            out[k] = {
+                "estimate_mean": float(np.mean(estimate)),
+                "test_srocc_mean": float(np.nanmean(test)),
+                "abs_error_mean": float(np.nanmean(np.abs(estimate - test))),
+                "coverage": float(np.mean((low <= test) & (test <= high))),
+                "width_mean": float(np.mean(high - low)),
+                "draws": len(trials),
+            }
+        return out
+
+    def calibration_markdown(self) -> str:
+        """The calibration table (see `calibration`)."""
+        rows = self.calibration()
+        if not rows:
+            return ""
+        lines = [
+            "| k | mean estimate | mean test SROCC | estimate − test | mean abs. error per draw | 90 % interval "
+            "coverage | mean width | draws |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for k, r in rows.items():
+            lines.append(
+                f"| {k} | {r['estimate_mean']:.3f} | {r['test_srocc_mean']:.3f} | "
+                f"{r['estimate_mean'] - r['test_srocc_mean']:+.3f} | {r['abs_error_mean']:.3f} | "
+                f"{r['coverage']:.0%} | {r['width_mean']:.2f} | {r['draws']} |"
+            )
+        return "\n".join(lines) + "\n"
+
     def to_markdown(self, reference: str = "default") -> str:
         """A table: one row per method; per k the SROCC with its 95 % interval, the paired difference of our default
         to the method with its interval and W/T/L, and seconds per fit. Then what the default chose."""
@@ -269,6 +316,10 @@ class BenchmarkResult:
                 )
                 + "."
             )
+        calibration = self.calibration_markdown()
+        if calibration:
+            lines += ["", "Calibration of our default's estimate (selection included) and its 90 % interval:", ""]
+            lines.append(calibration)
         return "\n".join(lines) + "\n"
 
     def selection_rules(self) -> str:
@@ -315,6 +366,7 @@ class BenchmarkResult:
         return {
             "summary": self.summary(),
             "choices": {str(k): v for k, v in self.choices().items()},
+            "calibration": {str(k): v for k, v in self.calibration().items()},
             "trials": [asdict(t) for t in self.trials],
             "task_names": self.task_names,
             "config": self.config,
@@ -384,10 +436,20 @@ class _Methods:
         self.task_scoring_seconds = time.perf_counter() - began
         self.example: tuple[Coefficients, dict[str, Any]] | None = None  # our default's last fit and its report
 
-    def run(self, rated: torch.Tensor, test: torch.Tensor, ratings: torch.Tensor, test_ratings: torch.Tensor):
-        """Yield (method, test SROCC, seconds, facts) for one user's draw; facts: what our default chose."""
+    def run(
+        self,
+        rated: torch.Tensor,
+        test: torch.Tensor,
+        ratings: torch.Tensor,
+        test_ratings: torch.Tensor,
+        observed: torch.Tensor | None = None,
+    ):
+        """Yield (method, test SROCC, seconds, facts) for one user's draw; facts: what our default chose and
+        estimated (and its SROCC against ``observed``, noisy test ratings, when given)."""
         methods = self.config.methods
         encoded = EncodedRatings(self.prefix[rated], ratings.double(), model_scores=self.model_scores[:, rated])
+        # The transductive setting: every photo of the pool, without a rating.
+        pool = (self.prefix, self.model_scores) if self.config.transductive else (None, None)
         rated_srocc = [_srocc(s[rated], ratings) for s in self.task_scores]
         best = int(np.nanargmax(np.nan_to_num(rated_srocc, nan=-1.0)))
         if "single" in methods:
@@ -399,11 +461,19 @@ class _Methods:
             if method not in methods:
                 continue
             began = time.perf_counter()
-            coefficients, report = personalizer.fit_encoded(encoded)
+            coefficients, report = personalizer.fit_encoded(encoded, *(pool if method == "default" else ()))
             seconds = time.perf_counter() - began
-            facts = {"chosen": report.chosen, "cv_srocc": report.cv_srocc} if method == "default" else {}
+            predicted = personalizer.predict(coefficients, self.prefix[test])
+            facts: dict[str, Any] = {}
+            if method == "default":
+                facts = {
+                    "chosen": report.chosen,
+                    "cv_srocc": report.cv_srocc,
+                    "cv_interval": None if report.cv_interval is None else list(report.cv_interval),
+                    "observed_srocc": None if observed is None else _srocc(predicted, observed),
+                }
             if method == "default" and self.config.score_candidates:
-                refits = personalizer.candidate_coefficients(encoded, report)
+                refits = personalizer.candidate_coefficients(encoded, report, *pool)
                 facts["candidates"] = [
                     {
                         **row,
@@ -413,7 +483,7 @@ class _Methods:
                     }
                     for row in report.cross_validation
                 ]
-            yield method, _srocc(personalizer.predict(coefficients, self.prefix[test]), test_ratings), seconds, facts
+            yield method, _srocc(predicted, test_ratings), seconds, facts
             if method == "default":
                 self.example = coefficients, report.summary()
                 if "init" in methods:
@@ -502,6 +572,7 @@ class _Draw:
     test: torch.Tensor
     ratings: torch.Tensor
     test_ratings: torch.Tensor
+    observed: torch.Tensor | None = None  # noisy test ratings where test_ratings is a known truth
 
 
 _DrawResult = tuple[list[tuple[str, float, float, dict]], tuple[Coefficients, dict[str, Any]] | None]
@@ -510,7 +581,7 @@ _DrawResult = tuple[list[tuple[str, float, float, dict]], tuple[Coefficients, di
 def _run_draw(methods: _Methods, draw: _Draw) -> _DrawResult:
     """Every method on one draw, and our default's fit (coefficients and report summary)."""
     methods.example = None
-    results = list(methods.run(draw.rated, draw.test, draw.ratings, draw.test_ratings))
+    results = list(methods.run(draw.rated, draw.test, draw.ratings, draw.test_ratings, draw.observed))
     return results, methods.example
 
 
@@ -629,6 +700,7 @@ def run_benchmark(
             "personalizer": config.personalizer.to_dict(),
             "paper": config.paper.to_dict(),
             "baseline_steps": config.baseline_steps,
+            "transductive": config.transductive,
             "workers": config.workers,
         },
         timings={

@@ -317,6 +317,12 @@ def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- personalize ---------------------------------------------------------------------------------------------------
+UNLABELED_HELP = (
+    "a folder of the person's photos without ratings (for example those to be ranked): the distil candidate learns "
+    "to reproduce the output ensemble of the task models on them"
+)
+
+
 def add_personalize(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "personalize",
@@ -344,8 +350,10 @@ def add_personalize(subparsers: Any) -> None:
         default=COEFFICIENTS,
         help="what to save (default: coefficients)",
     )
+    parser.add_argument("--unlabeled", metavar="DIR", help=UNLABELED_HELP)
     _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize)
+
 
 
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -367,7 +375,9 @@ def run_personalize(args: argparse.Namespace) -> None:
     ratings = load(args.ratings, skip_invalid=args.skip_invalid)
     base, bank = _base_and_bank(args.model, args.bank)
     overrides = config_values(args, PersonalizerConfig)
-    model = base.personalize(ratings, bank=bank, preset=args.preset, progress=args.progress, **overrides)
+    model = base.personalize(
+        ratings, bank=bank, preset=args.preset, progress=args.progress, unlabeled=args.unlabeled, **overrides
+    )
     model.save_pretrained(args.output, export=args.export)
     state = model.personalization
     weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
@@ -424,6 +434,7 @@ def add_personalize_many(subparsers: Any) -> None:
     parser.add_argument("--batch-users", type=int, default=16, help="users fitted at once (default: 16)")
     parser.add_argument("--cache-dir", help="feature cache folder (default: OUTPUT/feature_cache)")
     parser.add_argument("--retry-failed", action="store_true", help="fit again users with a recorded error")
+    parser.add_argument("--unlabeled", metavar="DIR", help=UNLABELED_HELP)
     _add_recipe_options(parser)
     parser.set_defaults(run=run_personalize_many)
 
@@ -446,6 +457,7 @@ def run_personalize_many(args: argparse.Namespace) -> None:
         retry_failed=args.retry_failed,
         skip_invalid=args.skip_invalid,
         progress=args.progress,
+        unlabeled=args.unlabeled,
     )
     if PartialState().is_main_process:
         print(result.report())

@@ -44,7 +44,7 @@ from .data import DatabaseFormatError, Issue, load_ratings
 from .data.ratings import load_ratings_by_user
 from .feature_cache import FeatureCache, feature_key
 from .io import atomic_path, read_json, verify_manifest, write_json
-from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig
+from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig, unlabeled_images
 from .processing import open_image
 from .ratings_input import decode_images, image_key, rows_by_user
 
@@ -57,8 +57,10 @@ __all__ = ["ManyUsersResult", "fit_many", "personalize_many", "load_table", "use
 logger = logging.getLogger(__name__)
 
 USERS_FOLDER, ERRORS_FOLDER, CACHE_FOLDER = "users", "errors", "feature_cache"
+#: cv_srocc is the estimate of the user's SROCC on new photos, selection included; cv_low, cv_high its 90 % interval.
 SUMMARY_COLUMNS = (
-    "user_id", "folder", "num_ratings", "chosen", "cv_srocc", "cv_srocc_se", "fit_time_s", "error", "notes",
+    "user_id", "folder", "num_ratings", "chosen", "cv_srocc", "cv_low", "cv_high", "cv_srocc_se", "fit_time_s",
+    "error", "notes",
 )  # fmt: skip
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -256,6 +258,8 @@ def _summary_row(output_dir: Path, user: str, name: str, notes: str = "") -> dic
             num_ratings=info.get("num_ratings"),
             chosen=info.get("chosen"),
             cv_srocc=cv.get("srocc"),
+            cv_low=(cv.get("interval") or [None, None])[0],
+            cv_high=(cv.get("interval") or [None, None])[1],
             cv_srocc_se=cv.get("srocc_se"),
             fit_time_s=info.get("wall_time_s"),
         )
@@ -307,6 +311,7 @@ def personalize_many(
     retry_failed: bool = False,
     skip_invalid: bool = False,
     progress: bool = True,
+    unlabeled: Any = None,
 ) -> ManyUsersResult:
     """Personalize every user of a ratings table; one coefficients export per user and a summary table.
 
@@ -327,6 +332,8 @@ def personalize_many(
         skip_invalid: CSV input: skip a user's malformed rows and missing images (noted in the summary) instead of
             recording an error for that user.
         progress: show progress bars (main process only).
+        unlabeled: photos without ratings (a folder or a list) that every user's fit may learn from (the distilled
+            candidate, see `Personalizer.fit`); encoded and scored by each task model once for all users.
 
     Returns:
         `ManyUsersResult`: the summary rows (complete on the main process) and the paths written.
@@ -378,6 +385,11 @@ def personalize_many(
         personalizer, table, [r for u in every_pending for r in users[u]], state, image_column, 32, progress
     )
 
+    photos = unlabeled_images(unlabeled)
+    pool: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    if photos and pending:
+        encoded_photos = personalizer.encode(photos)
+        pool = (encoded_photos, personalizer.model_scores(encoded_photos))
     bar = tqdm(total=sum(len(g) for g in pending), desc="Personalizing users", unit="user", disable=not progress)
     for group in pending:
         started = time.perf_counter()
@@ -396,12 +408,12 @@ def personalize_many(
             except (ValueError, TypeError, OSError) as error:
                 outcomes[user] = error
         if batch_users > 1:
-            fits = personalizer.fit_encoded_many(list(encoded.values()))
+            fits = personalizer.fit_encoded_many(list(encoded.values()), *pool)
         else:
             fits = []
             for item in encoded.values():
                 try:
-                    fits.append(personalizer.fit_encoded(item))
+                    fits.append(personalizer.fit_encoded(item, *pool))
                 except Exception as error:  # noqa: BLE001 - recorded with the user, the run goes on
                     fits.append(error)
         outcomes.update(zip(encoded, fits))

@@ -435,9 +435,11 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             dataset: a `datasets.Dataset` with `image` and `score` columns, or a list of (image, score) pairs.
             bank: the task-vector bank; by default the one this model refers to (`config.bank`).
             **overrides: `PersonalizerConfig` fields, `preset="paper"`, or `config=PersonalizerConfig(...)` (other
-                fields given next to it override its values).
+                fields given next to it override its values); `unlabeled=` photos without ratings (a folder or a
+                list, see `Personalizer.fit`).
         """
         preset, config = overrides.pop("preset", None), overrides.pop("config", None)
+        unlabeled = overrides.pop("unlabeled", None)
         if config is not None:
             if not isinstance(config, PersonalizerConfig) or preset:
                 raise TypeError(
@@ -450,7 +452,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         else:
             config = PersonalizerConfig(**overrides)
         bank = bank if bank is not None else self._referenced_bank()
-        return Personalizer(self, bank, config).fit(dataset).model
+        return Personalizer(self, bank, config).fit(dataset, unlabeled).model
 
     def _referenced_bank(self) -> TaskVectorBank:
         reference = self.config.bank_reference

@@ -5,9 +5,11 @@ score) and an image rated twice is averaged, before any split or minibatch.
 
 Simple and learned answers compete on the same deterministic K folds of the rated images (never any other image):
 the best single task model, the softmax(SROCC) mix, the output ensemble's weights used as coefficients, the uniform
-mix, and learned coefficients (their step count chosen inside the folds). The candidate that cross-validates best
-wins, unless one earlier in that list is within one standard error of it; the winner is then refitted on all the
-ratings, and its cross-validated SROCC is the user's estimate of how well the model ranks their photos.
+mix, learned coefficients (their step count chosen inside the folds) and, given unlabeled photos, coefficients
+distilled from the output ensemble on them. The candidate that cross-validates best wins, unless one earlier in that
+list is within one standard error of it; the winner is then refitted on all the ratings. The user's estimate of how
+well the model ranks their photos is the accuracy of this whole procedure, selection included
+(`_procedure_estimate`), with a 90 % interval (`_interval`).
 
 Everything shares one encoding: the frozen prefix of the encoder (blocks no task vector touches) runs once per image,
 each task model scores the rated images once (`[T, N]`), and every optimisation step runs only the rest of the
@@ -26,6 +28,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +49,7 @@ from .merging import (
     streamed_coefficient_grad,
 )
 from .metrics import srocc
-from .processing import open_image
+from .processing import IMAGE_EXTENSIONS, open_image
 from .ratings_input import (
     as_preferences,
     as_ratings,
@@ -56,7 +59,7 @@ from .ratings_input import (
     is_preferences,
 )
 from .references import Reference
-from .settings import CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
+from .settings import CANDIDATES, LEARNED_CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
 
 if TYPE_CHECKING:
     from .modeling import AestheticModel
@@ -73,6 +76,7 @@ __all__ = [
     "EncodedPreferences",
     "pairwise_rank_loss",
     "resolve_device",
+    "unlabeled_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,14 @@ logger = logging.getLogger(__name__)
 #: The output-ensemble fit works on `[N, T]` numbers: a few Newton steps on T weights cost milliseconds.
 ENSEMBLE_NEWTON_STEPS, ENSEMBLE_RIDGE = 50, 0.01
 BOOTSTRAP_SAMPLES = 200
+#: The estimate's interval is a 90 % one (two-sided normal quantile of 0.95).
+INTERVAL_LEVEL, INTERVAL_Z = 0.90, 1.6448536269514722
+#: Variance of Fisher's z of a Spearman correlation on n units is about 1.06 / (n - 3) (Fieller, Hartley and
+#: Pearson 1957): the interval's width for n rated images.
+SPEARMAN_Z_VARIANCE = 1.06
+#: An interval wider than this (high - low) is called wide, and the estimate says how many ratings in all would
+#: narrow it to +- `NARROW_HALF_WIDTH`.
+WIDE_INTERVAL, NARROW_HALF_WIDTH = 0.3, 0.15
 #: Activations an encoder block keeps for its backward pass, in hidden states of its input (transformer blocks: the
 #: layer norms, q/k/v, attention output and probabilities, the 4x MLP before and after its activation), an estimate
 #: that sets the micro-batch from `activation_budget_mb`. A ViT-L/14 step at batch 32 in float32 on a GPU held about
@@ -415,6 +427,38 @@ def _pair_loss(differences: torch.Tensor, preference: torch.Tensor) -> torch.Ten
 
 
 @dataclass
+class _Unlabeled:
+    """Photos without ratings, after the frozen prefix, and each task model's scores on them."""
+
+    prefix: torch.Tensor  # [M, ...]
+    tasks: torch.Tensor  # [T, M]
+
+
+@dataclass
+class _Distillation:
+    """A training batch plus unlabeled photos: the rank loss on the batch, and the distillation loss that pulls the
+    merged model's scores on the unlabeled photos toward the teacher's (1 - their Pearson correlation: only the
+    order and spacing matter, not the scale)."""
+
+    batch: Encoded
+    unlabeled: torch.Tensor  # [B, ...] prefix rows
+    teacher: torch.Tensor  # [B] the output ensemble's scores on them
+    weight: float
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        return torch.cat([self.batch.prefix, self.unlabeled])
+
+    def split(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores of the batch, and the distillation loss of the scores of the unlabeled photos."""
+        n = self.batch.prefix.shape[0]
+        student = scores[n:] - scores[n:].mean()
+        teacher = (self.teacher - self.teacher.mean()).to(scores.device, scores.dtype)
+        cosine = torch.sum(student * teacher) / (student.norm() * teacher.norm()).clamp_min(1e-12)
+        return scores[:n], self.weight * (1.0 - cosine)
+
+
+@dataclass
 class PersonalizationReport:
     """What a fit did: the coefficients, the cross-validation table, the chosen candidate, timings.
 
@@ -425,7 +469,12 @@ class PersonalizationReport:
         chosen: the winning candidate (see `CANDIDATES`).
         chosen_step: optimisation steps of the refit (0 for a candidate that learns nothing).
         cross_validation: one row per candidate: its cross-validated SROCC, standard error, criterion, steps.
-        cv_srocc, cv_srocc_se: the winner's cross-validated SROCC on the rated images and its standard error.
+        cv_srocc: the expected SROCC of the whole procedure on new photos, selection included (`_procedure_estimate`):
+            not the winner's own cross-validated SROCC, which is the best of several noisy values
+            (`selected_cv`); cv_srocc_se: the winner's bootstrap standard error.
+        cv_interval: a 90 % prediction interval of the SROCC (pair accuracy, for preferences) on new photos.
+        selected_cv: the winner's own cross-validated SROCC (pair accuracy), biased upward by the selection.
+        unlabeled: unlabeled photos the fit used (`distil`), 0 when none were given.
         folds: K (0 when there were too few ratings to cross-validate).
         num_ratings: distinct rated images; duplicates: rows averaged into another.
         num_pairs: for preferences, the distinct compared pairs (then `num_ratings` is 0).
@@ -454,24 +503,57 @@ class PersonalizationReport:
     cv_accuracy: float | None = None
     cv_accuracy_se: float | None = None
     zero_shot_accuracy: dict[str, float] = field(default_factory=dict)
+    cv_interval: tuple[float, float] | None = None
+    selected_cv: float | None = None
+    unlabeled: int = 0
 
     @property
     def estimate(self) -> str:
-        """One line for the user, e.g. "expected SROCC on your photos: 0.61 ± 0.07, 5-fold CV on 30 ratings"."""
+        """One line for the user, e.g. "expected SROCC on your photos: 0.58 (90 % interval 0.45 to 0.69), 5-fold CV
+        on 100 ratings, selection included (learned layer-wise coefficients)"; where the interval is wide, it says
+        so and how many ratings would narrow it."""
         what, given = ("agreement with your choices", "pairs") if self.num_pairs else ("SROCC", "ratings")
         if self.config.get("selection") == "last":
             return f"no estimate of {what}: selection='last' keeps the last step without cross-validating"
-        if not self.folds:
+        if not self.folds or self.cv_interval is None:
             return f"no estimate of {what}: {self.num_pairs or self.num_ratings} {given} are too few to cross-validate"
+        low, high = self.cv_interval
+        how = f"{self.folds}-fold CV on {self.num_pairs or self.num_ratings} {given}, selection included"
         if self.num_pairs:
-            return (
-                f"expected agreement with your choices on new pairs: {self.cv_accuracy:.0%} ± "
-                f"{self.cv_accuracy_se:.0%}, {self.folds}-fold CV on {self.num_pairs} pairs ({CANDIDATES[self.chosen]})"
+            line = (
+                f"expected agreement with your choices on new pairs: {self.cv_accuracy:.0%} "
+                f"({INTERVAL_LEVEL:.0%} interval {low:.0%} to {high:.0%}), {how} ({CANDIDATES[self.chosen]})"
             )
+        else:
+            line = (
+                f"expected SROCC on your photos: {self.cv_srocc:.2f} ({INTERVAL_LEVEL:.0%} interval {low:.2f} to "
+                f"{high:.2f}), {how} ({CANDIDATES[self.chosen]})"
+            )
+        advice = self.advice
+        return f"{line}. {advice}" if advice else line
+
+    @property
+    def advice(self) -> str:
+        """Where the estimate's interval is wide, a sentence that says so and how many ratings would narrow it."""
+        if self.cv_interval is None or self.cv_interval[1] - self.cv_interval[0] <= WIDE_INTERVAL:
+            return ""
+        given, count = ("pairs", self.num_pairs) if self.num_pairs else ("ratings", self.num_ratings)
+        more = self.ratings_to_narrow()
         return (
-            f"expected SROCC on your photos: {self.cv_srocc:.2f} ± {self.cv_srocc_se:.2f}, "
-            f"{self.folds}-fold CV on {self.num_ratings} ratings ({CANDIDATES[self.chosen]})"
+            f"The interval is wide: {count} {given} say little yet; about {more} {given} in all would narrow it to "
+            f"± {NARROW_HALF_WIDTH:.2f}"
         )
+
+    def ratings_to_narrow(self) -> int | None:
+        """How many ratings (pairs) in all would bring the interval's half-width down to `NARROW_HALF_WIDTH`."""
+        if self.num_pairs:
+            p = min(max(self.cv_accuracy or 0.5, 0.05), 0.95)
+            return math.ceil(p * (1 - p) * (INTERVAL_Z / NARROW_HALF_WIDTH) ** 2)
+        if self.cv_srocc is None:
+            return None
+        # In Fisher's z the half-width is z_0.95 * sqrt(1.06 / (n - 3)); near r it is (1 - r^2) times that.
+        slope = max(1 - self.cv_srocc**2, 0.1)
+        return 3 + math.ceil(SPEARMAN_Z_VARIANCE * (INTERVAL_Z * slope / NARROW_HALF_WIDTH) ** 2)
 
     def summary(self) -> dict[str, Any]:
         """JSON-compatible facts stored with a personalized model (`personalization.json`, the model card)."""
@@ -488,11 +570,15 @@ class PersonalizationReport:
                 "srocc": self.cv_srocc,
                 "srocc_se": self.cv_srocc_se,
                 **({"accuracy": self.cv_accuracy, "accuracy_se": self.cv_accuracy_se} if self.num_pairs else {}),
+                "interval": None if self.cv_interval is None else [round(v, 4) for v in self.cv_interval],
+                "level": INTERVAL_LEVEL,
+                "selected": self.selected_cv,
                 "folds": self.folds,
                 "criterion": self.criterion,
                 "estimate": self.estimate,
                 "candidates": self.cross_validation,
             },
+            "unlabeled": self.unlabeled,
             "zero_shot_srocc": self.zero_shot_srocc,
             **({"zero_shot_accuracy": self.zero_shot_accuracy} if self.num_pairs else {}),
             "wall_time_s": round(self.wall_time, 3),
@@ -520,6 +606,7 @@ class _Scores:
     tasks: torch.Tensor  # [T, U] unit scores of each single task model
     target: torch.Tensor  # [U] ratings, or preferences for image a
     metric: str  # "srocc" for ratings, "accuracy" for preferences
+    images: torch.Tensor | None = None  # [T + 1, N] scores of the base and each task model on the images
 
     def correlation(self, index: torch.Tensor) -> torch.Tensor:
         """`[T]` how well each task model agrees with the target on units ``index``: SROCC for ratings, 2 x pair
@@ -546,7 +633,7 @@ class Personalizer:
     ```python
     >>> result = Personalizer(model, bank).fit(ratings)     # a Dataset with `image` and `score`
     >>> print(result.report.estimate)
-    expected SROCC on your photos: 0.61 ± 0.07, 5-fold CV on 30 ratings (learned layer-wise coefficients)
+    expected SROCC on your photos: 0.55 (90% interval 0.29 to 0.74), 5-fold CV on 30 ratings, selection included (...)
     ```
     """
 
@@ -581,6 +668,7 @@ class Personalizer:
         )
         self._runner = _BackwardInside(self._network)
         self._activation_bytes: int | None = None
+        self._bar: Any = None  # the one progress bar of a fit (`fit_encoded`), advanced by every step
         # Resolved once, with the network and bank in place: a budget read at every step would drift with the
         # allocator, and so would the micro-batch.
         self.activation_budget_bytes = self._activation_budget_bytes()
@@ -733,7 +821,11 @@ class Personalizer:
             )
         scores = scores.double()
         return _Scores(
-            encoded.unit_scores(scores[0]), encoded.unit_scores(scores[1:]), encoded.target.double(), encoded.metric
+            encoded.unit_scores(scores[0]),
+            encoded.unit_scores(scores[1:]),
+            encoded.target.double(),
+            encoded.metric,
+            scores,
         )
 
     def coefficients_from(self, values: torch.Tensor, head: Mapping[str, torch.Tensor] | None = None) -> Coefficients:
@@ -828,13 +920,18 @@ class Personalizer:
         if start == "best":
             start = self._best_simple(encoded, scores, index)
         values = self._simple(start, scores, index)
+        if granularity == "distil":  # distilled coefficients have the configured granularity
+            granularity = self.config.granularity
         groups = self.layout_of(granularity).num_groups
         if values.shape[0] != groups:
             values = values.mean(dim=0, keepdim=True)
         return values.expand(groups, -1).clone()
 
     # -- optimisation ------------------------------------------------------------------------------------------
-    def _loss(self, scores: torch.Tensor, batch: Encoded) -> torch.Tensor:
+    def _loss(self, scores: torch.Tensor, batch: Encoded | _Distillation) -> torch.Tensor:
+        if isinstance(batch, _Distillation):
+            rated, distillation = batch.split(scores)
+            return self._loss(rated, batch.batch) + distillation
         loss = scores.sum() * 0.0
         if "pairwise" in self.config.loss:
             loss = loss + batch.loss(scores, self.config.pairing)
@@ -880,15 +977,16 @@ class Personalizer:
         kept = blocks + ACTIVATIONS_PER_BLOCK if self.config.gradient_checkpointing else blocks * ACTIVATIONS_PER_BLOCK
         self._activation_bytes = max(1, per_block * kept)
 
-    def _weight_gradient(self, leaves: Mapping[str, torch.Tensor], batch: Encoded) -> torch.Tensor:
+    def _weight_gradient(self, leaves: Mapping[str, torch.Tensor], batch: Encoded | _Distillation) -> torch.Tensor:
         """Accumulate dL/dW of the batch's loss into ``leaves`` (the network's substituted parameters); the loss.
 
         The pairwise loss needs every score of the batch, but not every activation at once: the scores are computed
         without a graph, d loss / d scores is taken, and then each micro-batch's scores are backpropagated with their
         slice of it. By the chain rule this is exactly the full batch's gradient.
         """
-        self._estimate_activations(batch.prefix)
-        size, micro = batch.prefix.shape[0], self.micro_batch_size(batch.prefix.shape[0])
+        prefix = batch.prefix
+        self._estimate_activations(prefix)
+        size, micro = prefix.shape[0], self.micro_batch_size(prefix.shape[0])
         params = {f"network.{name}": tensor for name, tensor in leaves.items()}
 
         def backward(encoded: torch.Tensor, objective: Any) -> torch.Tensor:
@@ -898,17 +996,17 @@ class Personalizer:
 
         with self._checkpointing():
             if micro >= size:  # one pass: forward with a graph, loss, backward
-                return backward(batch.prefix, lambda scores: self._loss(scores, batch))
+                return backward(prefix, lambda scores: self._loss(scores, batch))
             with torch.no_grad():
                 scores = torch.cat(
-                    [self.forward(leaves, batch.prefix[i : i + micro]).scores.float() for i in range(0, size, micro)]
+                    [self.forward(leaves, prefix[i : i + micro]).scores.float() for i in range(0, size, micro)]
                 )
             scores.requires_grad_(True)
             loss = self._loss(scores, batch)
             (slope,) = torch.autograd.grad(loss, scores)
             for i in range(0, size, micro):
                 part = slope[i : i + micro]
-                backward(batch.prefix[i : i + micro], lambda scores, part=part: torch.sum(scores * part))
+                backward(prefix[i : i + micro], lambda scores, part=part: torch.sum(scores * part))
             return loss.detach()
 
     @contextlib.contextmanager
@@ -923,7 +1021,11 @@ class Personalizer:
             network.gradient_checkpointing = before
 
     def _step_gradient(
-        self, values: torch.Tensor, head: dict[str, torch.Tensor], batch: Encoded, init: torch.Tensor
+        self,
+        values: torch.Tensor,
+        head: dict[str, torch.Tensor],
+        batch: Encoded | _Distillation,
+        init: torch.Tensor,
     ) -> float:
         """Set the gradients of ``values`` (and of the head change) for one batch; return the loss.
 
@@ -964,12 +1066,19 @@ class Personalizer:
         return float(loss.detach())
 
     def _optimise(
-        self, start: torch.Tensor, train: Encoded, steps: int, watch: torch.Tensor | None = None
+        self,
+        start: torch.Tensor,
+        train: Encoded,
+        steps: int,
+        watch: torch.Tensor | None = None,
+        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[float], list[torch.Tensor]]:
         """Optimise `[G, T]` coefficients from ``start`` on ``train`` for ``steps`` steps.
 
-        Returns the final coefficients and head change, the loss per step, and, when ``watch`` (encoded images) is
-        given, their scores at step 0 and every `eval_every` steps (and the last).
+        With ``teacher`` (unlabeled photos' prefix rows and the teacher's scores on them), each step also distils the
+        teacher on `batch_size` of those photos (see `_Distillation`). Returns the final coefficients and head change,
+        the loss per step, and, when ``watch`` (encoded images) is given, their scores at step 0 and every
+        `eval_every` steps (and the last).
         """
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -988,9 +1097,7 @@ class Personalizer:
 
         look()
         order, cursor = torch.randperm(len(train), generator=generator), 0
-        for step in tqdm(
-            range(1, steps + 1), desc="Personalizing", unit="step", disable=not cfg.progress, leave=False
-        ):
+        for step in range(1, steps + 1):
             if len(train) <= cfg.batch_size:
                 index = torch.randperm(len(train), generator=generator)
             else:
@@ -998,7 +1105,13 @@ class Personalizer:
                     order, cursor = torch.randperm(len(train), generator=generator), 0
                 index, cursor = order[cursor : cursor + cfg.batch_size], cursor + cfg.batch_size
             optimizer.zero_grad(set_to_none=True)
-            losses.append(self._step_gradient(values, head, train.subset(index), start))
+            batch: Encoded | _Distillation = train.subset(index)
+            if teacher is not None:
+                photos = torch.randperm(teacher[0].shape[0], generator=generator)[: cfg.batch_size]
+                batch = _Distillation(batch, teacher[0][photos], teacher[1][photos], cfg.distil_weight)
+            losses.append(self._step_gradient(values, head, batch, start))
+            if self._bar is not None:
+                self._bar.update(1)
             if not torch.isfinite(values.grad).all():
                 raise FloatingPointError(f"non-finite coefficient gradient at step {step}; lower the learning rate")
             optimizer.step()
@@ -1060,38 +1173,42 @@ class Personalizer:
         return SIMPLE_CANDIDATES[int(np.argmax(values))]
 
     def _cross_validate(
-        self, encoded: Encoded, scores: _Scores, folds: list[torch.Tensor]
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+        self, encoded: Encoded, scores: _Scores, folds: list[torch.Tensor], pool: _Unlabeled | None = None
+    ) -> dict[str, tuple[torch.Tensor, int, torch.Tensor]]:
         """Out-of-fold unit predictions of every candidate on every unit (a rated image's score, a compared pair's
-        score difference), and the step count of learned ones."""
+        score difference), the step count of learned ones, and `[S, U]` the predictions at every step count
+        evaluated (one row for a simple candidate)."""
         n = len(encoded)
-        names = self.config.candidate_names
-        learned = [name for name in names if name in GRANULARITIES]
+        names = self._candidate_names(pool)
+        learned = [name for name in names if name in LEARNED_CANDIDATES]
         steps = self._eval_steps()
         simple = self._simple_out_of_fold(encoded, scores, [name for name in names if name not in learned], folds)
         curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
-        for held in folds:
+        for f, held in enumerate(folds):
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
             held_out = encoded.subset(held)
             for name in learned:
+                self._describe(f"fold {f + 1}/{len(folds)}, {name}")
                 start = self._start(name, encoded, scores, train)
-                watched = self._optimise(start, encoded.subset(train), self.config.steps, held_out.prefix)[3]
+                teacher = self._teacher(encoded, scores, train, pool) if name == "distil" else None
+                watched = self._optimise(start, encoded.subset(train), self.config.steps, held_out.prefix, teacher)[3]
                 curves[name][:, held] = held_out.unit_scores(torch.stack(watched).double())
-        out = {name: (prediction, 0) for name, prediction in simple.items()}
+        out = {name: (prediction, 0, prediction[None]) for name, prediction in simple.items()}
         for name, curve in curves.items():
             # Step counts differ by little: the rank loss (at each step's best scale) tells them apart more finely
             # than SROCC does on a few units.
             values = _criterion_values(curve.numpy(), scores.target.numpy(), "rank_loss", scores.metric)
             best = int(np.argmax(values))  # the fewest steps among equals
-            out[name] = (curve[best], steps[best])
+            out[name] = (curve[best], steps[best], curve)
         return {name: out[name] for name in names}
 
     def _choose(
-        self, predictions: dict[str, tuple[torch.Tensor, int]], scores: _Scores
-    ) -> tuple[str, list[dict[str, Any]], float, float]:
+        self, predictions: dict[str, tuple[torch.Tensor, int, torch.Tensor]], scores: _Scores
+    ) -> tuple[str, list[dict[str, Any]], float, float, tuple[float, float], float]:
         """The one-standard-error rule: the first candidate (simplest first) whose criterion is within `tolerance`
         standard errors of the best candidate's (the bootstrap over the units of the best one's criterion); the
-        table; the winner's SROCC (pair accuracy for preferences) and its standard error."""
+        table; the estimate of the whole procedure's SROCC (pair accuracy for preferences, `_procedure_estimate`),
+        the winner's standard error, the estimate's 90 % interval, and the winner's own cross-validated value."""
         names, metric, criterion = list(predictions), scores.metric, self.config.criterion
         key = metric if criterion == "srocc" else criterion  # the criterion's column: srocc, accuracy or rank_loss
         oof = np.stack([predictions[name][0].numpy() for name in names])
@@ -1120,14 +1237,89 @@ class Personalizer:
             }
             for i, name in enumerate(names)
         ]
-        return names[chosen], table, table[chosen][metric], table[chosen][f"{metric}_se"]
+        estimate = _procedure_estimate(
+            [predictions[name][2].numpy() for name in names],
+            target,
+            metric,
+            self.config.tolerance,
+            correlation_se,
+            self.config.seed,
+        )
+        if math.isnan(estimate):  # too few units for any out-of-bag sample: the winner's own value
+            estimate = float(correlation[chosen])
+        interval = _interval(estimate, len(target), metric)
+        return (
+            names[chosen],
+            table,
+            round(estimate, 4),
+            table[chosen][f"{metric}_se"],
+            (round(interval[0], 4), round(interval[1], 4)),
+            table[chosen][metric],
+        )
+
+    # -- distillation ----------------------------------------------------------------------------------------------
+    def _teacher(
+        self, encoded: Encoded, scores: _Scores, index: torch.Tensor, pool: _Unlabeled | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output ensemble fitted on units ``index`` and its scores on unlabeled photos: ``pool`` when given
+        (the person's own unrated photos), else the images of units ``index`` (their ratings are not used again).
+
+        The ensemble weighs each task model's standardized scores (any sign: a criterion can count against a taste),
+        fitted with the rank loss by `_ensemble_weights` from the softmax(SROCC) mix; its scores on the photos are
+        what the merged model learns to reproduce (`_Distillation`).
+        """
+        if pool is None:
+            images = index if encoded.metric == "srocc" else torch.unique(encoded.pairs[index].flatten())
+            pool = _Unlabeled(encoded.prefix[images], scores.images[1:, images])
+        tasks = pool.tasks.double()
+        mean, spread = tasks.mean(1, keepdim=True), tasks.std(1, keepdim=True).clamp_min(1e-8)
+        standardized = _Scores(scores.base * 0.0, scores.tasks / spread, scores.target, scores.metric)
+        init = torch.softmax(self.config.temperature * scores.correlation(index), dim=0)
+        weights = self._ensemble_weights(standardized, index, init)
+        return pool.prefix, (weights @ ((tasks - mean) / spread)).float()
+
+    def _unlabeled(self, prefix: torch.Tensor | None, model_scores: torch.Tensor | None) -> _Unlabeled | None:
+        """Encoded unlabeled photos with each task model's scores on them (given once per pool, else computed)."""
+        if prefix is None:
+            return None
+        if model_scores is None:
+            return _Unlabeled(prefix, self.task_scores(prefix))
+        if model_scores.shape != (len(self.bank) + 1, prefix.shape[0]):
+            raise ValueError(
+                f"unlabeled_scores must be [T + 1, M] = [{len(self.bank) + 1}, {prefix.shape[0]}] (the base, then each "
+                f"task model, on each unlabeled photo), received {list(model_scores.shape)}"
+            )
+        return _Unlabeled(prefix, model_scores[1:])
+
+    def _candidate_names(self, pool: _Unlabeled | None) -> tuple[str, ...]:
+        """The configured candidates; given unlabeled photos and no explicit list, the distilled one competes too."""
+        names = self.config.candidate_names
+        if pool is None or self.config.candidates is not None or "distil" in names:
+            return names
+        return tuple(name for name in CANDIDATES if name in {*names, "distil"})
+
+    def _describe(self, what: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(f"Personalizing ({what})")
 
     # -- fitting -------------------------------------------------------------------------------------------------
-    def fit_encoded(self, encoded: Encoded) -> tuple[Coefficients, PersonalizationReport]:
+    def fit_encoded(
+        self,
+        encoded: Encoded,
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_scores: torch.Tensor | None = None,
+    ) -> tuple[Coefficients, PersonalizationReport]:
         """Fit coefficients to encoded ratings or preferences (see `encode_input`); returns them and a report.
 
         Rows are put in canonical order first (by ``encoded.keys``, else by a hash of each prefix row), so the result
         does not depend on their order.
+
+        Args:
+            encoded: the ratings or preferences, encoded.
+            unlabeled: `[M, ...]` encoded photos without ratings (`encode`) that the `distil` candidate distils the
+                output ensemble on; by default the rated images. Photos the model will rank may be among them (the
+                transductive setting): only their images are used, never a rating.
+            unlabeled_scores: optionally `[T + 1, M]` `model_scores` of ``unlabeled``, computed once per pool.
         """
         began = time.perf_counter()
         pairs = isinstance(encoded, EncodedPreferences)
@@ -1140,70 +1332,97 @@ class Personalizer:
         encoded = encoded.canonical()
         encoded.check()
         scores = self._scores(encoded)
+        pool = self._unlabeled(unlabeled, unlabeled_scores)
         everything = torch.arange(len(encoded))
         cfg = self.config
         folds = self._folds(scores.target) if cfg.selection == "cv" else []
         table: list[dict[str, Any]] = []
-        estimate: tuple[float | None, float | None] = (None, None)
-        if cfg.selection == "last":
-            chosen, steps = cfg.granularity, cfg.steps
-        elif not folds:
-            logger.info("Too few ratings or pairs (%d) to cross-validate; keeping the softmax mix", len(encoded))
-            chosen, steps = "init", 0
-        else:
-            predictions = self._cross_validate(encoded, scores, folds)
-            chosen, table, *estimate = self._choose(predictions, scores)
-            steps = predictions[chosen][1]
-        coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores)
+        estimate: tuple[float | None, float | None, tuple[float, float] | None, float | None] = (None,) * 4
+        learned = [name for name in self._candidate_names(pool) if name in LEARNED_CANDIDATES] if folds else []
+        total = cfg.steps * (len(learned) * len(folds) + 1)
+        with tqdm(total=total, desc="Personalizing", unit="step", disable=not cfg.progress, leave=False) as bar:
+            self._bar = bar
+            try:
+                if cfg.selection == "last":
+                    chosen, steps = cfg.granularity, cfg.steps
+                elif not folds:
+                    logger.info("Too few ratings or pairs (%d) to cross-validate; keeping the softmax mix", len(encoded))
+                    chosen, steps = "init", 0
+                else:
+                    predictions = self._cross_validate(encoded, scores, folds, pool)
+                    chosen, table, *estimate = self._choose(predictions, scores)
+                    steps = predictions[chosen][1]
+                bar.total = bar.n + (steps if chosen in LEARNED_CANDIDATES else 0)
+                self._describe(f"refit {chosen}")
+                coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores, pool)
+            finally:
+                self._bar = None
         calibration = self._calibration(coefficients, encoded) if cfg.calibrate else None
         initial = self.coefficients_from(self._simple("init", scores, everything))
         agreement = scores.correlation(everything).tolist()
+        value, value_se, interval, selected = estimate
         report = PersonalizationReport(
             coefficients=coefficients,
             initial_coefficients=initial,
             zero_shot_srocc={} if pairs else dict(zip(self.bank.task_names, agreement)),
             loss_history=losses,
             chosen=chosen,
-            chosen_step=steps if chosen in GRANULARITIES else 0,
+            chosen_step=steps if chosen in LEARNED_CANDIDATES else 0,
             num_ratings=0 if pairs else len(encoded),
             wall_time=time.perf_counter() - began,
             gradient=self.gradient,
             cross_validation=table,
-            cv_srocc=None if pairs else estimate[0],
-            cv_srocc_se=None if pairs else estimate[1],
+            cv_srocc=None if pairs else value,
+            cv_srocc_se=None if pairs else value_se,
             folds=len(folds),
             criterion=cfg.criterion,
             duplicates=encoded.duplicates,
             calibration=calibration,
             config=cfg.to_dict(),
             num_pairs=len(encoded) if pairs else 0,
-            cv_accuracy=estimate[0] if pairs else None,
-            cv_accuracy_se=estimate[1] if pairs else None,
+            cv_accuracy=value if pairs else None,
+            cv_accuracy_se=value_se if pairs else None,
             zero_shot_accuracy={n: (a + 1) / 2 for n, a in zip(self.bank.task_names, agreement)} if pairs else {},
+            cv_interval=interval,
+            selected_cv=selected,
+            unlabeled=0 if pool is None else int(pool.prefix.shape[0]),
         )
         return coefficients, report
 
     def _fit_candidate(
-        self, name: str, steps: int, encoded: Encoded, scores: _Scores | None = None
+        self,
+        name: str,
+        steps: int,
+        encoded: Encoded,
+        scores: _Scores | None = None,
+        pool: _Unlabeled | None = None,
     ) -> tuple[Coefficients, list[float]]:
         """Fit candidate ``name`` on all of (canonical) ``encoded``; learned ones for ``steps`` steps."""
         scores = scores or self._scores(encoded)
         everything = torch.arange(len(encoded))
-        if name not in GRANULARITIES:
+        if name not in LEARNED_CANDIDATES:
             return self.coefficients_from(self._simple(name, scores, everything)), []
         start = self._start(name, encoded, scores, everything, "init" if self.config.selection == "last" else None)
         if not steps:
             return self.coefficients_from(start), []
-        values, head, losses, _ = self._optimise(start, encoded, steps)
+        teacher = self._teacher(encoded, scores, everything, pool) if name == "distil" else None
+        values, head, losses, _ = self._optimise(start, encoded, steps, teacher=teacher)
         return self.coefficients_from(values, head), losses
 
-    def candidate_coefficients(self, encoded: Encoded, report: PersonalizationReport) -> dict[str, Coefficients]:
-        """Every cross-validated candidate of ``report`` refitted on all the ratings (the winner's is the fit's):
-        for studying selection rules on test images."""
+    def candidate_coefficients(
+        self,
+        encoded: Encoded,
+        report: PersonalizationReport,
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_scores: torch.Tensor | None = None,
+    ) -> dict[str, Coefficients]:
+        """Every cross-validated candidate of ``report`` refitted on all the ratings (the winner's is the fit's), with
+        the unlabeled photos the fit had: for studying selection rules on test images."""
         encoded = encoded.canonical()
         scores = self._scores(encoded)
+        pool = self._unlabeled(unlabeled, unlabeled_scores)
         return {
-            row["candidate"]: self._fit_candidate(row["candidate"], row["steps"], encoded, scores)[0]
+            row["candidate"]: self._fit_candidate(row["candidate"], row["steps"], encoded, scores, pool)[0]
             for row in report.cross_validation
         }
 
@@ -1228,7 +1447,7 @@ class Personalizer:
             )
         return calibration
 
-    def fit(self, data: Any) -> PersonalizationResult:
+    def fit(self, data: Any, unlabeled: Any = None) -> PersonalizationResult:
         """Fit to a user's ratings or pairwise preferences and return the personalized model with its report.
 
         Args:
@@ -1236,8 +1455,12 @@ class Personalizer:
                 pair `(images, scores)`, or the path of a ratings CSV / image folder (see `load_ratings`); or
                 preferences: a `datasets.Dataset` with `image_a`, `image_b` and `preferred` (`"a"`, `"b"` or
                 `"tie"`) columns, or a list of (image_a, image_b, preferred) triples.
+            unlabeled: photos without ratings (a folder, or a list of images or paths), for example the person's
+                own photos to be ranked: the `distil` candidate learns to reproduce the output ensemble on them.
         """
-        coefficients, report = self.fit_encoded(self.encode_input(data))
+        photos = unlabeled_images(unlabeled)
+        encoded_photos = self.encode(photos) if photos else None
+        coefficients, report = self.fit_encoded(self.encode_input(data), encoded_photos)
         model = self.model.with_coefficients(self.bank, coefficients, info=report.summary())
         return PersonalizationResult(model, report)
 
@@ -1308,17 +1531,87 @@ def _criterion(predictions: np.ndarray, target: np.ndarray, criterion: str, metr
         agree = np.where(predictions == 0, 0.5, (predictions > 0) == (target > 0.5))
         return agree[:, decided].mean(axis=1)
     if criterion == "srocc":
-        x = rankdata(predictions, axis=1)
-        y = rankdata(target)
-        x, y = x - x.mean(axis=1, keepdims=True), y - y.mean()
-        denominator = np.sqrt((x**2).sum(axis=1) * (y**2).sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.nan_to_num((x @ y) / denominator, nan=0.0)
+        return _rank_correlation(predictions, target[None])
     above = target[:, None] > target[None, :]
     if not above.any():
         return np.zeros(len(predictions))
     diff = predictions[:, :, None] - predictions[:, None, :]
     return -np.logaddexp(0.0, -diff[:, above]).mean(axis=1)
+
+
+def _procedure_estimate(
+    configs: Sequence[np.ndarray], target: np.ndarray, metric: str, tolerance: float, se: np.ndarray, seed: int
+) -> float:
+    """The accuracy of the whole selection, not of its winner: bootstrap bias-corrected cross-validation (BBC-CV,
+    Tsamardinos, Greasidou and Borboudakis 2018).
+
+    ``configs[c]`` holds `[S_c, U]` out-of-fold unit predictions of candidate c (one row per step count of a learned
+    one). In each bootstrap sample of the units the selection is rerun on the in-bag units (each learned candidate's
+    best step, then the first candidate within ``tolerance`` standard errors ``se`` of the best, by SROCC or pair
+    accuracy) and its pick is scored on the out-of-bag units; the estimate is the mean of those scores. The winner's
+    own cross-validated value is the best of several noisy values and errs upward; this does not, and refits nothing.
+    """
+    configs = [np.atleast_2d(c) for c in configs]
+    rows = np.concatenate(configs)
+    owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(configs)])
+    members = [np.flatnonzero(owner == c) for c in range(len(configs))]
+    n = len(target)
+    bags = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP_SAMPLES, n))
+    if metric == "srocc":  # every sample's in-bag SROCC at once: `[B, R]`
+        inside_all = _rank_correlation(np.moveaxis(rows[:, bags], 1, 0), target[bags][:, None, :])
+    values = []
+    for b, bag in enumerate(bags):
+        out = np.setdiff1d(np.arange(n), bag)
+        if len(out) < 3 or len(np.unique(target[out])) < 2 or len(np.unique(target[bag])) < 2:
+            continue
+        inside = inside_all[b] if metric == "srocc" else _criterion(rows[:, bag], target[bag], "srocc", metric)
+        best_rows = np.array([rows_[int(np.argmax(inside[rows_]))] for rows_ in members])
+        per = inside[best_rows]
+        top = int(np.argmax(per))
+        pick = int(np.flatnonzero(per[top] - per <= tolerance * se[top] + 1e-12)[0])
+        values.append(float(_criterion(rows[best_rows[pick]][None, out], target[out], "srocc", metric)[0]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman correlation along the last axis, broadcasting (NaN, a constant row, counts as 0)."""
+    x, y = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    x, y = x - x.mean(axis=-1, keepdims=True), y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num((x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1)), nan=0.0)
+
+
+def _interval(estimate: float, units: int, metric: str) -> tuple[float, float]:
+    """A 90 % interval of the SROCC (pair accuracy) on new photos around an estimate from ``units`` rated images
+    (compared pairs): in Fisher's z with the variance of a Spearman correlation on that many images, or a Wilson
+    interval of a proportion over that many pairs. Both contain the estimate."""
+    if metric == "accuracy":
+        z2 = INTERVAL_Z**2
+        centre = (estimate + z2 / (2 * units)) / (1 + z2 / units)
+        half = INTERVAL_Z * math.sqrt(estimate * (1 - estimate) / units + z2 / (4 * units**2)) / (1 + z2 / units)
+        return max(0.0, centre - half), min(1.0, centre + half)
+    if units <= 3:
+        return -1.0, 1.0
+    z = math.atanh(min(max(estimate, -0.999), 0.999))
+    half = INTERVAL_Z * math.sqrt(SPEARMAN_Z_VARIANCE / (units - 3))
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def unlabeled_images(unlabeled: Any) -> list[Any]:
+    """The photos of ``unlabeled``: a folder's image files (sorted), or the given images or paths (none: [])."""
+    if unlabeled is None:
+        return []
+    if isinstance(unlabeled, (str, Path)):
+        folder = Path(unlabeled)
+        if not folder.is_dir():
+            raise ValueError(f"unlabeled photos must be a folder of images or a list of images, received {folder}")
+        photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not photos:
+            raise ValueError(f"the folder of unlabeled photos {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        return photos
+    if not isinstance(unlabeled, Sequence):
+        raise TypeError(f"unlabeled must be a folder or a list of images, received {type(unlabeled).__name__}")
+    return list(unlabeled)
 
 
 def _check_ratings(ratings: torch.Tensor) -> None:

@@ -187,10 +187,13 @@ CANDIDATES: dict[str, str] = {
     "task": "learned task-wise coefficients",
     "layer": "learned layer-wise coefficients",
     "tensor": "learned tensor-wise coefficients",
+    "distil": "coefficients at the granularity distilled from the output ensemble on unlabeled photos",
 }
 GRANULARITIES = ("task", "layer", "tensor")
+#: The candidates that learn coefficients in the network: one per granularity, and the distilled ensemble.
+LEARNED_CANDIDATES = (*GRANULARITIES, "distil")
 #: The candidates that learn nothing in the network.
-SIMPLE_CANDIDATES = tuple(name for name in CANDIDATES if name not in GRANULARITIES)
+SIMPLE_CANDIDATES = tuple(name for name in CANDIDATES if name not in LEARNED_CANDIDATES)
 INITS = ("zero_shot_srocc", "uniform")
 LOSSES = ("pairwise", "mse", "pairwise+mse")
 PAIRINGS = ("all", "half")
@@ -234,8 +237,9 @@ class PersonalizerConfig:
     candidates: tuple[str, ...] | None = option(
         None,
         "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights and "
-        "coefficients learned at the granularity; the uniform mix measured worst and wins only by chance, so it is "
-        "left out, but learned coefficients may start from it)",
+        "coefficients learned at the granularity, and with unlabeled photos the distilled output ensemble; the "
+        "uniform mix measured worst and wins only by chance, so it is left out, but learned coefficients may start "
+        "from it)",
         choices=CANDIDATES,
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
@@ -287,6 +291,12 @@ class PersonalizerConfig:
     init_pull: float = option(0.0, "weight of an L2 penalty pulling the coefficients toward their start", ">=0")
     batch_size: int = option(32, "images per step (all rated images when there are fewer)", ">=1")
     eval_every: int = option(5, "steps between evaluations of the held-out fold", ">=1")
+    distil_weight: float = option(
+        1.0,
+        "distil: weight of the mean squared error between the merged model's standardized scores on unlabeled photos "
+        "and the output ensemble's, next to the rank loss on the ratings",
+        ">=0",
+    )
     calibrate: bool = option(False, "fit a monotone linear map from predictions onto the user's rating scale")
     adapt_head: bool = option(
         False, "also learn an additive change of the head's last layer, stored with the coefficients"

@@ -52,16 +52,18 @@ STARS = (1, 2, 3, 4, 5)
 CHOICES = tuple(PREFERRED_VALUES)
 
 
-def cv_estimate(report: PersonalizationReport) -> tuple[float, float, str] | None:
-    """The cross-validated estimate of the user's SROCC (pair accuracy after comparisons), its standard error and
-    how it was made; ``None`` when there were too few answers to cross-validate."""
-    if report.num_pairs and report.cv_accuracy is not None and report.cv_accuracy_se is not None:
+def cv_estimate(report: PersonalizationReport) -> tuple[float, tuple[float, float], str] | None:
+    """The estimate of the user's SROCC on unrated photos (pair accuracy after comparisons), selection included, its
+    90 % interval and how it was made; ``None`` when there were too few answers to cross-validate."""
+    if report.cv_interval is None:
+        return None
+    if report.num_pairs and report.cv_accuracy is not None:
         how = f"{report.folds}-fold cross-validation on {report.num_pairs} pairs"
-        return float(report.cv_accuracy), float(report.cv_accuracy_se), how
-    if report.cv_srocc is None or report.cv_srocc_se is None:
+        return float(report.cv_accuracy), report.cv_interval, how
+    if report.cv_srocc is None:
         return None
     how = f"{report.folds}-fold cross-validation on your {report.num_ratings} ratings"
-    return float(report.cv_srocc), float(report.cv_srocc_se), how
+    return float(report.cv_srocc), report.cv_interval, how
 
 
 @dataclass

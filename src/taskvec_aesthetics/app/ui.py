@@ -270,17 +270,19 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
             lines = [f"## Your model is ready: fitted on {state.count_answers()} in {result.seconds:.1f} s"]
             estimate = cv_estimate(result.report)
             if estimate is not None and result.report.num_pairs:
-                mean, error, how = estimate
+                mean, (low, high), how = estimate
                 lines.append(
                     f'<p class="cv">Expected agreement with your choices on pairs you have not compared: '
-                    f"<b>{mean:.0%} ± {error:.0%}</b> ({html.escape(how)}).</p>"
+                    f"<b>{mean:.0%}</b>, 90 % interval {low:.0%} to {high:.0%} ({html.escape(how)}).</p>"
                 )
             elif estimate is not None:
-                mean, error, how = estimate
+                mean, (low, high), how = estimate
                 lines.append(
                     f'<p class="cv">Expected agreement with your taste (SROCC) on photos you have not rated: '
-                    f"<b>{mean:.2f} ± {error:.2f}</b> ({html.escape(how)}).</p>"
+                    f"<b>{mean:.2f}</b>, 90 % interval {low:.2f} to {high:.2f} ({html.escape(how)}).</p>"
                 )
+            if estimate is not None and result.report.advice:
+                lines.append(f'<p class="cv">{html.escape(result.report.advice)}.</p>')
             agreement = state.agreement()
             if agreement is not None:
                 lines.append(
