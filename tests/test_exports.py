@@ -187,6 +187,20 @@ def test_a_merged_export_missing_a_head_tensor_is_an_error_not_a_random_head(sav
         AestheticModel.from_pretrained(root / "merged")
 
 
+def test_a_caller_asking_for_the_loading_info_gets_the_damage_reported_not_raised(saved):
+    """transformers' contract for `output_loading_info=True`: the caller inspects missing tensors and damage."""
+    root, _, _, personalized = saved
+    personalized.save_pretrained(root / "merged")
+    weights = load_file(root / "merged" / "model.safetensors")
+    del weights["head.fc2.weight"]
+    save_file(weights, root / "merged" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(IntegrityError, match="lack 1 tensors"):
+        AestheticModel.from_pretrained(root / "merged")
+    _, info = AestheticModel.from_pretrained(root / "merged", output_loading_info=True)
+    assert "head.fc2.weight" in info["missing_keys"]
+    assert any("model.safetensors" in message for message in info["error_msgs"])
+
+
 @pytest.mark.parametrize("export", ["merged", "coefficients"])
 def test_a_personalized_model_is_never_saved_over_its_base(saved, export):
     root, _, _, personalized = saved

@@ -166,8 +166,6 @@ _NOT_APPLICABLE = {
     "test_problem_types": "scores are regression targets or vote histograms, not classification labels",
     "test_torch_compile_for_training": "torch.compile takes minutes on a CPU and compiles the encoder, not our code",
     "test_sdpa_can_compile_dynamic": "torch.compile takes minutes on a CPU and compiles the encoder, not our code",
-    "test_model_weights_reload_no_missing_tied_weights": "a saved folder whose weights file was replaced is refused "
-    "(checksums, missing tensors), never filled with random weights; tests/test_exports.py covers it",
 }
 
 

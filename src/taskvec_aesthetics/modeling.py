@@ -673,26 +673,44 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
                     f"({subfolder!r}); pass the subfolder's own path"
                 )
             return load_coefficients_export(cls, location, config, **hub_kwargs)
+        # A caller who asks for the loading info inspects the load itself (transformers' contract): what is missing
+        # or differs from the folder's checksums is reported in the info, not raised.
+        inspecting = bool(kwargs.get("output_loading_info"))
         model, info = super().from_pretrained(location, *model_args, **{**kwargs, "output_loading_info": True})
         where = f"the weights of {location if location is not None else 'the given state_dict'}"
         # A saved model lacking tensors would get random ones from transformers: a different model, silently. (A
         # `state_dict=` given in code may leave tensors to their initialisation on purpose.)
-        if info["missing_keys"] and location is not None:
+        if info["missing_keys"] and location is not None and not inspecting:
             missing = sorted(info["missing_keys"])
             raise IntegrityError(f"{where} lack {len(missing)} tensors of the model: {missing[:5]}")
         check_finite_weights(model, where)
         if location is not None:  # None: weights given as `state_dict=`, no folder to read side files from
-            model._read_side_files(location, subfolder, **hub_kwargs)
-        return (model, info) if kwargs.get("output_loading_info") else model
+            problem = model._read_side_files(location, subfolder, strict=not inspecting, **hub_kwargs)
+            if problem is not None:
+                logger.warning("%s", problem)
+                info.setdefault("error_msgs", []).append(problem)
+        return (model, info) if inspecting else model
 
-    def _read_side_files(self, location: str | Path, subfolder: str, **hub_kwargs: Any) -> None:
-        """Record where the model lives and read the image processor and `personalization.json` saved beside it."""
+    def _read_side_files(
+        self, location: str | Path, subfolder: str, strict: bool = True, **hub_kwargs: Any
+    ) -> str | None:
+        """Record where the model lives and read the image processor and `personalization.json` saved beside it.
+
+        The files are first checked against the folder's checksums: a mismatch raises, or with ``strict=False`` is
+        returned as a message."""
         folder, self.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
-        verify_manifest(folder)  # the weights and side files are those the save wrote
+        problem = None
+        try:
+            verify_manifest(folder)  # the weights and side files are those the save wrote
+        except IntegrityError as error:
+            if strict:
+                raise
+            problem = str(error)
         self._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
             self.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
+        return problem
 
 
 def _coefficient_rows(coefficients: Coefficients) -> list[dict[str, str]]:
