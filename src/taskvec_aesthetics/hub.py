@@ -25,7 +25,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from .constants import CARD_FILE, LIBRARY_NAME
 from .errors import FolderNotFoundError
 from .io import atomic_path
-from .references import Reference
+from .references import Reference, publishing
 
 __all__ = [
     "GENERATED_CARD_MARKER",
@@ -152,7 +152,8 @@ def push_folder(
     """Upload a folder in one commit: create the repo (and branch) if needed, stage with ``write`` and commit.
 
     Args:
-        write: `write(folder, repo_id)` fills an empty staging folder (``repo_id`` as the Hub resolved it).
+        write: `write(folder, repo_id)` fills an empty staging folder (``repo_id`` as the Hub resolved it); it runs
+            inside [`references.publishing`], so the references it writes name no local path.
         repo_id: the repository, created if missing.
         what: what is pushed, for the default commit message and the log.
         private: create the repository as private (an existing one keeps its visibility).
@@ -170,7 +171,8 @@ def push_folder(
     if ignore:
         logger.info("Keeping the user-written %s of %s (pass overwrite_card=True to replace it)", CARD_FILE, repo_id)
     with tempfile.TemporaryDirectory(prefix="taskvec-push-") as staging:
-        write(Path(staging), repo_id)
+        with publishing():  # nothing of this machine (a local path) goes into what is pushed
+            write(Path(staging), repo_id)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=staging, revision=revision, ignore_patterns=ignore,
             delete_patterns=list(delete_patterns), commit_message=commit_message or f"Upload {what} with {LIBRARY_NAME}",

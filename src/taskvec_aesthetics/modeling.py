@@ -581,7 +581,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             num_bins=config.num_bins,
             score_range=config.score_range,
             fingerprint=model_fingerprint(self),
-            bank_location=cards.reference_row(bank)["location"] if bank and bank.location else None,
+            bank_location=bank.repo_id if bank and bank.on_hub else None,
             paper=cards.PAPER,
         )
 
