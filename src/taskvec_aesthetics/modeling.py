@@ -649,7 +649,9 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
 
         # None: the weights come as `state_dict=` with a `config=`; there is no folder to read.
         location = pretrained_model_name_or_path
-        local = None if location is None else hub.local_folder(location, "model")
+        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
+        # A name that is neither a folder nor a Hub repository fails here, at once, naming both.
+        local = None if location is None else hub.locate(location, "model", **hub_kwargs)
         if local is None:
             return load()
         # A save swaps a whole folder in; read again if that happened while this load read its files.
