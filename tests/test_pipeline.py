@@ -1,4 +1,4 @@
-"""Scoring where Hugging Face users expect it: the `image-aesthetics` pipeline and the `datasets` recipe of the docs."""
+"""Scoring where Hugging Face users expect it: the `image-aesthetics` pipeline and the docs' `datasets` recipe."""
 
 from __future__ import annotations
 

@@ -118,13 +118,13 @@ class _RegisterPipeline(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             execute(module)
-            import_module(".pipeline", __name__).register()
+            import_module(".pipeline", __name__)  # registers the task (or will, when it is being imported now)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
 if _RegisterPipeline.target in sys.modules:
-    import_module(".pipeline", __name__).register()
+    import_module(".pipeline", __name__)
 elif not any(isinstance(finder, _RegisterPipeline) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPipeline())

@@ -81,6 +81,10 @@ def local_folder(name_or_path: str | Path, what: str) -> Path | None:
     return None
 
 
+#: How long `locate` waits for the Hub's answer: one request, no retries.
+PROBE_TIMEOUT_S = 3.0
+
+
 def locate(
     name_or_path: str | Path,
     what: str,
@@ -108,9 +112,10 @@ def locate(
     if local_files_only or hf_constants.is_offline_mode():
         if cached:
             return None
+        why = "local_files_only=True" if local_files_only else "offline: HF_HUB_OFFLINE is set"
         raise FolderNotFoundError(
             f"{what} folder not found: {_no_folder(name)}, and no Hub repository of that name in the local Hub cache "
-            "(offline: HF_HUB_OFFLINE is set)"
+            f"({why})"
         )
     try:
         HfApi(token=token).repo_info(name, revision=revision, timeout=PROBE_TIMEOUT_S)
@@ -119,7 +124,9 @@ def locate(
             f"{what} folder not found: {_no_folder(name)}, and no Hub repository of that name"
         ) from None
     except RevisionNotFoundError:
-        raise FolderNotFoundError(f"{what} not found: the Hub repository {name!r} has no revision {revision!r}") from None
+        raise FolderNotFoundError(
+            f"{what} not found: the Hub repository {name!r} has no revision {revision!r}"
+        ) from None
     except GatedRepoError:
         return None  # it exists: the download says what access it needs
     except Exception as error:  # noqa: BLE001 (refused, DNS, timeout, proxy: any failure means no answer)
@@ -127,14 +134,10 @@ def locate(
             logger.warning("The Hub could not be reached (%s); loading %s from the local Hub cache", error, name)
             return None
         raise FolderNotFoundError(
-            f"{what} folder not found: {_no_folder(name)}, and the Hub could not be reached to look for a repository of "
-            f"that name ({type(error).__name__}: {error})"
+            f"{what} folder not found: {_no_folder(name)}, and the Hub could not be reached to look for a repository "
+            f"of that name ({type(error).__name__}: {error})"
         ) from None
     return None
-
-
-#: How long `locate` waits for the Hub's answer: one request, no retries.
-PROBE_TIMEOUT_S = 3.0
 
 
 def _is_repo_id(text: str) -> bool:

@@ -68,8 +68,12 @@ class ImageAestheticsPipeline(Pipeline):
 
 
 def register() -> None:
-    """Register the task with transformers (done when `transformers.pipelines` is imported after this library)."""
+    """Register the task with transformers (done when this module is imported, which importing
+    `transformers.pipelines` after this library does)."""
     if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is ImageAestheticsPipeline:
         return
     PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ImageAestheticsPipeline, pt_model=AestheticModel,
                                         type="image")  # fmt: skip
+
+
+register()

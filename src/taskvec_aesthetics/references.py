@@ -99,7 +99,8 @@ class Reference:
 
     @property
     def description(self) -> str:
-        """Where it lives, in words fit to publish: the Hub id (and subfolder), or "a local folder" (never a path), else "not on the Hub"."""
+        """Where it lives, in words fit to publish: the Hub id (and subfolder), "a local folder" (never its path), or
+        "not on the Hub"."""
         if self.on_hub:
             return self.repo_id + (f"/{self.subfolder}" if self.subfolder else "")  # type: ignore[operator]
         return "a local folder" if self.is_local else "not on the Hub"
