@@ -536,6 +536,8 @@ def add_benchmark(subparsers: Any) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> None:
+    if args.database and not args.root:
+        raise ValueError("--database needs --root, the folder of the database as distributed")
     _check_locations(args.model, args.bank)
     from .bank import TaskVectorBank
     from .benchmark import BenchmarkConfig
@@ -544,8 +546,6 @@ def run_benchmark(args: argparse.Namespace) -> None:
     from .modeling import AestheticModel
     from .personalization import PersonalizerConfig
 
-    if args.database and not args.root:
-        raise ValueError("--database needs --root, the folder of the database as distributed")
     compute = _compute_settings(args)
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
