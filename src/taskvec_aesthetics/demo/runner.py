@@ -12,7 +12,9 @@ The numbers are the same on every run and every machine with the same kind of CP
 (`DemoConfig.seed`), torch uses deterministic algorithms, and the thread counts are fixed rather than taken from the
 machine (`BUILD_THREADS` for the world and the bank; one thread per protocol worker, and each draw seeded on its own,
 so the number of workers changes only the speed). Float reductions split over another number of threads round
-differently, which is enough to flip a close model selection and change the table.
+differently, which is enough to flip a close model selection and change the table. The bank's files themselves may
+still differ in their last bits between processes (MKL picks kernels by memory alignment unless `MKL_CBWR` says
+otherwise); the table's numbers did not, in the test that compares two runs.
 """
 
 from __future__ import annotations
