@@ -54,14 +54,16 @@ def main() -> None:
     decoded = list(photos["image"])
     size = args.batch_size
 
-    def add_scores(batch: dict) -> dict:
-        return {"aesthetic_score": model.score(batch["image"], batch_size=len(batch["image"])).tolist()}
+    def add_scores(images: list) -> dict:
+        return {"aesthetic_score": model.score(images, batch_size=len(images)).tolist()}
 
     version = f"aesthetic-score-{model_fingerprint(model)[-16:]}"
     scorer = pipeline(TASK, model=model)
     routes = {
         "score() on decoded images": lambda: model.score(decoded, batch_size=size),
-        "Dataset.map recipe": lambda: photos.map(add_scores, batched=True, batch_size=size, new_fingerprint=version),
+        "Dataset.map recipe": lambda: photos.map(
+            add_scores, input_columns="image", batched=True, batch_size=size, new_fingerprint=version
+        ),
         "pipeline over KeyDataset": lambda: list(scorer(KeyDataset(photos, "image"), batch_size=size)),
     }
     seconds = dict.fromkeys(routes, float("inf"))
