@@ -2,12 +2,17 @@
 
 import csv
 import json
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+from hub_server import hub_env
 from planted import images, user_ratings
 
 from taskvec_aesthetics import AestheticModel
-from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.cli import build_parser, main
 from taskvec_aesthetics.references import Reference
 
 
@@ -157,6 +162,60 @@ def test_score_checks_its_inputs_before_loading_and_names_a_bank_given_as_model(
     assert "is a task-vector bank" in capsys.readouterr().err
 
 
+def test_global_options_go_before_or_after_the_subcommand(capsys):
+    parser = build_parser()
+    for argv in (["-q", "score", "x.jpg", "--model", "m"], ["score", "x.jpg", "--model", "m", "--quiet"]):
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.verbose) == (True, False), argv
+    args = parser.parse_args(["demo", "--verbose"])
+    assert (args.quiet, args.verbose) == (False, True)
+    assert main(["-v", "score", "x.jpg", "--model", "m", "-q"]) == 2
+    assert "not allowed with argument -v/--verbose" in capsys.readouterr().err
+
+
+def test_a_model_or_bank_that_is_nowhere_fails_at_once_naming_both(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my-models" / "base").mkdir(parents=True)
+    (tmp_path / "my-models" / "bank").mkdir()
+    monkeypatch.chdir(tmp_path)
+    ratings = ["--ratings", "r.csv", "--output", "out"]
+    cases = [
+        (["personalize", "--model", "my-models/base-typo", *ratings], "'my-models/base-typo'", "'my-models/base'"),
+        (["personalize", "--model", "my-models/base", "--bank", "my-models/bnak", *ratings], "'my-models/bnak'",
+         "'my-models/bank'"),
+        (["score", ".", "--model", "models/base"], "'models/base'", "'my-models/base'"),
+        (["score", ".", "--model", "zzz"], "'zzz'", None),
+    ]  # fmt: skip
+    for argv, tried, suggestion in cases:
+        start = time.perf_counter()
+        assert main(argv) == 2
+        elapsed = time.perf_counter() - start
+        err = capsys.readouterr().err
+        assert f"no folder {tried} here" in err and "no Hub repository of that name" in err, err
+        assert (f"(did you mean {suggestion}?)" in err) if suggestion else "did you mean" not in err, err
+        assert "Traceback" not in err and "huggingface.co" not in err
+        assert elapsed < 5, f"{argv} took {elapsed:.1f} s"  # the Hub is not retried (offline: not asked at all)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_hub_is_asked_once_and_a_missing_repository_named(local_hub, tmp_path):
+    """Online, in a fresh process (the Hub client reads its endpoint at import): a Hub that refuses connections
+    costs one try, not a retry loop; a reachable Hub without the repository says so."""
+    (tmp_path / "my-models" / "base").mkdir(parents=True)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    argv = ["-m", "taskvec_aesthetics.cli", "score", ".", "--model", "my-models/base-typo"]
+    for endpoint, expected in ((closed, "the Hub could not be reached"), (local_hub.url, "no Hub repository")):
+        env = {**hub_env(local_hub, tmp_path / "hf_home"), "HF_ENDPOINT": endpoint}
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, *argv], env=env, cwd=tmp_path, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        assert result.returncode == 2, result.stderr
+        assert "no folder 'my-models/base-typo' here (did you mean 'my-models/base'?)" in result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert elapsed < 15, f"{endpoint}: {elapsed:.1f} s"  # generous for a busy machine; a retry loop takes 30+ s
+
+
 @pytest.mark.slow  # a fresh process that imports torch
 def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, capsys):
     # tqdm reads TQDM_DISABLE when it is imported (the tests set it), so the bars are observed in a fresh process.
@@ -167,16 +226,18 @@ def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, ca
     photo = str(saved / "photos" / "p00.png")
     script = (
         "import sys\nfrom taskvec_aesthetics.cli import main\n"
-        "for flags in ([], ['--verbose'], ['--quiet']):\n"
-        "    print('RUN', *flags, file=sys.stderr, flush=True)\n"
-        f"    assert main([*flags, 'score', {photo!r}, '--model', {str(saved / 'base')!r}]) == 0\n"
+        "for before, after in (([], []), (['--verbose'], []), (['--quiet'], []), ([], ['--verbose']), ([], ['-q'])):\n"
+        "    print('RUN', *before, *after, file=sys.stderr, flush=True)\n"
+        f"    assert main([*before, 'score', {photo!r}, '--model', {str(saved / 'base')!r}, *after]) == 0\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
     err = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stderr
-    default, verbose, quiet = err.split("RUN")[1:]
+    default, verbose, quiet, verbose_after, quiet_after = err.split("RUN")[1:]
     assert "Loading weights" not in default and "Scoring" in default  # our own bar stays
-    assert "Loading weights" in verbose and "Scoring" in verbose
-    assert "Loading weights" not in quiet and "Scoring" not in quiet
+    for verbose_run in (verbose, verbose_after):  # a global option works before or after the subcommand
+        assert "Loading weights" in verbose_run and "Scoring" in verbose_run
+    for quiet_run in (quiet, quiet_after):
+        assert "Loading weights" not in quiet_run and "Scoring" not in quiet_run
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert main(["score", photo, "--model", str(saved / "base")]) == 0
     assert "Scoring" not in capsys.readouterr().err

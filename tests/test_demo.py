@@ -3,7 +3,10 @@
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,8 +16,50 @@ from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank
 from taskvec_aesthetics.demo.world import build_world
 
 
+# The other run: one worker (this process runs the machine's count), an empty cache, and a home folder of its own.
+_OTHER_RUN = """
+import dataclasses, sys
+from taskvec_aesthetics.demo.runner import DemoConfig, run_demo
+run_demo(dataclasses.replace(DemoConfig.preset("quick"), workers=1), sys.argv[1], progress=False)
+"""
+
+
+def numbers(value: Any) -> Any:
+    """What a run computed, without what differs between identical computations: timings, worker count, folders
+    (and the sizes of files that name them), and the task files' checksums (see the test)."""
+    if isinstance(value, dict):
+        skip = ("timings", "workers", "folder", "bytes", "sha256", "seconds", "seconds_per_fit")
+        return {k: numbers(v) for k, v in value.items() if k not in skip and not k.endswith("_s")}
+    if isinstance(value, list):
+        return [numbers(v) for v in value]
+    return value
+
+
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path, capsys):
+def test_quick_demo_end_to_end_and_identical_in_another_process(tmp_path, capsys):
+    # Started first, so that both runs share the machine: the suite pays for one run and a bit.
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("TASKVEC_AESTHETICS_CACHE", "OMP_NUM_THREADS")}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(xdg)}
+    other = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_RUN, str(tmp_path / "other")], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _check_quick_demo(tmp_path, capsys)
+        log, _ = other.communicate(timeout=900)
+    finally:
+        other.kill()
+    assert other.returncode == 0, log[-3000:]
+    first, second = tmp_path / "out", tmp_path / "other"
+    for name in ("results.json", "demo.json"):
+        assert numbers(json.loads((first / name).read_text())) == numbers(json.loads((second / name).read_text()))
+    # The other run cached its base and bank under XDG_CACHE_HOME and wrote nothing into the home folder's ~/.cache.
+    assert (xdg / "taskvec-aesthetics" / "demo").is_dir() and not (home / ".cache").exists()
+
+
+def _check_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(["demo", "--quick", "--output", str(out), "--cache-dir", str(cache)]) == 0
     printed = capsys.readouterr().out

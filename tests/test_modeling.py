@@ -1,13 +1,19 @@
 """AestheticModel: adapters of every family, forward, scoring inputs, save/load and Auto classes."""
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
+from hub_server import hub_env
 from PIL import Image
 from tiny_models import IMAGE_SIZE, encoder_configs, pixels, tiny_model
 from transformers import AutoConfig, AutoModel
 
-from taskvec_aesthetics import AestheticConfig, AestheticModel
+from taskvec_aesthetics import AestheticConfig, AestheticModel, TaskVectorBank
+from taskvec_aesthetics.errors import FolderNotFoundError
 from taskvec_aesthetics.backbones import GenericAdapter
 from taskvec_aesthetics.references import Reference
 
@@ -173,3 +179,29 @@ def test_forward_honours_return_dict_and_output_flags():
     torch.testing.assert_close(as_tuple[0], full.scores)
     with pytest.raises(TypeError):
         model(pixel_values=pixels(2), output_everything=True)
+
+
+def test_a_name_that_is_no_folder_and_no_hub_repository_is_a_library_error_at_once(tmp_path, monkeypatch, local_hub):
+    (tmp_path / "my-models" / "base").mkdir(parents=True)
+    (tmp_path / "my-models" / "bank").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for load, name, suggestion in (
+        (AestheticModel.from_pretrained, "my-models/base-typo", "my-models/base"),
+        (TaskVectorBank.from_pretrained, "my-models/bank-typo", "my-models/bank"),
+    ):
+        start = time.perf_counter()
+        with pytest.raises(FolderNotFoundError) as caught:  # a TaskvecAestheticsError, not transformers' OSError
+            load(name)
+        assert time.perf_counter() - start < 5
+        message = str(caught.value)
+        assert f"no folder '{name}' here (did you mean '{suggestion}'?)" in message
+        assert "no Hub repository of that name" in message and "huggingface.co" not in message
+    # Online (a fresh process: the Hub client reads its endpoint at import), against a Hub without the repository.
+    script = (
+        "from taskvec_aesthetics import AestheticModel\nfrom taskvec_aesthetics.errors import FolderNotFoundError\n"
+        "try:\n    AestheticModel.from_pretrained('my-models/base-typo')\n"
+        "except FolderNotFoundError as error:\n    print(error)\n"
+    )
+    env = hub_env(local_hub, tmp_path / "hf_home")
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert "(did you mean 'my-models/base'?), and no Hub repository of that name" in out.stdout, out.stderr

@@ -15,7 +15,7 @@ from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, Coefficients, TaskVectorBank
 from taskvec_aesthetics.errors import ConfigError
-from taskvec_aesthetics.references import Reference
+from taskvec_aesthetics.references import Reference, publishing
 
 SHA = "a" * 40
 
@@ -143,3 +143,17 @@ def test_internal_loads_show_no_transformers_bars(tmp_path: Path) -> None:
     assert "Loading weights" in own  # transformers' own behaviour for the user's own call
     assert "Loading weights" not in export  # the base loaded on the user's behalf
     assert "ENABLED True" in export  # and the bars are back on afterwards
+
+
+def test_publishing_writes_references_without_local_paths() -> None:
+    local = Reference(path="/somewhere/base", fingerprint="sha256:abc")
+    both = Reference(path="/somewhere/bank", repo_id="me/bank", revision="c0ffee", fingerprint="sha256:def")
+    assert local.to_dict()["path"] == "/somewhere/base"  # a local save keeps what this machine needs
+    with publishing():
+        assert local.to_dict() == {"fingerprint": "sha256:abc"}
+        assert both.to_dict("base_fingerprint") == {"repo_id": "me/bank", "revision": "c0ffee",
+                                                     "base_fingerprint": "sha256:def"}  # fmt: skip
+    assert local.to_dict()["path"] == "/somewhere/base"  # only while publishing
+    assert (local.description, both.published().description, Reference().description) == (
+        "a local folder", "me/bank", "not on the Hub"
+    )

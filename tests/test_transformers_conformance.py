@@ -31,6 +31,7 @@ import transformers
 from transformers import CLIPVisionConfig
 
 from taskvec_aesthetics import AestheticConfig, AestheticModel
+from taskvec_aesthetics.demo.runner import default_cache_dir
 from taskvec_aesthetics.efficientnet_lite import EfficientNetLiteConfig
 
 PACKAGE = "transformers_sdist_tests"
@@ -42,7 +43,7 @@ _STAND_INS = {
 
 
 def _cache_dir() -> Path:
-    default = Path.home() / ".cache" / "taskvec-aesthetics" / "transformers-tests"
+    default = default_cache_dir() / "transformers-tests"  # under XDG_CACHE_HOME when it is set
     return Path(os.environ.get("TASKVEC_AESTHETICS_TEST_CACHE", default)) / transformers.__version__
 
 

@@ -5,11 +5,15 @@ Implements Yun & Choo, "Scaling Up Personalized Image Aesthetic Assessment via T
 
 The public names below are imported on first use, so that `import taskvec_aesthetics` (and the command line's
 `--help`) does not load torch and transformers. Using `AestheticModel` or `AestheticConfig` registers them with
-transformers' `AutoConfig` / `AutoModel`.
+transformers' `AutoConfig` / `AutoModel`; the `"image-aesthetics"` pipeline task is registered the moment
+`transformers.pipelines` is imported (at once if it already is).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -95,3 +99,32 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+class _RegisterPipeline(importlib.abc.MetaPathFinder):
+    """Registers the pipeline task right after `transformers.pipelines` is imported, wherever that happens (`from
+    transformers import pipeline` included), so that importing this package stays light."""
+
+    target = "transformers.pipelines"
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.target:
+            return None
+        sys.meta_path.remove(self)  # once: find the real module with the other finders
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            execute(module)
+            import_module(".pipeline", __name__)  # registers the task (or will, when it is being imported now)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if _RegisterPipeline.target in sys.modules:
+    import_module(".pipeline", __name__)
+elif not any(isinstance(finder, _RegisterPipeline) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterPipeline())

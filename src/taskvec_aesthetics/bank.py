@@ -859,7 +859,7 @@ class TaskVectorBank(hub.HubMixin):
             cache_dir: Hub cache folder.
             base: when given, check that this bank was built on it (fingerprint) and fail clearly otherwise.
         """
-        local = hub.local_folder(name_or_path, "bank")
+        local = hub.locate(name_or_path, "bank", revision=revision, token=token, cache_dir=cache_dir)
         if local is not None:
 
             def read_local() -> TaskVectorBank:

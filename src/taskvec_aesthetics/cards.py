@@ -41,14 +41,16 @@ def title(repo_id: str | None, default: str) -> str:
 
 
 def reference_row(reference: Reference | None) -> dict[str, str]:
-    """Location, revision and fingerprint of a base model or bank reference, formatted for a card table."""
+    """Location, revision and fingerprint of a base model or bank reference, formatted for a card table.
+
+    A card is written to be shared, so a local folder is named as such, never by its path. ``load_id`` is what a
+    code example passes to `from_pretrained`: the repo id, or a placeholder for a folder only this machine has.
+    """
     reference = reference or Reference()
-    location = reference.location or "unknown"
-    if reference.subfolder and not reference.is_local:
-        location += f"/{reference.subfolder}"
     return {
-        "location": location,
-        "revision": reference.revision or "–",
+        "location": reference.description,
+        "load_id": reference.repo_id if reference.on_hub else "path/to/folder",
+        "revision": (reference.revision if reference.on_hub else None) or "–",
         "fingerprint": reference.fingerprint or "–",
     }
 

@@ -249,12 +249,12 @@ def run_score(args: argparse.Namespace) -> None:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:  # before the (slow) model load
         raise FileNotFoundError(f"no such image file or folder: {', '.join(missing)}")
+    _check_locations(args.model, revision=args.revision)
     from .modeling import AestheticModel
     from .processing import list_images
     from .scores_output import write_scores
 
     files = [f for p in args.paths for f in (list_images(p) if Path(p).is_dir() else [Path(p)])]
-    _check_is_model(args.model)
     import contextlib
 
     import torch
@@ -266,6 +266,17 @@ def run_score(args: argparse.Namespace) -> None:
     with torch.autocast(device.type, dtype=dtype) if half else contextlib.nullcontext():
         scores = model.score([str(f) for f in files], batch_size=args.batch_size, progress=args.progress)
     print(write_scores(files, scores.tolist(), args.output))
+
+
+def _check_locations(model: str | None, bank: str | None = None, revision: str | None = None) -> None:
+    """A model or bank that is neither a folder nor a Hub repository fails now, before the slow imports and loads."""
+    from . import hub
+
+    if model is not None:
+        _check_is_model(model)
+        hub.locate(model, "model", revision=revision)
+    if bank is not None:
+        hub.locate(bank, "bank")
 
 
 def _check_is_model(location: str) -> None:
@@ -369,6 +380,7 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_personalize(args: argparse.Namespace) -> None:
+    _check_locations(args.model, args.bank)
     from .data import is_preferences_file, load_preferences, load_ratings
 
     load = load_preferences if is_preferences_file(args.ratings) else load_ratings
@@ -440,6 +452,7 @@ def add_personalize_many(subparsers: Any) -> None:
 
 
 def run_personalize_many(args: argparse.Namespace) -> None:
+    _check_locations(args.model, args.bank)
     from accelerate import PartialState
 
     from .many import personalize_many
@@ -551,6 +564,9 @@ def add_benchmark(subparsers: Any) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> None:
+    if args.database and not args.root:
+        raise ValueError("--database needs --root, the folder of the database as distributed")
+    _check_locations(args.model, args.bank)
     from .bank import TaskVectorBank
     from .benchmark import BenchmarkConfig
     from .benchmark import run_benchmark as benchmark
@@ -558,14 +574,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     from .modeling import AestheticModel
     from .personalization import PersonalizerConfig
 
-    if args.database and not args.root:
-        raise ValueError("--database needs --root, the folder of the database as distributed")
     references = _references(args.reference)
     compute = _compute_settings(args)
     dataset = (
         load_database(args.database, args.root, split=args.split) if args.database else load_ratings(args.ratings)
     )
-    _check_is_model(args.model)
     base = AestheticModel.from_pretrained(args.model)
     bank = TaskVectorBank.from_pretrained(args.bank, base=base)
     config = BenchmarkConfig(
@@ -874,15 +887,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Personalized image aesthetics with task vectors: score, personalize, benchmark, and produce "
         "banks (init-base, finetune, build-bank). Progress bars follow --quiet and TQDM_DISABLE=1.",
     )
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument(
-        "-v", "--verbose", action="store_true", help="log debugging details and show transformers' loading bars"
-    )
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and results only")
+    _add_global_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    for subparser in subparsers.choices.values():  # accepted after the subcommand too
+        _add_global_options(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--verbose and --quiet; a subcommand's copy has no default, so it keeps what was given before the subcommand."""
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="log debugging details and show transformers' loading bars",
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="print warnings, errors and results only"
+    )
 
 
 @contextmanager
@@ -935,6 +961,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already reported
         return int(exit_.code or 0)
+    if args.verbose and args.quiet:  # one before the subcommand, the other after it
+        print(f"{parser.prog}: error: argument -q/--quiet: not allowed with argument -v/--verbose", file=sys.stderr)
+        return 2
     with _output(args):
         try:
             args.run(args)

@@ -236,6 +236,13 @@ def load_coefficients_export(
             f"{where} must reference a base model and a bank (fields base_model and bank, each with a path or a "
             f"repo_id); found base_model {config.base_model}, bank {config.bank}"
         )
+    if not source.is_local:  # a path in a downloaded file names a folder of the machine that wrote it, not this one
+        for what, field, reference in (("base model", "base_model", base_ref), ("bank", "bank", bank_ref)):
+            if reference is not None and reference.is_local:
+                raise ConfigError(
+                    f"{source}: a coefficients export on the Hub must reference its {what} by Hub repo id, but its "
+                    f"config.json field '{field}' holds the local path {reference.path!r}; refusing to load it"
+                )
     token, cache_dir = hub_kwargs.get("token"), hub_kwargs.get("cache_dir")
     try:
         with transformers_bars_off():  # a load on the user's behalf: their own load shows the progress

@@ -12,6 +12,7 @@ unless `overwrite_card=True`.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,12 +21,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, snapshot_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HFValidationError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.file_download import repo_folder_name
 
 from .constants import CARD_FILE, LIBRARY_NAME
 from .errors import FolderNotFoundError
 from .io import atomic_path
-from .references import Reference
+from .references import Reference, publishing
 
 __all__ = [
     "GENERATED_CARD_MARKER",
@@ -35,6 +45,7 @@ __all__ = [
     "is_generated_card",
     "is_local",
     "local_folder",
+    "locate",
     "not_found_locally",
     "push_folder",
     "render_card",
@@ -58,22 +69,114 @@ def local_folder(name_or_path: str | Path, what: str) -> Path | None:
     """``name_or_path`` as a local folder; None when it names a Hub repository instead.
 
     Raises:
-        [`FolderNotFoundError`]: it is written as a local path (absolute, starting with `.` or `~`, or with more than
-            one `/`) or names a file, but no such folder exists.
+        [`FolderNotFoundError`]: it is written as a local path (absolute, starting with `.` or `~`, with more than
+            one `/`, or not a valid repo id) or names a file, but no such folder exists.
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     text = str(name_or_path)
-    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise FolderNotFoundError(f"{what} folder not found: {text!r} is not a folder")
+    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or "\\" in text or not _is_repo_id(text):
+        raise FolderNotFoundError(f"{what} folder not found: {_no_folder(text)}, and it is not a Hub repo id")
     return None
+
+
+#: How long `locate` waits for the Hub's answer: one request, no retries.
+PROBE_TIMEOUT_S = 3.0
+
+
+def locate(
+    name_or_path: str | Path,
+    what: str,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> Path | None:
+    """``name_or_path`` as a local folder, or None for a Hub repository that exists (or is cached, offline).
+
+    A name that is neither fails at once, naming both what was tried: one quick request asks the Hub whether the
+    repository exists (no retries, a few seconds at most when the Hub cannot be reached), and with `HF_HUB_OFFLINE=1`
+    (or ``local_files_only``) only the local Hub cache is looked at.
+
+    Raises:
+        [`FolderNotFoundError`]: no such folder, and no such Hub repository (or revision), or the Hub could not be
+            reached and the repository is not in the cache.
+    """
+    local = local_folder(name_or_path, what)
+    if local is not None:
+        return local
+    name = str(name_or_path)
+    cached = _in_cache(name, cache_dir)
+    if local_files_only or hf_constants.is_offline_mode():
+        if cached:
+            return None
+        why = "local_files_only=True" if local_files_only else "offline: HF_HUB_OFFLINE is set"
+        raise FolderNotFoundError(
+            f"{what} folder not found: {_no_folder(name)}, and no Hub repository of that name in the local Hub cache "
+            f"({why})"
+        )
+    try:
+        HfApi(token=token).repo_info(name, revision=revision, timeout=PROBE_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise FolderNotFoundError(
+            f"{what} folder not found: {_no_folder(name)}, and no Hub repository of that name"
+        ) from None
+    except RevisionNotFoundError:
+        raise FolderNotFoundError(
+            f"{what} not found: the Hub repository {name!r} has no revision {revision!r}"
+        ) from None
+    except GatedRepoError:
+        return None  # it exists: the download says what access it needs
+    except Exception as error:  # noqa: BLE001 (refused, DNS, timeout, proxy: any failure means no answer)
+        if cached:
+            logger.warning("The Hub could not be reached (%s); loading %s from the local Hub cache", error, name)
+            return None
+        raise FolderNotFoundError(
+            f"{what} folder not found: {_no_folder(name)}, and the Hub could not be reached to look for a repository "
+            f"of that name ({type(error).__name__}: {error})"
+        ) from None
+    return None
+
+
+def _is_repo_id(text: str) -> bool:
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _in_cache(repo_id: str, cache_dir: str | Path | None) -> bool:
+    """Whether the Hub cache holds a snapshot of the model repository ``repo_id``."""
+    snapshots = Path(cache_dir or hf_constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    return (snapshots / "snapshots").is_dir() and any((snapshots / "snapshots").iterdir())
+
+
+def _no_folder(text: str) -> str:
+    """"no folder 'x' here", with the closest existing folder when there is one (a typo is likelier than a repo)."""
+    path = Path(text).expanduser()
+    parent, missing = path.parent, path.name
+    while not parent.is_dir() and parent != parent.parent:  # the deepest folder that exists
+        parent, missing = parent.parent, parent.name
+    try:
+        siblings = [child.name for child in parent.iterdir() if child.is_dir()]
+    except OSError:
+        siblings = []
+    close = difflib.get_close_matches(missing, siblings, n=1)
+    if not close:
+        return f"no folder {text!r} here"
+    candidate = parent / close[0]
+    whole = candidate / path.relative_to(parent / missing)  # the same path below the mistyped folder
+    suggestion = whole if whole.is_dir() else candidate
+    return f"no folder {text!r} here (did you mean {str(suggestion)!r}?)"
 
 
 def not_found_locally(name: str, what: str, error: Exception) -> FolderNotFoundError:
     """The error for a name that is neither a local folder nor a Hub repository that could be loaded."""
     return FolderNotFoundError(
-        f"{what} folder not found: {name!r} is not a local folder, and as a Hub repo id it could not be loaded: {error}"
+        f"{what} folder not found: {_no_folder(name)}, and as a Hub repo id it could not be loaded: {error}"
     )
 
 
@@ -152,7 +255,8 @@ def push_folder(
     """Upload a folder in one commit: create the repo (and branch) if needed, stage with ``write`` and commit.
 
     Args:
-        write: `write(folder, repo_id)` fills an empty staging folder (``repo_id`` as the Hub resolved it).
+        write: `write(folder, repo_id)` fills an empty staging folder (``repo_id`` as the Hub resolved it); it runs
+            inside [`references.publishing`], so the references it writes name no local path.
         repo_id: the repository, created if missing.
         what: what is pushed, for the default commit message and the log.
         private: create the repository as private (an existing one keeps its visibility).
@@ -170,7 +274,8 @@ def push_folder(
     if ignore:
         logger.info("Keeping the user-written %s of %s (pass overwrite_card=True to replace it)", CARD_FILE, repo_id)
     with tempfile.TemporaryDirectory(prefix="taskvec-push-") as staging:
-        write(Path(staging), repo_id)
+        with publishing():  # nothing of this machine (a local path) goes into what is pushed
+            write(Path(staging), repo_id)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=staging, revision=revision, ignore_patterns=ignore,
             delete_patterns=list(delete_patterns), commit_message=commit_message or f"Upload {what} with {LIBRARY_NAME}",

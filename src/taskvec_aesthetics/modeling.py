@@ -584,7 +584,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             num_bins=config.num_bins,
             score_range=config.score_range,
             fingerprint=model_fingerprint(self),
-            bank_location=cards.reference_row(bank)["location"] if bank and bank.location else None,
+            bank_location=bank.repo_id if bank and bank.on_hub else None,
             paper=cards.PAPER,
         )
 
@@ -652,7 +652,9 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
 
         # None: the weights come as `state_dict=` with a `config=`; there is no folder to read.
         location = pretrained_model_name_or_path
-        local = None if location is None else hub.local_folder(location, "model")
+        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
+        # A name that is neither a folder nor a Hub repository fails here, at once, naming both.
+        local = None if location is None else hub.locate(location, "model", **hub_kwargs)
         if local is None:
             return load()
         # A save swaps a whole folder in; read again if that happened while this load read its files.

@@ -3,21 +3,41 @@
 Every pointer to a base model or a bank (where a model or bank was loaded from, the base a bank was built on, the
 base and bank of a personalized model) is one frozen `Reference`. Files hold it as a JSON object; in memory it is
 never a dict.
+
+A local path means something on this machine only: files written for the Hub (inside [`publishing`]) record
+references without it, by Hub id and fingerprint alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Reference"]
+__all__ = ["Reference", "publishing"]
 
 _FIELDS = ("path", "repo_id", "revision", "subfolder")
+_PUBLISHING = contextvars.ContextVar("taskvec_aesthetics_publishing", default=False)
+
+
+@contextlib.contextmanager
+def publishing() -> Iterator[None]:
+    """While active, every reference written to a file leaves out its local path (what is pushed leaves the machine).
+
+    A reference to a local folder is then recorded by its fingerprint alone, one to a Hub repository by repo id,
+    revision and fingerprint.
+    """
+    token = _PUBLISHING.set(True)
+    try:
+        yield
+    finally:
+        _PUBLISHING.reset(token)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,18 @@ class Reference:
     def with_fingerprint(self, fingerprint: str | None) -> Reference:
         return dataclasses.replace(self, fingerprint=fingerprint)
 
+    def published(self) -> Reference:
+        """This reference as others can read it: without the local path (a Hub repo id, if any, stays)."""
+        return dataclasses.replace(self, path=None) if self.path is not None else self
+
+    @property
+    def description(self) -> str:
+        """Where it lives, in words fit to publish: the Hub id (and subfolder), "a local folder" (never its path), or
+        "not on the Hub"."""
+        if self.on_hub:
+            return self.repo_id + (f"/{self.subfolder}" if self.subfolder else "")  # type: ignore[operator]
+        return "a local folder" if self.is_local else "not on the Hub"
+
     def load_kwargs(self) -> dict[str, str]:
         """The `revision` and `subfolder` to pass to a `from_pretrained` of ``location`` (only those recorded)."""
         if self.is_local:
@@ -89,8 +121,12 @@ class Reference:
 
     # -- on disk -----------------------------------------------------------------------------------------------------
     def to_dict(self, fingerprint_key: str = "fingerprint") -> dict[str, str]:
-        """The JSON object of this reference (only the fields recorded); ``fingerprint_key`` names the fingerprint."""
-        data = {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}
+        """The JSON object of this reference (only the fields recorded); ``fingerprint_key`` names the fingerprint.
+
+        Inside [`publishing`] the local path is left out.
+        """
+        reference = self.published() if _PUBLISHING.get() else self
+        data = {name: getattr(reference, name) for name in _FIELDS if getattr(reference, name) is not None}
         if self.fingerprint is not None:
             data[fingerprint_key] = self.fingerprint
         return data

@@ -7,6 +7,14 @@
 3. Run the few-shot PIAA protocol (`benchmark.py`) for every rater at each k: our default and the baselines.
 4. Write the table (JSON, markdown) and the figure; export one personalized model in both modes and reload each in
    a fresh Python process to check its scores are identical.
+
+The numbers are the same on every run and every machine with the same kind of CPU: everything random is seeded
+(`DemoConfig.seed`), torch uses deterministic algorithms, and the thread counts are fixed rather than taken from the
+machine (`BUILD_THREADS` for the world and the bank; one thread per protocol worker, and each draw seeded on its own,
+so the number of workers changes only the speed). Float reductions split over another number of threads round
+differently, which is enough to flip a close model selection and change the table. The bank's files themselves may
+still differ in their last bits between processes (MKL picks kernels by memory alignment unless `MKL_CBWR` says
+otherwise); the table's numbers did not, in the test that compares two runs.
 """
 
 from __future__ import annotations
@@ -21,11 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+import threadpoolctl
+import torch
 
 from ..bank import TaskVectorBank
 from ..bank_production import LITE0_IMAGENET, build_bank, init_base
@@ -40,7 +52,7 @@ from ..settings import FinetuneConfig
 from ..training import finetune
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "default_cache_dir"]
+__all__ = ["BUILD_THREADS", "DemoConfig", "DemoResult", "run_demo", "default_cache_dir", "fixed_compute"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +61,23 @@ _CACHE_VERSION = 2
 #: The full demo leaves out the two baselines that cost most per rater (they run in `--quick` and in benchmarks/),
 #: so that 24 raters fit in minutes on a CPU.
 DEMO_METHODS = tuple(m for m in METHODS if m not in ("paper", "full_finetune"))
+#: Threads that build the world and fine-tune the bank, whatever the machine (see the module's docstring).
+BUILD_THREADS = 2
+
+
+@contextmanager
+def fixed_compute(threads: int) -> Iterator[None]:
+    """Deterministic torch algorithms, and ``threads`` threads for torch and for the BLAS / OpenMP pools of numpy and
+    scipy; what was set before is restored afterwards."""
+    before, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with threadpoolctl.threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def default_cache_dir() -> Path:
@@ -80,8 +109,8 @@ class DemoConfig:
         baseline_steps: steps of the fine-tuning and ensemble baselines.
         score_candidates: also record the test SROCC of every candidate our default cross-validated (see
             `BenchmarkConfig.score_candidates`).
-        workers: processes that run the protocol's draws (see `BenchmarkConfig.workers`); default: one per CPU core,
-            at most 4.
+        workers: processes that run the protocol's draws (see `BenchmarkConfig.workers`), one thread each; default:
+            one per CPU core, at most 4. The numbers do not depend on it.
         seed: seed of the base model's head, fine-tuning and draws.
     """
 
@@ -316,33 +345,36 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    world = build_world(config.world)
-    timings["world_s"] = time.perf_counter() - began
-    mark = time.perf_counter()
-    base, bank, from_cache, cache_folder = _base_and_bank(
-        config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress
-    )
-    timings["bank_s"] = time.perf_counter() - mark
+    with fixed_compute(BUILD_THREADS):
+        world = build_world(config.world)
+        timings["world_s"] = time.perf_counter() - began
+        mark = time.perf_counter()
+        base, bank, from_cache, cache_folder = _base_and_bank(
+            config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress
+        )
+        timings["bank_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     ratings = datasets.concatenate_datasets([world.ratings[u.user_id] for u in world.users])
     personalizer = PersonalizerConfig(steps=config.personalizer_steps, seed=config.seed)
-    result = run_benchmark(
-        base,
-        bank,
-        ratings,
-        BenchmarkConfig(
-            shots=config.shots,
-            repeats=config.repeats,
-            methods=config.methods,
-            seed=config.seed,
-            personalizer=personalizer,
-            paper=PersonalizerConfig.from_preset("paper", steps=config.paper_steps, seed=config.seed),
-            baseline_steps=config.baseline_steps,
-            score_candidates=config.score_candidates,
-            workers=config.workers or min(4, os.cpu_count() or 1),
-            progress=progress,
-        ),
-    )
+    workers = config.workers or min(4, os.cpu_count() or 1)
+    with fixed_compute(workers):  # the protocol gives each worker an equal share: one thread
+        result = run_benchmark(
+            base,
+            bank,
+            ratings,
+            BenchmarkConfig(
+                shots=config.shots,
+                repeats=config.repeats,
+                methods=config.methods,
+                seed=config.seed,
+                personalizer=personalizer,
+                paper=PersonalizerConfig.from_preset("paper", steps=config.paper_steps, seed=config.seed),
+                baseline_steps=config.baseline_steps,
+                score_candidates=config.score_candidates,
+                workers=workers,
+                progress=progress,
+            ),
+        )
     timings["benchmark_s"] = time.perf_counter() - mark
     ceiling = sum(world.noise_ceiling(u.user_id) for u in world.users) / len(world.users)
     text = caption(len(world.users), ceiling)
