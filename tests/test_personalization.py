@@ -437,3 +437,29 @@ def test_the_distillation_loss_is_one_minus_the_correlation_with_the_teacher():
     assert abs(float(loss)) < 1e-6  # any increasing linear map of the teacher's scores is a perfect student
     _, loss = same.split(torch.tensor([5.0, 6.0, 30.0, 20.0, 10.0]))
     assert abs(float(loss) - 4.0) < 1e-6  # reversed: 2 x (1 - (-1))
+
+
+def test_one_labelled_progress_bar_per_personalization(world, pool, monkeypatch):
+    """One bar for the whole fit, its description naming the fold and candidate, then the refit: not a bar per fold."""
+    from taskvec_aesthetics import personalization
+
+    bars = []
+
+    class Recorded(personalization.tqdm):  # the real bar, with what it was told to show kept for the test
+        def __init__(self, *args, **kwargs):
+            self.descriptions = [kwargs.get("desc")]
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def set_description(self, desc=None, refresh=True):
+            self.descriptions.append(desc)
+            super().set_description(desc, refresh)
+
+    monkeypatch.setattr(personalization, "tqdm", Recorded)
+    pixels, _, ratings, rated, _ = pool
+    personalizer = Personalizer(world.base, world.bank, PersonalizerConfig(steps=6, eval_every=3, progress=True))
+    personalizer.fit_encoded(EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double()))
+    assert len(bars) == 1, [bar.descriptions for bar in bars]
+    described = bars[0].descriptions
+    assert all(d.startswith("Personalizing") for d in described), described
+    assert "Personalizing (fold 1/5, layer)" in described and described[-1].startswith("Personalizing (refit ")
