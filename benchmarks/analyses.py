@@ -125,6 +125,13 @@ def main() -> None:
     )
     gains.save(args.output, stem="demo_gains", caption=scale)
     print(gains.to_markdown() + "\n" + scale)
+    if 0 < args.default_raters < args.raters:  # every method on the raters our default ran on: lines that compare
+        same = gains.for_users([u.user_id for u in world.users[: args.default_raters]])
+        same.save(args.output, stem="demo_gains_same_raters", caption=same_raters_caption(args.default_raters, scale))
+
+
+def same_raters_caption(raters: int, scale: str) -> str:
+    return f"Every method on the same {raters} raters (those our default ran on); no reference line. {scale}"
 
 if __name__ == "__main__":
     main()

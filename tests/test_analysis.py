@@ -218,3 +218,17 @@ def test_benchmark_command_runs_nested_subsets_and_writes_every_view(saved_bank,
     assert json.loads((out / "gains.json").read_text())["references"] == {"prior": {"10": 0.3}, "other": 0.2}
     assert main(["benchmark", *common, "--random-orders", "2", "--reference", "no-number"]) == 2
     assert "LABEL=SROCC" in capsys.readouterr().err
+
+
+def test_gains_for_some_users_keep_every_method_on_those_users_only():
+    per_user = {
+        "a": {"default": {10: {"u1": 0.1, "u2": 0.3}}, "ensemble": {10: {"u1": 0.2, "u2": 0.4, "u3": 0.9}}},
+        "a+b": {"default": {10: {"u1": 0.5, "u2": 0.7}}, "ensemble": {10: {"u1": 0.6, "u2": 0.8, "u3": 0.9}}},
+    }
+    gains = GainsResult(["a", "b"], [["a", "b"]], per_user, {"line": 0.5})
+    same = gains.for_users(["u1", "u2"])
+    means = {(r["method"], r["databases"]): r["srocc_mean"] for r in same.summary()}
+    assert means == pytest.approx({("default", 1): 0.2, ("ensemble", 1): 0.3, ("default", 2): 0.6, ("ensemble", 2): 0.7})
+    assert {r["users"] for r in same.summary()} == {2} and same.references == {}
+    with pytest.raises(AnalysisError, match="not every method ran on users"):
+        gains.for_users(["u1", "u3"])

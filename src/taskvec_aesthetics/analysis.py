@@ -127,6 +127,24 @@ class GainsResult:
                     )
         return rows
 
+    def for_users(self, users: Sequence[str]) -> GainsResult:
+        """The same result over ``users`` only, for every method: lines drawn over the same people compare.
+
+        References are dropped (they were computed over all the users)."""
+        wanted = set(users)
+        per_user = {
+            s: {m: {k: {u: v for u, v in by_user.items() if u in wanted} for k, by_user in by_k.items()}
+                for m, by_k in methods.items()}
+            for s, methods in self.per_user.items()
+        }  # fmt: skip
+        missing = [
+            f"{m} ({s})" for s, methods in per_user.items() for m, by_k in methods.items()
+            if any(len(by_user) < len(wanted) for by_user in by_k.values())
+        ]  # fmt: skip
+        if missing:
+            raise AnalysisError(f"not every method ran on users {sorted(wanted)}: {missing[:3]}")
+        return GainsResult(self.task_names, self.orders, per_user, {}, dict(self.config))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task_names": self.task_names,
