@@ -73,7 +73,9 @@ def main() -> None:
         "(ours) | W/T/L |",
         "|---|---|---|---|---|---|---|",
     ]
-    record = {"config": vars(args), "users": list(USERS), "banks": {}, "rows": []}
+    # The output folder is where the files are, not a setting of the run: no path of this machine goes in the record.
+    config = {key: value for key, value in vars(args).items() if key != "output"}
+    record = {"config": config, "users": list(USERS), "banks": {}, "rows": []}
     for k in args.shots:
         users = list(USERS)
         ours_full = [full["per_user"]["default", k][u] for u in users]
