@@ -1,4 +1,4 @@
-"""Active choice of the photos to rate (greedy D-optimal design, `taskvec_aesthetics.selection`) against random choice.
+"""Active choice of the photos to rate (greedy D-optimal design, `taskvec_aesthetics.personalization.photo_choice`) against random choice.
 
 On the demo's bank and pool (cached: `taskvec-aesthetics demo` builds them, or this script does), each simulated rater
 rates k photos chosen by each strategy, our default recipe personalizes on them, and the test SROCC is measured
@@ -31,9 +31,9 @@ import torch  # noqa: E402
 
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
-from taskvec_aesthetics.metrics import srocc  # noqa: E402
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
-from taskvec_aesthetics.selection import STRATEGIES, choose_next  # noqa: E402
+from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.photo_choice import STRATEGIES, choose_next  # noqa: E402
 
 TIE = 0.005
 

@@ -28,17 +28,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank  # noqa: E402
-from taskvec_aesthetics.analysis import (  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.world import build_world  # noqa: E402
+from taskvec_aesthetics.experiments.analysis import (  # noqa: E402
     benchmark_gains,
     load_benchmark_result,
     subset_orders,
     zero_shot_per_user,
 )
-from taskvec_aesthetics.benchmark import BenchmarkConfig  # noqa: E402
-from taskvec_aesthetics.demo.runner import DemoConfig, default_cache_dir  # noqa: E402
-from taskvec_aesthetics.demo.world import build_world  # noqa: E402
-from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
-from taskvec_aesthetics.progress import transformers_bars_off  # noqa: E402
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.utils.progress import transformers_bars_off  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 #: Methods that fit nothing or little (run for more raters than our default; the softmax init comes with our default's
@@ -132,6 +132,7 @@ def main() -> None:
 
 def same_raters_caption(raters: int, scale: str) -> str:
     return f"Every method on the same {raters} raters (those our default ran on); no reference line. {scale}"
+
 
 if __name__ == "__main__":
     main()

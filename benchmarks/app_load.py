@@ -18,8 +18,8 @@ import json
 import os
 import platform
 import random
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile

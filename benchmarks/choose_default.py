@@ -20,10 +20,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from taskvec_aesthetics.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, rate  # noqa: E402
-from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
 
 RECIPES = {
     "cv: srocc criterion, 1 SE, learned start from the best simple candidate (default)": dict(),

@@ -27,9 +27,9 @@ from transformers import pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
 from taskvec_aesthetics import AestheticModel, model_fingerprint
-from taskvec_aesthetics.bank_production import LITE0_IMAGENET, init_base
 from taskvec_aesthetics.demo.photos import load_photos
 from taskvec_aesthetics.pipeline import TASK
+from taskvec_aesthetics.training.bank_building import LITE0_IMAGENET, init_base
 
 
 def photo_dataset(count: int) -> datasets.Dataset:

@@ -14,7 +14,7 @@ import time
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from taskvec_aesthetics.fingerprint import _legacy_fingerprint, state_fingerprint
+from taskvec_aesthetics.task_vectors.fingerprint import _legacy_fingerprint, state_fingerprint
 
 
 def best_of(function, repeats: int = 3) -> float:

@@ -33,8 +33,8 @@ from active_selection import comparison_row, paired, summarize, write_results  #
 
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
-from taskvec_aesthetics.metrics import srocc  # noqa: E402
-from taskvec_aesthetics.personalization import (  # noqa: E402
+from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import (  # noqa: E402
     EncodedPreferences,
     EncodedRatings,
     Personalizer,

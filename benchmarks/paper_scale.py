@@ -95,7 +95,7 @@ done()
 """
 
 _BUILD_BANK = """
-from taskvec_aesthetics.bank_production import build_bank
+from taskvec_aesthetics.training.bank_building import build_bank
 began = time.perf_counter()
 runs = [f"{root}/runs/task{t}" for t in range(args["tasks"])]
 build_bank(runs, f"{root}/base", save_directory=args["output"])
@@ -126,7 +126,7 @@ done(seconds=time.perf_counter() - began, scores=len(scores))
 _PERSONALIZE = """
 import dataclasses
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.personalization import Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import Personalizer, PersonalizerConfig
 base = AestheticModel.from_pretrained(f"{root}/base")
 bank = TaskVectorBank.from_pretrained(args["bank"], base=base)
 fields = {f.name for f in dataclasses.fields(PersonalizerConfig)}

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 from transformers import CLIPVisionConfig  # noqa: E402
 
 from taskvec_aesthetics import AestheticConfig, AestheticModel, TaskVectorBank  # noqa: E402
-from taskvec_aesthetics.bank import TaskVector  # noqa: E402
 from taskvec_aesthetics.losses import pairwise_rank_loss  # noqa: E402
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.task_vectors.bank import TaskVector  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -111,7 +111,7 @@ def step_ratios(model: AestheticModel, bank: TaskVectorBank, batch: int, repeats
 _MEMORY_SCRIPT = """
 import json, sys, torch
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
 base = AestheticModel.from_pretrained(sys.argv[1])
 tasks = int(sys.argv[3])
 bank = TaskVectorBank.from_pretrained(sys.argv[2], base=base, tasks=[f"task{t}" for t in range(tasks)])
@@ -172,7 +172,7 @@ def users_per_minute(users: int, shots: int, steps: int, folder: Path) -> dict[s
 
     from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir
     from taskvec_aesthetics.demo.world import build_world
-    from taskvec_aesthetics.many import personalize_many
+    from taskvec_aesthetics.personalization.many import personalize_many
 
     config = DemoConfig.preset("quick")
     config = dataclasses.replace(

@@ -3,7 +3,7 @@
 Each user's utility is a known mixture of five image traits (tests/planted.py): single-criterion tastes, tastes with
 negative weights, and tastes on a trait (a vertical gradient) that no task covers. For each user, k and repeat, k
 rated images (noisy ratings) train every method and the others test it, by SROCC against the noise-free utility.
-The protocol and statistics are the library's (`taskvec_aesthetics.benchmark`): means over users with 95 % bootstrap
+The protocol and statistics are the library's (`taskvec_aesthetics.experiments.benchmark`): means over users with 95 % bootstrap
 intervals, paired differences to our default with win/tie/loss counts, and which candidate the default chose.
 
     python benchmarks/planted.py [--world first|second] [--transductive] [--repeats 3] [--shots 10 30 100]
@@ -32,16 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 import planted  # noqa: E402
 import planted_second  # noqa: E402
+import torch  # noqa: E402
 from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E402
 
-from taskvec_aesthetics.benchmark import (  # noqa: E402
+from taskvec_aesthetics.experiments.benchmark import (  # noqa: E402
     BenchmarkConfig,
     BenchmarkResult,
 )
-from taskvec_aesthetics.personalization import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
 
 METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
 
@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--transductive", action="store_true", help="give our default the pool's photos, unrated")
     parser.add_argument("--stem", help="file names of the results (default: from the world and the setting)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="PersonalizerConfig overrides")
-    parser.add_argument("--gains", type=int, metavar="N", help="nested subsets of the bank, N random orders (0: fixed)")
+    parser.add_argument(
+        "--gains", type=int, metavar="N", help="nested subsets of the bank, N random orders (0: fixed)"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(0)
@@ -111,7 +113,7 @@ def main() -> None:
 
 def gains(world, photos, config: BenchmarkConfig, args, users, criteria, stem: str) -> None:
     """The protocol on the nested subsets of the planted bank (`analysis.run_gains`), written as <stem>_gains.*."""
-    from taskvec_aesthetics.analysis import run_gains, subset_orders
+    from taskvec_aesthetics.experiments.analysis import run_gains, subset_orders
 
     def protocol(bank):
         trials = run_protocol(dataclasses.replace(world, bank=bank), photos, config, args.noise, users, criteria)[0]

@@ -21,10 +21,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from taskvec_aesthetics.benchmark import draw_order  # noqa: E402
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.experiments.benchmark import draw_order  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.benchmark import BenchmarkConfig, Trial, _Draw, _Methods, _run_draw, draw_order
-from taskvec_aesthetics.personalization import Personalizer
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, Trial, _Draw, _Methods, _run_draw, draw_order
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 TRAITS = ("red", "green", "blue", "texture", "gradient")
 NUM_TASKS = 4  # the first four traits; "gradient" is covered by no task

@@ -41,7 +41,9 @@ def _raw_traits(photos: list[Image.Image]) -> np.ndarray:
     luminance = arrays.mean(axis=3)
     saturation = (arrays.max(axis=3) - arrays.min(axis=3)).mean(axis=(1, 2))
     # Stripes vary down the rows only; blotches vary both ways, so their share cancels.
-    stripes = np.abs(np.diff(luminance, axis=1)).mean(axis=(1, 2)) - np.abs(np.diff(luminance, axis=2)).mean(axis=(1, 2))
+    stripes = np.abs(np.diff(luminance, axis=1)).mean(axis=(1, 2)) - np.abs(np.diff(luminance, axis=2)).mean(
+        axis=(1, 2)
+    )
     inner = luminance[:, 8:24, 8:24].mean(axis=(1, 2))
     centre = inner - (luminance.sum(axis=(1, 2)) - inner * 256) / (SIZE * SIZE - 256)
     contrast = luminance.std(axis=(1, 2))

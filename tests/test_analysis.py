@@ -10,7 +10,8 @@ from planted import images, user_ratings
 from tiny_models import perturbed_copy, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.analysis import (
+from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.experiments.analysis import (
     AnalysisError,
     GainsResult,
     benchmark_gains,
@@ -19,9 +20,8 @@ from taskvec_aesthetics.analysis import (
     task_vector_similarity,
     zero_shot_per_user,
 )
-from taskvec_aesthetics.benchmark import BenchmarkConfig, run_benchmark
-from taskvec_aesthetics.cli import main
-from taskvec_aesthetics.personalization import PersonalizerConfig
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark
+from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,6 @@ def test_zero_shot_per_user_from_a_saved_benchmark(planted_world, ratings, tmp_p
     assert json.loads((tmp_path / "cli" / "zero_shot.json").read_text())["k"] == 10
 
 
-
 def test_benchmark_command_runs_nested_subsets_and_writes_every_view(saved_bank, tmp_path, capsys):
     _, folder = saved_bank
     photos = images(24, seed=3)
@@ -203,7 +202,14 @@ def test_benchmark_command_runs_nested_subsets_and_writes_every_view(saved_bank,
         rows += [f"p{i}.png,{(i * 7) % 10 + 1},a", f"p{i}.png,{(i * 3) % 10 + 1},b"]
     (tmp_path / "ratings.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "bench"
-    common = ["--ratings", str(tmp_path / "ratings.csv"), "--model", str(folder.parent / "base"), "--bank", str(folder)]
+    common = [
+        "--ratings",
+        str(tmp_path / "ratings.csv"),
+        "--model",
+        str(folder.parent / "base"),
+        "--bank",
+        str(folder),
+    ]
     common += ["--shots", "10", "--repeats", "1", "--methods", "single", "best_single", "--output", str(out)]
     code = main(["-q", "benchmark", *common, "--order", "t2", "t0", "--reference", "prior@10=0.3"])
     assert code == 0, capsys.readouterr().err
@@ -228,7 +234,9 @@ def test_gains_for_some_users_keep_every_method_on_those_users_only():
     gains = GainsResult(["a", "b"], [["a", "b"]], per_user, {"line": 0.5})
     same = gains.for_users(["u1", "u2"])
     means = {(r["method"], r["databases"]): r["srocc_mean"] for r in same.summary()}
-    assert means == pytest.approx({("default", 1): 0.2, ("ensemble", 1): 0.3, ("default", 2): 0.6, ("ensemble", 2): 0.7})
+    assert means == pytest.approx(
+        {("default", 1): 0.2, ("ensemble", 1): 0.3, ("default", 2): 0.6, ("ensemble", 2): 0.7}
+    )
     assert {r["users"] for r in same.summary()} == {2} and same.references == {}
     with pytest.raises(AnalysisError, match="not every method ran on users"):
         gains.for_users(["u1", "u3"])

@@ -15,7 +15,7 @@ from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.app import RatingSession, load_resources
 from taskvec_aesthetics.app.session import cv_estimate
 from taskvec_aesthetics.data import load_preferences, load_ratings
-from taskvec_aesthetics.selection import choose_next
+from taskvec_aesthetics.personalization.photo_choice import choose_next
 
 
 @pytest.fixture(scope="module")

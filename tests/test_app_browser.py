@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from app_world import FAST, NUM_PHOTOS, free_port, write_app_inputs
-
 from PIL import Image
 
 from taskvec_aesthetics import AestheticModel

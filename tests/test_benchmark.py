@@ -9,7 +9,7 @@ import pytest
 import torch
 from planted import images, user_ratings
 
-from taskvec_aesthetics.benchmark import (
+from taskvec_aesthetics.experiments.benchmark import (
     METHODS,
     TIE,
     BenchmarkConfig,
@@ -17,7 +17,7 @@ from taskvec_aesthetics.benchmark import (
     draw_order,
     run_benchmark,
 )
-from taskvec_aesthetics.personalization import CANDIDATES, PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import CANDIDATES, PersonalizerConfig
 
 USERS = {"u1": [0.75, 0.5, 0.0], "u2": [0.0, 0.2, 1.0], "u3": [1.0, -0.5, 0.0]}
 NUM_IMAGES = 40

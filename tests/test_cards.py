@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 from tiny_models import perturbed_copy, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.hub import is_generated_card
-from taskvec_aesthetics.references import Reference
+from taskvec_aesthetics.hub.cards import is_generated_card
+from taskvec_aesthetics.hub.references import Reference
 
 BASE_REPO, BANK_REPO = "someone/aesthetic-base", "someone/aesthetic-bank"
 BASE_SHA, BANK_SHA = "a" * 40, "b" * 40

@@ -13,7 +13,7 @@ from planted import images, user_ratings
 
 from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.cli import build_parser, main
-from taskvec_aesthetics.references import Reference
+from taskvec_aesthetics.hub.references import Reference
 
 
 @pytest.fixture(scope="module")
@@ -245,10 +245,10 @@ def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, ca
 
 def test_help_texts_match_the_library(capsys):
     from taskvec_aesthetics import cli
-    from taskvec_aesthetics.bank import STORAGE_DTYPES
-    from taskvec_aesthetics.benchmark import METHODS
     from taskvec_aesthetics.constants import STORAGE_DTYPE_NAMES
     from taskvec_aesthetics.data.ratings import IMAGE_COLUMNS, SCORE_COLUMNS, USER_COLUMN
+    from taskvec_aesthetics.experiments.benchmark import METHODS
+    from taskvec_aesthetics.task_vectors.bank import STORAGE_DTYPES
 
     assert STORAGE_DTYPE_NAMES == tuple(STORAGE_DTYPES)
     assert cli.BENCHMARK_METHODS == METHODS
@@ -266,7 +266,7 @@ def test_personalize_flags_are_the_personalizer_config_fields():
     import dataclasses
 
     from taskvec_aesthetics.cli import build_parser
-    from taskvec_aesthetics.settings import PersonalizerConfig
+    from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
     parser = build_parser()
     personalize = parser._subparsers._group_actions[0].choices["personalize"]

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from taskvec_aesthetics.benchmark import METHODS
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank
 from taskvec_aesthetics.demo.world import build_world
-
+from taskvec_aesthetics.experiments.benchmark import METHODS
 
 # The other run: one worker (this process runs the machine's count), an empty cache, and a home folder of its own.
 _OTHER_RUN = """

@@ -26,13 +26,13 @@ from safetensors.torch import load_file, save_file
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
-from taskvec_aesthetics.bank import BANK_CONFIG_FILE
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
+from taskvec_aesthetics.hub.references import Reference
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
-from taskvec_aesthetics.references import Reference
-from taskvec_aesthetics.training import FinetuneConfig, finetune_database
+from taskvec_aesthetics.task_vectors.bank import BANK_CONFIG_FILE
+from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]
 
@@ -164,7 +164,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(training_run, 
                     (run / "checkpoints" / folder.name / file.name).write_bytes(file.read_bytes())
     newest = run / "checkpoints" / "step-00000004" / damaged
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a full disk
-    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training"):
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training.finetune"):
         config = FinetuneConfig(run, **settings)
         resumed = finetune_database(
             "koniq10k", koniq, root / "base", config, eval_split=None, resume_from_checkpoint="latest"
@@ -204,7 +204,7 @@ def test_an_edited_base_is_refused_by_its_exports(saved):
 
 def test_legacy_fingerprints_still_load_with_a_warning(saved, caplog):
     # A bank from an earlier version: sampled fingerprint, no checksums. It loads, and says how to upgrade.
-    from taskvec_aesthetics.fingerprint import _legacy_fingerprint
+    from taskvec_aesthetics.task_vectors.fingerprint import _legacy_fingerprint
 
     root, base, _ = saved
     legacy = _legacy_fingerprint(base.state_dict())
@@ -390,7 +390,7 @@ def test_two_processes_saving_one_model_folder_both_succeed(tmp_path):
         """
         import sys
         from tiny_models import tiny_model
-        from taskvec_aesthetics.training import save_model_dir
+        from taskvec_aesthetics.training.finetune import save_model_dir
         from pathlib import Path
         for _ in range(3):
             save_model_dir(tiny_model("clip"), Path(sys.argv[1]))
@@ -495,7 +495,7 @@ def test_exports_are_validated_on_save_and_calibration_stays_finite(saved):
 
 
 def test_json_is_strict(tmp_path):
-    from taskvec_aesthetics.io import write_json
+    from taskvec_aesthetics.utils.io import write_json
 
     write_json(tmp_path / "x.json", {"srocc": float("nan"), "nested": [float("inf"), 1.0]})
     text = (tmp_path / "x.json").read_text()
@@ -617,7 +617,7 @@ def test_a_save_keeps_a_users_folder_named_like_a_leftover(saved, monkeypatch):
 # A bank_config.json entry `*` (or any glob) would make the Hub download fetch the whole repository.
 @pytest.mark.parametrize("entry", ["*", "task_vectors/*.safetensors", "task_vectors/a?.safetensors", "[ab]"])
 def test_a_glob_file_entry_fails_before_any_download(saved, monkeypatch, entry):
-    from taskvec_aesthetics import hub
+    from taskvec_aesthetics.task_vectors import bank as bank_module
 
     root, _, _ = saved
     edit_json(root / "bank" / BANK_CONFIG_FILE, lambda c: c["tasks"][0].update(file=entry, sha256=None, size=None))
@@ -629,8 +629,8 @@ def test_a_glob_file_entry_fails_before_any_download(saved, monkeypatch, entry):
         downloads.append(list(filenames))
         return root / "bank", "0" * 40
 
-    monkeypatch.setattr(hub, "locate", lambda *args, **kwargs: None)  # the Hub has the repository
-    monkeypatch.setattr(hub, "download", snapshot)
+    monkeypatch.setattr(bank_module, "locate", lambda *args, **kwargs: None)  # the Hub has the repository
+    monkeypatch.setattr(bank_module, "download", snapshot)
     with pytest.raises(UnsafePathError, match=r"tasks\[0\].*glob"):
         TaskVectorBank.from_pretrained("someone/bank")
     assert downloads == [[BANK_CONFIG_FILE]], "task files were requested before the entries were checked"
@@ -695,7 +695,7 @@ def test_an_edited_trainer_state_is_refused_naming_the_file(training_run, tmp_pa
 @pytest.mark.parametrize("same", ["file", "copy"])
 def test_a_self_pair_in_a_preferences_csv_names_the_files_line(tmp_path, same):
     from taskvec_aesthetics.data import load_preferences
-    from taskvec_aesthetics.ratings_input import as_preferences, canonical_preferences
+    from taskvec_aesthetics.personalization.inputs import as_preferences, canonical_preferences
 
     for i in range(3):
         Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")

@@ -12,7 +12,12 @@ from PIL import Image
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig, resolve_device
+from taskvec_aesthetics.personalization.personalizer import (
+    EncodedRatings,
+    Personalizer,
+    PersonalizerConfig,
+    resolve_device,
+)
 
 DEVICE = os.environ.get("TASKVEC_AESTHETICS_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(
@@ -53,7 +58,7 @@ def _ratings(n=16, seed=0):
 def test_auto_resolves_to_the_gpu_and_bfloat16():
     if DEVICE != "cuda":
         pytest.skip("checks the CUDA default")
-    from taskvec_aesthetics.personalization import resolve_dtype
+    from taskvec_aesthetics.personalization.personalizer import resolve_dtype
 
     device = resolve_device("auto")
     assert device.type == "cuda" and resolve_dtype("auto", device) == torch.bfloat16
@@ -133,9 +138,9 @@ def test_scoring_on_the_device_matches_the_cpu(base):
 def test_fine_tuning_with_checkpointing_on_the_device_builds_a_bank_that_personalizes(tmp_path):
     from database_fixtures import write_database_fixture
 
-    from taskvec_aesthetics.bank_production import build_bank
     from taskvec_aesthetics.data import load_database
-    from taskvec_aesthetics.training import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.bank_building import build_bank
+    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
 
     root = write_database_fixture("koniq10k", tmp_path / "data", num_images=12)
     tiny_model("clip").save_pretrained(tmp_path / "base")

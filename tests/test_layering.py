@@ -128,7 +128,9 @@ print(json.dumps(failures))
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork to give each module a fresh process")
 def test_every_module_imports_first_and_alone() -> None:
     modules = package_modules()
-    assert {"taskvec_aesthetics.hub", "taskvec_aesthetics.modeling", "taskvec_aesthetics.app.ui"} <= set(modules)
+    assert {"taskvec_aesthetics.hub.repository", "taskvec_aesthetics.modeling", "taskvec_aesthetics.app.ui"} <= set(
+        modules
+    )
     done = subprocess.run(
         [sys.executable, "-c", _IMPORT_EACH, json.dumps(modules)], capture_output=True, text=True, timeout=600
     )
@@ -156,7 +158,7 @@ def test_hub_points_down() -> None:
 
 def test_settings_references_and_constants_import_without_torch() -> None:
     probe = (
-        "import sys\nimport taskvec_aesthetics.settings, taskvec_aesthetics.references, taskvec_aesthetics.constants\n"
+        "import sys\nimport taskvec_aesthetics.personalization.config, taskvec_aesthetics.hub.references, taskvec_aesthetics.constants\n"
         "import taskvec_aesthetics.cli\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub') if m in sys.modules))"
     )

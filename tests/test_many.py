@@ -20,13 +20,13 @@ from planted import images, user_ratings
 from safetensors.torch import load_file
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.batched import BatchedPersonalizer, _conv2d_as_matmul
 from taskvec_aesthetics.cli import main
-from taskvec_aesthetics.coefficients import Coefficients
 from taskvec_aesthetics.errors import IntegrityError
-from taskvec_aesthetics.feature_cache import FeatureCache
-from taskvec_aesthetics.many import personalize_many, user_folder_name
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.batched import BatchedPersonalizer, _conv2d_as_matmul
+from taskvec_aesthetics.personalization.feature_cache import FeatureCache
+from taskvec_aesthetics.personalization.many import personalize_many, user_folder_name
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.task_vectors.coefficients import Coefficients
 
 QUICK = dict(steps=6, eval_every=3)
 TASTES = [[0.6, 0.6, -0.4], [-0.5, 0.2, 0.8], [0.1, -0.7, 0.3], [0.9, 0.0, 0.0], [0.0, 0.4, 0.4], [-0.3, -0.3, 0.9]]
@@ -354,9 +354,15 @@ def test_a_damaged_feature_cache_shard_is_named_and_rebuilt_once(saved, two_user
     with pytest.raises(IntegrityError, match=shard.name):
         FeatureCache(shard.parent.parent, shard.parent.name, shape=shape).read_shard(shard)
     out = tmp_path / "clean" / "rerun"
-    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.personalization.feature_cache"):
         rerun = personalize_many(
-            base, bank, path, out, config, cache_dir=tmp_path / "clean" / "feature_cache", skip_invalid=True,
+            base,
+            bank,
+            path,
+            out,
+            config,
+            cache_dir=tmp_path / "clean" / "feature_cache",
+            skip_invalid=True,
             progress=False,
         )
     assert not rerun.failed

@@ -6,8 +6,8 @@ import torch
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import Coefficients, TaskVectorBank
-from taskvec_aesthetics.merging import coefficient_layout, merge_parameters
-from taskvec_aesthetics.personalization import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.task_vectors.merging import coefficient_layout, merge_parameters
 
 TASKS = ["a", "b", "c"]
 
@@ -211,7 +211,7 @@ def runs(tmp_path_factory, koniq):
     """Two fine-tuning runs of one saved base: one trains everything, one freezes the embeddings and block 0."""
     from taskvec_aesthetics import AestheticModel
     from taskvec_aesthetics.data import load_database
-    from taskvec_aesthetics.training import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("runs")
     tiny_model("clip").save_pretrained(root / "base")
@@ -225,7 +225,7 @@ def runs(tmp_path_factory, koniq):
 
 def test_gradient_checkpointing_fine_tunes_to_the_same_weights(tmp_path, runs):
     from taskvec_aesthetics import AestheticModel
-    from taskvec_aesthetics.training import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
 
     runs, base, train = runs
     config = FinetuneConfig(tmp_path / "gc", batch_size=4, max_steps=2, lr_encoder=1e-2, gradient_checkpointing=True)
@@ -240,7 +240,7 @@ def test_gradient_checkpointing_fine_tunes_to_the_same_weights(tmp_path, runs):
 
 @pytest.mark.parametrize("storage_dtype", ["float32", "bfloat16"])
 def test_streamed_build_bank_equals_the_in_memory_build(tmp_path, runs, storage_dtype):
-    from taskvec_aesthetics.bank_production import build_bank
+    from taskvec_aesthetics.training.bank_building import build_bank
 
     runs, _, _ = runs
     in_memory = build_bank([runs / "all", runs / "top"], runs / "base", storage_dtype=storage_dtype)
@@ -324,7 +324,7 @@ def test_personalize_and_score_take_device_precision_and_batch_options(tmp_path,
 
 
 def test_save_finetuned_takes_models_or_weight_files(tmp_path, base, tuned):
-    from taskvec_aesthetics.bank import model_weights
+    from taskvec_aesthetics.task_vectors.bank import model_weights
 
     tuned["b"].save_pretrained(tmp_path / "b")
     shapes = {n: list(p.shape) for n, p in base.named_parameters()}

@@ -5,7 +5,7 @@ import torch
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import Coefficients, TaskVectorBank
-from taskvec_aesthetics.merging import (
+from taskvec_aesthetics.task_vectors.merging import (
     coefficient_layout,
     functional_forward,
     merge_parameters,

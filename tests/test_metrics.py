@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 import taskvec_aesthetics
-from taskvec_aesthetics.metrics import (
+from taskvec_aesthetics.evaluation.metrics import (
     METRIC_NAMES,
     ConstantInputWarning,
     correlation_report,
@@ -131,7 +131,7 @@ def test_logistic_plcc_is_exactly_one_on_a_logistic_relation(params: tuple[float
 
 
 def test_logistic_plcc_falls_back_to_linear_below_four_points(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.metrics"):
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.evaluation.metrics"):
         value = plcc([0.0, 1.0, 3.0], [1.0, 2.0, 2.5], logistic=True)
     assert value == plcc([0.0, 1.0, 3.0], [1.0, 2.0, 2.5])
     assert "at least 4 points, got 3" in caplog.text
@@ -211,7 +211,7 @@ def test_metric_paths_are_bundled_in_the_package() -> None:
         folder = Path(metric_path(name))
         assert folder.is_absolute() and folder.parent.parent == package_dir
         assert (folder / f"{name}.py").is_file() and (folder / "README.md").is_file()
-        assert "from taskvec_aesthetics.metrics import" in (folder / f"{name}.py").read_text()
+        assert "from taskvec_aesthetics.evaluation.metrics import" in (folder / f"{name}.py").read_text()
     with pytest.raises(ValueError, match="Unknown metric 'spearman'; expected one of srocc"):
         metric_path("spearman")
 

@@ -13,9 +13,9 @@ from tiny_models import IMAGE_SIZE, encoder_configs, pixels, tiny_model
 from transformers import AutoConfig, AutoModel
 
 from taskvec_aesthetics import AestheticConfig, AestheticModel, TaskVectorBank
-from taskvec_aesthetics.errors import FolderNotFoundError
 from taskvec_aesthetics.backbones import GenericAdapter
-from taskvec_aesthetics.references import Reference
+from taskvec_aesthetics.errors import FolderNotFoundError
+from taskvec_aesthetics.hub.references import Reference
 
 FAMILIES = list(encoder_configs())
 

@@ -12,20 +12,20 @@ from planted import images, to_pixels, user_ratings
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
-from taskvec_aesthetics.many import fit_many
-from taskvec_aesthetics.metrics import srocc
-from taskvec_aesthetics.personalization import (
+from taskvec_aesthetics.evaluation.metrics import srocc
+from taskvec_aesthetics.personalization.config import SIMPLE_CANDIDATES
+from taskvec_aesthetics.personalization.many import fit_many
+from taskvec_aesthetics.personalization.personalizer import (
     EncodedPreferences,
     EncodedRatings,
     Personalizer,
     PersonalizerConfig,
     _criterion,
-    _Distillation,
     _criterion_values,
+    _Distillation,
     _order_scales,
     pairwise_rank_loss,
 )
-from taskvec_aesthetics.settings import SIMPLE_CANDIDATES
 
 
 @pytest.fixture(scope="module")
@@ -441,7 +441,7 @@ def test_the_distillation_loss_is_one_minus_the_correlation_with_the_teacher():
 
 def test_one_labelled_progress_bar_per_personalization(world, pool, monkeypatch):
     """One bar for the whole fit, its description naming the fold and candidate, then the refit: not a bar per fold."""
-    from taskvec_aesthetics import personalization
+    from taskvec_aesthetics.personalization import personalizer as personalization
 
     bars = []
 

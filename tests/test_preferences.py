@@ -13,8 +13,8 @@ from test_personalization import _pil_images
 
 from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.data import load_preferences
-from taskvec_aesthetics.metrics import srocc
-from taskvec_aesthetics.personalization import EncodedPreferences, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.evaluation.metrics import srocc
+from taskvec_aesthetics.personalization.personalizer import EncodedPreferences, Personalizer, PersonalizerConfig
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, Coefficients, TaskVectorBank
 from taskvec_aesthetics.errors import ConfigError
-from taskvec_aesthetics.references import Reference, publishing
+from taskvec_aesthetics.hub.references import Reference, publishing
 
 SHA = "a" * 40
 
@@ -155,5 +155,7 @@ def test_publishing_writes_references_without_local_paths() -> None:
                                                      "base_fingerprint": "sha256:def"}  # fmt: skip
     assert local.to_dict()["path"] == "/somewhere/base"  # only while publishing
     assert (local.description, both.published().description, Reference().description) == (
-        "a local folder", "me/bank", "not on the Hub"
+        "a local folder",
+        "me/bank",
+        "not on the Hub",
     )

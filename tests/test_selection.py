@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from taskvec_aesthetics.selection import STRATEGIES, choose_next, design_features
+from taskvec_aesthetics.personalization.photo_choice import STRATEGIES, choose_next, design_features
 
 
 def correlated_pool(n: int = 200, seed: int = 0) -> np.ndarray:

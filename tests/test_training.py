@@ -9,10 +9,16 @@ from tiny_models import encoder_configs, tiny_model
 from transformers import AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_fingerprint, training
-from taskvec_aesthetics.bank_production import build_bank, init_base
 from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
-from taskvec_aesthetics.training import RESULT_FILE, FinetuneConfig, finetune, finetune_database, resample_histogram
+from taskvec_aesthetics.training.bank_building import build_bank, init_base
+from taskvec_aesthetics.training.finetune import (
+    RESULT_FILE,
+    FinetuneConfig,
+    finetune,
+    finetune_database,
+    resample_histogram,
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +180,7 @@ def test_regression_loss_and_score_mapping(tmp_path, clip_base):
     assert record["database"]["name"] == "spaq" and record["database"]["kind"] == "iqa"
     assert record["num_eval_images"] == len(test) == result.num_eval_images and record["num_images"] == len(train)
     assert record["base"]["fingerprint"] == model_fingerprint(base) and set(result.metrics) == {"srocc", "plcc"}
-    from taskvec_aesthetics.training import _ScoredImages
+    from taskvec_aesthetics.training.finetune import _ScoredImages
 
     item = _ScoredImages(train, base.image_processor, (0.0, 100.0), (1.0, 10.0), None)[0]
     assert item["score"].item() == pytest.approx(1.0 + train[0]["score"] * 9.0 / 100.0)

@@ -17,6 +17,8 @@ import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .utils import deprecation
+
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
@@ -24,26 +26,26 @@ _EXPORTS = {
     "AestheticConfig": "configuration",
     "AestheticModel": "modeling",
     "AestheticModelOutput": "modeling",
-    "Coefficients": "coefficients",
-    "FingerprintMismatchError": "fingerprint",
-    "TaskInfo": "bank",
-    "TaskVector": "bank",
-    "TaskVectorBank": "bank",
+    "Coefficients": "task_vectors.coefficients",
+    "FingerprintMismatchError": "task_vectors.fingerprint",
+    "TaskInfo": "task_vectors.bank",
+    "TaskVector": "task_vectors.bank",
+    "TaskVectorBank": "task_vectors.bank",
     "TaskvecAestheticsError": "errors",
-    "model_fingerprint": "fingerprint",
-    "FinetuneConfig": "settings",
-    "Personalizer": "personalization",
-    "PersonalizerConfig": "settings",
-    "Reference": "references",
-    "PersonalizationReport": "personalization",
-    "fit_many": "many",
-    "personalize_many": "many",
-    "srocc": "metrics",
-    "plcc": "metrics",
-    "krcc": "metrics",
-    "pairwise_accuracy": "metrics",
-    "correlation_report": "metrics",
-    "load_metric": "metrics",
+    "model_fingerprint": "task_vectors.fingerprint",
+    "FinetuneConfig": "training.config",
+    "Personalizer": "personalization.personalizer",
+    "PersonalizerConfig": "personalization.config",
+    "Reference": "hub.references",
+    "PersonalizationReport": "personalization.personalizer",
+    "fit_many": "personalization.many",
+    "personalize_many": "personalization.many",
+    "srocc": "evaluation.metrics",
+    "plcc": "evaluation.metrics",
+    "krcc": "evaluation.metrics",
+    "pairwise_accuracy": "evaluation.metrics",
+    "correlation_report": "evaluation.metrics",
+    "load_metric": "evaluation.metrics",
 }
 
 __all__ = [
@@ -74,17 +76,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .bank import TaskInfo, TaskVector, TaskVectorBank
-    from .coefficients import Coefficients
     from .configuration import AestheticConfig
     from .errors import TaskvecAestheticsError
-    from .fingerprint import FingerprintMismatchError, model_fingerprint
-    from .many import fit_many, personalize_many
-    from .metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
+    from .evaluation.metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
+    from .hub.references import Reference
     from .modeling import AestheticModel, AestheticModelOutput
-    from .personalization import PersonalizationReport, Personalizer
-    from .references import Reference
-    from .settings import FinetuneConfig, PersonalizerConfig
+    from .personalization.config import PersonalizerConfig
+    from .personalization.many import fit_many, personalize_many
+    from .personalization.personalizer import PersonalizationReport, Personalizer
+    from .task_vectors.bank import TaskInfo, TaskVector, TaskVectorBank
+    from .task_vectors.coefficients import Coefficients
+    from .task_vectors.fingerprint import FingerprintMismatchError, model_fingerprint
+    from .training.config import FinetuneConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -123,6 +126,8 @@ class _RegisterPipeline(importlib.abc.MetaPathFinder):
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
+
+deprecation.install()  # the previous release's flat module paths, for one release
 
 if _RegisterPipeline.target in sys.modules:
     import_module(".pipeline", __name__)

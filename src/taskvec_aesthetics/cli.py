@@ -39,8 +39,10 @@ from .constants import (
     WEIGHTS_FILE,
 )
 from .errors import TaskvecAestheticsError
-from .io import read_json
-from .settings import PRESETS, FinetuneConfig, PersonalizerConfig, field_kind
+from .personalization.config import PRESETS, PersonalizerConfig
+from .training.config import FinetuneConfig
+from .utils.fields import field_kind
+from .utils.io import read_json
 
 __all__ = ["main", "build_parser", "push_saved", "saved_kind", "SUBCOMMANDS"]
 
@@ -133,7 +135,7 @@ def add_init_base(subparsers: Any) -> None:
 
 
 def run_init_base(args: argparse.Namespace) -> None:
-    from .bank_production import init_base
+    from .training.bank_building import init_base
 
     extra = {"score_range": args.score_range} if args.score_range else {}
     model = init_base(args.encoder, seed=args.seed, image_size=args.image_size, save_directory=args.output, **extra)
@@ -181,7 +183,7 @@ def add_finetune(subparsers: Any) -> None:
 def run_finetune(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from .training import finetune_database
+    from .training.finetune import finetune_database
 
     config = FinetuneConfig(**config_values(args, FinetuneConfig), output_dir=args.output)
     result = finetune_database(
@@ -223,7 +225,7 @@ def add_build_bank(subparsers: Any) -> None:
 
 
 def run_build_bank(args: argparse.Namespace) -> None:
-    from .bank_production import build_bank
+    from .training.bank_building import build_bank
 
     bank = build_bank(args.runs, args.base, storage_dtype=args.storage_dtype, save_directory=args.output)
     print(f"saved {bank!r} to {args.output}")
@@ -250,9 +252,9 @@ def run_score(args: argparse.Namespace) -> None:
     if missing:  # before the (slow) model load
         raise FileNotFoundError(f"no such image file or folder: {', '.join(missing)}")
     _check_locations(args.model, revision=args.revision)
+    from .evaluation.scores_output import write_scores
     from .modeling import AestheticModel
     from .processing import list_images
-    from .scores_output import write_scores
 
     files = [f for p in args.paths for f in (list_images(p) if Path(p).is_dir() else [Path(p)])]
     import contextlib
@@ -270,13 +272,13 @@ def run_score(args: argparse.Namespace) -> None:
 
 def _check_locations(model: str | None, bank: str | None = None, revision: str | None = None) -> None:
     """A model or bank that is neither a folder nor a Hub repository fails now, before the slow imports and loads."""
-    from . import hub
+    from .hub.repository import locate
 
     if model is not None:
         _check_is_model(model)
-        hub.locate(model, "model", revision=revision)
+        locate(model, "model", revision=revision)
     if bank is not None:
-        hub.locate(bank, "bank")
+        locate(bank, "bank")
 
 
 def _check_is_model(location: str) -> None:
@@ -314,7 +316,7 @@ def _add_compute_options(parser: argparse.ArgumentParser, gradients: bool = True
 
 def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The PersonalizerConfig fields of the compute options, with auto resolved."""
-    from .personalization import resolve_device, resolve_dtype
+    from .personalization.personalizer import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
@@ -366,7 +368,6 @@ def add_personalize(subparsers: Any) -> None:
     parser.set_defaults(run=run_personalize)
 
 
-
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The options of the personalization recipe: a preset, every `PersonalizerConfig` field, --skip-invalid."""
     parser.add_argument(
@@ -405,8 +406,8 @@ def run_personalize(args: argparse.Namespace) -> None:
 
 def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any, Any]:
     """The base model to personalize and its bank: the given one, else the one the model refers to."""
-    from .bank import TaskVectorBank
     from .modeling import AestheticModel
+    from .task_vectors.bank import TaskVectorBank
 
     _check_is_model(model_location)
     model = AestheticModel.from_pretrained(model_location)
@@ -455,7 +456,7 @@ def run_personalize_many(args: argparse.Namespace) -> None:
     _check_locations(args.model, args.bank)
     from accelerate import PartialState
 
-    from .many import personalize_many
+    from .personalization.many import personalize_many
 
     config = PersonalizerConfig.from_preset(args.preset, **config_values(args, PersonalizerConfig))
     base, bank = _base_and_bank(args.model, args.bank)
@@ -567,12 +568,12 @@ def run_benchmark(args: argparse.Namespace) -> None:
     if args.database and not args.root:
         raise ValueError("--database needs --root, the folder of the database as distributed")
     _check_locations(args.model, args.bank)
-    from .bank import TaskVectorBank
-    from .benchmark import BenchmarkConfig
-    from .benchmark import run_benchmark as benchmark
     from .data import load_database, load_ratings
+    from .experiments.benchmark import BenchmarkConfig
+    from .experiments.benchmark import run_benchmark as benchmark
     from .modeling import AestheticModel
-    from .personalization import PersonalizerConfig
+    from .personalization.personalizer import PersonalizerConfig
+    from .task_vectors.bank import TaskVectorBank
 
     references = _references(args.reference)
     compute = _compute_settings(args)
@@ -593,7 +594,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     )
     gains_paths: dict[str, Path] = {}
     if args.order or args.random_orders:
-        from .analysis import benchmark_gains, subset_orders
+        from .experiments.analysis import benchmark_gains, subset_orders
 
         orders = subset_orders(bank.task_names, args.order, args.random_orders or 0, seed=args.seed)
         gains, results = benchmark_gains(base, bank, dataset, config, orders, references)
@@ -604,7 +605,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
         result = benchmark(base, bank, dataset, config)
     paths = {**result.save(args.output), **{f"gains {kind}": path for kind, path in gains_paths.items()}}
     if "single" in config.methods:
-        from .analysis import zero_shot_per_user
+        from .experiments.analysis import zero_shot_per_user
 
         zero_shot = zero_shot_per_user(result).save(args.output)
         paths.update({f"zero-shot {kind}": path for kind, path in zero_shot.items()})
@@ -684,9 +685,9 @@ def add_analyze(subparsers: Any) -> None:
 def run_analyze_similarity(args: argparse.Namespace) -> None:
     import torch
 
-    from .bank import TaskVectorBank
     from .configuration import AestheticConfig
     from .modeling import AestheticModel
+    from .task_vectors.bank import TaskVectorBank
 
     bank = TaskVectorBank.from_pretrained(args.bank)
     groups = None
@@ -704,7 +705,7 @@ def run_analyze_similarity(args: argparse.Namespace) -> None:
 
 
 def run_analyze_gains(args: argparse.Namespace) -> None:
-    from .analysis import GainsResult
+    from .experiments.analysis import GainsResult
 
     gains = GainsResult.from_dict(read_json(args.gains, "a gains.json (benchmark --order or --random-orders)"))
     gains.references.update(_references(args.reference))
@@ -713,7 +714,7 @@ def run_analyze_gains(args: argparse.Namespace) -> None:
 
 
 def run_analyze_zero_shot(args: argparse.Namespace) -> None:
-    from .analysis import load_benchmark_result, zero_shot_per_user
+    from .experiments.analysis import load_benchmark_result, zero_shot_per_user
 
     zero_shot = zero_shot_per_user(load_benchmark_result(args.results), k=args.k)
     paths = zero_shot.save(args.output)
@@ -807,9 +808,9 @@ def push_saved(
         overwrite_card: replace a user-written card, in the folder and on the Hub, with the generated one.
         **push: the other arguments of `push_to_hub` (`private`, `token`, `revision`, `commit_message`, `license`).
     """
-    from .bank import TaskVectorBank
-    from .hub import is_generated_card
+    from .hub.cards import is_generated_card
     from .modeling import AestheticModel
+    from .task_vectors.bank import TaskVectorBank
 
     kind = saved_kind(path)
     readme = Path(path) / CARD_FILE

@@ -13,7 +13,7 @@ from transformers.configuration_utils import SubConfigSpec
 from . import efficientnet_lite  # noqa: F401  (registers the default encoder with AutoConfig)
 from .constants import CONFIG_FILE, FORMAT_VERSION
 from .errors import ConfigError
-from .references import Reference
+from .hub.references import Reference
 
 __all__ = ["AestheticConfig", "EXPORT_FORMAT_VERSION"]
 

@@ -55,3 +55,11 @@ MERGED = "merged"
 COEFFICIENTS = "coefficients"
 #: `"merged"`: standalone weights; `"coefficients"`: kilobytes that point at the base model and the bank.
 EXPORTS = (MERGED, COEFFICIENTS)
+
+# -- what a person gives -------------------------------------------------------------------------------------------
+#: Columns of a preferences dataset or CSV: the two images, and which one was preferred.
+PREFERENCE_COLUMNS = ("image_a", "image_b", "preferred")
+#: Accepted values of `preferred` and the probability that image a is preferred that each means.
+PREFERRED_VALUES = {"a": 1.0, "b": 0.0, "tie": 0.5}
+#: How finely coefficients are shared: one per task, one per task and layer group, or one per task and tensor.
+GRANULARITIES = ("task", "layer", "tensor")

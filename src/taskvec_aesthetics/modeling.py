@@ -19,10 +19,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from . import cards, hub
 from .backbones import BackboneAdapter, adapter_for
-from .bank import TaskVectorBank
-from .coefficients import Coefficients
 from .configuration import AestheticConfig
 from .constants import (
     COEFFICIENTS,
@@ -33,21 +30,25 @@ from .constants import (
     PERSONALIZATION_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from .exports import (
+from .errors import IntegrityError
+from .hub.cards import DEFAULT_LICENSE, PAPER, bar_chart, card_title, count, number, reference_row, render_card
+from .hub.references import Reference
+from .hub.repository import HubMixin, locate
+from .losses import emd_loss
+from .personalization.exports import (
     check_finite_weights,
     load_coefficients_export,
     read_personalization_file,
     resolve_model_files,
     save_model_export,
 )
-from .errors import IntegrityError
-from .fingerprint import model_fingerprint
-from .io import read_consistently, verify_manifest
-from .losses import emd_loss
-from .merging import as_coefficients, coefficient_layout, merged_copy
-from .personalization import PersonalizationState, Personalizer, PersonalizerConfig, resolve_device
+from .personalization.personalizer import PersonalizationState, Personalizer, PersonalizerConfig, resolve_device
 from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
-from .references import Reference
+from .task_vectors.bank import TaskVectorBank
+from .task_vectors.coefficients import Coefficients
+from .task_vectors.fingerprint import model_fingerprint
+from .task_vectors.merging import as_coefficients, coefficient_layout, merged_copy
+from .utils.io import read_consistently, verify_manifest
 
 __all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
 
@@ -144,7 +145,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
 
-class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
+class AestheticModel(HubMixin, AestheticPreTrainedModel):
     """An image aesthetic / quality scorer: any transformers vision encoder plus the paper's score head.
 
     Personalize it with [`AestheticModel.personalize`] or [`AestheticModel.with_coefficients`]; save it with
@@ -516,7 +517,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
 
         Afterwards `self.source` is a [`Reference`] to the repository at the new commit, so models personalized from
         a pushed base refer to it by repo id and pinned revision. The other arguments (`private`, `token`,
-        `revision`, `commit_message`, `overwrite_card`, `license`, `card`) are those of [`hub.HubMixin.push_to_hub`].
+        `revision`, `commit_message`, `overwrite_card`, `license`, `card`) are those of [`HubMixin.push_to_hub`].
 
         Args:
             repo_id: `"user/name"` (or `"name"` in your namespace).
@@ -559,7 +560,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             export: how a personalized model is saved; `base_model_relation` is `adapter` for coefficients, `merge`
                 for merged weights.
         """
-        license = license or cards.DEFAULT_LICENSE
+        license = license or DEFAULT_LICENSE
         if self.personalization is None:
             return self._base_card(repo_id, license)
         return self._personalized_card(export, repo_id, license)
@@ -569,14 +570,14 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         encoder_type = config.encoder_config.model_type
         tags = ["image-aesthetics", "image-quality-assessment", LIBRARY_NAME, encoder_type]
         bank = config.bank_reference
-        return hub.render_card(
+        return render_card(
             "base_model.md",
             ModelCardData(library_name=LIBRARY_NAME, license=license, tags=tags),
-            title=cards.title(repo_id, "Aesthetic scorer"),
+            title=card_title(repo_id, "Aesthetic scorer"),
             location=repo_id or "path/to/model",
             encoder_type=encoder_type,
-            encoder_params=cards.count(self.encoder.num_parameters()),
-            head_params=cards.count(sum(p.numel() for p in self.head.parameters())),
+            encoder_params=count(self.encoder.num_parameters()),
+            head_params=count(sum(p.numel() for p in self.head.parameters())),
             feature_dim=self.adapter.feature_dim,
             num_blocks=self.adapter.num_blocks,
             hidden_size=config.head_hidden_size,
@@ -585,11 +586,11 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             score_range=config.score_range,
             fingerprint=model_fingerprint(self),
             bank_location=bank.repo_id if bank and bank.on_hub else None,
-            paper=cards.PAPER,
+            paper=PAPER,
         )
 
     def _personalized_card(self, export: str, repo_id: str | None, license: str) -> ModelCard:
-        title = cards.title(repo_id, "Personalized aesthetic scorer")
+        title = card_title(repo_id, "Personalized aesthetic scorer")
         state = self.personalization
         info = dict(state.info or {})
         holdout = info.get("holdout_srocc")
@@ -613,18 +614,18 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             eval_results=results,
         )
         coefficients = state.coefficients
-        return hub.render_card(
+        return render_card(
             "personalized_model.md",
             data,
             title=title,
             location=repo_id or "path/to/model",
             export=export,
-            base_ref=cards.reference_row(state.base),
-            bank_ref=cards.reference_row(state.bank_ref),
+            base_ref=reference_row(state.base),
+            bank_ref=reference_row(state.bank_ref),
             num_ratings=info.get("num_ratings"),
             num_pairs=info.get("num_pairs"),
             num_holdout=info.get("num_holdout"),
-            holdout_srocc=cards.number(holdout),
+            holdout_srocc=number(holdout),
             cross_validation=info.get("cross_validation"),
             chosen_step=info.get("chosen_step"),
             calibrated=bool(info.get("calibration")),
@@ -632,8 +633,8 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
             granularity=coefficients.granularity if coefficients else None,
             num_groups=len(coefficients.group_names) if coefficients else None,
             coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
-            chart=cards.bar_chart(coefficients.task_weights()) if coefficients else "",
-            paper=cards.PAPER,
+            chart=bar_chart(coefficients.task_weights()) if coefficients else "",
+            paper=PAPER,
         )
 
     # -- loading -----------------------------------------------------------------------------------------------
@@ -654,7 +655,7 @@ class AestheticModel(hub.HubMixin, AestheticPreTrainedModel):
         location = pretrained_model_name_or_path
         hub_kwargs = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
         # A name that is neither a folder nor a Hub repository fails here, at once, naming both.
-        local = None if location is None else hub.locate(location, "model", **hub_kwargs)
+        local = None if location is None else locate(location, "model", **hub_kwargs)
         if local is None:
             return load()
         # A save swaps a whole folder in; read again if that happened while this load read its files.

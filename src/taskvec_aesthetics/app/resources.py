@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..bank import TaskVectorBank
 from ..constants import BANK_CONFIG_FILE
-from ..hub import download
+from ..hub.repository import download
 from ..modeling import AestheticModel
-from ..personalization import Personalizer, PersonalizerConfig
+from ..personalization.personalizer import Personalizer, PersonalizerConfig
 from ..processing import IMAGE_EXTENSIONS, list_images
+from ..task_vectors.bank import TaskVectorBank
 from .photos import PhotoError, open_photo
 
 if TYPE_CHECKING:

@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..constants import COEFFICIENTS, MERGED
-from ..metrics import srocc
+from ..constants import COEFFICIENTS, MERGED, PREFERRED_VALUES
+from ..evaluation.metrics import srocc
 from ..modeling import AestheticModel
-from ..personalization import EncodedPreferences, EncodedRatings, PersonalizationReport
-from ..progress import transformers_bars_off
-from ..ratings_input import PREFERRED_VALUES
-from ..selection import choose_next
+from ..personalization.personalizer import EncodedPreferences, EncodedRatings, PersonalizationReport
+from ..personalization.photo_choice import choose_next
+from ..utils.progress import transformers_bars_off
 from .files import MAX_UPLOADS
 from .photos import PhotoError, open_photo, store_photo
 from .resources import AppResources
@@ -84,7 +83,7 @@ class RatingSession:
 
     Args:
         resources ([`AppResources`]): The shared base, bank and pool.
-        strategy (`str`): How the next photo is chosen (see `taskvec_aesthetics.selection`).
+        strategy (`str`): How the next photo is chosen (see `taskvec_aesthetics.personalization.photo_choice`).
         useful (`int`): Ratings after which the page says more help little.
         folder (`Path`, *optional*): Where this visitor's private folder is made (the app's own temp folder; default:
             the system's).

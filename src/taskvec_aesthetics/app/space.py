@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..hub import push_folder
+from ..hub.repository import push_folder
 from .resources import _demo_base_and_bank, _demo_photos
 
 if TYPE_CHECKING:

@@ -188,6 +188,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
                     file_count="multiple", label="Add photos to rate and rank (JPEG, PNG, WebP)", elem_id="upload"
                 )
                 gr.Markdown(f"<small>Scoring with {html.escape(resources.description)}.</small>")
+
         def guarded(handler: Callable[..., dict]) -> Callable[..., dict]:
             """Run a handler; bad input, Hub and unexpected errors become a message in the page."""
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetInfo, Features, Image, Value
 
-from ..io import file_digest
-from ..ratings_input import PREFERENCE_COLUMNS, PREFERRED_VALUES
+from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
+from ..utils.io import file_digest
 from .loading import build_dataset
 from .records import (
     DatabaseFormatError,

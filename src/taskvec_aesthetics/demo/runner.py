@@ -39,17 +39,17 @@ import datasets
 import threadpoolctl
 import torch
 
-from ..bank import TaskVectorBank
-from ..bank_production import LITE0_IMAGENET, build_bank, init_base
-from ..benchmark import METHODS, BenchmarkConfig, BenchmarkResult, run_benchmark
 from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
-from ..io import atomic_path, write_json
+from ..experiments.benchmark import METHODS, BenchmarkConfig, BenchmarkResult, run_benchmark
+from ..hub.references import Reference
 from ..modeling import AestheticModel
-from ..personalization import PersonalizerConfig
-from ..progress import transformers_bars_off
-from ..references import Reference
-from ..settings import FinetuneConfig
-from ..training import finetune
+from ..personalization.personalizer import PersonalizerConfig
+from ..task_vectors.bank import TaskVectorBank
+from ..training.bank_building import LITE0_IMAGENET, build_bank, init_base
+from ..training.config import FinetuneConfig
+from ..training.finetune import finetune
+from ..utils.io import atomic_path, write_json
+from ..utils.progress import transformers_bars_off
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
 
 __all__ = ["BUILD_THREADS", "DemoConfig", "DemoResult", "run_demo", "default_cache_dir", "fixed_compute"]

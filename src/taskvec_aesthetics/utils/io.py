@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from .constants import FORMAT_VERSION, MANIFEST_FILE
-from .errors import ConfigError, IntegrityError, UnsafePathError
+from ..constants import FORMAT_VERSION, MANIFEST_FILE
+from ..errors import ConfigError, IntegrityError, UnsafePathError
 
 __all__ = [
     "atomic_path",

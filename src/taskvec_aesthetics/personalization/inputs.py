@@ -18,7 +18,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .processing import open_image, to_rgb
+from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
+from ..processing import open_image, to_rgb
 
 __all__ = [
     "PREFERENCE_COLUMNS",
@@ -33,11 +34,6 @@ __all__ = [
     "is_preferences",
     "rows_by_user",
 ]
-
-#: Columns of a preferences dataset or CSV: the two images, and which one was preferred.
-PREFERENCE_COLUMNS = ("image_a", "image_b", "preferred")
-#: Accepted values of `preferred` and the probability that image a is preferred that each means.
-PREFERRED_VALUES = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +168,7 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
     Images may be PIL images or file paths. Every image is decoded here, so a broken file is reported by row.
     """
     if isinstance(data, (str, Path)):
-        from .data import load_ratings
+        from ..data import load_ratings
 
         data = load_ratings(data)
     if hasattr(data, "column_names") and hasattr(data, "cast_column"):
@@ -234,7 +230,7 @@ def as_preferences(data: Any) -> Preferences:
     Images may be PIL images or file paths; each distinct file is decoded once, and a broken one is named by row.
     """
     if isinstance(data, (str, Path)):
-        from .data import load_preferences
+        from ..data import load_preferences
 
         data = load_preferences(data)
     if hasattr(data, "column_names") and hasattr(data, "cast_column"):

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import AnalysisError
+from ..task_vectors.similarity import SIMILARITY_GRANULARITIES, Similarity, task_vector_similarity, write_tables
+from ..utils.io import read_json
 from .benchmark import BenchmarkConfig, BenchmarkResult, Trial, bootstrap_interval, run_benchmark
-from .errors import AnalysisError
-from .io import read_json
-from .similarity import SIMILARITY_GRANULARITIES, Similarity, task_vector_similarity, write_tables
 
 if TYPE_CHECKING:
-    from .bank import TaskVectorBank
-    from .modeling import AestheticModel
+    from ..modeling import AestheticModel
+    from ..task_vectors.bank import TaskVectorBank
 
 __all__ = [
     "AnalysisError",

@@ -1,13 +1,10 @@
-"""The Hugging Face Hub, generically: download files, push a folder, render and write a card.
+"""The Hugging Face Hub, generically: find a folder or repository, download files, push a folder.
 
 Like `huggingface_hub.ModelHubMixin`, this module knows nothing of what it moves: [`HubMixin`] gives every class
 that can save itself into a folder and render its own card (`generate_model_card`) one `push_to_hub`. It imports
 nothing of the library above it.
 
-Cards are rendered offline from the Jinja templates of the top-level `hub_cards/` folder (shipped in the wheel as
-the `taskvec_aesthetics.hub_cards` package data). A card this library generates carries [`GENERATED_CARD_MARKER`];
-such a card is rewritten on every save and push, while a `README.md` without it was written by a person and is kept
-unless `overwrite_card=True`.
+Cards are rendered and written by `hub.cards`.
 """
 
 from __future__ import annotations
@@ -16,11 +13,10 @@ import difflib
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -29,34 +25,25 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
 
-from .constants import CARD_FILE, LIBRARY_NAME
-from .errors import FolderNotFoundError
-from .io import atomic_path
+from ..constants import CARD_FILE, LIBRARY_NAME
+from ..errors import FolderNotFoundError
+from .cards import is_generated_card, write_card
 from .references import Reference, publishing
 
 __all__ = [
-    "GENERATED_CARD_MARKER",
     "HubMixin",
-    "card_template",
     "download",
-    "is_generated_card",
     "is_local",
     "local_folder",
     "locate",
     "not_found_locally",
     "push_folder",
-    "render_card",
-    "write_card",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The first characters of the HTML comment that marks a card as generated (see the templates in `hub_cards/`).
-GENERATED_CARD_MARKER = "<!-- taskvec-aesthetics: generated card."
-_TEMPLATES_PACKAGE = "taskvec_aesthetics.hub_cards"
 
 
 # -- downloads -----------------------------------------------------------------------------------------------------
@@ -155,7 +142,7 @@ def _in_cache(repo_id: str, cache_dir: str | Path | None) -> bool:
 
 
 def _no_folder(text: str) -> str:
-    """"no folder 'x' here", with the closest existing folder when there is one (a typo is likelier than a repo)."""
+    """ "no folder 'x' here", with the closest existing folder when there is one (a typo is likelier than a repo)."""
     path = Path(text).expanduser()
     parent, missing = path.parent, path.name
     while not parent.is_dir() and parent != parent.parent:  # the deepest folder that exists
@@ -197,46 +184,6 @@ def download(
         snapshot_download(repo_id, revision=revision, allow_patterns=list(filenames), token=token, cache_dir=cache_dir)
     )
     return folder, folder.name  # snapshots are cached under their commit id
-
-
-# -- cards ---------------------------------------------------------------------------------------------------------
-def card_template(name: str) -> str:
-    """The text of the card template ``name`` (e.g. `"bank.md"`) of `hub_cards/`."""
-    try:
-        folder: Any = resources.files(_TEMPLATES_PACKAGE)
-    except ModuleNotFoundError:
-        # Run from a source checkout (`src/` on the path): the templates are the repository's top-level folder.
-        folder = Path(__file__).resolve().parents[2] / "hub_cards"
-    template = folder / name
-    if not template.is_file():
-        raise FileNotFoundError(f"no card template {name!r} in {folder}")
-    return template.read_text(encoding="utf-8")
-
-
-def render_card(template: str, data: ModelCardData, **values: Any) -> ModelCard:
-    """Render the card template ``template`` (a file name in `hub_cards/`) with metadata ``data`` and ``values``."""
-    return ModelCard.from_template(data, template_str=card_template(template), **values)
-
-
-def is_generated_card(text: str) -> bool:
-    """True when a `README.md` text is a card this library generated (and may therefore regenerate)."""
-    return GENERATED_CARD_MARKER in text
-
-
-def write_card(card: ModelCard | str, directory: str | Path, overwrite: bool = False) -> bool:
-    """Write ``card`` as ``directory/README.md`` unless a user-written README is there (and ``overwrite`` is False).
-
-    Returns:
-        `bool`: whether the card was written.
-    """
-    target = Path(directory) / CARD_FILE
-    if target.is_file() and not overwrite and not is_generated_card(target.read_text(encoding="utf-8")):
-        logger.info("Keeping the user-written %s (pass overwrite_card=True to replace it)", target)
-        return False
-    text = str(card)
-    with atomic_path(target) as tmp:
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    return True
 
 
 # -- pushes --------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The functions here need only numpy and scipy. The same functions back the `evalu
 `evaluate_metrics/` (one folder per metric), which [`load_metric`] loads offline:
 
 ```py
->>> from taskvec_aesthetics.metrics import correlation_report, load_metric
+>>> from taskvec_aesthetics.evaluation.metrics import correlation_report, load_metric
 >>> correlation_report([0.1, 0.4, 0.35, 0.8], [1.0, 2.0, 3.0, 4.0])["srocc"]
 0.8
 >>> load_metric("srocc").compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[1.0, 2.0, 3.0, 4.0])

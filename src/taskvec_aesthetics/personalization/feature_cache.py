@@ -28,11 +28,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from .errors import IntegrityError
-from .io import atomic_path, check_digest, file_digest
+from ..errors import IntegrityError
+from ..utils.io import atomic_path, check_digest, file_digest
 
 if TYPE_CHECKING:
-    from .personalization import Personalizer
+    from .personalizer import Personalizer
 
 __all__ = ["FeatureCache", "feature_key"]
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .errors import TaskvecAestheticsError
+from ..errors import TaskvecAestheticsError
 
 __all__ = [
     "model_fingerprint",

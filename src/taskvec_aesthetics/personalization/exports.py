@@ -15,11 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import hub
-from .bank import TaskVectorBank
-from .coefficients import Coefficients
-from .configuration import AestheticConfig
-from .constants import (
+from ..configuration import AestheticConfig
+from ..constants import (
     COEFFICIENTS,
     COEFFICIENTS_FILE,
     CONFIG_FILE,
@@ -31,16 +28,20 @@ from .constants import (
     PREPROCESSOR_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from .errors import ConfigError, IntegrityError, OverwriteError
-from .fingerprint import FingerprintMismatchError, fingerprint_matches
-from .io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
-from .personalization import PersonalizationState, check_calibration
-from .processing import load_image_processor
-from .progress import transformers_bars_off
-from .references import Reference
+from ..errors import ConfigError, IntegrityError, OverwriteError
+from ..hub.cards import write_card
+from ..hub.references import Reference
+from ..hub.repository import download, local_folder, not_found_locally
+from ..processing import load_image_processor
+from ..task_vectors.bank import TaskVectorBank
+from ..task_vectors.coefficients import Coefficients
+from ..task_vectors.fingerprint import FingerprintMismatchError, fingerprint_matches
+from ..utils.io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
+from ..utils.progress import transformers_bars_off
+from .personalizer import PersonalizationState, check_calibration
 
 if TYPE_CHECKING:
-    from .modeling import AestheticModel
+    from ..modeling import AestheticModel
 
 __all__ = [
     "PersonalizationState",
@@ -163,7 +164,7 @@ def save_model_export(
                 write_personalization_file(model, staging, export=MERGED)
         written = [path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file()]
         write_manifest(staging, [name for name in written if not _not_model_file(name) and name != MANIFEST_FILE])
-        hub.write_card(model.generate_model_card(export=export), staging, overwrite=overwrite_card)
+        write_card(model.generate_model_card(export=export), staging, overwrite=overwrite_card)
     return Path(directory)
 
 
@@ -204,15 +205,15 @@ def resolve_model_files(
     subfolder: str | None = None,
 ) -> tuple[Path, Reference]:
     """The local folder holding a model's small side files (of ``subfolder``), and where the model lives."""
-    path = hub.local_folder(name_or_path, "model")
+    path = local_folder(name_or_path, "model")
     if path is not None:
         folder = path / subfolder if subfolder else path
         return folder, Reference.local(folder)
     names = [f"{subfolder}/{name}" if subfolder else name for name in SIDE_FILES]
     try:
-        snapshot, commit = hub.download(str(name_or_path), names, revision=revision, token=token, cache_dir=cache_dir)
+        snapshot, commit = download(str(name_or_path), names, revision=revision, token=token, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
-        raise hub.not_found_locally(str(name_or_path), "model", error) from error
+        raise not_found_locally(str(name_or_path), "model", error) from error
     folder = snapshot / subfolder if subfolder else snapshot
     return folder, Reference(repo_id=str(name_or_path), revision=commit, subfolder=subfolder)
 

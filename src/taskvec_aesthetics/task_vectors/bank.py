@@ -29,11 +29,23 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import cards, hub
-from .constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
-from .errors import ConfigError, IntegrityError
-from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
-from .io import (
+from ..constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
+from ..errors import ConfigError, IntegrityError
+from ..hub.cards import (
+    DEFAULT_LICENSE,
+    METRIC_NAMES,
+    PAPER,
+    card_title,
+    cell,
+    count,
+    number,
+    reference_row,
+    render_card,
+    write_card,
+)
+from ..hub.references import Reference
+from ..hub.repository import HubMixin, download, locate, not_found_locally
+from ..utils.io import (
     atomic_path,
     check_relative_path,
     file_digest,
@@ -45,7 +57,7 @@ from .io import (
     safe_join,
     write_json,
 )
-from .references import Reference
+from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
 from .similarity import Similarity, task_vector_similarity
 
 __all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
@@ -379,7 +391,7 @@ def _not_bank_file(relative: str) -> bool:
     return relative != BANK_CONFIG_FILE and not relative.startswith(f"{TASK_VECTORS_DIR}/")
 
 
-class TaskVectorBank(hub.HubMixin):
+class TaskVectorBank(HubMixin):
     """Named task vectors over one base model.
 
     Build one with [`TaskVectorBank.from_finetuned`], load one with [`TaskVectorBank.from_pretrained`] (a folder or
@@ -583,7 +595,7 @@ class TaskVectorBank(hub.HubMixin):
             shapes = {n: list(params[n].shape) for n in covered}
             saved = cls(base_ref, shapes, saved_tasks, storage_dtype=storage_dtype)
             write_json(staging / BANK_CONFIG_FILE, saved.to_config())
-            hub.write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
+            write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
         return cls.from_pretrained(directory)
 
     def _check_vector(self, name: str, vector: TaskVector) -> None:
@@ -835,7 +847,7 @@ class TaskVectorBank(hub.HubMixin):
                 saved_tasks.append(dataclasses.replace(task, sha256=sha256, size=size))
             saved = TaskVectorBank(self.base, self.parameter_shapes, saved_tasks, storage_dtype=dtype_name)
             write_json(staging / BANK_CONFIG_FILE, saved.to_config())
-            hub.write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
+            write_card(saved.generate_model_card(), staging, overwrite=overwrite_card)
         return directory
 
     @classmethod
@@ -859,7 +871,7 @@ class TaskVectorBank(hub.HubMixin):
             cache_dir: Hub cache folder.
             base: when given, check that this bank was built on it (fingerprint) and fail clearly otherwise.
         """
-        local = hub.locate(name_or_path, "bank", revision=revision, token=token, cache_dir=cache_dir)
+        local = locate(name_or_path, "bank", revision=revision, token=token, cache_dir=cache_dir)
         if local is not None:
 
             def read_local() -> TaskVectorBank:
@@ -874,17 +886,15 @@ class TaskVectorBank(hub.HubMixin):
         else:
             name = str(name_or_path)
             try:
-                root, commit = hub.download(
-                    name, [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir
-                )
+                root, commit = download(name, [BANK_CONFIG_FILE], revision=revision, token=token, cache_dir=cache_dir)
             except (OSError, ValueError) as error:
-                raise hub.not_found_locally(name, "bank", error) from error
+                raise not_found_locally(name, "bank", error) from error
             config_path = root / BANK_CONFIG_FILE
             config = read_json(config_path, "a task-vector bank config (bank_config.json)")
             bank = cls._from_config(config, root, Reference(repo_id=name, revision=commit), config_path)
             wanted = [t for t in bank.tasks if tasks is None or t.name in tasks]
             # Every file entry was checked by _from_config before anything is downloaded.
-            root, _ = hub.download(name, [t.file for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
+            root, _ = download(name, [t.file for t in wanted], revision=commit, token=token, cache_dir=cache_dir)
             bank.root, bank._root_identity = root, folder_identity(root)
         if tasks is not None:
             bank = bank.select(list(tasks))
@@ -948,7 +958,7 @@ class TaskVectorBank(hub.HubMixin):
             repo_id: where the card will live (used in the code examples); by default a placeholder folder name.
             license: the `license` metadata (default `other`: task vectors inherit their databases' terms).
         """
-        location, title = repo_id or "path/to/bank", cards.title(repo_id, "Task-vector bank")
+        location, title = repo_id or "path/to/bank", card_title(repo_id, "Task-vector bank")
         results, rows = [], []
         for task in self.tasks:
             metrics = {k: float(v) for k, v in (task.metrics or {}).items() if isinstance(v, (int, float))}
@@ -956,14 +966,14 @@ class TaskVectorBank(hub.HubMixin):
             results += [
                 EvalResult(task_type=task_type, dataset_type=task.database or task.name,
                            dataset_name=f"{task.database or task.name} (task {task.name})", metric_type=key,
-                           metric_name=cards.METRIC_NAMES.get(key, key), metric_value=value)
+                           metric_name=METRIC_NAMES.get(key, key), metric_value=value)
                 for key, value in metrics.items()
             ]  # fmt: skip
             rows.append({
-                "name": task.name, "database": cards.cell(task.database), "kind": cards.cell(task.kind),
+                "name": task.name, "database": cell(task.database), "kind": cell(task.kind),
                 "num_images": "–" if task.num_images is None else f"{task.num_images:,}",
-                "srocc": cards.number(metrics.get("srocc")), "plcc": cards.number(metrics.get("plcc")),
-                "licence": cards.cell(task.licence), "citation": cards.cell(task.citation),
+                "srocc": number(metrics.get("srocc")), "plcc": number(metrics.get("plcc")),
+                "licence": cell(task.licence), "citation": cell(task.citation),
             })  # fmt: skip
         kinds = {task.kind for task in self.tasks}
         tags = ["task-vectors", "image-aesthetics", LIBRARY_NAME] + (
@@ -971,25 +981,25 @@ class TaskVectorBank(hub.HubMixin):
         )
         data = ModelCardData(
             library_name=LIBRARY_NAME,
-            license=license or cards.DEFAULT_LICENSE,
+            license=license or DEFAULT_LICENSE,
             tags=tags,
             base_model=self.base.repo_id if self.base.on_hub else None,
             model_name=title,
             eval_results=results or None,
         )
         values = sum(math.prod(shape) for shape in self.parameter_shapes.values())
-        return hub.render_card(
+        return render_card(
             "bank.md",
             data,
             title=title,
             location=location,
             tasks=rows,
             task_names=self.task_names,
-            base_ref=cards.reference_row(self.base),
+            base_ref=reference_row(self.base),
             num_tensors=len(self.parameter_shapes),
-            num_values=cards.count(values),
+            num_values=count(values),
             storage_dtype=self.storage_dtype,
-            paper=cards.PAPER,
+            paper=PAPER,
         )
 
     def __repr__(self) -> str:

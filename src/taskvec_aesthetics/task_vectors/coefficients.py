@@ -14,10 +14,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .constants import COEFFICIENTS_FILE
-from .errors import ConfigError
-from .io import atomic_path
-from .settings import GRANULARITIES
+from ..constants import COEFFICIENTS_FILE, GRANULARITIES
+from ..errors import ConfigError
+from ..utils.io import atomic_path
 
 __all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
 

@@ -27,16 +27,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bank import TaskVectorBank
-from .coefficients import Coefficients
-from .io import atomic_path, write_json
-from .losses import pairwise_rank_loss
-from .metrics import srocc
-from .personalization import EncodedRatings, Personalizer, PersonalizerConfig
-from .ratings_input import decode_images, rows_by_user
+from ..evaluation.metrics import srocc
+from ..losses import pairwise_rank_loss
+from ..personalization.inputs import decode_images, rows_by_user
+from ..personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from ..task_vectors.bank import TaskVectorBank
+from ..task_vectors.coefficients import Coefficients
+from ..utils.io import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from .modeling import AestheticModel
+    from ..modeling import AestheticModel
 
 __all__ = [
     "BenchmarkConfig",

@@ -36,21 +36,23 @@ import torch
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from .bank import TaskVectorBank
-from .coefficients import GRANULARITIES, Coefficients
-from .constants import PERSONALIZATION_FILE
-from .errors import ConfigError
-from .losses import pairwise_rank_loss
-from .merging import (
+from ..constants import PERSONALIZATION_FILE
+from ..errors import ConfigError
+from ..evaluation.metrics import srocc
+from ..hub.references import Reference
+from ..losses import pairwise_rank_loss
+from ..processing import IMAGE_EXTENSIONS, open_image
+from ..task_vectors.bank import TaskVectorBank
+from ..task_vectors.coefficients import Coefficients
+from ..task_vectors.merging import (
     CoefficientLayout,
     coefficient_layout,
     functional_forward,
     merge_parameters,
     streamed_coefficient_grad,
 )
-from .metrics import srocc
-from .processing import IMAGE_EXTENSIONS, open_image
-from .ratings_input import (
+from .config import CANDIDATES, LEARNED_CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
+from .inputs import (
     as_preferences,
     as_ratings,
     canonical,
@@ -58,11 +60,9 @@ from .ratings_input import (
     image_key,
     is_preferences,
 )
-from .references import Reference
-from .settings import CANDIDATES, LEARNED_CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
 
 if TYPE_CHECKING:
-    from .modeling import AestheticModel
+    from ..modeling import AestheticModel
 
 __all__ = [
     "CANDIDATES",
@@ -1346,7 +1346,9 @@ class Personalizer:
                 if cfg.selection == "last":
                     chosen, steps = cfg.granularity, cfg.steps
                 elif not folds:
-                    logger.info("Too few ratings or pairs (%d) to cross-validate; keeping the softmax mix", len(encoded))
+                    logger.info(
+                        "Too few ratings or pairs (%d) to cross-validate; keeping the softmax mix", len(encoded)
+                    )
                     chosen, steps = "init", 0
                 else:
                     predictions = self._cross_validate(encoded, scores, folds, pool)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .io import atomic_path
+from ..utils.io import atomic_path
 
 __all__ = ["write_scores"]
 

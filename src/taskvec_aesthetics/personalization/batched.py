@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .coefficients import Coefficients
-from .personalization import EncodedRatings, PersonalizationReport, Personalizer
+from ..task_vectors.coefficients import Coefficients
+from .personalizer import EncodedRatings, PersonalizationReport, Personalizer
 
 __all__ = ["BatchedPersonalizer"]
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .bank import TaskVector, TaskVectorBank, model_weights
-from .efficientnet_lite import EfficientNetLiteModel
-from .fingerprint import FingerprintMismatchError, model_fingerprint
-from .io import read_json
-from .modeling import AestheticModel
-from .processing import default_image_processor
-from .training import MODEL_DIR, RESULT_FILE, load_model_dir, save_model_dir
+from ..efficientnet_lite import EfficientNetLiteModel
+from ..modeling import AestheticModel
+from ..processing import default_image_processor
+from ..task_vectors.bank import TaskVector, TaskVectorBank, model_weights
+from ..task_vectors.fingerprint import FingerprintMismatchError, model_fingerprint
+from ..utils.io import read_json
+from .finetune import MODEL_DIR, RESULT_FILE, load_model_dir, save_model_dir
 
 __all__ = ["build_bank", "init_base", "LITE0_IMAGENET"]
 

@@ -38,19 +38,19 @@ from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
+from ..data import DatabaseFormatError, Issue, load_ratings
+from ..data.ratings import load_ratings_by_user
+from ..processing import open_image
+from ..utils.io import atomic_path, read_json, verify_manifest, write_json
 from .batched import BatchedPersonalizer
-from .constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
-from .data import DatabaseFormatError, Issue, load_ratings
-from .data.ratings import load_ratings_by_user
 from .feature_cache import FeatureCache, feature_key
-from .io import atomic_path, read_json, verify_manifest, write_json
-from .personalization import EncodedRatings, PersonalizationReport, PersonalizerConfig, unlabeled_images
-from .processing import open_image
-from .ratings_input import decode_images, image_key, rows_by_user
+from .inputs import decode_images, image_key, rows_by_user
+from .personalizer import EncodedRatings, PersonalizationReport, PersonalizerConfig, unlabeled_images
 
 if TYPE_CHECKING:
-    from .bank import TaskVectorBank
-    from .modeling import AestheticModel
+    from ..modeling import AestheticModel
+    from ..task_vectors.bank import TaskVectorBank
 
 __all__ = ["ManyUsersResult", "fit_many", "personalize_many", "load_table", "user_folder_name", "SUMMARY_COLUMNS"]
 
@@ -447,9 +447,7 @@ def personalize_many(
     # Counted over all users from what is on disk now, so every process reports the same, accurate numbers.
     succeeded = [row["user_id"] for row in rows if not row["error"]]
     skipped = sum(1 for u in succeeded if exported[u])
-    return ManyUsersResult(
-        output_dir, rows, len(succeeded) - skipped, skipped, time.perf_counter() - began, paths
-    )
+    return ManyUsersResult(output_dir, rows, len(succeeded) - skipped, skipped, time.perf_counter() - began, paths)
 
 
 def fit_many(

@@ -32,12 +32,17 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .backbones import EMBEDDINGS_GROUP, block_group
-from .constants import CONFIG_FILE, WEIGHTS_FILE
-from .data import get_database_spec, load_database
-from .errors import ConfigError, IntegrityError, UnsafePathError
-from .fingerprint import model_fingerprint
-from .io import (
+from ..backbones import EMBEDDINGS_GROUP, block_group
+from ..constants import CONFIG_FILE, WEIGHTS_FILE
+from ..data import get_database_spec, load_database
+from ..errors import ConfigError, IntegrityError, UnsafePathError
+from ..evaluation.metrics import plcc, srocc
+from ..hub.references import Reference
+from ..losses import emd_loss, pairwise_rank_loss
+from ..modeling import HEAD_GROUP, AestheticModel
+from ..processing import open_image
+from ..task_vectors.fingerprint import model_fingerprint
+from ..utils.io import (
     atomic_path,
     check_digest,
     digest_record,
@@ -48,13 +53,8 @@ from .io import (
     write_json,
     write_manifest,
 )
-from .losses import emd_loss, pairwise_rank_loss
-from .metrics import plcc, srocc
-from .modeling import HEAD_GROUP, AestheticModel
-from .processing import open_image
-from .progress import transformers_bars_off
-from .references import Reference
-from .settings import PREFIX_CACHE_BUDGET_GIB, FinetuneConfig
+from ..utils.progress import transformers_bars_off
+from .config import PREFIX_CACHE_BUDGET_GIB, FinetuneConfig
 
 __all__ = [
     "FinetuneConfig",

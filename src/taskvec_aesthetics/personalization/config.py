@@ -1,177 +1,23 @@
-"""Settings of fine-tuning (`FinetuneConfig`) and personalization (`PersonalizerConfig`), in one style.
+"""The settings of personalization ([`PersonalizerConfig`]) and the candidates it chooses from.
 
-Each setting is a dataclass field made with [`option`]: its default, a help text, and what it accepts (`choices`, a
-numeric `bound`). [`check_fields`] validates every field from that metadata and its annotation, and the command line
-derives one flag per field from the same metadata, so a new field is validated and offered as a flag without more
-code. This module is torch-free: `--help` of `finetune` and `personalize` does not import torch.
+Written in the library's one config style (`utils.fields.option`). This module is torch-free: `personalize --help`
+does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..constants import GRANULARITIES
+from ..utils.fields import check_fields, option
 
 if TYPE_CHECKING:
-    from .coefficients import Coefficients
+    from ..task_vectors.coefficients import Coefficients
 
-__all__ = [
-    "CANDIDATES",
-    "FinetuneConfig",
-    "FieldKind",
-    "PersonalizerConfig",
-    "check_fields",
-    "field_kind",
-    "option",
-]
-
-# -- the style -----------------------------------------------------------------------------------------------------
-_BOUNDS = {
-    ">0": (lambda v: v > 0, "> 0"),
-    ">=0": (lambda v: v >= 0, ">= 0"),
-    ">=1": (lambda v: v >= 1, ">= 1"),
-    ">=2": (lambda v: v >= 2, ">= 2"),
-    "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
-}
-_SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def option(default: Any, help: str, bound: str | None = None, choices: Any = None, **extra: Any) -> Any:
-    """A setting: a dataclass field with its ``help``, the numeric ``bound`` it must meet and its ``choices``."""
-    if bound is not None and bound not in _BOUNDS:
-        raise ValueError(f"bound must be one of {list(_BOUNDS)}, received {bound!r}")
-    metadata = {"help": help, "bound": bound, "choices": list(choices) if choices is not None else None, **extra}
-    return field(default=default, metadata=metadata)
-
-
-class FieldKind(NamedTuple):
-    """What a field's annotation accepts, read from its text: the first scalar type of its union (None when it
-    has none), whether None is accepted, and whether it is a sequence of that type."""
-
-    scalar: type | None
-    optional: bool
-    sequence: bool
-
-
-def field_kind(item: dataclasses.Field) -> FieldKind:
-    """The [`FieldKind`] of a dataclass field (annotations are read as text: nothing is imported to resolve them)."""
-    annotation = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", str(item.type))
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(annotation):  # split the union at top-level `|`
-        depth += char == "["
-        depth -= char == "]"
-        if char == "|" and depth == 0:
-            parts.append(annotation[start:i].strip())
-            start = i + 1
-    parts.append(annotation[start:].strip())
-    optional = "None" in parts
-    for part in (p for p in parts if p != "None"):
-        if part in _SCALARS:
-            return FieldKind(_SCALARS[part], optional, False)
-        for prefix in ("tuple[", "list["):
-            inner = part[len(prefix) : -1].split(",")[0].strip() if part.startswith(prefix) else None
-            if inner in _SCALARS:
-                return FieldKind(_SCALARS[inner], optional, True)
-    return FieldKind(None, optional, False)
-
-
-def check_fields(config: Any) -> None:
-    """Validate every field of a settings dataclass from its annotation and [`option`] metadata.
-
-    Raises:
-        `TypeError`: a number setting holds something else.
-        `ValueError`: a value outside its `choices` or its `bound`.
-    """
-    name_of = type(config).__name__
-    for item in dataclasses.fields(config):
-        value, meta = getattr(config, item.name), item.metadata
-        kind = field_kind(item)
-        if value is None and kind.optional:
-            continue
-        where = f"{name_of}.{item.name}"
-        choices = meta.get("choices")
-        if choices and kind.sequence and isinstance(value, (list, tuple)):
-            unknown = [v for v in value if v not in choices]
-            if unknown or not value:
-                raise ValueError(f"{where} must be some of {choices}, received {list(value)}")
-        elif choices and isinstance(value, str) and value not in choices:
-            raise ValueError(f"{where} must be one of {choices}, received {value!r}")
-        if kind.scalar in (int, float) and not kind.sequence:
-            allowed = numbers.Real if kind.scalar is float else numbers.Integral
-            if isinstance(value, bool) or not isinstance(value, allowed):
-                expected = "a number" if kind.scalar is float else "an int"
-                raise TypeError(f"{where} must be {expected}, received {value!r}")
-            test, text = _BOUNDS.get(meta.get("bound"), (math.isfinite, "finite"))
-            if not (math.isfinite(value) and test(value)):
-                raise ValueError(f"{where} must be {text}, received {value}")
-
-
-# -- fine-tuning ---------------------------------------------------------------------------------------------------
-FINETUNE_LOSSES = ("auto", "emd", "mse")
-PREFIX_CACHING = ("auto", "always", "never")
-#: `cache_prefix="auto"` keeps the frozen prefix's output of every image in memory when it takes at most this much.
-PREFIX_CACHE_BUDGET_GIB = 2
-
-
-@dataclass
-class FinetuneConfig:
-    """Hyperparameters of fine-tuning one database (learning-rate defaults as measured for the bank's models).
-
-    `max_steps`, when set, overrides `epochs`. Steps are optimizer steps; the batch size is per process, so the
-    effective batch is `batch_size * gradient_accumulation_steps * num_processes`. `freeze_prefix_blocks=k` freezes
-    the embeddings and the first k encoder blocks: they stay equal to the base and run in eval mode (a fixed feature
-    extractor, as personalization uses them), the bank leaves them out, and their output can be computed once per
-    image (`cache_prefix`).
-    """
-
-    output_dir: str | Path = field(metadata={"help": "run folder: model/, finetune_result.json, checkpoints/"})
-    lr_encoder: float = option(1e-4, "learning rate of the encoder", ">0")
-    lr_head: float = option(1e-3, "learning rate of the score head", ">0")
-    weight_decay: float = option(
-        0.0, "AdamW decay of matrices (it adds a pull towards zero to every task vector)", ">=0"
-    )
-    epochs: int = option(1, "passes over the training set", ">0")
-    max_steps: int | None = option(None, "optimizer steps; overrides epochs", ">0")
-    batch_size: int = option(32, "images per process and micro-batch", ">0")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", ">0")
-    warmup_ratio: float = option(0.05, "fraction of the steps of linear warmup before the cosine decay", "[0,1)")
-    mixed_precision: str | None = option(
-        None, "default: as set by accelerate launch, else no", choices=["no", "bf16", "fp16"]
-    )
-    max_grad_norm: float | None = option(1.0, "gradient clipping norm (none: no clipping)", ">0")
-    loss: str = option(
-        "auto", "emd (vote histograms), mse (scores) or auto (emd when histograms exist)", choices=FINETUNE_LOSSES
-    )
-    rank_loss_weight: float = option(0.0, "weight of a pairwise Bradley-Terry rank loss", ">=0")
-    freeze_prefix_blocks: int | None = option(
-        None, "freeze the embeddings and the first K encoder blocks (none: train all)", ">=0"
-    )
-    cache_prefix: str = option(
-        "auto",
-        "with freeze_prefix_blocks: run the frozen prefix once per image and train on its output, the same result "
-        f"faster (auto: when those outputs take at most {PREFIX_CACHE_BUDGET_GIB} GiB per process)",
-        choices=PREFIX_CACHING,
-    )
-    seed: int = option(0, "seed of the data order and dropout")
-    eval_every_epoch: bool = option(True, "evaluate after every epoch (always at the end)")
-    checkpoint_every: int | None = option(None, "save a resumable checkpoint every N steps and at the end", ">0")
-    keep_checkpoints: int | None = option(2, "newest checkpoints kept (none: all)", ">0")
-    num_workers: int = option(0, "data loading worker processes per training process", ">=0")
-    gradient_checkpointing: bool = option(
-        False, "keep only each encoder block's input and recompute the block in the backward pass (less memory)"
-    )
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        check_fields(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "output_dir": str(self.output_dir)}
-
+__all__ = ["CANDIDATES", "PersonalizerConfig"]
 
 # -- personalization -----------------------------------------------------------------------------------------------
 #: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken: the
@@ -189,7 +35,6 @@ CANDIDATES: dict[str, str] = {
     "tensor": "learned tensor-wise coefficients",
     "distil": "coefficients at the granularity distilled from the output ensemble on unlabeled photos",
 }
-GRANULARITIES = ("task", "layer", "tensor")
 #: The candidates that learn coefficients in the network: one per granularity, and the distilled ensemble.
 LEARNED_CANDIDATES = (*GRANULARITIES, "distil")
 #: The candidates that learn nothing in the network.

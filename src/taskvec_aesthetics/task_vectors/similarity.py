@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import AnalysisError
+from ..utils.io import atomic_path, write_json
 from .coefficients import ALL_GROUP
-from .errors import AnalysisError
-from .io import atomic_path, write_json
 from .merging import coefficient_layout
 
 if TYPE_CHECKING:
+    from ..modeling import AestheticModel
     from .bank import TaskVectorBank
-    from .modeling import AestheticModel
 
 __all__ = ["Similarity", "task_vector_similarity", "write_tables", "SIMILARITY_GRANULARITIES"]
 
@@ -99,7 +99,7 @@ class Similarity:
         """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into ``directory``."""
         paths = write_tables(directory, stem, self.to_dict(), self.to_markdown())
         if figure:
-            from .plots import plot_similarity
+            from ..experiments.plots import plot_similarity
 
             paths["figure"] = plot_similarity(self, Path(directory) / f"{stem}.png")
         return paths

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import atomic_path
+from ..utils.io import atomic_path
 
 if TYPE_CHECKING:
     from .analysis import GainsResult, Similarity, ZeroShotPerUser
@@ -170,8 +170,9 @@ def plot_gains(gains: GainsResult, path: str | Path) -> Path:
         ax.legend(fontsize=8)
     orders = len(gains.orders)
     title = "Test SROCC against the number of databases " + (
-        f"(added in the order {' → '.join(gains.orders[0])})" if orders == 1 else f"({orders} random orders; dots: "
-        "each subset's mean)"
+        f"(added in the order {' → '.join(gains.orders[0])})"
+        if orders == 1
+        else f"({orders} random orders; dots: each subset's mean)"
     )
     fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()

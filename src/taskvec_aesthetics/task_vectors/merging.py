@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .coefficients import ALL_GROUP, GRANULARITIES, Coefficients
+from ..constants import GRANULARITIES
+from .coefficients import ALL_GROUP, Coefficients
 
 if TYPE_CHECKING:
     from .bank import TaskVectorBank

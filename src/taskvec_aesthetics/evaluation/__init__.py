@@ -1,0 +1,1 @@
+"""Measuring scores: correlation metrics, their `evaluate` modules, and writing scores to files."""

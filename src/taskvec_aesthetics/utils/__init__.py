@@ -1,0 +1,1 @@
+"""Small shared tools with no knowledge of models: atomic files and checksums, progress bars, config fields."""
