@@ -20,7 +20,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, rate  # noqa: E402
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
 from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = DemoConfig()
     world = build_world(demo.world)
-    base, bank, _, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
+    base, bank, _, _ = base_and_bank(demo, world, default_cache_dir(), progress=False)
     sources = [photo.downscaled(2 * demo.world.image_size) for photo in world.photos]
     pool = make_pool(sources, demo.world.pool_size, demo.world.image_size, args.seed, id_prefix="pool")
     users = make_users(args.users, args.seed)

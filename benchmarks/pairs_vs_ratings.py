@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from active_selection import comparison_row, paired, summarize, write_results  # noqa: E402
 
-from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
 from taskvec_aesthetics.personalization.personalizer import (  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     began = time.perf_counter()
     demo = DemoConfig()
     world = build_world(dataclasses.replace(demo.world, num_users=args.raters))  # raters do not change the bank
-    base, bank, _, _ = _base_and_bank(demo, world, default_cache_dir(), progress=False)
+    base, bank, _, _ = base_and_bank(demo, world, default_cache_dir(), progress=False)
     steps = {"steps": args.steps} if args.steps else {}
     personalizer = Personalizer(base, bank, PersonalizerConfig(seed=args.seed, progress=False, **steps))
     prefix = personalizer.encode([world.pool.image(i) for i in range(len(world.pool))])

@@ -170,7 +170,7 @@ def score_over_forward(model: AestheticModel, images: int, repeats: int) -> dict
 def users_per_minute(users: int, shots: int, steps: int, folder: Path) -> dict[str, float]:
     import datasets
 
-    from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir
+    from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir
     from taskvec_aesthetics.demo.world import build_world
     from taskvec_aesthetics.personalization.many import personalize_many
 
@@ -179,7 +179,7 @@ def users_per_minute(users: int, shots: int, steps: int, folder: Path) -> dict[s
         config, world=dataclasses.replace(config.world, num_users=users, pool_size=max(48, shots + 20))
     )
     world = build_world(config.world)
-    base, bank, _, cache = _base_and_bank(config, world, default_cache_dir(), progress=False)
+    base, bank, _, cache = base_and_bank(config, world, default_cache_dir(), progress=False)
     table = datasets.concatenate_datasets([world.ratings[u.user_id].select(range(shots)) for u in world.users])
     table.to_parquet(str(folder / f"ratings{shots}.parquet"))
     personalizer = PersonalizerConfig(steps=steps, eval_every=max(1, steps // 4))

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.experiments.benchmark import draw_order  # noqa: E402
 from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     world_config = dataclasses.replace(config.world, num_users=args.users, pool_size=max(150, max(args.shots) + 50))
     config = dataclasses.replace(config, world=world_config)
     world = build_world(config.world)
-    base, bank, _, _ = _base_and_bank(config, world, default_cache_dir(), progress=False)
+    base, bank, _, _ = base_and_bank(config, world, default_cache_dir(), progress=False)
     personalizer = Personalizer(base, bank, PersonalizerConfig())
     prefix = personalizer.encode([world.pool.image(i) for i in range(len(world.pool))])
     seconds = {}

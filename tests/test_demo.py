@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from taskvec_aesthetics.cli import main
-from taskvec_aesthetics.demo.runner import DemoConfig, _base_and_bank
+from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank
 from taskvec_aesthetics.demo.world import build_world
 from taskvec_aesthetics.experiments.benchmark import METHODS
 
@@ -91,5 +91,5 @@ def _check_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert namespace["again"].personalization.coefficients.allclose(namespace["mine"].personalization.coefficients)
     # a second run finds the base and bank in the cache
     config = DemoConfig.preset("quick")
-    *_, from_cache, folder = _base_and_bank(config, build_world(config.world), cache, progress=False)
+    *_, from_cache, folder = base_and_bank(config, build_world(config.world), cache, progress=False)
     assert from_cache and folder.parent == cache / "demo"

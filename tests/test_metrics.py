@@ -204,7 +204,7 @@ def test_constant_inputs_give_nan_and_one_warning_of_our_own() -> None:
 
 
 def test_metric_paths_are_bundled_in_the_package() -> None:
-    package_dir = Path(taskvec_aesthetics.__file__).resolve().parent
+    package_dir = Path(taskvec_aesthetics.__file__).resolve().parent / "evaluation"
     on_disk = sorted(p.name for p in (package_dir / "evaluate_metrics").iterdir() if p.is_dir())
     assert on_disk == sorted(METRIC_NAMES)
     for name in METRIC_NAMES:

@@ -8,9 +8,10 @@ from database_fixtures import write_database_fixture
 from tiny_models import encoder_configs, tiny_model
 from transformers import AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig
 
-from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_fingerprint, training
+from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_fingerprint
 from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
+from taskvec_aesthetics.training import finetune as training
 from taskvec_aesthetics.training.bank_building import build_bank, init_base
 from taskvec_aesthetics.training.finetune import (
     RESULT_FILE,

@@ -27,7 +27,7 @@ _EXPORTS = {
     "AestheticModel": "modeling",
     "AestheticModelOutput": "modeling",
     "Coefficients": "task_vectors.coefficients",
-    "FingerprintMismatchError": "task_vectors.fingerprint",
+    "FingerprintMismatchError": "errors",
     "TaskInfo": "task_vectors.bank",
     "TaskVector": "task_vectors.bank",
     "TaskVectorBank": "task_vectors.bank",
@@ -77,7 +77,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .configuration import AestheticConfig
-    from .errors import TaskvecAestheticsError
+    from .errors import FingerprintMismatchError, TaskvecAestheticsError
     from .evaluation.metrics import correlation_report, krcc, load_metric, pairwise_accuracy, plcc, srocc
     from .hub.references import Reference
     from .modeling import AestheticModel, AestheticModelOutput
@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from .personalization.personalizer import PersonalizationReport, Personalizer
     from .task_vectors.bank import TaskInfo, TaskVector, TaskVectorBank
     from .task_vectors.coefficients import Coefficients
-    from .task_vectors.fingerprint import FingerprintMismatchError, model_fingerprint
+    from .task_vectors.fingerprint import model_fingerprint
     from .training.config import FinetuneConfig
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils.output_capturing import OutputRecorder
 
+from .errors import InputError
+
 __all__ = [
     "BackboneAdapter",
     "ClipVisionAdapter",
@@ -303,7 +305,7 @@ class GenericAdapter(BackboneAdapter):
             value = getattr(config, name, None)
             if value is not None:
                 return int(value[-1] if isinstance(value, (list, tuple)) else value)
-        raise ValueError(
+        raise InputError(
             f"Cannot tell the feature size of encoder type '{config.model_type}': its config has none of "
             "hidden_size, hidden_sizes, num_features, embed_dim"
         )

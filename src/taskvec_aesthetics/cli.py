@@ -38,7 +38,7 @@ from .constants import (
     STORAGE_DTYPE_NAMES,
     WEIGHTS_FILE,
 )
-from .errors import TaskvecAestheticsError
+from .errors import InputError, MissingFileError, TaskvecAestheticsError
 from .personalization.config import PRESETS, PersonalizerConfig
 from .training.config import FinetuneConfig
 from .utils.fields import field_kind
@@ -250,7 +250,7 @@ def add_score(subparsers: Any) -> None:
 def run_score(args: argparse.Namespace) -> None:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:  # before the (slow) model load
-        raise FileNotFoundError(f"no such image file or folder: {', '.join(missing)}")
+        raise MissingFileError(f"no such image file or folder: {', '.join(missing)}")
     _check_locations(args.model, revision=args.revision)
     from .evaluation.scores_output import write_scores
     from .modeling import AestheticModel
@@ -284,7 +284,7 @@ def _check_locations(model: str | None, bank: str | None = None, revision: str |
 def _check_is_model(location: str) -> None:
     """A saved bank passed where a model is expected gets an error that says so."""
     if (Path(location) / BANK_CONFIG_FILE).is_file():
-        raise ValueError(
+        raise InputError(
             f"{location} is a task-vector bank ({BANK_CONFIG_FILE}), not a model: pass it as --bank, and its base "
             "model (the folder or Hub id its card names) as --model"
         )
@@ -414,7 +414,7 @@ def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any,
     state = model.personalization
     if state is not None:  # a personalized model: personalize its base again
         if state.base.location is None:
-            raise ValueError(f"{model_location} is personalized but does not record where its base model lives")
+            raise InputError(f"{model_location} is personalized but does not record where its base model lives")
         model = AestheticModel.from_pretrained(state.base.location, **state.base.load_kwargs())
     if bank_location is not None:
         return model, TaskVectorBank.from_pretrained(bank_location, base=model)
@@ -422,7 +422,7 @@ def _base_and_bank(model_location: str, bank_location: str | None) -> tuple[Any,
         return model, state.bank
     reference = state.bank_ref if state is not None else model.config.bank_reference
     if reference is None or reference.location is None:
-        raise ValueError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
+        raise InputError(f"{model_location} refers to no bank (its config.json has no `bank`): pass --bank")
     revision = reference.load_kwargs().get("revision")
     return model, TaskVectorBank.from_pretrained(reference.location, revision=revision, base=model)
 
@@ -566,7 +566,7 @@ def add_benchmark(subparsers: Any) -> None:
 
 def run_benchmark(args: argparse.Namespace) -> None:
     if args.database and not args.root:
-        raise ValueError("--database needs --root, the folder of the database as distributed")
+        raise InputError("--database needs --root, the folder of the database as distributed")
     _check_locations(args.model, args.bank)
     from .data import load_database, load_ratings
     from .experiments.benchmark import BenchmarkConfig
@@ -637,9 +637,9 @@ def _references(items: Sequence[str]) -> dict[str, Any]:
             else:
                 references[label] = number
         except ValueError:
-            raise ValueError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}") from None
+            raise InputError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}") from None
         if not label:
-            raise ValueError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}")
+            raise InputError(f"--reference expects LABEL=SROCC or LABEL@K=SROCC, received {item!r}")
     return references
 
 
@@ -694,7 +694,7 @@ def run_analyze_similarity(args: argparse.Namespace) -> None:
     if args.granularity == "layer":
         location = args.model or bank.base.location
         if location is None:
-            raise ValueError(f"{args.bank} records no base model: pass --model, or --granularity task")
+            raise InputError(f"{args.bank} records no base model: pass --model, or --granularity task")
         _check_is_model(location)
         kwargs = {} if args.model else bank.base.load_kwargs()
         with torch.device("meta"):  # the layer groups need the architecture, not the weights
@@ -782,7 +782,7 @@ def saved_kind(path: str | Path) -> str:
         if any(folder.glob("model*.safetensors")):
             return "model"
     found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
-    raise ValueError(
+    raise InputError(
         f"{path} is not a saved model or bank: expected {BANK_CONFIG_FILE}, or {CONFIG_FILE} with {WEIGHTS_FILE} or "
         f"{COEFFICIENTS_FILE}; found {found}"
     )
@@ -818,7 +818,7 @@ def push_saved(
     card = text if text is not None and not overwrite_card and not is_generated_card(text) else None
     if kind == "bank":
         if export is not None:
-            raise ValueError(f"{path} is a task-vector bank: export={export!r} applies to personalized models only")
+            raise InputError(f"{path} is a task-vector bank: export={export!r} applies to personalized models only")
         return TaskVectorBank.from_pretrained(path).push_to_hub(
             repo_id, overwrite_card=overwrite_card, card=card, **push
         )
@@ -854,7 +854,7 @@ def run_app(args: argparse.Namespace) -> None:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise ValueError("the app needs Gradio: pip install 'taskvec-aesthetics[app]'") from None
+        raise InputError("the app needs Gradio: pip install 'taskvec-aesthetics[app]'") from None
     if args.push_demo:
         from .app.space import push_demo
 

@@ -12,7 +12,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from . import efficientnet_lite  # noqa: F401  (registers the default encoder with AutoConfig)
 from .constants import CONFIG_FILE, FORMAT_VERSION
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .hub.references import Reference
 
 __all__ = ["AestheticConfig", "EXPORT_FORMAT_VERSION"]
@@ -89,15 +89,15 @@ class AestheticConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.encoder_config, dict) and "model_type" not in self.encoder_config:
-            raise ValueError(
+            raise InputError(
                 "encoder_config dict must name its `model_type` (e.g. 'clip_vision_model'); received keys "
                 f"{sorted(self.encoder_config)}"
             )
         self.score_range = _check_score_range(self.score_range)
         if self.num_bins < 2:
-            raise ValueError(f"num_bins must be at least 2, received {self.num_bins}")
+            raise InputError(f"num_bins must be at least 2, received {self.num_bins}")
         if not 0.0 <= float(self.head_dropout) < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), received {self.head_dropout}")
+            raise InputError(f"head_dropout must be in [0, 1), received {self.head_dropout}")
         super().__post_init__(**kwargs)
 
     @property

@@ -29,6 +29,8 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 
+from .errors import InputError, InputTypeError, MissingFileError
+
 __all__ = [
     "EfficientNetLiteConfig",
     "EfficientNetLitePreTrainedModel",
@@ -112,9 +114,9 @@ class EfficientNetLiteConfig(PretrainedConfig):
         for name in ("num_channels", "image_size", "depth_divisor", "stem_channels", "hidden_size"):
             value = getattr(self, name)
             if type(value) is not int:
-                raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
+                raise InputTypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
             if value < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+                raise InputError(f"`{name}` must be >= 1, got {value}.")
         for name, low, high in (
             ("width_coefficient", 0.0, math.inf),
             ("depth_coefficient", 0.0, math.inf),
@@ -122,23 +124,23 @@ class EfficientNetLiteConfig(PretrainedConfig):
             ("batch_norm_eps", 0.0, math.inf),
         ):
             if not low < getattr(self, name) < high:
-                raise ValueError(f"`{name}` must be in ({low}, {high}), got {getattr(self, name)!r}.")
+                raise InputError(f"`{name}` must be in ({low}, {high}), got {getattr(self, name)!r}.")
         for name in ("dropout_rate", "drop_connect_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)!r}.")
+                raise InputError(f"`{name}` must be in [0, 1), got {getattr(self, name)!r}.")
         lengths = {n: len(getattr(self, n)) for n in _STAGE_FIELDS}
         if len(set(lengths.values())) != 1 or 0 in lengths.values():
-            raise ValueError(f"The per-stage lists must have one equal, non-zero length; got lengths {lengths}.")
+            raise InputError(f"The per-stage lists must have one equal, non-zero length; got lengths {lengths}.")
         if any(k % 2 == 0 for k in self.kernel_sizes):
-            raise ValueError(f"`kernel_sizes` must all be odd, got {self.kernel_sizes}.")
+            raise InputError(f"`kernel_sizes` must all be odd, got {self.kernel_sizes}.")
         for name in _STAGE_FIELDS:
             if min(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must all be >= 1, got {getattr(self, name)}.")
+                raise InputError(f"`{name}` must all be >= 1, got {getattr(self, name)}.")
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != self.num_channels:
-                raise ValueError(f"`{name}` needs {self.num_channels} values, got {getattr(self, name)}.")
+                raise InputError(f"`{name}` needs {self.num_channels} values, got {getattr(self, name)}.")
         if min(self.image_std) <= 0:
-            raise ValueError(f"`image_std` must be positive, got {self.image_std}.")
+            raise InputError(f"`image_std` must be positive, got {self.image_std}.")
 
     @property
     def num_blocks(self) -> int:
@@ -148,7 +150,7 @@ class EfficientNetLiteConfig(PretrainedConfig):
 
 def _int_tuple(name: str, values: object) -> tuple[int, ...]:
     if not isinstance(values, (list, tuple)) or not all(type(v) is int for v in values):
-        raise TypeError(f"`{name}` must be a list or tuple of ints, got {values!r}.")
+        raise InputTypeError(f"`{name}` must be a list or tuple of ints, got {values!r}.")
     return tuple(values)
 
 
@@ -346,9 +348,9 @@ class EfficientNetLiteModel(EfficientNetLitePreTrainedModel):
             return_dict = self.config.return_dict
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
-            raise ValueError(f"`pixel_values` must be a tensor [batch, channels, height, width], got {got}.")
+            raise InputError(f"`pixel_values` must be a tensor [batch, channels, height, width], got {got}.")
         if pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
+            raise InputError(
                 f"`pixel_values` has {pixel_values.shape[1]} channels, the config expects {self.config.num_channels}."
             )
         hidden_states = self.stem(pixel_values)
@@ -372,7 +374,7 @@ class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
     def __init__(self, config: EfficientNetLiteConfig) -> None:
         super().__init__(config)
         if config.num_labels < 1:
-            raise ValueError(f"`num_labels` must be >= 1 for a classifier, got {config.num_labels}.")
+            raise InputError(f"`num_labels` must be >= 1 for a classifier, got {config.num_labels}.")
         self.efficientnet_lite = EfficientNetLiteModel(config)
         self.dropout = nn.Dropout(config.dropout_rate)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -449,7 +451,7 @@ def load_efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
         ) from err
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"`{_WEIGHTS_PACKAGE}` is installed but its weights file {path} is missing.")
+        raise MissingFileError(f"`{_WEIGHTS_PACKAGE}` is installed but its weights file {path} is missing.")
     logger.debug("Loading EfficientNet-Lite0 ImageNet weights from %s", path)
     return dict(torch.load(path, map_location="cpu", weights_only=True))
 
@@ -468,7 +470,7 @@ def convert_efficientnet_lite0_state_dict(state_dict: dict[str, torch.Tensor]) -
         ValueError: If a key is unknown, missing or has the wrong shape.
     """
     if not isinstance(state_dict, dict):
-        raise TypeError(f"`state_dict` must be a dict of tensors, got {type(state_dict).__name__}.")
+        raise InputTypeError(f"`state_dict` must be a dict of tensors, got {type(state_dict).__name__}.")
     with torch.device("meta"):  # shapes only, nothing allocated
         reference = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=_LITE0_NUM_CLASSES))
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
@@ -482,7 +484,7 @@ def convert_efficientnet_lite0_state_dict(state_dict: dict[str, torch.Tensor]) -
         if k in expected and tuple(v.shape) != expected[k]
     ]
     if unknown or missing or wrong:
-        raise ValueError(
+        raise InputError(
             f"Expected the EfficientNet-Lite0 state dict of `{_WEIGHTS_PACKAGE}`; got unexpected keys "
             f"{_preview(unknown)}, missing keys {_preview(missing)}, shape mismatches {_preview(wrong)}."
         )

@@ -30,7 +30,7 @@ from .constants import (
     PERSONALIZATION_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from .errors import IntegrityError
+from .errors import InputError, InputTypeError, IntegrityError
 from .hub.cards import DEFAULT_LICENSE, PAPER, bar_chart, card_title, count, number, reference_row, render_card
 from .hub.references import Reference
 from .hub.repository import HubMixin, locate
@@ -193,7 +193,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         model = cls(AestheticConfig(encoder_config=encoder.config, **config_kwargs))
         missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
         if missing or unexpected:
-            raise ValueError(
+            raise InputError(
                 f"encoder weights do not fit a {encoder.config.model_type} encoder: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
@@ -288,7 +288,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             elif pixel_values is not None:
                 hidden, start = adapter.embed(pixel_values), 0
             else:
-                raise ValueError("forward needs pixel_values or prefix_hidden, received neither")
+                raise InputError("forward needs pixel_values or prefix_hidden, received neither")
             # Kept only when asked for (an index 0 is a request): otherwise each block's output is freed.
             keep = output_hidden_states is not None and output_hidden_states is not False
             hidden_states = [hidden]
@@ -327,7 +327,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         if labels.dim() == 1 and labels.shape[0] == scores.shape[0]:
             low, high = self.config.score_range
             return torch.mean(((scores - labels) / (high - low)) ** 2)
-        raise ValueError(
+        raise InputError(
             f"labels must be [B] scores or [B, {self.config.num_bins}] histograms, received {list(labels.shape)}"
         )
 
@@ -352,7 +352,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             `torch.Tensor` of shape `[N]` (float32, on the CPU), in input order (a folder: sorted by file name).
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, received {batch_size}")
+            raise InputError(f"batch_size must be >= 1, received {batch_size}")
         items = collect_images(images)
         was_training = self.training
         self.eval()
@@ -413,7 +413,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
     ) -> AestheticModel:
         """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds)."""
         if self.personalization is not None:
-            raise ValueError("this model is already personalized; call with_coefficients on its base model")
+            raise InputError("this model is already personalized; call with_coefficients on its base model")
         fingerprint = bank.check_base(self)
         coefficients = as_coefficients(coefficients, self.parameter_groups(), bank)
         layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
@@ -443,7 +443,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         unlabeled = overrides.pop("unlabeled", None)
         if config is not None:
             if not isinstance(config, PersonalizerConfig) or preset:
-                raise TypeError(
+                raise InputTypeError(
                     "config must be a PersonalizerConfig and cannot be combined with preset; received "
                     f"{type(config).__name__}" + (f" and preset={preset!r}" if preset else "")
                 )
@@ -458,7 +458,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
     def _referenced_bank(self) -> TaskVectorBank:
         reference = self.config.bank_reference
         if reference is None or reference.location is None:
-            raise ValueError(
+            raise InputError(
                 "no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)"
             )
         return TaskVectorBank.from_pretrained(
@@ -488,7 +488,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
                 `commit_message` are taken from the keyword arguments; the repo id defaults to the folder name).
         """
         if export not in EXPORTS:
-            raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
+            raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
         if kwargs.pop("push_to_hub", False):
             push = {k: kwargs.pop(k) for k in ("private", "token", "revision", "commit_message") if k in kwargs}
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
@@ -528,7 +528,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             `huggingface_hub.CommitInfo`: the commit (a `str` holding its url; `.oid` is the commit sha).
         """
         if export not in EXPORTS:
-            raise ValueError(f"export must be one of {EXPORTS}, received {export!r}")
+            raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
         if export == COEFFICIENTS:
             self._check_shareable()  # before anything is created on the Hub
         return super().push_to_hub(repo_id, export=export, **kwargs)
@@ -536,14 +536,14 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
     def _check_shareable(self) -> None:
         state = self.personalization
         if state is None or state.coefficients is None or state.bank is None:
-            raise ValueError(
+            raise InputError(
                 "export='coefficients' needs a personalized model with its bank (from personalize(), "
                 "with_coefficients() or a coefficients export loaded with from_pretrained); this model has none. Push "
                 "it with export='merged'"
             )
         for what, reference in (("base model", state.base), ("bank", state.bank_ref)):
             if reference is None or not reference.on_hub:
-                raise ValueError(
+                raise InputError(
                     f"a coefficients export on the Hub must reference its {what} by Hub repo id, but this model's "
                     f"{what} is {str(reference or 'unknown')!r}. Push the base and the bank first (push_to_hub), "
                     "personalize the pushed or pulled objects, or push with export='merged'"
@@ -671,7 +671,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             config = AestheticConfig.from_pretrained(location, subfolder=subfolder, **hub_kwargs)
         if isinstance(config, AestheticConfig) and config.is_coefficients_export:
             if subfolder:
-                raise ValueError(
+                raise InputError(
                     f"{location}: a coefficients-only export cannot yet be loaded from a subfolder "
                     f"({subfolder!r}); pass the subfolder's own path"
                 )

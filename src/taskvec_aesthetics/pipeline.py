@@ -21,6 +21,7 @@ import torch
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .errors import InputTypeError
 from .modeling import AestheticModel
 from .processing import open_image
 
@@ -46,14 +47,16 @@ class ImageAestheticsPipeline(Pipeline):
 
     def __init__(self, model: AestheticModel, *args: Any, image_processor: Any = None, **kwargs: Any) -> None:
         if not isinstance(model, AestheticModel):
-            raise TypeError(
+            raise InputTypeError(
                 f"the {TASK!r} pipeline needs a taskvec-aesthetics AestheticModel, received {type(model).__name__}"
             )
         super().__init__(model, *args, image_processor=image_processor or model.image_processor, **kwargs)
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"the {TASK!r} pipeline takes no options besides batch_size; received {sorted(kwargs)}")
+            raise InputTypeError(
+                f"the {TASK!r} pipeline takes no options besides batch_size; received {sorted(kwargs)}"
+            )
         return {}, {}, {}
 
     def preprocess(self, image: Any) -> dict[str, torch.Tensor]:

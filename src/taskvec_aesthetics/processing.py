@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoImageProcessor, PreTrainedConfig, ViTImageProcessorPil
 
 from .constants import PREPROCESSOR_FILE
-from .errors import TaskvecAestheticsError
+from .errors import ImageTooLargeError, InputError, InputTypeError, MissingFileError
 
 __all__ = [
     "ImageInput",
@@ -72,15 +72,11 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder}")
+        raise MissingFileError(f"no such folder: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise ValueError(f"found no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise InputError(f"found no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return files
-
-
-class ImageTooLargeError(TaskvecAestheticsError, ValueError):
-    """An image has more pixels than Pillow's decompression-bomb limit allows."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -114,7 +110,7 @@ def open_image(item: Image.Image | str | Path, where: str = "") -> Image.Image:
     if isinstance(item, (str, Path)):
         path = Path(item)
         if not path.is_file():
-            raise FileNotFoundError(f"image file not found{where}: {path}")
+            raise MissingFileError(f"image file not found{where}: {path}")
         try:
             with Image.open(path) as image:
                 return to_rgb(image)
@@ -124,8 +120,8 @@ def open_image(item: Image.Image | str | Path, where: str = "") -> Image.Image:
                 "before scoring: `PIL.Image.MAX_IMAGE_PIXELS = <pixels>` (None removes it)"
             ) from None
         except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"cannot decode image{where} {path}: {error}") from None
-    raise TypeError(f"expected a PIL image or a file path{where}, received {type(item).__name__}")
+            raise InputError(f"cannot decode image{where} {path}: {error}") from None
+    raise InputTypeError(f"expected a PIL image or a file path{where}, received {type(item).__name__}")
 
 
 def collect_images(images: ImageInput) -> list[Image.Image | str | Path] | torch.Tensor:
@@ -137,7 +133,7 @@ def collect_images(images: ImageInput) -> list[Image.Image | str | Path] | torch
         if images.dim() == 3:
             images = images.unsqueeze(0)
         if images.dim() != 4:
-            raise ValueError(f"pixel_values must have shape [N, C, H, W] or [C, H, W], received {list(images.shape)}")
+            raise InputError(f"pixel_values must have shape [N, C, H, W] or [C, H, W], received {list(images.shape)}")
         return images
     if isinstance(images, (str, Path)):
         return list(list_images(images)) if Path(images).is_dir() else [images]
@@ -146,8 +142,8 @@ def collect_images(images: ImageInput) -> list[Image.Image | str | Path] | torch
     if isinstance(images, Iterable):
         items = list(images)
         if not items:
-            raise ValueError("received an empty list of images")
+            raise InputError("received an empty list of images")
         return items
-    raise TypeError(
+    raise InputTypeError(
         f"expected PIL images, file paths, a folder or a tensor of pixel values, received {type(images).__name__}"
     )

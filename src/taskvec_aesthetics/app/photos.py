@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import TaskvecAestheticsError
+from ..errors import PhotoError
 from ..processing import to_rgb
 
 __all__ = ["MAX_BYTES", "MAX_FULL_DECODE_PIXELS", "MAX_PIXELS", "MAX_SIDE", "PhotoError", "open_photo", "store_photo"]
@@ -20,10 +20,6 @@ MAX_PIXELS = 80_000_000
 MAX_FULL_DECODE_PIXELS = 16_000_000
 #: Photos are kept with at most this many pixels on their long side: enough for the page and the model.
 MAX_SIDE = 1024
-
-
-class PhotoError(TaskvecAestheticsError, ValueError):
-    """A file that cannot be used as a photo; the message names the file and the reason."""
 
 
 def open_photo(path: str | Path) -> Image.Image:

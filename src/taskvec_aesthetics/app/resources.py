@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..constants import BANK_CONFIG_FILE
+from ..errors import InputError
 from ..hub.repository import download
 from ..modeling import AestheticModel
 from ..personalization.personalizer import Personalizer, PersonalizerConfig
@@ -92,22 +93,22 @@ def demo_locations(cache_dir: str | Path | None = None, demo: DemoConfig | None 
     return {"base": folder / "base", "bank": folder / "bank", "photos": root / "app-photos" / pool_key}
 
 
-def _demo_base_and_bank(cache_dir: Path | None, demo: DemoConfig | None) -> tuple[AestheticModel, TaskVectorBank]:
+def demo_base_and_bank(cache_dir: Path | None, demo: DemoConfig | None) -> tuple[AestheticModel, TaskVectorBank]:
     """The demo's cached base and bank; built first (minutes, with progress bars) when the cache lacks them."""
-    from ..demo.runner import DemoConfig, _base_and_bank, default_cache_dir
+    from ..demo.runner import DemoConfig, base_and_bank, default_cache_dir
     from ..demo.world import build_world
 
     config = demo or DemoConfig()
     where = demo_locations(cache_dir, config)
     if not (where["bank"] / BANK_CONFIG_FILE).is_file():
         logger.info("Building the demo's base model and task-vector bank (first run only; a few minutes on a CPU)")
-        base, bank, _, _ = _base_and_bank(config, build_world(config.world), cache_dir or default_cache_dir(), True)
+        base, bank, _, _ = base_and_bank(config, build_world(config.world), cache_dir or default_cache_dir(), True)
         return base, bank
     base = AestheticModel.from_pretrained(where["base"]).eval()
     return base, TaskVectorBank.from_pretrained(where["bank"], base=base)
 
 
-def _demo_photos(cache_dir: Path | None, demo: DemoConfig | None) -> Path:
+def demo_photos(cache_dir: Path | None, demo: DemoConfig | None) -> Path:
     """The demo's shared pool (the photos its simulated raters rate), written once as PNG files."""
     from ..demo.photos import load_photos
     from ..demo.runner import DemoConfig
@@ -165,19 +166,19 @@ def load_resources(
     cache = Path(cache_dir) if cache_dir else None
     # The photos first: a wrong folder is reported before the model and bank load.
     if photos is None:
-        folder = _demo_photos(cache, demo)
+        folder = demo_photos(cache, demo)
     elif Path(photos).expanduser().is_dir() or os.path.isabs(photos) or str(photos).count("/") != 1:
         folder = Path(photos).expanduser()
     else:  # "owner/name" that is no local folder: a Hub repository of photos
         folder = _hub_photos(str(photos))
     if not folder.is_dir():
-        raise ValueError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
+        raise InputError(f"--photos {str(folder)!r} is not a folder; expected a folder of JPEG/PNG/WebP photos")
     candidates = list_images(folder)[:max_photos]
     if model is None and bank is None:
-        base, task_bank = _demo_base_and_bank(cache, demo)
+        base, task_bank = demo_base_and_bank(cache, demo)
         origin = "the demo's base model and bank of simulated databases"
     elif model is None:
-        raise ValueError(f"--bank {bank} needs --model, the base model the bank was built on")
+        raise InputError(f"--bank {bank} needs --model, the base model the bank was built on")
     else:
         base = AestheticModel.from_pretrained(model).eval()
         task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base._referenced_bank()
@@ -190,7 +191,7 @@ def load_resources(
         except PhotoError as error:
             logger.warning("Skipping %s", error)
     if len(files) < 2:
-        raise ValueError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
+        raise InputError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
     personalizer = Personalizer(base, task_bank, config or PersonalizerConfig(progress=True))
     logger.info("Encoding %d photos", len(files))
     prefix = personalizer.encode(images)

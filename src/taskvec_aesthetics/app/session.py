@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..constants import COEFFICIENTS, MERGED, PREFERRED_VALUES
+from ..errors import InputError
 from ..evaluation.metrics import srocc
 from ..modeling import AestheticModel
 from ..personalization.personalizer import EncodedPreferences, EncodedRatings, PersonalizationReport
@@ -150,13 +151,13 @@ class RatingSession:
     def rate(self, stars: Any) -> None:
         """Rate the photo on screen with 1-5 stars and move on."""
         if self.current is None:
-            raise ValueError("There is no photo left to rate: upload more photos, or press Personalize.")
+            raise InputError("There is no photo left to rate: upload more photos, or press Personalize.")
         try:
             value = float(stars)
         except (TypeError, ValueError):
-            raise ValueError(f"A rating is 1 to 5 stars; received {stars!r}.") from None
+            raise InputError(f"A rating is 1 to 5 stars; received {stars!r}.") from None
         if value not in STARS:
-            raise ValueError(f"A rating is 1 to 5 stars; received {stars!r}.")
+            raise InputError(f"A rating is 1 to 5 stars; received {stars!r}.")
         self.ratings[self.current] = value
         self.advance()
 
@@ -178,9 +179,9 @@ class RatingSession:
         """Answer "which of these two do you prefer?" for the pair on screen (`"a"`: the left one, `"b"`: the right
         one, `"tie"`: neither) and move on."""
         if self.current_pair is None:
-            raise ValueError("There are not two photos to compare: upload more photos.")
+            raise InputError("There are not two photos to compare: upload more photos.")
         if choice not in CHOICES:
-            raise ValueError(f"A comparison answer is one of {list(CHOICES)}; received {choice!r}.")
+            raise InputError(f"A comparison answer is one of {list(CHOICES)}; received {choice!r}.")
         self.comparisons[self.current_pair] = choice
         self.advance_pair()
 
@@ -214,7 +215,7 @@ class RatingSession:
             `list[str]`: One message per refused file; the others were added.
         """
         if not files:
-            raise ValueError("No photos received: choose one or more JPEG, PNG or WebP files.")
+            raise InputError("No photos received: choose one or more JPEG, PNG or WebP files.")
         problems, stored, images = [], [], []
         taken = {path.name for path in self.resources.photos}
         for i, file in enumerate(files):
@@ -256,20 +257,20 @@ class RatingSession:
         """Raise a message for the page when the answers cannot teach an order yet."""
         if self.comparisons:
             if all(choice == "tie" for _, _, choice in self.preferences()):
-                raise ValueError(
+                raise InputError(
                     f"All {len(self.comparisons)} of your comparisons are 'about the same', so they show no "
                     "preference: pick the photo you like more."
                 )
             return
         values = list(self.ratings.values())
         if not values:
-            raise ValueError(
+            raise InputError(
                 "Rate or compare a few photos first: personalization learns from your ratings and comparisons."
             )
         if len(values) == 1:
-            raise ValueError("One rating cannot show what you prefer: rate at least one more photo, differently.")
+            raise InputError("One rating cannot show what you prefer: rate at least one more photo, differently.")
         if len(set(values)) == 1:
-            raise ValueError(
+            raise InputError(
                 f"All {len(values)} of your ratings are {values[0]:g} stars, so they show no preference: give the "
                 "photos you like more stars than the ones you like less."
             )
@@ -375,12 +376,12 @@ class RatingSession:
     def push(self, repo_id: str, token: str, export: str = "merged") -> str:
         """Push the personalized model to the Hub; returns the commit url."""
         if self.result is None:
-            raise ValueError("Personalize first: there is no model to push yet.")
+            raise InputError("Personalize first: there is no model to push yet.")
         repo_id, token = (repo_id or "").strip(), (token or "").strip()
         if not repo_id or repo_id.count("/") > 1:
-            raise ValueError(f"Enter a repository id like 'your-name/my-aesthetic-model'; received {repo_id!r}.")
+            raise InputError(f"Enter a repository id like 'your-name/my-aesthetic-model'; received {repo_id!r}.")
         if not token:
-            raise ValueError("Paste a Hugging Face access token with write permission (hf.co/settings/tokens).")
+            raise InputError("Paste a Hugging Face access token with write permission (hf.co/settings/tokens).")
         commit = self._model(self.result.report).push_to_hub(repo_id, export=export, token=token)
         return str(getattr(commit, "commit_url", commit))
 

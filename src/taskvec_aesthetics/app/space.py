@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InputError
 from ..hub.repository import push_folder
-from .resources import _demo_base_and_bank, _demo_photos
+from .resources import demo_base_and_bank, demo_photos
 
 if TYPE_CHECKING:
     from ..demo.runner import DemoConfig
@@ -51,10 +52,10 @@ def push_demo(
         `dict[str, str]`: The Space variables to set (``TASKVEC_MODEL`` etc.) and the repo id each names.
     """
     if not namespace or "/" in namespace:
-        raise ValueError(f"namespace must be a Hub user or organisation name like 'your-name'; received {namespace!r}")
+        raise InputError(f"namespace must be a Hub user or organisation name like 'your-name'; received {namespace!r}")
     cache = Path(cache_dir) if cache_dir else None
-    photos = _demo_photos(cache, demo)
-    base, bank = _demo_base_and_bank(cache, demo)
+    photos = demo_photos(cache, demo)
+    base, bank = demo_base_and_bank(cache, demo)
     ids = {what: f"{namespace}/{prefix}-{what}" for what in SPACE_VARIABLES}
     base.push_to_hub(ids["base"], token=token, private=private)  # the base pushed first: the bank refers to it
     bank.push_to_hub(ids["bank"], token=token, private=private)

@@ -18,6 +18,7 @@ import gradio as gr
 import pandas as pd
 
 from ..constants import COEFFICIENTS
+from ..errors import InputError
 from .files import AppFolder
 from .resources import AppResources
 from .session import DEFAULT_STRATEGY, STARS, RatingSession, cv_estimate
@@ -260,7 +261,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
         @guarded
         def fit(state: RatingSession, progress_bar: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:  # noqa: B008
             if state is None:
-                raise ValueError(
+                raise InputError(
                     "Rate or compare a few photos first: personalization learns from your ratings and comparisons."
                 )
             state.check_ratings()
@@ -306,7 +307,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
         @guarded
         def push_model(state: RatingSession, repo_id: str, token_text: str, kind: str) -> dict:
             if state is None:
-                raise ValueError("Personalize first: there is no model to push yet.")
+                raise InputError("Personalize first: there is no model to push yet.")
             try:
                 url = state.push(repo_id, token_text, kind)
             except Exception as error:  # the Hub's errors, shown where the visitor pushed

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetInfo, Features, Image, List, NamedSplit, Value
 
+from ..errors import InputError, InputTypeError
 from .aesthetics import read_aadb, read_ava, read_tad66k
 from .personalized import read_flickr_aes, read_lapis, read_para, read_real_cur
 from .quality import read_kadid10k, read_koniq10k, read_livec, read_spaq
@@ -120,7 +121,7 @@ def load_database(
     """
     spec = get_database_spec(name)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}.")
     level = _resolve_level(spec, level)
     reader = _READERS[spec.name]
     _check_options(spec, reader, options)
@@ -134,7 +135,7 @@ def load_database(
         available = sorted({r.split for r in records if r.split is not None})
         if split not in available:
             log.resolve(spec.display_name, skip_invalid)  # a file of only invalid rows is reported as such
-            raise ValueError(f"{spec.display_name} has no {split!r} split; available: {[*available, 'all']}.")
+            raise InputError(f"{spec.display_name} has no {split!r} split; available: {[*available, 'all']}.")
         records = [r for r in records if r.split == split]
     if user_id is not None:
         records = _select_users(records, spec, user_id)
@@ -178,9 +179,9 @@ def _resolve_level(spec: DatabaseSpec, level: str | None) -> str:
     if level is None:
         return "rating" if spec.has_users else "image"
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS} or None, got {level!r}.")
+        raise InputError(f"level must be one of {LEVELS} or None, got {level!r}.")
     if level == "rating" and not spec.has_users:
-        raise ValueError(f"{spec.display_name} publishes no individual ratings; level must be 'image', got 'rating'.")
+        raise InputError(f"{spec.display_name} publishes no individual ratings; level must be 'image', got 'rating'.")
     return level
 
 
@@ -189,7 +190,7 @@ def _check_options(spec: DatabaseSpec, reader: Callable[..., list[Record]], opti
     unknown = sorted(set(options) - {p.name for p in accepted})
     if unknown:
         names = ", ".join(f"{p.name}={p.default!r}" for p in accepted) or "none"
-        raise TypeError(f"Unknown option(s) {unknown} for {spec.display_name}; accepted options: {names}.")
+        raise InputTypeError(f"Unknown option(s) {unknown} for {spec.display_name}; accepted options: {names}.")
 
 
 def _in_range(records: list[Record], spec: DatabaseSpec, log: IssueLog) -> list[Record]:
@@ -234,12 +235,12 @@ def _assign_splits(records: list[Record], seed: int) -> None:
 def _select_users(records: list[Record], spec: DatabaseSpec, user_id: str | Sequence[str]) -> list[Record]:
     wanted = {user_id} if isinstance(user_id, str) else set(user_id)
     if records and records[0].user_id is None:
-        raise ValueError(f"user_id={user_id!r} needs rating-level data, but {spec.display_name} was loaded per image.")
+        raise InputError(f"user_id={user_id!r} needs rating-level data, but {spec.display_name} was loaded per image.")
     known = {r.user_id for r in records}
     unknown = sorted(wanted - known)
     if unknown:
         examples = ", ".join(sorted(u for u in known if u is not None)[:5])
-        raise ValueError(
+        raise InputError(
             f"{spec.display_name}: no ratings by user(s) {unknown} in this split; known users include {examples}."
         )
     return [r for r in records if r.user_id in wanted]

@@ -25,6 +25,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetInfo, Features, Image, Value
 
 from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
+from ..errors import InputError
 from ..utils.io import file_digest
 from .loading import build_dataset
 from .records import (
@@ -93,7 +94,7 @@ def load_ratings(path: str | os.PathLike[str], *, skip_invalid: bool = False) ->
     where = str(_ratings_file(Path(path).expanduser().absolute()))
     log.resolve(f"ratings {where!r}", skip_invalid)
     if not len(dataset):
-        raise ValueError(f"{where!r} holds no ratings; expected one row per rated image.")
+        raise InputError(f"{where!r} holds no ratings; expected one row per rated image.")
     return dataset
 
 
@@ -128,7 +129,7 @@ def load_ratings_by_user(path: str | os.PathLike[str]) -> tuple[Dataset, dict[st
     for issue in log.issues:
         issues.setdefault(user_of_line.get(issue.line), []).append(issue)
     if not records and not issues:
-        raise ValueError(f"{str(csv_path)!r} holds no ratings; expected one row per rated image.")
+        raise InputError(f"{str(csv_path)!r} holds no ratings; expected one row per rated image.")
     logger.info("Loaded %d ratings from %s", len(records), csv_path)
     return build_dataset(records, DatasetInfo(description=f"Ratings from {csv_path.name}.")), issues
 
@@ -137,13 +138,13 @@ def _ratings_file(path: Path) -> Path:
     if path.is_dir():
         metadata = path / _METADATA
         if not metadata.is_file():
-            raise ValueError(
+            raise InputError(
                 f"Folder {str(path)!r} has no {_METADATA}; an image folder needs {_METADATA} with columns "
                 "'file_name' and 'score' (Hugging Face imagefolder convention)."
             )
         return metadata
     if not path.is_file():
-        raise ValueError(f"Ratings path {str(path)!r} does not exist; expected a CSV file or an image folder.")
+        raise InputError(f"Ratings path {str(path)!r} does not exist; expected a CSV file or an image folder.")
     return path
 
 
@@ -225,7 +226,7 @@ def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False
             columns[user].append(row[user])
     log.resolve(f"preferences {str(csv_path)!r}", skip_invalid)
     if not columns["preferred"]:
-        raise ValueError(f"{str(csv_path)!r} holds no preferences; expected one row per compared pair.")
+        raise InputError(f"{str(csv_path)!r} holds no preferences; expected one row per compared pair.")
     logger.info("Loaded %d preferences from %s", len(columns["preferred"]), csv_path)
     features = Features(
         {

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TaskvecAestheticsError
+from ..errors import DatabaseFormatError
 
 __all__ = [
     "DatabaseFormatError",
@@ -35,9 +35,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# How many problems an error message shows; the rest are counted.
-_SHOWN_ISSUES = 5
-
 
 @dataclass(frozen=True)
 class Issue:
@@ -50,28 +47,6 @@ class Issue:
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}, line {self.line}"
         return f"{where}: {self.reason}"
-
-
-class DatabaseFormatError(TaskvecAestheticsError, ValueError):
-    """A database's files are missing, malformed, or refer to images that do not exist.
-
-    Attributes:
-        issues (`list[Issue]`): every invalid row or missing image found (empty when a whole file is missing).
-    """
-
-    def __init__(self, message: str, issues: Sequence[Issue] = ()) -> None:
-        super().__init__(message)
-        self.issues = list(issues)
-
-    @classmethod
-    def from_issues(cls, database: str, issues: Sequence[Issue]) -> DatabaseFormatError:
-        shown = "\n".join(f"  - {issue}" for issue in issues[:_SHOWN_ISSUES])
-        more = f"\n  ... and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
-        return cls(
-            f"{database}: found {len(issues)} invalid row(s) or missing image(s):\n{shown}{more}\n"
-            "Fix the files, or pass skip_invalid=True to skip these rows.",
-            issues,
-        )
 
 
 class IssueLog:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import InputError, InputTypeError
+
 __all__ = ["DATABASES", "DatabaseKind", "DatabaseSpec", "get_database_spec", "list_databases"]
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,10 @@ class DatabaseSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"DatabaseSpec.kind must be one of {_KINDS}, got {self.kind!r}.")
+            raise InputError(f"DatabaseSpec.kind must be one of {_KINDS}, got {self.kind!r}.")
         low, high = self.score_range
         if not low < high:
-            raise ValueError(f"DatabaseSpec.score_range must be (low, high) with low < high, got {self.score_range}.")
+            raise InputError(f"DatabaseSpec.score_range must be (low, high) with low < high, got {self.score_range}.")
 
     @property
     def has_distribution(self) -> bool:
@@ -270,7 +272,7 @@ def list_databases(kind: DatabaseKind | None = None) -> list[str]:
         `list[str]`: canonical names in registry order.
     """
     if kind is not None and kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS} or None, got {kind!r}.")
+        raise InputError(f"kind must be one of {_KINDS} or None, got {kind!r}.")
     return [name for name, spec in DATABASES.items() if kind is None or spec.kind == kind]
 
 
@@ -291,10 +293,10 @@ def get_database_spec(name: str | DatabaseSpec) -> DatabaseSpec:
     if isinstance(name, DatabaseSpec):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"Database name must be a str, got {type(name).__name__}.")
+        raise InputTypeError(f"Database name must be a str, got {type(name).__name__}.")
     canonical = _LOOKUP.get(_compact(name))
     if canonical is None:
         close = difflib.get_close_matches(_compact(name), list(_LOOKUP), n=1)
         hint = f" Did you mean {_LOOKUP[close[0]]!r}?" if close else ""
-        raise ValueError(f"Unknown database {name!r}.{hint} Known databases: {', '.join(DATABASES)}.")
+        raise InputError(f"Unknown database {name!r}.{hint} Known databases: {', '.join(DATABASES)}.")
     return DATABASES[canonical]

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import InputError
+
 __all__ = ["NUM_DISTINCT_PHOTOS", "PHOTO_SOURCES", "Photo", "PhotoSource", "load_photos"]
 
 logger = logging.getLogger(__name__)
@@ -246,7 +248,7 @@ def load_photos(limit: int | None = None) -> list[Photo]:
         `ValueError`: If ``limit`` is not positive, or no photo can be found.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, received {limit!r}")
+        raise InputError(f"limit must be a positive integer or None, received {limit!r}")
     photos: list[Photo] = []
     missing: set[str] = set()
     for source in PHOTO_SOURCES:
@@ -263,7 +265,7 @@ def load_photos(limit: int | None = None) -> list[Photo]:
             ", ".join(sorted(missing)),
         )
     if not photos:
-        raise ValueError(
+        raise InputError(
             f"found no demo photos: the packages {sorted(missing)} are not installed; "
             "expected them from the demo extra (pip install taskvec-aesthetics[demo])"
         )

@@ -40,6 +40,7 @@ import threadpoolctl
 import torch
 
 from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
+from ..errors import InputError
 from ..experiments.benchmark import METHODS, BenchmarkConfig, BenchmarkResult, run_benchmark
 from ..hub.references import Reference
 from ..modeling import AestheticModel
@@ -142,7 +143,7 @@ class DemoConfig:
                 paper_steps=30,
                 baseline_steps=30,
             )
-        raise ValueError(f"unknown demo preset {name!r}; choose 'default' or 'quick'")
+        raise InputError(f"unknown demo preset {name!r}; choose 'default' or 'quick'")
 
     def bank_key(self) -> str:
         """Hash of everything that determines the base and the bank (not the raters or the protocol)."""
@@ -244,7 +245,7 @@ def _build_bank(config: DemoConfig, world: World, folder: Path, final: Path, pro
     shutil.rmtree(folder / "runs")  # the bank holds what the runs produced
 
 
-def _base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: bool):
+def base_and_bank(config: DemoConfig, world: World, cache_dir: Path, progress: bool):
     """Load the cached base and bank, or build them (into a temporary folder renamed into place when complete)."""
     target = cache_dir / "demo" / config.bank_key()
     cached = (target / "bank" / BANK_CONFIG_FILE).is_file()
@@ -349,7 +350,7 @@ def run_demo(
         world = build_world(config.world)
         timings["world_s"] = time.perf_counter() - began
         mark = time.perf_counter()
-        base, bank, from_cache, cache_folder = _base_and_bank(
+        base, bank, from_cache, cache_folder = base_and_bank(
             config, world, Path(cache_dir) if cache_dir else default_cache_dir(), progress
         )
         timings["bank_s"] = time.perf_counter() - mark

@@ -27,6 +27,7 @@ from datasets import Image as ImageFeature
 from PIL import Image, ImageFilter
 from scipy.stats import spearmanr
 
+from ..errors import InputError, InputTypeError
 from .photos import Photo, load_photos
 
 __all__ = [
@@ -90,12 +91,14 @@ _EXPOSURE_STOPS, _WARMTH_GAIN, _NOISE_STD, _BLUR_SIGMA = 1.25, 0.25, 0.12, 2.2
 
 def _check_strengths(strengths: Mapping[str, float]) -> dict[str, float]:
     if not isinstance(strengths, Mapping):
-        raise TypeError(f"strengths must be a mapping from trait name to float, received {type(strengths).__name__}")
+        raise InputTypeError(
+            f"strengths must be a mapping from trait name to float, received {type(strengths).__name__}"
+        )
     for name, value in strengths.items():
         if name not in TRAITS:
-            raise ValueError(f"unknown trait {name!r}; expected one of {list(TRAIT_NAMES)}")
+            raise InputError(f"unknown trait {name!r}; expected one of {list(TRAIT_NAMES)}")
         if not TRAITS[name].low <= float(value) <= TRAITS[name].high:
-            raise ValueError(
+            raise InputError(
                 f"strength of {name!r} must lie in [{TRAITS[name].low}, {TRAITS[name].high}], received {value!r}"
             )
     return {name: float(value) for name, value in strengths.items()}
@@ -118,7 +121,7 @@ def apply_traits(image: Image.Image, strengths: Mapping[str, float], seed: int =
         `PIL.Image.Image`: A new RGB image of the same size.
     """
     if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL.Image.Image, received {type(image).__name__}")
+        raise InputTypeError(f"image must be a PIL.Image.Image, received {type(image).__name__}")
     s = dict.fromkeys(TRAIT_NAMES, 0.0) | _check_strengths(strengths)
     x = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     if s["exposure"]:
@@ -172,7 +175,7 @@ def _dataset(columns: dict) -> Dataset:
 
 def _check_count(name: str, value: int, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}, received {value!r}")
 
 
 @dataclass
@@ -233,12 +236,14 @@ def make_pool(
         id_prefix (`str`): Prefix of the image ids (``"<prefix>-00000"``).
     """
     if isinstance(photos, (str, bytes)) or not photos or not all(isinstance(p, Photo) for p in photos):
-        raise TypeError(f"photos must be a non-empty sequence of Photo (see load_photos), received {photos!r:.80}")
+        raise InputTypeError(
+            f"photos must be a non-empty sequence of Photo (see load_photos), received {photos!r:.80}"
+        )
     _check_count("num_images", num_images)
     _check_count("image_size", image_size, minimum=16)
     _check_strengths(dict.fromkeys(always, 0.0))
     if not 0.0 <= p_active <= 1.0:
-        raise ValueError(f"p_active must lie in [0, 1], received {p_active!r}")
+        raise InputError(f"p_active must lie in [0, 1], received {p_active!r}")
     rng = _stream(seed, id_prefix)
     active = rng.random((num_images, len(TRAIT_NAMES))) < p_active
     active[:, [TRAIT_NAMES.index(name) for name in always]] = True
@@ -290,7 +295,7 @@ class SimulatedDatabase:
         """The noise-free criterion of images with these ``[N, T]`` strengths, scaled to [0, 1]."""
         strengths = np.asarray(strengths, dtype=np.float64)
         if strengths.ndim != 2 or strengths.shape[1] != len(TRAIT_NAMES):
-            raise ValueError(f"strengths must have shape [N, {len(TRAIT_NAMES)}], received {strengths.shape}")
+            raise InputError(f"strengths must have shape [N, {len(TRAIT_NAMES)}], received {strengths.shape}")
         w = np.array([self.weights.get(name, 0.0) for name in TRAIT_NAMES])
         lowest, highest = np.minimum(w * _LOW, w * _HIGH).sum(), np.maximum(w * _LOW, w * _HIGH).sum()
         return (strengths @ w - lowest) / (highest - lowest)
@@ -331,7 +336,7 @@ NUM_VOTES, VOTE_STD = 25, 1.3
 
 def _database(name: str) -> SimulatedDatabase:
     if name not in SIMULATED_DATABASES:
-        raise ValueError(f"unknown simulated database {name!r}; expected one of {list(SIMULATED_DATABASES)}")
+        raise InputError(f"unknown simulated database {name!r}; expected one of {list(SIMULATED_DATABASES)}")
     return SIMULATED_DATABASES[name]
 
 
@@ -384,9 +389,9 @@ class SimulatedUser:
     def __post_init__(self) -> None:
         _check_strengths(dict.fromkeys(self.taste, 0.0))
         if not any(self.taste.values()):
-            raise ValueError(f"taste of {self.user_id!r} must have a non-zero weight, received {self.taste}")
+            raise InputError(f"taste of {self.user_id!r} must have a non-zero weight, received {self.taste}")
         if not self.noise >= 0:
-            raise ValueError(f"noise must be >= 0, received {self.noise!r}")
+            raise InputError(f"noise must be >= 0, received {self.noise!r}")
 
     def utility(self, strengths: np.ndarray) -> np.ndarray:
         """Noise-free utility of images with these ``[N, T]`` strengths."""
@@ -429,10 +434,10 @@ def rate(user: SimulatedUser, pool: Pool, seed: int) -> Dataset:
         `datasets.Dataset`: Columns ``image``, ``score`` (float32, 1..5 in steps of 0.5), ``user_id``, ``image_id``.
     """
     if not isinstance(user, SimulatedUser):
-        raise TypeError(f"user must be a SimulatedUser, received {type(user).__name__}")
+        raise InputTypeError(f"user must be a SimulatedUser, received {type(user).__name__}")
     utility = user.utility(pool.strengths)
     if len(pool) < 2 or utility.std() == 0:
-        raise ValueError(
+        raise InputError(
             f"the pool of {len(pool)} images does not vary in {user.user_id}'s traits; "
             "expected images with different strengths"
         )
@@ -453,7 +458,7 @@ def noise_ceiling(user: SimulatedUser, pool: Pool, ratings: Dataset) -> float:
     """SROCC between a rater's noisy ratings (from [`rate`]) and their noise-free utility: the best any model
     can reach on these ratings."""
     if list(ratings["image_id"]) != list(pool.image_ids):
-        raise ValueError("ratings must list the pool's images in pool order, as rate() returns them")
+        raise InputError("ratings must list the pool's images in pool order, as rate() returns them")
     return float(spearmanr(ratings["score"], user.utility(pool.strengths)).statistic)
 
 
@@ -489,13 +494,13 @@ class WorldConfig:
         _check_count("num_users", self.num_users)
         _check_count("seed", self.seed, minimum=0)
         if not self.databases or not set(self.databases) <= set(SIMULATED_DATABASES):
-            raise ValueError(f"databases must name some of {list(SIMULATED_DATABASES)}, received {self.databases!r}")
+            raise InputError(f"databases must name some of {list(SIMULATED_DATABASES)}, received {self.databases!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> WorldConfig:
         """A named preset: ``"default"`` (the demo's size) or ``"quick"`` (tiny, for tests), with overrides."""
         if name not in _PRESETS:
-            raise ValueError(f"unknown world preset {name!r}; expected one of {list(_PRESETS)}")
+            raise InputError(f"unknown world preset {name!r}; expected one of {list(_PRESETS)}")
         return cls(**{**_PRESETS[name], **overrides})
 
 
@@ -531,7 +536,7 @@ class World:
         for user in self.users:
             if user.user_id == user_id:
                 return user
-        raise ValueError(f"unknown user {user_id!r}; expected one of {[user.user_id for user in self.users]}")
+        raise InputError(f"unknown user {user_id!r}; expected one of {[user.user_id for user in self.users]}")
 
     def noise_ceiling(self, user_id: str) -> float:
         """SROCC of a rater's noisy ratings against their noise-free utility."""
@@ -549,7 +554,7 @@ def build_world(config: WorldConfig | None = None) -> World:
     """
     config = WorldConfig() if config is None else config
     if not isinstance(config, WorldConfig):
-        raise TypeError(f"config must be a WorldConfig, received {type(config).__name__}")
+        raise InputTypeError(f"config must be a WorldConfig, received {type(config).__name__}")
     start = time.perf_counter()
     photos = load_photos(config.num_photos)
     sources = [photo.downscaled(2 * config.image_size) for photo in photos]  # once, not once per database

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import optimize, special, stats
 
+from ..errors import InputError, InputTypeError, MissingFileError
+
 if TYPE_CHECKING:
     import evaluate
 
@@ -63,17 +65,21 @@ def _as_vector(values: Any, name: str) -> np.ndarray:
     try:
         array = np.asarray(values)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"`{name}` must be a sequence of real numbers, got {type(values).__name__}: {error}") from None
+        raise InputTypeError(
+            f"`{name}` must be a sequence of real numbers, got {type(values).__name__}: {error}"
+        ) from None
     if array.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must contain real numbers, got {type(values).__name__} of dtype {array.dtype}.")
+        raise InputTypeError(
+            f"`{name}` must contain real numbers, got {type(values).__name__} of dtype {array.dtype}."
+        )
     # A column or row vector (e.g. model scores of shape [N, 1]) is accepted; anything else is ambiguous.
     if array.ndim == 0 or array.size != max(array.shape):
-        raise ValueError(f"`{name}` must be one-dimensional, got shape {tuple(array.shape)}.")
+        raise InputError(f"`{name}` must be one-dimensional, got shape {tuple(array.shape)}.")
     array = array.astype(np.float64).reshape(-1)
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ValueError(
+        raise InputError(
             f"`{name}` must be finite, got {bad.size} non-finite value(s) (first at index {bad[0]}: {array[bad[0]]})."
         )
     return array
@@ -82,9 +88,9 @@ def _as_vector(values: Any, name: str) -> np.ndarray:
 def _as_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     x, y = _as_vector(pred, "pred"), _as_vector(target, "target")
     if x.size != y.size:
-        raise ValueError(f"`pred` and `target` must have the same length, got {x.size} and {y.size}.")
+        raise InputError(f"`pred` and `target` must have the same length, got {x.size} and {y.size}.")
     if x.size < 2:
-        raise ValueError(f"At least 2 (pred, target) pairs are needed to compute a correlation, got {x.size}.")
+        raise InputError(f"At least 2 (pred, target) pairs are needed to compute a correlation, got {x.size}.")
     return x, y
 
 
@@ -319,10 +325,10 @@ def metric_path(name: str) -> str:
         `FileNotFoundError`: If the package was installed without its metric modules.
     """
     if name not in METRIC_NAMES:
-        raise ValueError(f"Unknown metric {name!r}; expected one of {', '.join(METRIC_NAMES)}.")
+        raise InputError(f"Unknown metric {name!r}; expected one of {', '.join(METRIC_NAMES)}.")
     folder = _BUNDLE_DIR / name
     if not (folder / f"{name}.py").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"The bundled metric module {folder / f'{name}.py'} is missing; reinstall taskvec-aesthetics with its "
             "package data."
         )

@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import InputError
 from ..utils.io import atomic_path
 
 __all__ = ["write_scores"]
@@ -19,7 +20,7 @@ def write_scores(files: Sequence[Path], scores: Sequence[float], output: str | P
     Returns the table, or a line saying where the scores were written.
     """
     if len(files) != len(scores):
-        raise ValueError(f"received {len(scores)} scores for {len(files)} files")
+        raise InputError(f"received {len(scores)} scores for {len(files)} files")
     if output is None:
         width = max(len(str(f)) for f in files)
         return "\n".join(
@@ -35,7 +36,7 @@ def write_scores(files: Sequence[Path], scores: Sequence[float], output: str | P
         writer.writerows([str(f), f"{s:.6f}"] for f, s in zip(files, scores))
         text = buffer.getvalue()
     else:
-        raise ValueError(f"--output must end in .csv or .json, received {output.name!r}")
+        raise InputError(f"--output must end in .csv or .json, received {output.name!r}")
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return f"wrote {len(files)} scores to {output}"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..evaluation.metrics import srocc
 from ..losses import pairwise_rank_loss
 from ..personalization.inputs import decode_images, rows_by_user
@@ -124,13 +125,13 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+            raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if not self.shots or any(int(k) < 2 for k in self.shots):
-            raise ValueError(f"shots must be numbers >= 2, received {self.shots}")
+            raise InputError(f"shots must be numbers >= 2, received {self.shots}")
         if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, received {self.repeats}")
+            raise InputError(f"repeats must be >= 1, received {self.repeats}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be an int >= 1, received {self.workers!r}")
+            raise InputError(f"workers must be an int >= 1, received {self.workers!r}")
 
 
 @dataclass
@@ -636,7 +637,7 @@ def run_benchmark(
     config = config or BenchmarkConfig()
     missing = [c for c in ("image", "score", user_column) if c not in getattr(dataset, "column_names", [])]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"the benchmark needs a datasets.Dataset with columns image, score and {user_column}; missing {missing}"
         )
     began = time.perf_counter()
@@ -688,7 +689,7 @@ def run_benchmark(
         if draw.k == max(config.shots) and example_user is None and fit is not None:
             example_user, (example, example_info) = draw.user_id, fit
     if not trials:
-        raise ValueError("no user had enough images for any k; lower shots or min_test_images")
+        raise InputError("no user had enough images for any k; lower shots or min_test_images")
     return BenchmarkResult(
         trials=trials,
         task_names=bank.task_names,

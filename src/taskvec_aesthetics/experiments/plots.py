@@ -1,50 +1,31 @@
-"""Figures: benchmark results (SROCC by method and k, one user's coefficients) and the paper's analyses (task-vector
-similarity, gains with the number of databases, zero-shot SROCC per user and database)."""
+"""Figures: benchmark results (SROCC by method and k, one user's coefficients) and the paper's analyses (gains with the
+number of databases, zero-shot SROCC per user and database). The task-vector similarity draws its own
+(`Similarity.save`)."""
 
 from __future__ import annotations
 
 import logging
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..utils.io import atomic_path
+from ..utils.plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
-    from .analysis import GainsResult, Similarity, ZeroShotPerUser
+    from .analysis import GainsResult, ZeroShotPerUser
     from .benchmark import BenchmarkResult
 
-__all__ = ["plot_benchmark", "plot_similarity", "plot_gains", "plot_zero_shot"]
+__all__ = ["plot_benchmark", "plot_gains", "plot_zero_shot"]
 
 logger = logging.getLogger(__name__)
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("figures need matplotlib: pip install 'taskvec-aesthetics[demo]'") from error
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    fig.clear()
-    _pyplot().close(fig)
-    return path
 
 
 def plot_benchmark(result: BenchmarkResult, path: str | Path, noise_ceiling: float | None = None) -> Path:
     """Save a PNG: test SROCC by method and k (mean over users with its 95 % bootstrap interval; the noise ceiling as
     a dashed line when given), and the example user's coefficients."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = result.summary()
     labels = list(dict.fromkeys(r["label"] for r in rows))
     shots = sorted({r["k"] for r in rows})
@@ -99,51 +80,13 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path, noise_ceiling: flo
         ax.set_title(f"coefficients of user {result.example_user} (k = {max(shots)})")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_similarity(similarity: Similarity, path: str | Path, max_groups: int = 8) -> Path:
-    """Save a PNG: the cosine matrix over all covered parameters as an annotated heatmap, and beside it up to
-    ``max_groups`` layer groups' matrices (the last ones, nearest the output). The colour scale spans the
-    off-diagonal values (the diagonal, 1 by definition, is grey), so that small similarities stay visible."""
-    plt = _pyplot()
-    groups = similarity.group_names[:1] + similarity.group_names[1:][-max_groups:]
-    tasks = len(similarity.task_names)
-    off = ~np.eye(tasks, dtype=bool)
-    shown = np.stack([similarity.matrix(g) for g in groups])
-    scale = float(np.nanmax(np.abs(shown[:, off]), initial=0.0)) if tasks > 1 else 1.0
-    scale = min(1.0, np.ceil(max(scale, 0.01) * 20) / 20)  # up to the next 0.05
-    fig, axes = plt.subplots(
-        1,
-        len(groups),
-        figsize=(0.7 * tasks + 2.5 + (len(groups) - 1) * (0.35 * tasks + 0.6), 0.6 * tasks + 1.6),
-        squeeze=False,
-        gridspec_kw={"width_ratios": [2] + [1] * (len(groups) - 1)},
-        layout="constrained",
-    )
-    colours = plt.get_cmap("RdBu_r").copy()
-    colours.set_bad("lightgrey")
-    for index, (ax, group) in enumerate(zip(axes[0], groups)):
-        matrix = np.where(off, shown[index], np.nan)
-        image = ax.imshow(matrix, cmap=colours, vmin=-scale, vmax=scale)
-        first = index == 0
-        ax.set_xticks(range(tasks), similarity.task_names if first else [], rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(tasks), similarity.task_names if first else [], fontsize=8)
-        ax.set_title("all covered parameters" if first else group, fontsize=10 if first else 8)
-        if first:
-            for i in range(tasks):
-                for j in range(tasks):
-                    text = "1" if i == j else f"{shown[0, i, j]:.2f}"
-                    colour = "white" if i != j and abs(shown[0, i, j]) > 0.6 * scale else "black"
-                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cosine similarity of task vectors")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gains(gains: GainsResult, path: str | Path) -> Path:
     """Save a PNG, one panel per k: mean test SROCC against the number of databases in the bank, per method, with
     its 95 % interval over users (band), each subset's mean (dots, with several orders) and the reference lines."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = gains.summary()
     shots = sorted({r["k"] for r in rows})
     fig, axes = plt.subplots(1, len(shots), figsize=(max(7, 5.5 * len(shots)), 4.5), squeeze=False)
@@ -176,13 +119,13 @@ def plot_gains(gains: GainsResult, path: str | Path) -> Path:
     )
     fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_zero_shot(zero_shot: ZeroShotPerUser, path: str | Path, columns: int = 6) -> Path:
     """Save a PNG of small multiples, one panel per user: each database model's zero-shot test SROCC (bars, the best
     one dark), with the personalized methods' SROCC on the same draws as lines."""
-    plt = _pyplot()
+    plt = pyplot()
     users = len(zero_shot.users)
     columns = min(columns, users)
     rows = -(-users // columns)
@@ -214,4 +157,4 @@ def plot_zero_shot(zero_shot: ZeroShotPerUser, path: str | Path, columns: int = 
     title = f"Zero-shot test SROCC of each database's model per user (k = {zero_shot.k}; best database in blue)"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

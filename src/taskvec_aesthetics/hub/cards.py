@@ -18,6 +18,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..constants import CARD_FILE, LIBRARY_NAME
+from ..errors import MissingFileError
 from ..utils.io import atomic_path
 from .references import Reference
 
@@ -118,7 +119,7 @@ def card_template(name: str) -> str:
         folder = Path(__file__).resolve().parents[3] / "hub_cards"
     template = folder / name
     if not template.is_file():
-        raise FileNotFoundError(f"no card template {name!r} in {folder}")
+        raise MissingFileError(f"no card template {name!r} in {folder}")
     return template.read_text(encoding="utf-8")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputTypeError
 
 __all__ = ["Reference", "publishing"]
 
@@ -66,7 +66,7 @@ class Reference:
         for name in (*_FIELDS, "fingerprint"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise TypeError(f"Reference.{name} must be a string or None, received {value!r}")
+                raise InputTypeError(f"Reference.{name} must be a string or None, received {value!r}")
             if value == "":
                 object.__setattr__(self, name, None)
 

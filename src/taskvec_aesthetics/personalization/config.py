@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..constants import GRANULARITIES
+from ..errors import InputError, InputTypeError
 from ..utils.fields import check_fields, option
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class PersonalizerConfig:
             self.candidates = tuple(self.candidates)
         check_fields(self)
         if not isinstance(self.init, (str, Mapping)) and not hasattr(self.init, "task_weights"):
-            raise TypeError(
+            raise InputTypeError(
                 f"init must be one of {INITS}, Coefficients or a dict, received {type(self.init).__name__}"
             )
 
@@ -202,7 +203,7 @@ class PersonalizerConfig:
         """`"default"`: our recipe; `"paper"`: the authors' (tensor granularity, softmax(10 x SROCC) init, half-batch
         pairing, AdamW lr 1e-2 with PyTorch's default weight decay, 500 steps, batch 32, last step kept)."""
         if name not in _PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
+            raise InputError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
         return cls(**{**_PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:

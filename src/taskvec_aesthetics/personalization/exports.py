@@ -28,7 +28,7 @@ from ..constants import (
     PREPROCESSOR_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from ..errors import ConfigError, IntegrityError, OverwriteError
+from ..errors import ConfigError, InputError, IntegrityError, OverwriteError
 from ..hub.cards import write_card
 from ..hub.references import Reference
 from ..hub.repository import download, local_folder, not_found_locally
@@ -98,7 +98,7 @@ def _check_coefficients(coefficients: Coefficients, where: str) -> None:
 
 def _saved_location(reference: Reference | None, what: str, how: str) -> Reference:
     if reference is None or reference.location is None:
-        raise ValueError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
+        raise InputError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
     return reference
 
 
@@ -109,7 +109,7 @@ def _personalization_record(model: AestheticModel, export: str) -> dict[str, Any
 def write_personalization_file(model: AestheticModel, directory: str | Path, export: str) -> Path:
     """Write `personalization.json`: task and group order, granularity, coefficients, fit facts, provenance."""
     if model.personalization is None:
-        raise ValueError("this model is not personalized: there is nothing to write to personalization.json")
+        raise InputError("this model is not personalized: there is nothing to write to personalization.json")
     return write_json(Path(directory) / PERSONALIZATION_FILE, _personalization_record(model, export))
 
 
@@ -176,7 +176,7 @@ def save_coefficients_export(model: AestheticModel, directory: str | Path) -> Pa
 def _write_coefficients_export(model: AestheticModel, directory: Path) -> Path:
     state = model.personalization
     if state is None or state.coefficients is None or state.bank is None:
-        raise ValueError(
+        raise InputError(
             "export='coefficients' needs a personalized model (from personalize() or with_coefficients()); "
             "this model has no coefficients. Use export='merged' to save plain weights"
         )
@@ -251,7 +251,7 @@ def load_coefficients_export(
                 base_location, **base_ref.load_kwargs(), token=token, cache_dir=cache_dir
             )
     except (OSError, ValueError) as error:
-        raise ValueError(f"{name_or_path}: cannot load its base model {base_location!r}: {error}") from error
+        raise InputError(f"{name_or_path}: cannot load its base model {base_location!r}: {error}") from error
     if not fingerprint_matches(base, base_ref.fingerprint, where):
         raise FingerprintMismatchError(
             f"{name_or_path} was personalized from a base with fingerprint {base_ref.fingerprint}, but "
@@ -266,7 +266,7 @@ def load_coefficients_export(
             cache_dir=cache_dir,
         )
     except (OSError, ValueError) as error:
-        raise ValueError(f"{name_or_path}: cannot load its bank {bank_location!r}: {error}") from error
+        raise InputError(f"{name_or_path}: cannot load its bank {bank_location!r}: {error}") from error
     bank.check_base(base)
     coefficients = Coefficients.load(folder / COEFFICIENTS_FILE)
     _check_coefficients(coefficients, str(folder / COEFFICIENTS_FILE))

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from ..errors import IntegrityError
+from ..errors import InputError, IntegrityError
 from ..utils.io import atomic_path, check_digest, file_digest
 
 if TYPE_CHECKING:
@@ -143,9 +143,9 @@ class FeatureCache:
     def add(self, keys: list[str], features: torch.Tensor) -> None:
         """Keep the features of ``keys`` (rows of ``features``); written to disk by `flush`."""
         if len(keys) != len(features):
-            raise ValueError(f"received {len(features)} feature rows for {len(keys)} image keys")
+            raise InputError(f"received {len(features)} feature rows for {len(keys)} image keys")
         if self.shape is not None and tuple(features.shape[1:]) != self.shape:
-            raise ValueError(
+            raise InputError(
                 f"received features of shape {list(features.shape[1:])}, this cache holds {list(self.shape)}"
             )
         for key, row in zip(keys, features):

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
+from ..errors import InputError, InputTypeError
 from ..processing import open_image, to_rgb
 
 __all__ = [
@@ -103,7 +104,7 @@ def canonical_preferences(preferences: Preferences) -> Preferences:
     for row, (a, b, p) in enumerate(preferences.pairs):
         i, j = index[keys[a]], index[keys[b]]
         if i == j:
-            raise ValueError(
+            raise InputError(
                 f"the preference in row {row} compares an image with itself (its image_a and image_b hold the same "
                 "picture); expected two different images per pair"
             )
@@ -128,10 +129,10 @@ def _decode_cell(cell: Any, row: int) -> Image.Image:
                 with Image.open(io.BytesIO(cell["bytes"])) as image:
                     return to_rgb(image)
             except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-                raise ValueError(f"cannot decode the image in row {row} ({cell.get('path')}): {error}") from None
+                raise InputError(f"cannot decode the image in row {row} ({cell.get('path')}): {error}") from None
         if cell.get("path"):
             return open_image(Path(cell["path"]), f" in row {row}")
-        raise ValueError(f"row {row} has an empty image")
+        raise InputError(f"row {row} has an empty image")
     return open_image(cell, f" in row {row}")
 
 
@@ -156,9 +157,9 @@ def _score(value: Any, row: int) -> float:
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"the rating in row {row} is not a number: {value!r}") from None
+        raise InputError(f"the rating in row {row} is not a number: {value!r}") from None
     if not math.isfinite(score):
-        raise ValueError(f"the rating in row {row} is {score}; ratings must be finite numbers")
+        raise InputError(f"the rating in row {row} is {score}; ratings must be finite numbers")
     return score
 
 
@@ -174,7 +175,7 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
     if hasattr(data, "column_names") and hasattr(data, "cast_column"):
         missing = [c for c in (image_column, score_column) if c not in data.column_names]
         if missing:
-            raise ValueError(f"the ratings dataset lacks columns {missing}; it has {data.column_names}")
+            raise InputError(f"the ratings dataset lacks columns {missing}; it has {data.column_names}")
         return Ratings(decode_images(data, image_column), [_score(s, i) for i, s in enumerate(data[score_column])])
     elif (
         isinstance(data, tuple)
@@ -184,27 +185,27 @@ def as_ratings(data: Any, image_column: str = "image", score_column: str = "scor
     ):
         images, scores = list(data[0]), list(data[1])
         if len(images) != len(scores):
-            raise ValueError(f"received {len(scores)} ratings for {len(images)} images; expected one rating per image")
+            raise InputError(f"received {len(scores)} ratings for {len(images)} images; expected one rating per image")
     elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         pairs = list(data)
         bad = [i for i, p in enumerate(pairs) if not (isinstance(p, Sequence) and len(p) == 2)]
         if bad:
-            raise ValueError(f"expected (image, score) pairs; rows {bad[:5]} are not pairs")
+            raise InputError(f"expected (image, score) pairs; rows {bad[:5]} are not pairs")
         images, scores = [p[0] for p in pairs], [p[1] for p in pairs]
     else:
-        raise TypeError(
+        raise InputTypeError(
             "ratings must be a datasets.Dataset with image and score columns, a list of (image, score) pairs, "
             f"an (images, scores) pair or a ratings file path; received {type(data).__name__}"
         )
     if len(images) < 2:
-        raise ValueError(f"personalization needs at least 2 rated images, received {len(images)}")
+        raise InputError(f"personalization needs at least 2 rated images, received {len(images)}")
     return Ratings([_decode_cell(c, i) for i, c in enumerate(images)], [_score(s, i) for i, s in enumerate(scores)])
 
 
 def _preferred(value: Any, row: int) -> float:
     text = str(value).strip().lower()
     if text not in PREFERRED_VALUES:
-        raise ValueError(
+        raise InputError(
             f"the preference in row {row} is {value!r}; expected one of {list(PREFERRED_VALUES)} "
             "(image a preferred, image b preferred, or a tie)"
         )
@@ -236,7 +237,7 @@ def as_preferences(data: Any) -> Preferences:
     if hasattr(data, "column_names") and hasattr(data, "cast_column"):
         missing = [c for c in PREFERENCE_COLUMNS if c not in data.column_names]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"the preferences dataset lacks columns {missing}; it has {data.column_names}, expected "
                 f"{list(PREFERENCE_COLUMNS)}"
             )
@@ -246,17 +247,17 @@ def as_preferences(data: Any) -> Preferences:
         rows = list(data)
         bad = [i for i, row in enumerate(rows) if not (isinstance(row, Sequence) and len(row) == 3)]
         if bad:
-            raise ValueError(f"expected (image_a, image_b, preferred) triples; rows {bad[:5]} are not triples")
+            raise InputError(f"expected (image_a, image_b, preferred) triples; rows {bad[:5]} are not triples")
         firsts = [_decode_cell(row[0], i) for i, row in enumerate(rows)]
         seconds = [_decode_cell(row[1], i) for i, row in enumerate(rows)]
         choices = [_preferred(row[2], i) for i, row in enumerate(rows)]
     else:
-        raise TypeError(
+        raise InputTypeError(
             "preferences must be a datasets.Dataset with image_a, image_b and preferred columns, a list of "
             f"(image_a, image_b, preferred) triples or a preferences file path; received {type(data).__name__}"
         )
     if len(choices) < 2:
-        raise ValueError(f"personalization needs at least 2 preferences, received {len(choices)}")
+        raise InputError(f"personalization needs at least 2 preferences, received {len(choices)}")
     images = firsts + seconds
     n = len(firsts)
     return Preferences(images, [(i, n + i, p) for i, p in enumerate(choices)])

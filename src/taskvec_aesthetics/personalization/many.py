@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from ..constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
 from ..data import DatabaseFormatError, Issue, load_ratings
 from ..data.ratings import load_ratings_by_user
+from ..errors import InputError, InputTypeError, MissingFileError
 from ..processing import open_image
 from ..utils.io import atomic_path, read_json, verify_manifest, write_json
 from .batched import BatchedPersonalizer
@@ -86,7 +87,7 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
         path = Path(ratings)
         if path.suffix == ".parquet":
             if not path.is_file():
-                raise FileNotFoundError(f"expected a parquet ratings table at {path}, but there is no such file")
+                raise MissingFileError(f"expected a parquet ratings table at {path}, but there is no such file")
             ratings = datasets.Dataset.from_parquet(str(path))
         else:
             ratings = load_ratings(path, skip_invalid=skip_invalid)
@@ -95,12 +96,12 @@ def load_table(ratings: Any, user_column: str = "user_id", skip_invalid: bool = 
 
 def _checked_table(ratings: Any, user_column: str) -> Any:
     if not isinstance(ratings, datasets.Dataset):
-        raise TypeError(
+        raise InputTypeError(
             "ratings must be a datasets.Dataset, a ratings CSV, an image folder or a .parquet file, received "
             f"{type(ratings).__name__}"
         )
     if user_column not in ratings.column_names:
-        raise ValueError(
+        raise InputError(
             f"personalizing many users needs a {user_column!r} column naming each row's user; the table has columns "
             f"{ratings.column_names}"
         )
@@ -223,7 +224,7 @@ def _exported(output_dir: Path, name: str) -> bool:
     try:
         absent = [f for f in (CONFIG_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE) if not (folder / f).is_file()]
         if absent:
-            raise FileNotFoundError(f"{folder} lacks {absent}")
+            raise MissingFileError(f"{folder} lacks {absent}")
         verify_manifest(folder)
         read_json(folder / PERSONALIZATION_FILE, "a personalization record")
     except (OSError, ValueError) as error:
@@ -340,7 +341,7 @@ def personalize_many(
     """
 
     if int(batch_users) < 1:
-        raise ValueError(f"batch_users must be >= 1, received {batch_users}")
+        raise InputError(f"batch_users must be >= 1, received {batch_users}")
     began = time.perf_counter()
     # As Accelerator does: `accelerate launch --cpu` (ACCELERATE_USE_CPU) keeps every process on the CPU.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -354,14 +355,14 @@ def personalize_many(
         logger.warning("Skipped %d rows that name no user; first: %s", len(unattributed), unattributed[0])
     for column in (image_column, score_column) if len(table) else ():
         if column not in table.column_names:
-            raise ValueError(f"the ratings table lacks a {column!r} column; it has {table.column_names}")
+            raise InputError(f"the ratings table lacks a {column!r} column; it has {table.column_names}")
     users = rows_by_user(table, user_column) if len(table) else {}
     for user in issues:
         users.setdefault(str(user), [])
     notes = {str(u): _issues_note(found, skip_invalid) for u, found in issues.items()}
     names = {user: user_folder_name(user) for user in users}
     if len(set(names.values())) != len(names):
-        raise ValueError("two user ids map to the same folder name; rename them")
+        raise InputError("two user ids map to the same folder name; rename them")
     config = config or PersonalizerConfig()
     if config.device == "cpu" and state.device.type != "cpu":  # one accelerator per process when launched on them
         config = dataclasses.replace(config, device=str(state.device))
@@ -463,7 +464,7 @@ def fit_many(
     raises. For many users, with exports on disk, resuming and several processes, use `many.personalize_many`."""
     column_names = getattr(dataset, "column_names", None)
     if column_names is None or user_column not in column_names:
-        raise ValueError(
+        raise InputError(
             f"fit_many needs a datasets.Dataset with a {user_column!r} column; received columns {column_names}"
         )
     personalizer = BatchedPersonalizer(model, bank, config)
@@ -475,7 +476,7 @@ def fit_many(
         encoded = [personalizer.encode_ratings(dataset.select(rows)) for _, rows in group]
         for (user, _), outcome in zip(group, personalizer.fit_encoded_many(encoded)):
             if isinstance(outcome, BaseException):
-                raise ValueError(f"personalizing user {user!r} failed: {outcome}") from outcome
+                raise InputError(f"personalizing user {user!r} failed: {outcome}") from outcome
             reports[user] = outcome[1]
         bar.update(len(group))
     bar.close()

@@ -37,7 +37,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from ..constants import PERSONALIZATION_FILE
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergedError, InputError, InputTypeError
 from ..evaluation.metrics import srocc
 from ..hub.references import Reference
 from ..losses import pairwise_rank_loss
@@ -108,9 +108,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}") from None
+        raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but this machine has no usable GPU; use 'cpu' or 'auto'")
+        raise InputError(f"device {device!r} was asked for, but this machine has no usable GPU; use 'cpu' or 'auto'")
     return resolved
 
 
@@ -285,7 +285,7 @@ class EncodedRatings:
         """The same ratings ordered by (image key, rating), each image once (its ratings averaged)."""
         keys = self.keys or _row_keys(self.prefix)
         if len(keys) != len(self):
-            raise ValueError(f"received {len(keys)} image keys for {len(self)} ratings; expected one key per rating")
+            raise InputError(f"received {len(keys)} image keys for {len(self)} ratings; expected one key per rating")
         rows: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             rows.setdefault(key, []).append(i)
@@ -352,9 +352,9 @@ class EncodedPreferences:
 
     def check(self) -> None:
         if not torch.isfinite(self.preference).all() or ((self.preference < 0) | (self.preference > 1)).any():
-            raise ValueError("preferences must be probabilities that image a is preferred, 0 to 1")
+            raise InputError("preferences must be probabilities that image a is preferred, 0 to 1")
         if bool((self.preference == 0.5).all()):
-            raise ValueError(
+            raise InputError(
                 f"personalization needs at least one pair with a preference; received {len(self)} pairs, all ties"
             )
 
@@ -376,7 +376,7 @@ class EncodedPreferences:
         """Images ordered by key, each once; pairs written lower key first and ordered; a repeated pair averaged."""
         keys = self.keys or _row_keys(self.prefix)
         if len(keys) != self.prefix.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"received {len(keys)} image keys for {self.prefix.shape[0]} images; expected one key per image"
             )
         order = sorted(set(keys))
@@ -386,7 +386,7 @@ class EncodedPreferences:
         for (a, b), p in zip(self.pairs.tolist(), self.preference.double().tolist()):
             i, j = position[keys[a]], position[keys[b]]
             if i == j:
-                raise ValueError("a preference compares an image with itself; expected two different images per pair")
+                raise InputError("a preference compares an image with itself; expected two different images per pair")
             pair, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
             merged.setdefault(pair, []).append(value)
         count = len(self) - len(merged)
@@ -641,7 +641,7 @@ class Personalizer:
         self.config = config or PersonalizerConfig()
         bank.check_base(model)
         if len(bank) == 0:
-            raise ValueError("the bank has no tasks")
+            raise InputError("the bank has no tasks")
         self.model = model
         self.bank = bank
         self.device = resolve_device(self.config.device)
@@ -750,7 +750,7 @@ class Personalizer:
         for layout in (self.layout, *self._layouts.values()):
             if layout.num_groups == values.shape[0]:
                 return layout
-        raise ValueError(
+        raise InputError(
             f"coefficients have {values.shape[0]} groups; this model and bank have 1 (task) or "
             f"{self.layout.num_groups} ({self.layout.granularity})"
         )
@@ -815,7 +815,7 @@ class Personalizer:
         if scores is None:
             scores = self.model_scores(encoded.prefix)
         elif scores.shape != (len(self.bank) + 1, encoded.prefix.shape[0]):
-            raise ValueError(
+            raise InputError(
                 f"model_scores must be [T + 1, N] = [{len(self.bank) + 1}, {encoded.prefix.shape[0]}] (the base, then "
                 f"each task model, on each image), received {list(scores.shape)}"
             )
@@ -868,7 +868,7 @@ class Personalizer:
             return init.float()[None]
         if name == "ensemble":
             return self._ensemble_weights(scores, index, init).float()[None]
-        raise ValueError(f"{name!r} is not a simple candidate")
+        raise InputError(f"{name!r} is not a simple candidate")
 
     @staticmethod
     def _ensemble_weights(scores: _Scores, index: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -1113,7 +1113,7 @@ class Personalizer:
             if self._bar is not None:
                 self._bar.update(1)
             if not torch.isfinite(values.grad).all():
-                raise FloatingPointError(f"non-finite coefficient gradient at step {step}; lower the learning rate")
+                raise DivergedError(f"non-finite coefficient gradient at step {step}; lower the learning rate")
             optimizer.step()
             if step % cfg.eval_every == 0 or step == steps:
                 look()
@@ -1285,7 +1285,7 @@ class Personalizer:
         if model_scores is None:
             return _Unlabeled(prefix, self.task_scores(prefix))
         if model_scores.shape != (len(self.bank) + 1, prefix.shape[0]):
-            raise ValueError(
+            raise InputError(
                 f"unlabeled_scores must be [T + 1, M] = [{len(self.bank) + 1}, {prefix.shape[0]}] (the base, then each "
                 f"task model, on each unlabeled photo), received {list(model_scores.shape)}"
             )
@@ -1324,7 +1324,7 @@ class Personalizer:
         began = time.perf_counter()
         pairs = isinstance(encoded, EncodedPreferences)
         if pairs and ("mse" in self.config.loss or self.config.calibrate):
-            raise ValueError(
+            raise InputError(
                 f"loss={self.config.loss!r} and calibrate={self.config.calibrate} need ratings on a scale; preferences "
                 "are fitted with loss='pairwise' and calibrate=False"
             )
@@ -1606,22 +1606,22 @@ def unlabeled_images(unlabeled: Any) -> list[Any]:
     if isinstance(unlabeled, (str, Path)):
         folder = Path(unlabeled)
         if not folder.is_dir():
-            raise ValueError(f"unlabeled photos must be a folder of images or a list of images, received {folder}")
+            raise InputError(f"unlabeled photos must be a folder of images or a list of images, received {folder}")
         photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not photos:
-            raise ValueError(f"the folder of unlabeled photos {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+            raise InputError(f"the folder of unlabeled photos {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         return photos
     if not isinstance(unlabeled, Sequence):
-        raise TypeError(f"unlabeled must be a folder or a list of images, received {type(unlabeled).__name__}")
+        raise InputTypeError(f"unlabeled must be a folder or a list of images, received {type(unlabeled).__name__}")
     return list(unlabeled)
 
 
 def _check_ratings(ratings: torch.Tensor) -> None:
     if not torch.isfinite(ratings).all():
         rows = (~torch.isfinite(ratings)).nonzero().flatten().tolist()[:5]
-        raise ValueError(f"ratings must be finite numbers; rows {rows} are NaN or inf")
+        raise InputError(f"ratings must be finite numbers; rows {rows} are NaN or inf")
     if torch.unique(ratings).numel() < 2:
-        raise ValueError(
+        raise InputError(
             f"personalization needs at least 2 distinct ratings to learn an order, received {ratings.numel()} ratings "
             f"all equal to {ratings[0].item() if ratings.numel() else 'nothing'}"
         )

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["STRATEGIES", "design_features", "choose_next"]
 
 #: The selection strategies: ``"d_optimal"`` (greedy D-optimal design on the task models' scores) or ``"random"``.
@@ -39,11 +41,11 @@ def design_features(task_scores: Any) -> np.ndarray:
         task_scores = task_scores.detach().cpu().numpy()
     scores = np.asarray(task_scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 1:
-        raise ValueError(
+        raise InputError(
             f"task_scores must be a [T, N] array of T task models' scores on N photos, received shape {list(scores.shape)}"
         )
     if not np.isfinite(scores).all():
-        raise ValueError("task_scores must be finite; some scores are NaN or inf")
+        raise InputError("task_scores must be finite; some scores are NaN or inf")
     centred = scores - scores.mean(axis=1, keepdims=True)
     spread = centred.std(axis=1, keepdims=True)
     return (np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 1e-12)).T
@@ -53,7 +55,7 @@ def _check_rated(rated: Collection[int], num_photos: int) -> list[int]:
     rated = [int(i) for i in rated]
     bad = [i for i in rated if not 0 <= i < num_photos]
     if bad:
-        raise ValueError(f"rated indices must lie in [0, {num_photos}), received {bad[:5]}")
+        raise InputError(f"rated indices must lie in [0, {num_photos}), received {bad[:5]}")
     return rated
 
 
@@ -87,11 +89,11 @@ def choose_next(
     ```
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, received {strategy!r}")
+        raise InputError(f"strategy must be one of {list(STRATEGIES)}, received {strategy!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be an integer >= 0, received {count!r}")
+        raise InputError(f"count must be an integer >= 0, received {count!r}")
     if not ridge > 0:
-        raise ValueError(f"ridge must be > 0, received {ridge!r}")
+        raise InputError(f"ridge must be > 0, received {ridge!r}")
     features = design_features(task_scores)
     num_photos, num_tasks = features.shape
     rated = _check_rated(rated, num_photos)

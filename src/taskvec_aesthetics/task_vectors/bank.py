@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, InputError, InputTypeError, IntegrityError, MissingFileError
 from ..hub.cards import (
     DEFAULT_LICENSE,
     METRIC_NAMES,
@@ -76,7 +76,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         if not tensors:
-            raise ValueError("a task vector needs at least one parameter tensor, received none")
+            raise InputError("a task vector needs at least one parameter tensor, received none")
         self._tensors: Mapping[str, torch.Tensor] = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
 
     @classmethod
@@ -100,11 +100,11 @@ class TaskVector(Mapping[str, torch.Tensor]):
         )
         missing = [n for n in names if n not in tuned_params or n not in base_params]
         if missing:
-            raise ValueError(f"parameters missing from the base or fine-tuned model: {missing[:5]} ({len(missing)})")
+            raise InputError(f"parameters missing from the base or fine-tuned model: {missing[:5]} ({len(missing)})")
         mismatched = [n for n in names if base_params[n].shape != tuned_params[n].shape]
         if mismatched:
             name = mismatched[0]
-            raise ValueError(
+            raise InputError(
                 f"fine-tuned parameter '{name}' has shape {list(tuned_params[name].shape)}, the base has "
                 f"{list(base_params[name].shape)}: the models do not share one architecture"
             )
@@ -131,13 +131,13 @@ class TaskVector(Mapping[str, torch.Tensor]):
     # -- arithmetic --------------------------------------------------------------------------------------------
     def _check_compatible(self, other: TaskVector) -> None:
         if not isinstance(other, TaskVector):
-            raise TypeError(f"can only combine a TaskVector with a TaskVector, received {type(other).__name__}")
+            raise InputTypeError(f"can only combine a TaskVector with a TaskVector, received {type(other).__name__}")
         if set(self) != set(other):
             diff = sorted(set(self) ^ set(other))
-            raise ValueError(f"task vectors cover different parameters, e.g. {diff[:5]} ({len(diff)} differ)")
+            raise InputError(f"task vectors cover different parameters, e.g. {diff[:5]} ({len(diff)} differ)")
         for name in self:
             if self[name].shape != other[name].shape:
-                raise ValueError(
+                raise InputError(
                     f"'{name}' has shape {list(self[name].shape)} in one task vector, {list(other[name].shape)} in the other"
                 )
 
@@ -154,7 +154,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def __mul__(self, scale: float) -> TaskVector:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-            raise TypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
+            raise InputTypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
         return TaskVector({n: t * float(scale) for n, t in self.items()})
 
     __rmul__ = __mul__
@@ -164,7 +164,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
         params = dict(model.named_parameters())
         missing = [n for n in self if n not in params]
         if missing:
-            raise ValueError(f"the model has no parameters {missing[:5]} ({len(missing)}) of this task vector")
+            raise InputError(f"the model has no parameters {missing[:5]} ({len(missing)}) of this task vector")
         result = copy.deepcopy(model)
         result_params = dict(result.named_parameters())
         with torch.no_grad():
@@ -199,7 +199,7 @@ class TaskInfo:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TASK_NAME.fullmatch(self.name):
-            raise ValueError(
+            raise InputError(
                 f"a task name must be a non-empty file-safe string (no '/' or '\\', not starting with '.'), "
                 f"received {self.name!r}"
             )
@@ -296,7 +296,7 @@ class _TaskFile(Mapping[str, torch.Tensor]):
         exact: bool = True,
     ) -> None:
         if not path.is_file():
-            raise FileNotFoundError(f"task vector file {path} is missing")
+            raise MissingFileError(f"task vector file {path} is missing")
         self.path, self._names = path, list(expected)
         self._file = open(path, "rb")  # noqa: SIM115 - kept open for the lifetime of this reader
         fd = self._file.fileno()
@@ -328,7 +328,7 @@ class _TaskFile(Mapping[str, torch.Tensor]):
         header.pop("__metadata__", None)
         missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
         if missing or (extra and exact):  # not exact: a model's weights file, of which ``expected`` are read
-            raise ValueError(
+            raise InputError(
                 f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
                 f"unexpected keys {extra[:5]} ({len(extra)})"
             )
@@ -337,7 +337,7 @@ class _TaskFile(Mapping[str, torch.Tensor]):
             entry = header[name]
             shape, dtype = list(entry.get("shape", [])), _FILE_DTYPES.get(entry.get("dtype"))
             if shape != list(expected[name]):
-                raise ValueError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
+                raise InputError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
             if dtype is None:
                 raise IntegrityError(f"'{name}' in {path} has dtype {entry.get('dtype')!r}; expected a float dtype")
             begin, end = (8 + length + int(o) for o in entry["data_offsets"])
@@ -359,7 +359,7 @@ class _TaskFile(Mapping[str, torch.Tensor]):
             done += read
         tensor = torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
         if not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{self.path} holds NaN or inf values (in '{name}')")
+            raise InputError(f"{self.path} holds NaN or inf values (in '{name}')")
         return tensor
 
     def __del__(self) -> None:
@@ -421,12 +421,12 @@ class TaskVectorBank(HubMixin):
     ) -> None:
         base = Reference.from_dict(base, "the bank's base reference", "base")
         if base is None or base.fingerprint is None:
-            raise ValueError(f"the bank's base reference needs a 'fingerprint', received {base!r}")
+            raise InputError(f"the bank's base reference needs a 'fingerprint', received {base!r}")
         if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
+            raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
-            raise ValueError(f"task names must be unique, received {names}")
+            raise InputError(f"task names must be unique, received {names}")
         self.base: Reference = base
         self.parameter_shapes = {n: list(s) for n, s in parameter_shapes.items()}
         self.tasks = list(tasks)
@@ -463,11 +463,11 @@ class TaskVectorBank(HubMixin):
             storage_dtype: `"float32"`, `"bfloat16"` or `"float16"`.
         """
         if not finetuned:
-            raise ValueError("from_finetuned needs at least one fine-tuned model, received none")
+            raise InputError("from_finetuned needs at least one fine-tuned model, received none")
         metadata = metadata or {}
         unknown = sorted(set(metadata) - set(finetuned))
         if unknown:
-            raise ValueError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
+            raise InputError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
         vectors = {
             name: item if isinstance(item, TaskVector) else TaskVector.from_models(base, item)
             for name, item in finetuned.items()
@@ -479,15 +479,15 @@ class TaskVectorBank(HubMixin):
         else:
             covered = list(parameter_names)
         if not covered:
-            raise ValueError("the fine-tuned models do not differ from the base: no parameter changed")
+            raise InputError("the fine-tuned models do not differ from the base: no parameter changed")
         missing = [n for n in covered if n not in params]
         if missing:
-            raise ValueError(f"the base model has no parameters {missing[:5]}")
+            raise InputError(f"the base model has no parameters {missing[:5]}")
         restricted = {}
         for name, vector in vectors.items():
             absent = [n for n in covered if n not in vector]
             if absent:
-                raise ValueError(f"task '{name}' has no values for covered parameters {absent[:5]} ({len(absent)})")
+                raise InputError(f"task '{name}' has no values for covered parameters {absent[:5]} ({len(absent)})")
             restricted[name] = TaskVector({n: vector[n] for n in covered})
         tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
         base_ref = (getattr(base, "source", None) or Reference()).with_fingerprint(model_fingerprint(base))
@@ -526,13 +526,13 @@ class TaskVectorBank(HubMixin):
             The saved bank, read from ``save_directory`` (its task files are read when used).
         """
         if not finetuned:
-            raise ValueError("save_finetuned needs at least one fine-tuned model, received none")
+            raise InputError("save_finetuned needs at least one fine-tuned model, received none")
         if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
+            raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
         metadata = metadata or {}
         unknown = sorted(set(metadata) - set(finetuned))
         if unknown:
-            raise ValueError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
+            raise InputError(f"metadata names tasks {unknown} that are not among the fine-tuned models")
         tasks = [TaskInfo(name=name, **dict(metadata.get(name, {}))) for name in finetuned]
         dtype = STORAGE_DTYPES[storage_dtype]
         params = dict(base.named_parameters())
@@ -552,12 +552,12 @@ class TaskVectorBank(HubMixin):
                     take = source.__getitem__
                 missing = [n for n in trainable if n not in tuned]
                 if missing:
-                    raise ValueError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
+                    raise InputError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
                 delta: dict[str, torch.Tensor] = {}
                 for name in trainable:
                     value = take(name).detach()
                     if value.shape != params[name].shape:
-                        raise ValueError(
+                        raise InputError(
                             f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
                             f"base has {list(params[name].shape)}: the models do not share one architecture"
                         )
@@ -574,7 +574,7 @@ class TaskVectorBank(HubMixin):
             union = {n for names in changed.values() for n in names}
             covered = [n for n in params if n in union]
             if not covered:
-                raise ValueError("the fine-tuned models do not differ from the base: no parameter changed")
+                raise InputError("the fine-tuned models do not differ from the base: no parameter changed")
             saved_tasks = []
             for task in tasks:
                 target = safe_join(staging, task.file, f"the file of task {task.name!r}")
@@ -601,10 +601,10 @@ class TaskVectorBank(HubMixin):
     def _check_vector(self, name: str, vector: TaskVector) -> None:
         if set(vector) != set(self.parameter_shapes):
             diff = sorted(set(vector) ^ set(self.parameter_shapes))
-            raise ValueError(f"task '{name}' does not cover the bank's parameters; differing names {diff[:5]}")
+            raise InputError(f"task '{name}' does not cover the bank's parameters; differing names {diff[:5]}")
         for pname, tensor in vector.items():
             if list(tensor.shape) != self.parameter_shapes[pname]:
-                raise ValueError(
+                raise InputError(
                     f"task '{name}': '{pname}' has shape {list(tensor.shape)}, the bank has {self.parameter_shapes[pname]}"
                 )
 
@@ -653,7 +653,7 @@ class TaskVectorBank(HubMixin):
         """The opened (checked) task file of ``name``."""
         info = self.info(name)
         if self.root is None:
-            raise ValueError(f"task {name!r} is neither in memory nor backed by a bank folder")
+            raise InputError(f"task {name!r} is neither in memory nor backed by a bank folder")
         path = safe_join(self.root, info.file, f"{self.root / BANK_CONFIG_FILE}: field tasks[{name!r}].file")
         logger.debug("Opening task vector %s at %s", name, path)
         try:
@@ -746,10 +746,10 @@ class TaskVectorBank(HubMixin):
     ) -> None:
         """Add a task to this bank: a `TaskVector`, or a fine-tuned model together with its ``base``."""
         if name in self:
-            raise ValueError(f"the bank already has a task {name!r}; choose another name")
+            raise InputError(f"the bank already has a task {name!r}; choose another name")
         if not isinstance(vector, TaskVector):
             if base is None:
-                raise ValueError("adding a fine-tuned model needs its base model: add_task(name, model, base=base)")
+                raise InputError("adding a fine-tuned model needs its base model: add_task(name, model, base=base)")
             self.check_base(base)
             vector = TaskVector.from_models(base, vector, self.parameter_names)
         if set(vector) > set(self.parameter_shapes):  # e.g. a vector over all parameters: keep the bank's
@@ -823,7 +823,7 @@ class TaskVectorBank(HubMixin):
         """
         dtype_name = storage_dtype or self.storage_dtype
         if dtype_name not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
+            raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
         directory = Path(save_directory)
         same_place = self.root is not None and directory.exists() and self.root.resolve() == directory.resolve()
         saved_tasks = []

@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..constants import COEFFICIENTS_FILE, GRANULARITIES
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, MissingFileError
 from ..utils.io import atomic_path
 
 __all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
@@ -53,18 +53,18 @@ class Coefficients:
         self.group_names = list(self.group_names)
         self.task_names = list(self.task_names)
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, received {self.granularity!r}")
+            raise InputError(f"granularity must be one of {GRANULARITIES}, received {self.granularity!r}")
         expected = (len(self.group_names), len(self.task_names))
         if self.values.dim() != 2 or tuple(self.values.shape) != expected:
-            raise ValueError(
+            raise InputError(
                 f"coefficients must have shape [groups, tasks] = {list(expected)}, received {list(self.values.shape)}"
             )
         for kind, names in (("group", self.group_names), ("task", self.task_names)):
             if len(set(names)) != len(names):
-                raise ValueError(f"{kind} names must be unique, received {names}")
+                raise InputError(f"{kind} names must be unique, received {names}")
         if not torch.isfinite(self.values).all():
             bad = (~torch.isfinite(self.values)).nonzero().tolist()[:5]
-            raise ValueError(f"coefficients must be finite; non-finite values at [group, task] {bad}")
+            raise InputError(f"coefficients must be finite; non-finite values at [group, task] {bad}")
         self.extra = {name: t.detach().to(torch.float32).clone() for name, t in self.extra.items()}
 
     # -- constructors --------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class Coefficients:
         """Task-granularity coefficients from ``{task: weight}``; tasks not named get 0."""
         unknown = sorted(set(weights) - set(task_names))
         if unknown:
-            raise ValueError(f"unknown tasks {unknown}; the bank has tasks {list(task_names)}")
+            raise InputError(f"unknown tasks {unknown}; the bank has tasks {list(task_names)}")
         row = [float(weights.get(name, 0.0)) for name in task_names]
         return cls(torch.tensor([row]), [ALL_GROUP], task_names, "task")
 
@@ -105,7 +105,7 @@ class Coefficients:
         try:
             return cls(torch.tensor(data["values"]), data["group_names"], data["task_names"], data["granularity"])
         except KeyError as error:
-            raise ValueError(f"coefficients dict is missing key {error}; received keys {sorted(data)}") from None
+            raise InputError(f"coefficients dict is missing key {error}; received keys {sorted(data)}") from None
 
     # -- files -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -131,16 +131,16 @@ class Coefficients:
         path = Path(path)
         target = path / COEFFICIENTS_FILE if path.is_dir() else path
         if not target.is_file():
-            raise FileNotFoundError(f"no coefficients file at {target}")
+            raise MissingFileError(f"no coefficients file at {target}")
         try:
             tensors = load_file(str(target))
             with safe_open(str(target), framework="pt") as handle:
                 metadata = handle.metadata() or {}
         except (SafetensorError, OSError) as error:
-            raise ValueError(f"{target} is not a valid safetensors file: {error}") from None
+            raise InputError(f"{target} is not a valid safetensors file: {error}") from None
         missing = [k for k in ("granularity", "group_names", "task_names") if k not in metadata]
         if "coefficients" not in tensors or missing:
-            raise ValueError(
+            raise InputError(
                 f"{target} is not a coefficients file: expected a 'coefficients' tensor and metadata "
                 f"granularity/group_names/task_names; missing {missing or ['coefficients tensor']}"
             )

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..errors import TaskvecAestheticsError
+from ..errors import FingerprintMismatchError
 
 __all__ = [
     "model_fingerprint",
@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 FINGERPRINT_PREFIX = "sha256-all:"
 _LEGACY_PREFIX = "sha256:"
 _LEGACY_SAMPLES_PER_TENSOR = 64
-
-
-class FingerprintMismatchError(TaskvecAestheticsError, ValueError):
-    """A bank or export was built on a different base model than the one it is applied to."""
 
 
 def state_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..constants import GRANULARITIES
+from ..errors import InputError, InputTypeError
 from .coefficients import ALL_GROUP, Coefficients
 
 if TYPE_CHECKING:
@@ -58,13 +59,13 @@ class CoefficientLayout:
     def check(self, coefficients: Coefficients, task_names: Sequence[str]) -> None:
         """Raise a clear error when ``coefficients`` do not fit this layout and these tasks."""
         if coefficients.granularity != self.granularity or tuple(coefficients.group_names) != self.group_names:
-            raise ValueError(
+            raise InputError(
                 f"coefficients have {coefficients.granularity} groups {coefficients.group_names[:4]}... "
                 f"({len(coefficients.group_names)}), but the model and bank expect {self.granularity} groups "
                 f"{list(self.group_names[:4])}... ({self.num_groups})"
             )
         if list(coefficients.task_names) != list(task_names):
-            raise ValueError(f"coefficients are for tasks {coefficients.task_names}, the bank has {list(task_names)}")
+            raise InputError(f"coefficients are for tasks {coefficients.task_names}, the bank has {list(task_names)}")
 
 
 def coefficient_layout(
@@ -79,10 +80,10 @@ def coefficient_layout(
         granularity: `"task"` (one group), `"layer"` (one per layer group) or `"tensor"` (one per parameter).
     """
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, received {granularity!r}")
+        raise InputError(f"granularity must be one of {GRANULARITIES}, received {granularity!r}")
     unknown = sorted(set(covered) - set(parameter_groups))
     if unknown:
-        raise ValueError(f"the bank covers parameters the model does not have: {unknown[:5]} ({len(unknown)} in all)")
+        raise InputError(f"the bank covers parameters the model does not have: {unknown[:5]} ({len(unknown)} in all)")
     covered_set = set(covered)
     ordered = [name for name in parameter_groups if name in covered_set]
     if granularity == "task":
@@ -101,7 +102,7 @@ def coefficient_layout(
 def check_finite(values: torch.Tensor, what: str = "coefficients") -> None:
     """Raise when ``values`` hold NaN or inf (a diverged fit must never be merged silently)."""
     if not torch.isfinite(values).all():
-        raise ValueError(f"{what} must be finite, received {int((~torch.isfinite(values)).sum())} non-finite values")
+        raise InputError(f"{what} must be finite, received {int((~torch.isfinite(values)).sum())} non-finite values")
 
 
 def merge_tensor(base: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor, name: str = "") -> torch.Tensor:
@@ -111,7 +112,7 @@ def merge_tensor(base: torch.Tensor, stacked: torch.Tensor, weights: torch.Tenso
     Differentiable with respect to ``weights``; the inputs are never modified.
     """
     if stacked.shape[0] != weights.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"task vectors of '{name}' stack {stacked.shape[0]} tasks but coefficients have {weights.shape[0]}"
         )
     dtype = torch.promote_types(torch.promote_types(weights.dtype, torch.float32), base.dtype)
@@ -137,7 +138,7 @@ def merge_parameters(
         layout: the coefficient layout (`coefficient_layout`).
     """
     if coefficients.dim() != 2 or coefficients.shape[0] != layout.num_groups:
-        raise ValueError(f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}")
+        raise InputError(f"coefficients must have shape [{layout.num_groups}, T], received {list(coefficients.shape)}")
     return {
         name: merge_tensor(base[name], stacked_task_vectors[name], coefficients[group], name)
         for name, group in layout.group_of.items()
@@ -189,17 +190,17 @@ def as_coefficients(
         return Coefficients.from_task_weights(value, bank.task_names)
     if isinstance(value, torch.Tensor):
         if value.dim() != 2 or value.shape[1] != len(bank):
-            raise ValueError(f"a coefficient tensor must be [G, {len(bank)}], received {list(value.shape)}")
+            raise InputError(f"a coefficient tensor must be [G, {len(bank)}], received {list(value.shape)}")
         for granularity in GRANULARITIES:
             layout = coefficient_layout(parameter_groups, bank.parameter_names, granularity)
             if layout.num_groups == value.shape[0]:
                 return Coefficients(value, list(layout.group_names), bank.task_names, granularity)
-        raise ValueError(
+        raise InputError(
             f"a [G, T] tensor with G = {value.shape[0]} fits no granularity: task needs 1, layer "
             f"{coefficient_layout(parameter_groups, bank.parameter_names, 'layer').num_groups}, tensor "
             f"{len(bank.parameter_names)}"
         )
-    raise TypeError(
+    raise InputTypeError(
         f"coefficients must be Coefficients, a {{task: weight}} dict or a [G, T] tensor, received {type(value).__name__}"
     )
 
@@ -216,7 +217,7 @@ def merged_copy(
     own = dict(model.named_parameters())
     unknown = sorted(set(coefficients.extra) - set(own))
     if unknown:
-        raise ValueError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
+        raise InputError(f"coefficients carry extra tensors for parameters the model lacks: {unknown}")
     merged = model if in_place else copy.deepcopy(model)
     target = dict(merged.named_parameters())
     with torch.no_grad():
@@ -225,7 +226,7 @@ def merged_copy(
             target[name].copy_(value.to(target[name].dtype))
         for name, value in coefficients.extra.items():
             if value.shape != target[name].shape:
-                raise ValueError(
+                raise InputError(
                     f"'{name}' has shape {list(value.shape)}, the model expects {list(target[name].shape)}"
                 )
             target[name].copy_(value.to(target[name].dtype))

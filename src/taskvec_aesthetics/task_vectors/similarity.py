@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import AnalysisError
 from ..utils.io import atomic_path, write_json
+from ..utils.plotting import pyplot, save_figure
 from .coefficients import ALL_GROUP
 from .merging import coefficient_layout
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ..modeling import AestheticModel
     from .bank import TaskVectorBank
 
-__all__ = ["Similarity", "task_vector_similarity", "write_tables", "SIMILARITY_GRANULARITIES"]
+__all__ = ["Similarity", "plot_similarity", "task_vector_similarity", "write_tables", "SIMILARITY_GRANULARITIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ class Similarity:
         """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into ``directory``."""
         paths = write_tables(directory, stem, self.to_dict(), self.to_markdown())
         if figure:
-            from ..experiments.plots import plot_similarity
-
             paths["figure"] = plot_similarity(self, Path(directory) / f"{stem}.png")
         return paths
 
@@ -169,3 +168,41 @@ def task_vector_similarity(
     diagonal = np.arange(tasks)
     cosine[:, diagonal, diagonal] = np.where(norms.numpy() > 0, 1.0, np.nan)
     return Similarity(bank.task_names, names, np.clip(cosine, -1.0, 1.0), norms.numpy(), counts)
+
+
+def plot_similarity(similarity: Similarity, path: str | Path, max_groups: int = 8) -> Path:
+    """Save a PNG: the cosine matrix over all covered parameters as an annotated heatmap, and beside it up to
+    ``max_groups`` layer groups' matrices (the last ones, nearest the output). The colour scale spans the
+    off-diagonal values (the diagonal, 1 by definition, is grey), so that small similarities stay visible."""
+    plt = pyplot()
+    groups = similarity.group_names[:1] + similarity.group_names[1:][-max_groups:]
+    tasks = len(similarity.task_names)
+    off = ~np.eye(tasks, dtype=bool)
+    shown = np.stack([similarity.matrix(g) for g in groups])
+    scale = float(np.nanmax(np.abs(shown[:, off]), initial=0.0)) if tasks > 1 else 1.0
+    scale = min(1.0, np.ceil(max(scale, 0.01) * 20) / 20)  # up to the next 0.05
+    fig, axes = plt.subplots(
+        1,
+        len(groups),
+        figsize=(0.7 * tasks + 2.5 + (len(groups) - 1) * (0.35 * tasks + 0.6), 0.6 * tasks + 1.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [2] + [1] * (len(groups) - 1)},
+        layout="constrained",
+    )
+    colours = plt.get_cmap("RdBu_r").copy()
+    colours.set_bad("lightgrey")
+    for index, (ax, group) in enumerate(zip(axes[0], groups)):
+        matrix = np.where(off, shown[index], np.nan)
+        image = ax.imshow(matrix, cmap=colours, vmin=-scale, vmax=scale)
+        first = index == 0
+        ax.set_xticks(range(tasks), similarity.task_names if first else [], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(tasks), similarity.task_names if first else [], fontsize=8)
+        ax.set_title("all covered parameters" if first else group, fontsize=10 if first else 8)
+        if first:
+            for i in range(tasks):
+                for j in range(tasks):
+                    text = "1" if i == j else f"{shown[0, i, j]:.2f}"
+                    colour = "white" if i != j and abs(shown[0, i, j]) > 0.6 * scale else "black"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cosine similarity of task vectors")
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ from typing import Any
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from ..efficientnet_lite import EfficientNetLiteModel
+from ..errors import InputError, MissingFileError
 from ..modeling import AestheticModel
 from ..processing import default_image_processor
 from ..task_vectors.bank import TaskVector, TaskVectorBank, model_weights
@@ -45,7 +46,7 @@ def build_bank(
     """
     base = load_model_dir(base_model, "a base model")
     if not run_dirs:
-        raise ValueError("build_bank needs at least one run folder, received none")
+        raise InputError("build_bank needs at least one run folder, received none")
     fingerprint = model_fingerprint(base)
     runs: dict[str, Path] = {}
     metadata: dict[str, dict[str, Any]] = {}
@@ -60,9 +61,9 @@ def build_bank(
         spec = result.get("database") or {}
         name = spec.get("name") or run.name
         if name in runs:
-            raise ValueError(f"two runs give task {name!r} (the second is {run}); a bank holds one run per task")
+            raise InputError(f"two runs give task {name!r} (the second is {run}); a bank holds one run per task")
         if not (run / MODEL_DIR / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"expected the fine-tuned model of run {run} (a folder with config.json) at {run / MODEL_DIR}"
             )
         runs[name] = run
@@ -106,7 +107,7 @@ def _load_encoder(encoder: str) -> tuple[Any, Any]:
     try:
         config = AutoConfig.from_pretrained(encoder)
     except OSError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"cannot load encoder {encoder!r}: expected a local encoder folder, a Hub id or {LITE0_IMAGENET!r} ({error})"
         ) from None
     vision_config = getattr(config, "vision_config", None) or config
@@ -142,7 +143,7 @@ def init_base(
     native = getattr(model.config, "image_size", None)
     if image_size is not None and image_size != native:
         if getattr(model.config, "patch_size", None) is not None:
-            raise ValueError(
+            raise InputError(
                 f"{encoder} takes {native} px images (fixed patch grid), received image_size={image_size}"
             )
         processor = default_image_processor(model.config, image_size)

@@ -35,7 +35,7 @@ from transformers import get_cosine_schedule_with_warmup
 from ..backbones import EMBEDDINGS_GROUP, block_group
 from ..constants import CONFIG_FILE, WEIGHTS_FILE
 from ..data import get_database_spec, load_database
-from ..errors import ConfigError, IntegrityError, UnsafePathError
+from ..errors import ConfigError, InputError, IntegrityError, MissingFileError, UnsafePathError
 from ..evaluation.metrics import plcc, srocc
 from ..hub.references import Reference
 from ..losses import emd_loss, pairwise_rank_loss
@@ -118,7 +118,7 @@ def resample_histogram(histogram: torch.Tensor, num_bins: int) -> torch.Tensor:
     """
     k = histogram.shape[-1]
     if k < 2 or num_bins < 2:
-        raise ValueError(f"histograms need at least 2 bins, received {k} -> {num_bins}")
+        raise InputError(f"histograms need at least 2 bins, received {k} -> {num_bins}")
     if k == num_bins:
         return histogram
     position = torch.linspace(0, num_bins - 1, k, dtype=torch.float64)
@@ -157,11 +157,11 @@ class _ScoredImages(TorchDataset):
 def _check_dataset(dataset: Any, what: str) -> None:
     columns = getattr(dataset, "column_names", None)
     if columns is None or not {"image", "score"} <= set(columns):
-        raise ValueError(
+        raise InputError(
             f"{what} must be a datasets.Dataset with 'image' and 'score' columns, received columns {columns}"
         )
     if len(dataset) == 0:
-        raise ValueError(f"{what} is empty")
+        raise InputError(f"{what} is empty")
 
 
 def _train_mode(model: AestheticModel, prefix_blocks: int | None) -> None:
@@ -233,7 +233,7 @@ def _freeze(model: AestheticModel, prefix_blocks: int | None, probe: torch.Tenso
     groups = model.parameter_groups()
     if prefix_blocks is not None:
         if prefix_blocks > model.adapter.num_blocks:
-            raise ValueError(
+            raise InputError(
                 f"freeze_prefix_blocks={prefix_blocks}, but the encoder has {model.adapter.num_blocks} blocks"
             )
         frozen = {EMBEDDINGS_GROUP, *(block_group(i) for i in range(prefix_blocks))}
@@ -334,7 +334,7 @@ def _checkpoint_candidates(resume: str | Path | bool | None, output_dir: Path) -
             logger.info("No checkpoint in %s; starting from the beginning", output_dir / CHECKPOINTS_DIR)
         return found[::-1]
     if not (Path(resume) / TRAINER_STATE_FILE).is_file():
-        raise FileNotFoundError(f"{resume} is not a checkpoint of finetune (no {TRAINER_STATE_FILE})")
+        raise MissingFileError(f"{resume} is not a checkpoint of finetune (no {TRAINER_STATE_FILE})")
     return [Path(resume)]
 
 
@@ -480,11 +480,11 @@ def finetune(
             _check_dataset(dataset, what)
     source_range = tuple(score_range or (spec.score_range if spec else base_model.config.score_range))
     if len(source_range) != 2 or not source_range[0] < source_range[1]:
-        raise ValueError(f"score_range must be (low, high) with low < high, received {score_range}")
+        raise InputError(f"score_range must be (low, high) with low < high, received {score_range}")
     has_histograms = "score_distribution" in train_ds.column_names
     kind = ("emd" if has_histograms else "mse") if config.loss == "auto" else config.loss
     if kind == "emd" and not has_histograms:
-        raise ValueError("loss='emd' needs a 'score_distribution' column (vote histograms); use loss='mse' or 'auto'")
+        raise InputError("loss='emd' needs a 'score_distribution' column (vote histograms); use loss='mse' or 'auto'")
 
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -549,7 +549,7 @@ def finetune(
     if checkpoint is not None:
         differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
         if differing:
-            raise ValueError(
+            raise InputError(
                 f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}"
             )
         accelerator.unwrap_model(model).load_state_dict(tensors[CHECKPOINT_MODEL_FILE])
@@ -675,7 +675,7 @@ def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticMo
     if isinstance(model, AestheticModel):
         return model
     if not (Path(model) / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"expected {what} (a folder with config.json from save_pretrained) at {model}")
+        raise MissingFileError(f"expected {what} (a folder with config.json from save_pretrained) at {model}")
     with transformers_bars_off():  # a load on the user's behalf
         return AestheticModel.from_pretrained(model)
 

@@ -14,6 +14,8 @@ import numbers
 from dataclasses import field
 from typing import Any, NamedTuple
 
+from ..errors import InputError, InputTypeError
+
 __all__ = ["FieldKind", "check_fields", "field_kind", "option"]
 
 # -- fields --------------------------------------------------------------------------------------------------------
@@ -30,7 +32,7 @@ _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
 def option(default: Any, help: str, bound: str | None = None, choices: Any = None, **extra: Any) -> Any:
     """A setting: a dataclass field with its ``help``, the numeric ``bound`` it must meet and its ``choices``."""
     if bound is not None and bound not in _BOUNDS:
-        raise ValueError(f"bound must be one of {list(_BOUNDS)}, received {bound!r}")
+        raise InputError(f"bound must be one of {list(_BOUNDS)}, received {bound!r}")
     metadata = {"help": help, "bound": bound, "choices": list(choices) if choices is not None else None, **extra}
     return field(default=default, metadata=metadata)
 
@@ -84,14 +86,14 @@ def check_fields(config: Any) -> None:
         if choices and kind.sequence and isinstance(value, (list, tuple)):
             unknown = [v for v in value if v not in choices]
             if unknown or not value:
-                raise ValueError(f"{where} must be some of {choices}, received {list(value)}")
+                raise InputError(f"{where} must be some of {choices}, received {list(value)}")
         elif choices and isinstance(value, str) and value not in choices:
-            raise ValueError(f"{where} must be one of {choices}, received {value!r}")
+            raise InputError(f"{where} must be one of {choices}, received {value!r}")
         if kind.scalar in (int, float) and not kind.sequence:
             allowed = numbers.Real if kind.scalar is float else numbers.Integral
             if isinstance(value, bool) or not isinstance(value, allowed):
                 expected = "a number" if kind.scalar is float else "an int"
-                raise TypeError(f"{where} must be {expected}, received {value!r}")
+                raise InputTypeError(f"{where} must be {expected}, received {value!r}")
             test, text = _BOUNDS.get(meta.get("bound"), (math.isfinite, "finite"))
             if not (math.isfinite(value) and test(value)):
-                raise ValueError(f"{where} must be {text}, received {value}")
+                raise InputError(f"{where} must be {text}, received {value}")

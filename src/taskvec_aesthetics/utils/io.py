@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 from ..constants import FORMAT_VERSION, MANIFEST_FILE
-from ..errors import ConfigError, IntegrityError, UnsafePathError
+from ..errors import ConfigError, IntegrityError, MissingFileError, NotAFolderError, UnsafePathError
 
 __all__ = [
     "atomic_path",
@@ -206,7 +206,7 @@ def read_json(path: str | Path, what: str) -> dict:
     """Read a JSON object, with an error naming ``what`` was expected when the file is missing or invalid."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"expected {what} at {path}, but there is no such file")
+        raise MissingFileError(f"expected {what} at {path}, but there is no such file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -391,7 +391,7 @@ def folder_transaction(target: str | Path, keep: Callable[[str], bool] = lambda 
     if target.is_symlink():
         target = target.resolve()
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"cannot save into {target}: it exists and is not a folder")
+        raise NotAFolderError(f"cannot save into {target}: it exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.with_name(f".{target.name}.lock"))):
         _remove_leftovers(target)

@@ -1,4 +1,4 @@
-"""All aesthetic-score correlation metrics in one `evaluate` metric, backed by `taskvec_aesthetics.metrics`."""
+"""All aesthetic-score correlation metrics in one `evaluate` metric, backed by `taskvec_aesthetics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import correlation_report, metric_info
+from taskvec_aesthetics.evaluation.metrics import correlation_report, metric_info
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ Returns:
 Examples:
 
     >>> import evaluate
-    >>> from taskvec_aesthetics.metrics import metric_path
+    >>> from taskvec_aesthetics.evaluation.metrics import metric_path
     >>> metric = evaluate.load(metric_path("aesthetic_correlation"))
     >>> results = metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[1, 2, 3, 4])
     >>> sorted(results)

@@ -1,4 +1,4 @@
-"""KRCC (Kendall rank correlation, tau-b) as an `evaluate` metric, backed by `taskvec_aesthetics.metrics`."""
+"""KRCC (Kendall rank correlation, tau-b) as an `evaluate` metric, backed by `taskvec_aesthetics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import krcc, metric_info
+from taskvec_aesthetics.evaluation.metrics import krcc, metric_info
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ Returns:
 Examples:
 
     >>> import evaluate
-    >>> from taskvec_aesthetics.metrics import metric_path
+    >>> from taskvec_aesthetics.evaluation.metrics import metric_path
     >>> metric = evaluate.load(metric_path("krcc"))
     >>> round(metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[1, 2, 3, 4])["krcc"], 6)
     0.666667

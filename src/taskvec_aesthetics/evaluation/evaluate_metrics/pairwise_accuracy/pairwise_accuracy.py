@@ -1,4 +1,4 @@
-"""Pairwise ranking accuracy as an `evaluate` metric, backed by `taskvec_aesthetics.metrics`."""
+"""Pairwise ranking accuracy as an `evaluate` metric, backed by `taskvec_aesthetics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import metric_info, pairwise_accuracy
+from taskvec_aesthetics.evaluation.metrics import metric_info, pairwise_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ Returns:
 Examples:
 
     >>> import evaluate
-    >>> from taskvec_aesthetics.metrics import metric_path
+    >>> from taskvec_aesthetics.evaluation.metrics import metric_path
     >>> metric = evaluate.load(metric_path("pairwise_accuracy"))
     >>> round(metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[1, 2, 3, 4])["pairwise_accuracy"], 6)
     0.833333

@@ -1,4 +1,4 @@
-"""PLCC (Pearson linear correlation) as an `evaluate` metric, backed by `taskvec_aesthetics.metrics`."""
+"""PLCC (Pearson linear correlation) as an `evaluate` metric, backed by `taskvec_aesthetics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import metric_info, plcc
+from taskvec_aesthetics.evaluation.metrics import metric_info, plcc
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ Returns:
 Examples:
 
     >>> import evaluate
-    >>> from taskvec_aesthetics.metrics import metric_path
+    >>> from taskvec_aesthetics.evaluation.metrics import metric_path
     >>> metric = evaluate.load(metric_path("plcc"))
     >>> round(metric.compute(predictions=[1, 2, 3, 4], references=[2, 4, 6, 8])["plcc"], 6)
     1.0

@@ -1,4 +1,4 @@
-"""SROCC (Spearman rank-order correlation) as an `evaluate` metric, backed by `taskvec_aesthetics.metrics`."""
+"""SROCC (Spearman rank-order correlation) as an `evaluate` metric, backed by `taskvec_aesthetics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import evaluate
 
-from taskvec_aesthetics.metrics import metric_info, srocc
+from taskvec_aesthetics.evaluation.metrics import metric_info, srocc
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ Returns:
 Examples:
 
     >>> import evaluate
-    >>> from taskvec_aesthetics.metrics import metric_path
+    >>> from taskvec_aesthetics.evaluation.metrics import metric_path
     >>> metric = evaluate.load(metric_path("srocc"))
     >>> round(metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[1, 2, 3, 4])["srocc"], 6)
     0.8
