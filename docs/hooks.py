@@ -31,7 +31,9 @@ FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
     for path in sorted(RESULTS.iterdir()):
         if path.is_file() and path.suffix != ".md":
-            files.append(File(f"{SITE_RESULTS}/{path.name}", str(ROOT), config["site_dir"], config["use_directory_urls"]))
+            files.append(
+                File(f"{SITE_RESULTS}/{path.name}", str(ROOT), config["site_dir"], config["use_directory_urls"])
+            )
     return files
 
 
