@@ -55,7 +55,9 @@ def test_every_error_class_lives_in_errors_and_derives_from_the_base() -> None:
             ):
                 elsewhere.append(f"{path.relative_to(PACKAGE)}: {node.name}")
     assert not elsewhere, f"error classes outside errors.py: {elsewhere}"
-    classes = [value for _, value in inspect.getmembers(errors, inspect.isclass) if value.__module__ == errors.__name__]
+    classes = [
+        value for _, value in inspect.getmembers(errors, inspect.isclass) if value.__module__ == errors.__name__
+    ]
     assert sorted(c.__name__ for c in classes) == sorted(errors.__all__)
     for cls in classes:
         assert issubclass(cls, errors.TaskvecAestheticsError)

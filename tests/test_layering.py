@@ -36,7 +36,10 @@ ALLOWED = {
     ("app/resources.py", "..demo.world"): "the demo, used only when no model is given",
     ("app/resources.py", "..demo.photos"): "the demo, used only when no model is given",
     # Heavy modules that a model or bank never needs.
-    ("evaluation/metrics.py", "evaluate"): "evaluate takes seconds to import (8 s measured after torch) and only load_metric "
+    (
+        "evaluation/metrics.py",
+        "evaluate",
+    ): "evaluate takes seconds to import (8 s measured after torch) and only load_metric "
     "needs it; srocc and the other functions need numpy and scipy",
     ("evaluation/metrics.py", "datasets"): "only the evaluate metric description needs datasets' feature types",
     ("personalization/inputs.py", "datasets"): "datasets takes seconds to import; models and banks never need it",
@@ -188,7 +191,9 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
         package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
         graph[module] = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("taskvec_aesthetics")):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").startswith("taskvec_aesthetics")
+            ):
                 base = package[: len(package) - node.level + 1] if node.level else []
                 target = ".".join(base + ([node.module] if node.module else []))
                 for alias in node.names:

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "install", "moved_names"]
+__all__ = ["MOVED_MODULES", "RENAMED", "install", "moved_names"]
 
 _PACKAGE = "taskvec_aesthetics"
 _REMOVAL = "It will be removed in the next release."
@@ -40,7 +40,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "merging": ("task_vectors.merging",),
     "metrics": ("evaluation.metrics",),
     "personalization": ("personalization.personalizer",),
-    "plots": ("experiments.plots",),
+    "plots": ("experiments.plots", "task_vectors.similarity"),
     "progress": ("utils.progress",),
     "ratings_input": ("personalization.inputs", "constants"),
     "references": ("hub.references",),
@@ -52,12 +52,17 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Names that were renamed when they moved: old module -> {old name: new name}.
+RENAMED: dict[str, dict[str, str]] = {"cards": {"title": "card_title"}}
+
+
 def _warn(old: str, targets: Sequence[str], stacklevel: int) -> None:
     where = " and ".join(f"{_PACKAGE}.{target}" for target in targets)
     warnings.warn(f"{_PACKAGE}.{old} moved to {where}. {_REMOVAL}", DeprecationWarning, stacklevel=stacklevel)
 
 
 def _lookup(old: str, name: str) -> Any:
+    name = RENAMED.get(old, {}).get(name, name)
     for target in MOVED_MODULES[old]:
         module = importlib.import_module(f"{_PACKAGE}.{target}")
         if hasattr(module, name):
