@@ -27,11 +27,11 @@ from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
 from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.constants import BANK_CONFIG_FILE
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.hub.references import Reference
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
-from taskvec_aesthetics.task_vectors.bank import BANK_CONFIG_FILE
 from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]

@@ -25,7 +25,7 @@ _REMOVAL = "It will be removed in the next release."
 #: Each module of the previous release -> the modules that hold its names now (searched in order).
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "analysis": ("experiments.analysis",),
-    "bank": ("task_vectors.bank",),
+    "bank": ("task_vectors.bank", "task_vectors.task_vector", "task_vectors.bank_files"),
     "bank_production": ("training.bank_building",),
     "batched": ("personalization.batched",),
     "benchmark": ("experiments.benchmark",),
