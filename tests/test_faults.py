@@ -164,7 +164,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(training_run, 
                     (run / "checkpoints" / folder.name / file.name).write_bytes(file.read_bytes())
     newest = run / "checkpoints" / "step-00000004" / damaged
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a full disk
-    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training.finetune"):
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training.checkpoints"):
         config = FinetuneConfig(run, **settings)
         resumed = finetune_database(
             "koniq10k", koniq, root / "base", config, eval_split=None, resume_from_checkpoint="latest"
