@@ -15,7 +15,7 @@ from ..utils.plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
     from .analysis import GainsResult, ZeroShotPerUser
-    from .benchmark import BenchmarkResult
+    from .results import BenchmarkResult
 
 __all__ = ["plot_benchmark", "plot_gains", "plot_zero_shot"]
 
