@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
@@ -42,7 +41,7 @@ from .bank_card import bank_card
 from .bank_files import STORAGE_DTYPES, TaskFile, TaskInfo, read_bank_config
 from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
 from .similarity import Similarity, task_vector_similarity
-from .task_vector import StackedRow, TaskVector
+from .task_vector import StackedRow, TaskVector, changed_values
 
 __all__ = ["TaskVectorBank"]
 
@@ -82,15 +81,17 @@ class TaskVectorBank(HubMixin):
         root: str | Path | None = None,
         source: Reference | None = None,
     ) -> None:
-        base = Reference.from_dict(base, "the bank's base reference", "base")
-        if base is None or base.fingerprint is None:
-            raise InputError(f"the bank's base reference needs a 'fingerprint', received {base!r}")
+        reference = (
+            base if isinstance(base, Reference) else Reference.from_dict(base, "the bank's base reference", "base")
+        )
+        if reference is None or reference.fingerprint is None:
+            raise InputError(f"the bank's base reference needs a 'fingerprint', received {reference!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise InputError(f"task names must be unique, received {names}")
-        self.base: Reference = base
+        self.base: Reference = reference
         self.parameter_shapes = {n: list(s) for n, s in parameter_shapes.items()}
         self.tasks = list(tasks)
         self.storage_dtype = storage_dtype
@@ -204,31 +205,7 @@ class TaskVectorBank(HubMixin):
         with folder_transaction(directory, keep=_not_bank_file) as staging:
             changed: dict[str, list[str]] = {}
             for task in tqdm(tasks, desc="Task vectors", unit="task", disable=len(tasks) < 2, leave=False):
-                source = finetuned[task.name]()
-                if isinstance(source, nn.Module):
-                    tuned: Any = dict(source.named_parameters())
-                    del source  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
-                    gc.collect()
-                    take = tuned.pop
-                else:
-                    tuned = source
-                    take = source.__getitem__
-                missing = [n for n in trainable if n not in tuned]
-                if missing:
-                    raise InputError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
-                delta: dict[str, torch.Tensor] = {}
-                for name in trainable:
-                    value = take(name).detach()
-                    if value.shape != params[name].shape:
-                        raise InputError(
-                            f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
-                            f"base has {list(params[name].shape)}: the models do not share one architecture"
-                        )
-                    difference = value.float().cpu() - params[name].detach().float().cpu()
-                    del value
-                    if bool(torch.any(difference != 0)):
-                        delta[name] = difference.to(dtype).contiguous()
-                del tuned
+                delta = changed_values(finetuned[task.name], params, trainable, dtype, task.name)
                 target = safe_join(staging, task.file, f"the file of task {task.name!r}")
                 with atomic_path(target) as tmp:
                     save_file(delta, str(tmp), metadata={"format": "pt", "task": task.name})
@@ -489,13 +466,14 @@ class TaskVectorBank(HubMixin):
             raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
         directory = Path(save_directory)
         same_place = self.root is not None and directory.exists() and self.root.resolve() == directory.resolve()
+        root = self.root if same_place else None  # task files that may be shared with the new folder
         saved_tasks = []
         with folder_transaction(directory, keep=_not_bank_file) as staging:
             for task in self.tasks:
                 target = safe_join(staging, task.file, f"the file of task {task.name!r}")
-                if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
+                if root is not None and dtype_name == self.storage_dtype and task.name not in self._vectors:
                     # Unchanged on disk: share the file, keep (or compute, for an older bank) its checksum.
-                    source = safe_join(self.root, task.file, f"{self._where()}: field tasks[{task.name!r}].file")
+                    source = safe_join(root, task.file, f"{self._where()}: field tasks[{task.name!r}].file")
                     link_file(source, target)
                     if task.sha256 is None or task.size is None:
                         sha256, size = file_digest(target)

@@ -242,7 +242,8 @@ def read_bank_config(
     base = config["base"]
     if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
         raise ConfigError(f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}")
-    base = Reference.from_dict(base, str(where), "base")
+    reference = Reference.from_dict(base, str(where), "base")
+    assert reference is not None  # from an object, never None
     parameters = config["parameters"]
     if not isinstance(parameters, dict) or not parameters:
         raise ConfigError(f"{where}: field 'parameters' must be a non-empty object of name -> shape")
@@ -269,4 +270,4 @@ def read_bank_config(
             "verified. Load the bank and save it again (save_pretrained) to record them",
             where,
         )
-    return base, parameters, infos, storage_dtype
+    return reference, parameters, infos, storage_dtype

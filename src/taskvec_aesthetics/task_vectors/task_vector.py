@@ -1,21 +1,24 @@
 """A task vector: tau_t = theta_t - theta_0, what fine-tuning a base model on one database changed.
 
-A `TaskVector` maps parameter names to float32 deltas and supports the arithmetic of task vectors; `StackedRow` is
-one task's row of a bank's stacked tensors, read as a task vector without a copy.
+A `TaskVector` maps parameter names to float32 deltas and supports the arithmetic of task vectors; `changed_values`
+takes one from a fine-tuned model tensor by tensor; `StackedRow` is one task's row of a bank's stacked tensors, read
+as a task vector without a copy.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import numbers
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import InputError, InputTypeError
 
-__all__ = ["StackedRow", "TaskVector"]
+__all__ = ["StackedRow", "TaskVector", "changed_values"]
 
 
 class TaskVector(Mapping[str, torch.Tensor]):
@@ -77,7 +80,8 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def norm(self) -> float:
         """Euclidean norm over all parameters."""
-        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self.values())))
+        squares = sum((torch.sum(t.double() ** 2) for t in self.values()), torch.zeros((), dtype=torch.float64))
+        return float(torch.sqrt(squares))
 
     # -- arithmetic --------------------------------------------------------------------------------------------
     def _check_compatible(self, other: TaskVector) -> None:
@@ -126,6 +130,47 @@ class TaskVector(Mapping[str, torch.Tensor]):
 
     def __repr__(self) -> str:
         return f"TaskVector({len(self)} tensors, {self.num_values:,} values)"
+
+
+def changed_values(
+    load: Callable[[], nn.Module | Mapping[str, torch.Tensor]],
+    base: Mapping[str, torch.Tensor],
+    names: Sequence[str],
+    dtype: torch.dtype,
+    task: str,
+) -> dict[str, torch.Tensor]:
+    """The task vector of a fine-tuned model over the parameters ``names`` of ``base``, in ``dtype``, without the
+    tensors it did not change; streamed for building a bank (see `TaskVectorBank.save_finetuned`).
+
+    ``load`` gives the fine-tuned model, or its parameters as a mapping read one tensor at a time (then not even one
+    whole fine-tuned model is held). A fine-tuned tensor is freed as soon as its difference is taken. ``task`` names
+    the task in errors.
+    """
+    source = load()
+    if isinstance(source, nn.Module):
+        tuned: Any = dict(source.named_parameters())
+        del source  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
+        gc.collect()
+        take = tuned.pop
+    else:
+        tuned = source
+        take = source.__getitem__
+    missing = [n for n in names if n not in tuned]
+    if missing:
+        raise InputError(f"task {task!r}: the fine-tuned model lacks parameters {missing[:5]}")
+    delta: dict[str, torch.Tensor] = {}
+    for name in names:
+        value = take(name).detach()
+        if value.shape != base[name].shape:
+            raise InputError(
+                f"task {task!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
+                f"base has {list(base[name].shape)}: the models do not share one architecture"
+            )
+        difference = value.float().cpu() - base[name].detach().float().cpu()
+        del value
+        if bool(torch.any(difference != 0)):
+            delta[name] = difference.to(dtype).contiguous()
+    return delta
 
 
 class StackedRow(Mapping[str, torch.Tensor]):
