@@ -87,7 +87,7 @@ class GainsResult:
     task_names: list[str]
     orders: list[list[str]]
     per_user: dict[str, dict[str, dict[int, dict[str, float]]]]
-    references: dict[str, float | dict[int, float]] = field(default_factory=dict)
+    references: dict[str, float | Mapping[int, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     def subsets(self, size: int) -> list[str]:
@@ -167,7 +167,7 @@ class GainsResult:
                 s: {m: {int(k): dict(users) for k, users in by_k.items()} for m, by_k in methods.items()}
                 for s, methods in data["per_user"].items()
             }
-            references = {
+            references: dict[str, float | Mapping[int, float]] = {
                 label: {int(k): float(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value)
                 for label, value in data.get("references", {}).items()
             }

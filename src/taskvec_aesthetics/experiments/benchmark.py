@@ -198,7 +198,7 @@ def run_benchmark(
                 rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
                 test = torch.tensor([position[image_ids[r]] for r in test_rows])
                 draws.append(Draw(user, k, repeat, rated, test, ratings, torch.tensor(scores[test_rows])))
-    results: list[DrawResult | None] = [None] * len(draws)
+    results: dict[int, DrawResult] = {}  # by draw: workers finish them out of order
     for index, result in tqdm(
         _run_draws(methods, draws, config.workers),
         total=len(draws),
@@ -209,7 +209,8 @@ def run_benchmark(
         results[index] = result
     trials: list[Trial] = []
     example_user = None
-    for draw, (outcomes, fit) in zip(draws, results):
+    for index, draw in enumerate(draws):
+        outcomes, fit = results[index]
         for method, value, seconds, facts in outcomes:
             trials.append(Trial(draw.user_id, draw.k, draw.repeat, method, float(value), float(seconds), **facts))
         if draw.k == max(config.shots) and example_user is None and fit is not None:

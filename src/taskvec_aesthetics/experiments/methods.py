@@ -90,7 +90,7 @@ class Methods:
         if "best_single" in methods:
             yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0, {}
         for method, personalizer in (("default", self.ours), ("paper", self.paper)):
-            if method not in methods:
+            if method not in methods or personalizer is None:  # `paper` is None when not among the methods
                 continue
             began = time.perf_counter()
             coefficients, report = personalizer.fit_encoded(encoded, *(pool if method == "default" else ()))

@@ -23,12 +23,14 @@ TIE = 0.005
 BOOTSTRAP_SAMPLES = 2000
 
 
-def bootstrap_interval(values: Sequence[float], seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (one value per user)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < 2:
         return (float("nan"), float("nan"))
-    means = values[np.random.default_rng(seed).integers(0, len(values), (BOOTSTRAP_SAMPLES, len(values)))].mean(1)
+    means = array[np.random.default_rng(seed).integers(0, len(array), (BOOTSTRAP_SAMPLES, len(array)))].mean(1)
     tail = 100 * (1 - level) / 2
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
@@ -179,24 +181,24 @@ class BenchmarkResult:
             + " |",
             "|---|" + "---|---|---|" * len(shots),
         ]
-        by_method: dict[str, dict[int, dict]] = defaultdict(dict)
+        by_method: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         for row in rows:
             by_method[row["label"]][row["k"]] = row
         for label, cells in by_method.items():
             parts = []
             for k in shots:
-                row = cells.get(k)
-                if row is None:
+                cell = cells.get(k)
+                if cell is None:
                     parts += ["n/a"] * 3
                     continue
-                parts.append(f"{row['srocc_mean']:.3f} [{row['srocc_low']:.3f}, {row['srocc_high']:.3f}]")
+                parts.append(f"{cell['srocc_mean']:.3f} [{cell['srocc_low']:.3f}, {cell['srocc_high']:.3f}]")
                 parts.append(
-                    f"{row['diff_mean']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}], "
-                    f"{row['wins']}/{row['ties']}/{row['losses']}"
-                    if "diff_mean" in row
+                    f"{cell['diff_mean']:+.3f} [{cell['diff_low']:+.3f}, {cell['diff_high']:+.3f}], "
+                    f"{cell['wins']}/{cell['ties']}/{cell['losses']}"
+                    if "diff_mean" in cell
                     else "—"
                 )
-                parts.append(f"{row['seconds_per_fit']:.2f}")
+                parts.append(f"{cell['seconds_per_fit']:.2f}")
             lines.append(f"| {label} | " + " | ".join(parts) + " |")
         users = max(r["users"] for r in rows)
         lines.append(
@@ -233,6 +235,9 @@ class BenchmarkResult:
         shots = sorted({t.k for t in rows})
         lines = ["| selection rule | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---|" * len(shots)]
 
+        def candidates_of(trial: Trial) -> list[dict[str, Any]]:
+            return trial.candidates or []  # every row has them
+
         def pick(candidates: list[dict[str, Any]], z: float) -> dict[str, Any]:
             best = max(candidates, key=lambda c: c["srocc"])
             return next(c for c in candidates if best["srocc"] - c["srocc"] <= z * best["srocc_se"] + 1e-12)
@@ -241,22 +246,22 @@ class BenchmarkResult:
             return f"{np.nanmean(values):.3f}"
 
         for z in (0.0, 0.5, 1.0):
-            cells = [mean([pick(t.candidates, z)["test_srocc"] for t in rows if t.k == k]) for k in shots]
+            cells = [mean([pick(candidates_of(t), z)["test_srocc"] for t in rows if t.k == k]) for k in shots]
             lines.append(f"| first within {z} SE of the best | " + " | ".join(cells) + " |")
-        for name in [c["candidate"] for c in rows[0].candidates]:
+        for name in [c["candidate"] for c in candidates_of(rows[0])]:
             cells = [
-                mean([c["test_srocc"] for t in rows if t.k == k for c in t.candidates if c["candidate"] == name])
+                mean([c["test_srocc"] for t in rows if t.k == k for c in candidates_of(t) if c["candidate"] == name])
                 for k in shots
             ]
             lines.append(f"| always `{name}` | " + " | ".join(cells) + " |")
-        cells = [mean([max(c["test_srocc"] for c in t.candidates) for t in rows if t.k == k]) for k in shots]
+        cells = [mean([max(c["test_srocc"] for c in candidates_of(t)) for t in rows if t.k == k]) for k in shots]
         lines.append("| the best on the test images (oracle) | " + " | ".join(cells) + " |")
         lines.append("")
         for k in shots:
             wins: dict[str, int] = defaultdict(int)
             for t in rows:
                 if t.k == k:
-                    wins[max(t.candidates, key=lambda c: c["test_srocc"])["candidate"]] += 1
+                    wins[max(candidates_of(t), key=lambda c: c["test_srocc"])["candidate"]] += 1
             lines.append(
                 f"k={k}: best candidate on the test images: " + ", ".join(f"{n} {c}" for n, c in wins.items())
             )

@@ -182,8 +182,9 @@ def _read_checkpoint(checkpoint: Path) -> tuple[dict[str, Any], dict[str, dict[s
 
 def load_checkpoint(
     candidates: Sequence[Path],
-) -> tuple[Path, dict[str, Any], dict[str, dict[str, torch.Tensor]]] | tuple[None, None, None]:
-    """The first readable checkpoint among ``candidates``; a damaged one is skipped with a warning."""
+) -> tuple[Path, dict[str, Any], dict[str, dict[str, torch.Tensor]]] | None:
+    """The first readable checkpoint among ``candidates`` with its trainer state and tensors (None when there are no
+    candidates); a damaged one is skipped with a warning."""
     problems = []
     for checkpoint in candidates:
         try:
@@ -195,4 +196,4 @@ def load_checkpoint(
             logger.warning("Checkpoint %s cannot be used (%s); trying the previous one", checkpoint, error)
     if problems:
         raise IntegrityError("no usable checkpoint to resume from: " + "; ".join(problems))
-    return None, None, None
+    return None

@@ -224,6 +224,7 @@ def finetune(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     main = accelerator.is_main_process
+    output_dir = Path(config.output_dir)  # a Path already (FinetuneConfig); typed for its callers' str
     base_fingerprint = model_fingerprint(base_model)
     base_ref = (base_model.source or Reference()).with_fingerprint(base_fingerprint)
     model = copy.deepcopy(base_model).float()
@@ -235,16 +236,20 @@ def finetune(
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
         return ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
 
-    sets = {"train": scored(train_ds), "eval": scored(eval_ds) if eval_ds is not None else None}
-    probe = sets["train"][0]["pixel_values"][None]
+    train_rows = scored(train_ds)
+    examples = {"train": train_rows, "eval": scored(eval_ds) if eval_ds is not None else None}
+    probe = train_rows[0]["pixel_values"][None]
     _freeze(model, config.freeze_prefix_blocks, probe)
     prefix = config.freeze_prefix_blocks
-    cached = caches_prefix(config, model, probe, sum(len(d) for d in sets.values() if d is not None))
-    if cached:  # the frozen prefix gives each image the same output at every step: compute it once
+    cached = caches_prefix(config, model, probe, sum(len(d) for d in examples.values() if d is not None))
+    sets: dict[str, TorchDataset | None] = dict(examples)
+    if (
+        cached and prefix is not None
+    ):  # the frozen prefix gives each image the same output at every step: compute it once
         model.to(accelerator.device)
         sets = {
             name: None if rows is None else encode_prefix(model, rows, prefix, config, accelerator)
-            for name, rows in sets.items()
+            for name, rows in examples.items()
         }
 
     def loader(dataset: TorchDataset | None, **kwargs: Any) -> DataLoader | None:
@@ -274,11 +279,13 @@ def finetune(
         "total_steps": total_steps,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
     }
-    global_step, history, metrics, num_eval = 0, [], {}, 0
+    global_step, history, num_eval = 0, [], 0
+    metrics: dict[str, float] = {}
     loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
-    run_checkpoints(config.output_dir)  # a symlinked checkpoint folder is refused now, not after the first steps
-    checkpoint, state, tensors = load_checkpoint(checkpoint_candidates(resume_from_checkpoint, config.output_dir))
-    if checkpoint is not None:
+    run_checkpoints(output_dir)  # a symlinked checkpoint folder is refused now, not after the first steps
+    loaded = load_checkpoint(checkpoint_candidates(resume_from_checkpoint, output_dir))
+    if loaded is not None:
+        checkpoint, state, tensors = loaded
         differing = {k: (state.get(k), facts[k]) for k in RESUME_KEYS if state.get(k) != facts[k]}
         if differing:
             raise InputError(
@@ -363,9 +370,7 @@ def finetune(
                     **facts,
                     "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist(),
                 }
-                save_checkpoint(
-                    accelerator, config.output_dir, state, config.keep_checkpoints, model, optimizer, scheduler
-                )
+                save_checkpoint(accelerator, output_dir, state, config.keep_checkpoints, model, optimizer, scheduler)
             if global_step == total_steps:
                 break
     progress.close()
@@ -379,9 +384,9 @@ def finetune(
     if config.gradient_checkpointing:
         tuned.activation_checkpointing_disable()
     if main:
-        save_model_dir(tuned, config.output_dir / MODEL_DIR)
+        save_model_dir(tuned, output_dir / MODEL_DIR)
         write_json(
-            config.output_dir / RESULT_FILE,
+            output_dir / RESULT_FILE,
             {
                 "database": asdict(spec) if spec else None,
                 "num_images": len(train_ds),
@@ -398,9 +403,9 @@ def finetune(
                 "mixed_precision": accelerator.mixed_precision,
             },
         )
-        logger.info("Saved the fine-tuned model to %s", config.output_dir / MODEL_DIR)
+        logger.info("Saved the fine-tuned model to %s", output_dir / MODEL_DIR)
     accelerator.wait_for_everyone()
-    return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, config.output_dir)
+    return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, output_dir)
 
 
 def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticModel:
