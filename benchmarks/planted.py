@@ -3,7 +3,7 @@
 Each user's utility is a known mixture of five image traits (tests/planted.py): single-criterion tastes, tastes with
 negative weights, and tastes on a trait (a vertical gradient) that no task covers. For each user, k and repeat, k
 rated images (noisy ratings) train every method and the others test it, by SROCC against the noise-free utility.
-The protocol and statistics are the library's (`taskvec_aesthetics.experiments.benchmark`): means over users with 95 % bootstrap
+The protocol and statistics are the library's (`taskvec_aesthetics.experiments.benchmark` and `.results`): means over users with 95 % bootstrap
 intervals, paired differences to our default with win/tie/loss counts, and which candidate the default chose.
 
     python benchmarks/planted.py [--world first|second] [--transductive] [--repeats 3] [--shots 10 30 100]
@@ -37,10 +37,8 @@ import planted_second  # noqa: E402
 import torch  # noqa: E402
 from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E402
 
-from taskvec_aesthetics.experiments.benchmark import (  # noqa: E402
-    BenchmarkConfig,
-    BenchmarkResult,
-)
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.experiments.results import BenchmarkResult  # noqa: E402
 from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
 
 METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")

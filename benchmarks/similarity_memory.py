@@ -56,7 +56,8 @@ def peak():
 
 _WRITE = """
 from collections.abc import Mapping
-from taskvec_aesthetics.task_vectors.bank import TaskInfo, TaskVector
+from taskvec_aesthetics.task_vectors.bank_files import TaskInfo
+from taskvec_aesthetics.task_vectors.task_vector import TaskVector
 shapes = {n: list(p.shape) for n, p in meta_model().named_parameters()}
 
 class Synthetic(Mapping):

@@ -18,7 +18,9 @@ from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, Trial, _Draw, _Methods, _run_draw, draw_order
+from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, Draw, draw_order, run_draw
+from taskvec_aesthetics.experiments.methods import Methods
+from taskvec_aesthetics.experiments.results import Trial
 from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 TRAITS = ("red", "green", "blue", "texture", "gradient")
@@ -142,7 +144,7 @@ def run_protocol(
     Returns the trials, and the user and coefficients of the example (the first user at the largest k)."""
     began = time.perf_counter()
     ours = Personalizer(world.base, world.bank, config.personalizer)
-    methods = _Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
+    methods = Methods(ours, ours.encode(to_pixels(world.base, photos)), config)
     trials, example_user, example = [], None, None
     for u, (user, weights) in enumerate(users.items()):
         for k in config.shots:
@@ -150,8 +152,8 @@ def run_protocol(
                 utility, ratings = user_ratings(photos, weights, noise, 1000 * u + repeat, traits_of)
                 order = torch.from_numpy(draw_order(len(photos), config.seed, k, repeat, user))
                 rated, test = order[:k], order[k:]
-                draw = _Draw(user, k, repeat, rated, test, ratings[rated], utility[test], ratings[test])
-                outcomes, fit = _run_draw(methods, draw)
+                draw = Draw(user, k, repeat, rated, test, ratings[rated], utility[test], ratings[test])
+                outcomes, fit = run_draw(methods, draw)
                 for method, value, seconds, facts in outcomes:
                     trials.append(Trial(user, k, repeat, method, float(value), float(seconds), **facts))
                 if example_user is None and k == max(config.shots) and fit is not None:

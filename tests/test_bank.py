@@ -7,8 +7,8 @@ import torch
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
+from taskvec_aesthetics.constants import BANK_CONFIG_FILE
 from taskvec_aesthetics.errors import IntegrityError
-from taskvec_aesthetics.task_vectors.bank import BANK_CONFIG_FILE
 
 
 @pytest.fixture(scope="module")

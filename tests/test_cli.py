@@ -247,8 +247,8 @@ def test_help_texts_match_the_library(capsys):
     from taskvec_aesthetics import cli
     from taskvec_aesthetics.constants import STORAGE_DTYPE_NAMES
     from taskvec_aesthetics.data.ratings import IMAGE_COLUMNS, SCORE_COLUMNS, USER_COLUMN
-    from taskvec_aesthetics.experiments.benchmark import METHODS
-    from taskvec_aesthetics.task_vectors.bank import STORAGE_DTYPES
+    from taskvec_aesthetics.experiments.methods import METHODS
+    from taskvec_aesthetics.task_vectors.bank_files import STORAGE_DTYPES
 
     assert STORAGE_DTYPE_NAMES == tuple(STORAGE_DTYPES)
     assert cli.BENCHMARK_METHODS == METHODS

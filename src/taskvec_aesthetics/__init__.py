@@ -28,8 +28,8 @@ _EXPORTS = {
     "AestheticModelOutput": "modeling",
     "Coefficients": "task_vectors.coefficients",
     "FingerprintMismatchError": "errors",
-    "TaskInfo": "task_vectors.bank",
-    "TaskVector": "task_vectors.bank",
+    "TaskInfo": "task_vectors.bank_files",
+    "TaskVector": "task_vectors.task_vector",
     "TaskVectorBank": "task_vectors.bank",
     "TaskvecAestheticsError": "errors",
     "model_fingerprint": "task_vectors.fingerprint",
@@ -84,9 +84,11 @@ if TYPE_CHECKING:
     from .personalization.config import PersonalizerConfig
     from .personalization.many import fit_many, personalize_many
     from .personalization.personalizer import PersonalizationReport, Personalizer
-    from .task_vectors.bank import TaskInfo, TaskVector, TaskVectorBank
+    from .task_vectors.bank import TaskVectorBank
+    from .task_vectors.bank_files import TaskInfo
     from .task_vectors.coefficients import Coefficients
     from .task_vectors.fingerprint import model_fingerprint
+    from .task_vectors.task_vector import TaskVector
     from .training.config import FinetuneConfig
 
 

@@ -41,7 +41,9 @@ import torch
 
 from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
 from ..errors import InputError
-from ..experiments.benchmark import METHODS, BenchmarkConfig, BenchmarkResult, run_benchmark
+from ..experiments.benchmark import BenchmarkConfig, run_benchmark
+from ..experiments.methods import METHODS
+from ..experiments.results import BenchmarkResult
 from ..hub.references import Reference
 from ..modeling import AestheticModel
 from ..personalization.personalizer import PersonalizerConfig

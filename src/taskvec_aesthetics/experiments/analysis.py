@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from ..errors import AnalysisError
 from ..task_vectors.similarity import SIMILARITY_GRANULARITIES, Similarity, task_vector_similarity, write_tables
 from ..utils.io import read_json
-from .benchmark import BenchmarkConfig, BenchmarkResult, Trial, bootstrap_interval, run_benchmark
+from .benchmark import BenchmarkConfig, run_benchmark
+from .results import BenchmarkResult, Trial, bootstrap_interval
 
 if TYPE_CHECKING:
     from ..modeling import AestheticModel
@@ -86,7 +87,7 @@ class GainsResult:
     task_names: list[str]
     orders: list[list[str]]
     per_user: dict[str, dict[str, dict[int, dict[str, float]]]]
-    references: dict[str, float | dict[int, float]] = field(default_factory=dict)
+    references: dict[str, float | Mapping[int, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     def subsets(self, size: int) -> list[str]:
@@ -166,7 +167,7 @@ class GainsResult:
                 s: {m: {int(k): dict(users) for k, users in by_k.items()} for m, by_k in methods.items()}
                 for s, methods in data["per_user"].items()
             }
-            references = {
+            references: dict[str, float | Mapping[int, float]] = {
                 label: {int(k): float(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value)
                 for label, value in data.get("references", {}).items()
             }

@@ -15,7 +15,7 @@ from ..utils.plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
     from .analysis import GainsResult, ZeroShotPerUser
-    from .benchmark import BenchmarkResult
+    from .results import BenchmarkResult
 
 __all__ = ["plot_benchmark", "plot_gains", "plot_zero_shot"]
 
@@ -102,8 +102,8 @@ def plot_gains(gains: GainsResult, path: str | Path) -> Path:
                 if len(subsets) > 1:
                     means = [np.nanmean(list(gains.per_user[s][method][k].values())) for s in subsets]
                     ax.scatter([n] * len(means), means, s=8, alpha=0.4, color=drawn.get_color())
-        for label, value in gains.references.items():
-            value = value.get(k) if isinstance(value, dict) else value
+        for label, reference in gains.references.items():
+            value = reference.get(k) if isinstance(reference, dict) else reference
             if value is not None:
                 ax.axhline(value, linestyle=":", color="black", linewidth=1.2, label=label)
         ax.set_xticks(range(1, len(gains.task_names) + 1))

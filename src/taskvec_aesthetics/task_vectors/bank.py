@@ -1,53 +1,33 @@
-"""Task vectors and banks of them.
+"""A bank of task vectors: one task vector per source database over one base model.
 
-A task vector is tau_t = theta_t - theta_0: what fine-tuning a base model on one database changed. A bank holds one
-task vector per source database over one base model, saved as one safetensors file per task plus
-``bank_config.json`` (see DESIGN.md). Task files are read lazily, only when a task is used.
+A bank is saved as one safetensors file per task plus ``bank_config.json`` (see DESIGN.md and `bank_files`). Task
+files are read lazily, only when a task is used.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
-import hashlib
-import json
 import logging
-import math
-import numbers
-import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from safetensors import SafetensorError, safe_open
+from huggingface_hub import ModelCard
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..constants import BANK_CONFIG_FILE, FORMAT_VERSION, LIBRARY_NAME, STORAGE_DTYPE_NAMES, TASK_VECTORS_DIR
-from ..errors import ConfigError, InputError, InputTypeError, IntegrityError, MissingFileError
-from ..hub.cards import (
-    DEFAULT_LICENSE,
-    METRIC_NAMES,
-    PAPER,
-    card_title,
-    cell,
-    count,
-    number,
-    reference_row,
-    render_card,
-    write_card,
-)
+from ..constants import BANK_CONFIG_FILE, FORMAT_VERSION, TASK_VECTORS_DIR
+from ..errors import ConfigError, InputError, IntegrityError
+from ..hub.cards import write_card
 from ..hub.references import Reference
 from ..hub.repository import HubMixin, download, locate, not_found_locally
 from ..utils.io import (
     atomic_path,
-    check_relative_path,
     file_digest,
     folder_identity,
     folder_transaction,
@@ -57,333 +37,15 @@ from ..utils.io import (
     safe_join,
     write_json,
 )
+from .bank_card import bank_card
+from .bank_files import STORAGE_DTYPES, TaskFile, TaskInfo, read_bank_config
 from .fingerprint import FingerprintMismatchError, fingerprint_matches, is_legacy_fingerprint, model_fingerprint
 from .similarity import Similarity, task_vector_similarity
+from .task_vector import StackedRow, TaskVector, changed_values
 
-__all__ = ["TaskVector", "TaskInfo", "TaskVectorBank", "BANK_CONFIG_FILE", "TASK_VECTORS_DIR", "STORAGE_DTYPES"]
+__all__ = ["TaskVectorBank"]
 
 logger = logging.getLogger(__name__)
-
-STORAGE_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in STORAGE_DTYPE_NAMES}
-
-
-class TaskVector(Mapping[str, torch.Tensor]):
-    """A weight delta over named parameters, with arithmetic in float32.
-
-    Supports ``a + b``, ``a - b``, ``-a``, ``s * a`` and ``a * s`` for a scalar ``s``; sums require both vectors to
-    cover the same parameters with the same shapes.
-    """
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        if not tensors:
-            raise InputError("a task vector needs at least one parameter tensor, received none")
-        self._tensors: Mapping[str, torch.Tensor] = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
-
-    @classmethod
-    def _lazy(cls, tensors: Mapping[str, torch.Tensor]) -> TaskVector:
-        """A task vector over a mapping that reads each tensor when asked (a task file): nothing is held."""
-        vector = cls.__new__(cls)
-        vector._tensors = tensors
-        return vector
-
-    @classmethod
-    def from_models(
-        cls, base: nn.Module, finetuned: nn.Module, parameter_names: Iterable[str] | None = None
-    ) -> TaskVector:
-        """tau = finetuned - base over ``parameter_names`` (default: every trainable parameter of ``base``)."""
-        base_params = dict(base.named_parameters())
-        tuned_params = dict(finetuned.named_parameters())
-        names = (
-            list(parameter_names)
-            if parameter_names is not None
-            else [n for n, p in base_params.items() if p.requires_grad]
-        )
-        missing = [n for n in names if n not in tuned_params or n not in base_params]
-        if missing:
-            raise InputError(f"parameters missing from the base or fine-tuned model: {missing[:5]} ({len(missing)})")
-        mismatched = [n for n in names if base_params[n].shape != tuned_params[n].shape]
-        if mismatched:
-            name = mismatched[0]
-            raise InputError(
-                f"fine-tuned parameter '{name}' has shape {list(tuned_params[name].shape)}, the base has "
-                f"{list(base_params[name].shape)}: the models do not share one architecture"
-            )
-        return cls({n: tuned_params[n].detach().float().cpu() - base_params[n].detach().float().cpu() for n in names})
-
-    # -- mapping -----------------------------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._tensors[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-    @property
-    def num_values(self) -> int:
-        return sum(t.numel() for t in self._tensors.values())
-
-    def norm(self) -> float:
-        """Euclidean norm over all parameters."""
-        return float(torch.sqrt(sum(torch.sum(t.double() ** 2) for t in self.values())))
-
-    # -- arithmetic --------------------------------------------------------------------------------------------
-    def _check_compatible(self, other: TaskVector) -> None:
-        if not isinstance(other, TaskVector):
-            raise InputTypeError(f"can only combine a TaskVector with a TaskVector, received {type(other).__name__}")
-        if set(self) != set(other):
-            diff = sorted(set(self) ^ set(other))
-            raise InputError(f"task vectors cover different parameters, e.g. {diff[:5]} ({len(diff)} differ)")
-        for name in self:
-            if self[name].shape != other[name].shape:
-                raise InputError(
-                    f"'{name}' has shape {list(self[name].shape)} in one task vector, {list(other[name].shape)} in the other"
-                )
-
-    def __add__(self, other: TaskVector) -> TaskVector:
-        self._check_compatible(other)
-        return TaskVector({n: self[n] + other[n] for n in self})
-
-    def __sub__(self, other: TaskVector) -> TaskVector:
-        self._check_compatible(other)
-        return TaskVector({n: self[n] - other[n] for n in self})
-
-    def __neg__(self) -> TaskVector:
-        return TaskVector({n: -t for n, t in self.items()})
-
-    def __mul__(self, scale: float) -> TaskVector:
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-            raise InputTypeError(f"a task vector can only be scaled by a real number, received {type(scale).__name__}")
-        return TaskVector({n: t * float(scale) for n, t in self.items()})
-
-    __rmul__ = __mul__
-
-    def apply_to(self, model: nn.Module, scale: float = 1.0) -> nn.Module:
-        """Return a copy of ``model`` with ``scale * tau`` added to its parameters (``model`` is not modified)."""
-        params = dict(model.named_parameters())
-        missing = [n for n in self if n not in params]
-        if missing:
-            raise InputError(f"the model has no parameters {missing[:5]} ({len(missing)}) of this task vector")
-        result = copy.deepcopy(model)
-        result_params = dict(result.named_parameters())
-        with torch.no_grad():
-            for name, delta in self.items():
-                target = result_params[name]
-                target.add_((delta * scale).to(target.dtype).to(target.device))
-        return result
-
-    def __repr__(self) -> str:
-        return f"TaskVector({len(self)} tensors, {self.num_values:,} values)"
-
-
-@dataclass
-class TaskInfo:
-    """Metadata of one task of a bank: where its task vector came from and how good that model was.
-
-    `file` is the task file's path inside the bank folder (a plain relative path); `sha256` and `size` record its
-    content when it was saved, and are verified the first time the file is read.
-    """
-
-    name: str
-    file: str = ""
-    database: str | None = None
-    kind: str | None = None
-    score_range: list[float] | None = None
-    num_images: int | None = None
-    licence: str | None = None
-    citation: str | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    sha256: str | None = None
-    size: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _TASK_NAME.fullmatch(self.name):
-            raise InputError(
-                f"a task name must be a non-empty file-safe string (no '/' or '\\', not starting with '.'), "
-                f"received {self.name!r}"
-            )
-        self.file = self.file or f"{TASK_VECTORS_DIR}/{self.name}.safetensors"
-        check_relative_path(self.file, f"the file of task {self.name!r}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "task metadata") -> TaskInfo:
-        """A `TaskInfo` from a `tasks[i]` entry of `bank_config.json`; ``where`` names it in errors."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where} must be a JSON object, received {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            logger.warning("Ignoring unknown fields %s of %s", unknown, where)
-        for name, check, expected in _TASK_FIELDS:
-            value = data.get(name)
-            if (value is not None or name == "name") and not check(value):
-                raise ConfigError(f"{where}: field '{name}' must be {expected}, received {value!r}")
-        if data.get("file"):
-            check_relative_path(data["file"], f"{where}: field 'file'")
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except ValueError as error:
-            raise ConfigError(f"{where}: {error}") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_TASK_NAME = re.compile(r"[^./\\\x00][^/\\\x00]*")
-# (field, check, what is expected) of each `tasks[i]` entry; None is accepted for all but `name`.
-_TASK_FIELDS: tuple[tuple[str, Any, str], ...] = (
-    ("name", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-    ("file", lambda v: isinstance(v, str), "a relative path (a string)"),
-    ("database", lambda v: isinstance(v, str), "a string"),
-    ("kind", lambda v: isinstance(v, str), "a string"),
-    ("licence", lambda v: isinstance(v, str), "a string"),
-    ("citation", lambda v: isinstance(v, str), "a string"),
-    ("score_range", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)), "[low, high]"),
-    ("num_images", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
-    ("size", lambda v: _is_int(v) and v >= 0, "a non-negative integer (bytes)"),
-    ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
-    (
-        "metrics",
-        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, type(None))) for x in v.values()),
-        "an object of numbers",
-    ),
-)
-
-
-class _StackedRow(Mapping[str, torch.Tensor]):
-    """Task ``index``'s values in stacked `[T, *shape]` tensors, as float32 (views when they are float32)."""
-
-    def __init__(self, stacked: Mapping[str, torch.Tensor], index: int) -> None:
-        self._stacked, self._index = stacked, index
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._stacked[name][self._index].to(torch.float32)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._stacked)
-
-    def __len__(self) -> int:
-        return len(self._stacked)
-
-
-#: safetensors dtype names of the dtypes a task file may hold.
-_FILE_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
-
-
-class _TaskFile(Mapping[str, torch.Tensor]):
-    """One task's safetensors file, read one tensor at a time from a file kept open.
-
-    Opening checks, through one open file, that its size and sha256 are those ``info`` records (with ``verify``), that
-    `safetensors.safe_open` accepts it, and that it holds exactly the bank's parameters and shapes. Every tensor is
-    later read from that same open file, so what was checked is what is read, even after a save swaps the folder.
-    Tensors are read with `os.preadv` into their own buffer, not through a memory map: a map would keep every page
-    read resident in this process until it is closed, and reading a bank tensor by tensor is meant to hold one tensor.
-    Indexing gives float32 (a `TaskVector`'s values); `tensor` gives the stored dtype.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        expected: Mapping[str, list[int]],
-        info: TaskInfo | None = None,
-        verify: bool = False,
-        exact: bool = True,
-    ) -> None:
-        if not path.is_file():
-            raise MissingFileError(f"task vector file {path} is missing")
-        self.path, self._names = path, list(expected)
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open for the lifetime of this reader
-        fd = self._file.fileno()
-        size = os.fstat(fd).st_size
-        if verify and info is not None and info.size is not None and size != info.size:
-            raise IntegrityError(
-                f"{path} has {size} bytes, but bank_config.json records {info.size} for task {info.name!r}: "
-                "the file is damaged or was replaced"
-            )
-        if verify and info is not None and info.sha256 is not None:
-            digest, offset = hashlib.sha256(), 0
-            while block := os.pread(fd, 8 << 20, offset):
-                digest.update(block)
-                offset += len(block)
-            if digest.hexdigest() != info.sha256:
-                raise IntegrityError(
-                    f"{path} has sha256 {digest.hexdigest()}, but bank_config.json records {info.sha256} for task "
-                    f"{info.name!r}: the file is damaged or was replaced"
-                )
-        try:
-            with safe_open(str(path), framework="pt") as handle:  # the library's own check of the format
-                handle.keys()
-            length = int.from_bytes(os.pread(fd, 8, 0), "little")
-            header = json.loads(os.pread(fd, length, 8)) if 0 < length <= size - 8 else None
-        except (SafetensorError, ValueError, RuntimeError, OSError) as error:
-            raise IntegrityError(f"{path} is not a valid safetensors file: {error}") from None
-        if not isinstance(header, dict) or os.stat(path).st_ino != os.fstat(fd).st_ino:
-            raise IntegrityError(f"{path} is not a valid safetensors file, or was replaced while it was opened")
-        header.pop("__metadata__", None)
-        missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
-        if missing or (extra and exact):  # not exact: a model's weights file, of which ``expected`` are read
-            raise InputError(
-                f"{path} does not match the bank: missing keys {missing[:5]} ({len(missing)}), "
-                f"unexpected keys {extra[:5]} ({len(extra)})"
-            )
-        self._entries: dict[str, tuple[torch.dtype, list[int], int, int]] = {}
-        for name in expected:
-            entry = header[name]
-            shape, dtype = list(entry.get("shape", [])), _FILE_DTYPES.get(entry.get("dtype"))
-            if shape != list(expected[name]):
-                raise InputError(f"'{name}' in {path} has shape {shape}, the bank expects {expected[name]}")
-            if dtype is None:
-                raise IntegrityError(f"'{name}' in {path} has dtype {entry.get('dtype')!r}; expected a float dtype")
-            begin, end = (8 + length + int(o) for o in entry["data_offsets"])
-            if end - begin != torch.Size(shape).numel() * dtype.itemsize or end > size:
-                raise IntegrityError(f"'{name}' in {path} has data offsets that do not fit its shape and dtype")
-            self._entries[name] = (dtype, shape, begin, end)
-
-    def tensor(self, name: str) -> torch.Tensor:
-        """Tensor ``name`` in its stored dtype; NaN or inf is an error."""
-        if name not in self._entries:
-            raise KeyError(name)
-        dtype, shape, begin, end = self._entries[name]
-        buffer = bytearray(end - begin)
-        view, done = memoryview(buffer), 0
-        while done < len(buffer):
-            read = os.preadv(self._file.fileno(), [view[done:]], begin + done)
-            if read <= 0:
-                raise IntegrityError(f"{self.path} ended while '{name}' was read: the file was truncated")
-            done += read
-        tensor = torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
-        if not bool(torch.isfinite(tensor).all()):
-            raise InputError(f"{self.path} holds NaN or inf values (in '{name}')")
-        return tensor
-
-    def __del__(self) -> None:
-        file = getattr(self, "_file", None)
-        if file is not None:
-            file.close()
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.tensor(name).to(torch.float32)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-def model_weights(folder: str | Path, shapes: Mapping[str, Sequence[int]]) -> Mapping[str, torch.Tensor] | None:
-    """The parameters ``shapes`` of a model saved in ``folder`` (`save_pretrained`), read one tensor at a time from
-    its `model.safetensors`; None when it has no single weights file (sharded weights: load the model instead)."""
-    path = Path(folder) / "model.safetensors"
-    if not path.is_file():
-        return None
-    return _TaskFile(path, {n: list(s) for n, s in shapes.items()}, exact=False)
 
 
 def _not_bank_file(relative: str) -> bool:
@@ -419,15 +81,17 @@ class TaskVectorBank(HubMixin):
         root: str | Path | None = None,
         source: Reference | None = None,
     ) -> None:
-        base = Reference.from_dict(base, "the bank's base reference", "base")
-        if base is None or base.fingerprint is None:
-            raise InputError(f"the bank's base reference needs a 'fingerprint', received {base!r}")
+        reference = (
+            base if isinstance(base, Reference) else Reference.from_dict(base, "the bank's base reference", "base")
+        )
+        if reference is None or reference.fingerprint is None:
+            raise InputError(f"the bank's base reference needs a 'fingerprint', received {reference!r}")
         if storage_dtype not in STORAGE_DTYPES:
             raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise InputError(f"task names must be unique, received {names}")
-        self.base: Reference = base
+        self.base: Reference = reference
         self.parameter_shapes = {n: list(s) for n, s in parameter_shapes.items()}
         self.tasks = list(tasks)
         self.storage_dtype = storage_dtype
@@ -541,31 +205,7 @@ class TaskVectorBank(HubMixin):
         with folder_transaction(directory, keep=_not_bank_file) as staging:
             changed: dict[str, list[str]] = {}
             for task in tqdm(tasks, desc="Task vectors", unit="task", disable=len(tasks) < 2, leave=False):
-                source = finetuned[task.name]()
-                if isinstance(source, nn.Module):
-                    tuned: Any = dict(source.named_parameters())
-                    del source  # from here on each fine-tuned tensor lives only in `tuned`, until it is used
-                    gc.collect()
-                    take = tuned.pop
-                else:
-                    tuned = source
-                    take = source.__getitem__
-                missing = [n for n in trainable if n not in tuned]
-                if missing:
-                    raise InputError(f"task {task.name!r}: the fine-tuned model lacks parameters {missing[:5]}")
-                delta: dict[str, torch.Tensor] = {}
-                for name in trainable:
-                    value = take(name).detach()
-                    if value.shape != params[name].shape:
-                        raise InputError(
-                            f"task {task.name!r}: fine-tuned parameter '{name}' has shape {list(value.shape)}, the "
-                            f"base has {list(params[name].shape)}: the models do not share one architecture"
-                        )
-                    difference = value.float().cpu() - params[name].detach().float().cpu()
-                    del value
-                    if bool(torch.any(difference != 0)):
-                        delta[name] = difference.to(dtype).contiguous()
-                del tuned
+                delta = changed_values(finetuned[task.name], params, trainable, dtype, task.name)
                 target = safe_join(staging, task.file, f"the file of task {task.name!r}")
                 with atomic_path(target) as tmp:
                     save_file(delta, str(tmp), metadata={"format": "pt", "task": task.name})
@@ -646,10 +286,10 @@ class TaskVectorBank(HubMixin):
         if name in self._vectors:
             return self._vectors[name]
         if self._stacked is not None:
-            return TaskVector._lazy(_StackedRow(self._stacked, self.task_names.index(name)))
+            return TaskVector._lazy(StackedRow(self._stacked, self.task_names.index(name)))
         return TaskVector._lazy(self._task_file(name))
 
-    def _task_file(self, name: str) -> _TaskFile:
+    def _task_file(self, name: str) -> TaskFile:
         """The opened (checked) task file of ``name``."""
         info = self.info(name)
         if self.root is None:
@@ -657,7 +297,7 @@ class TaskVectorBank(HubMixin):
         path = safe_join(self.root, info.file, f"{self.root / BANK_CONFIG_FILE}: field tasks[{name!r}].file")
         logger.debug("Opening task vector %s at %s", name, path)
         try:
-            task_file = _TaskFile(path, self.parameter_shapes, info, verify=name not in self._verified)
+            task_file = TaskFile(path, self.parameter_shapes, info, verify=name not in self._verified)
         except (IntegrityError, FileNotFoundError) as error:
             if folder_identity(self.root) != self._root_identity:
                 raise IntegrityError(
@@ -714,7 +354,7 @@ class TaskVectorBank(HubMixin):
             self._stacked = stacked
             for index, task in enumerate(self.task_names):
                 if task in self._vectors and dtype == torch.float32:  # one copy: the task's values live in the stack
-                    self._vectors[task] = TaskVector._lazy(_StackedRow(stacked, index))
+                    self._vectors[task] = TaskVector._lazy(StackedRow(stacked, index))
         names = list(parameter_names) if parameter_names is not None else self.parameter_names
         return {n: self._stacked[n] for n in names}
 
@@ -826,13 +466,14 @@ class TaskVectorBank(HubMixin):
             raise InputError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, received {dtype_name!r}")
         directory = Path(save_directory)
         same_place = self.root is not None and directory.exists() and self.root.resolve() == directory.resolve()
+        root = self.root if same_place else None  # task files that may be shared with the new folder
         saved_tasks = []
         with folder_transaction(directory, keep=_not_bank_file) as staging:
             for task in self.tasks:
                 target = safe_join(staging, task.file, f"the file of task {task.name!r}")
-                if same_place and dtype_name == self.storage_dtype and task.name not in self._vectors:
+                if root is not None and dtype_name == self.storage_dtype and task.name not in self._vectors:
                     # Unchanged on disk: share the file, keep (or compute, for an older bank) its checksum.
-                    source = safe_join(self.root, task.file, f"{self._where()}: field tasks[{task.name!r}].file")
+                    source = safe_join(root, task.file, f"{self._where()}: field tasks[{task.name!r}].file")
                     link_file(source, target)
                     if task.sha256 is None or task.size is None:
                         sha256, size = file_digest(target)
@@ -908,44 +549,7 @@ class TaskVectorBank(HubMixin):
     ) -> TaskVectorBank:
         """Build a bank from a parsed `bank_config.json`, checking its structure field by field."""
         where = where or root / BANK_CONFIG_FILE
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"{where} has format_version {version!r}; this library reads version {FORMAT_VERSION}")
-        missing = [k for k in ("base", "parameters", "tasks") if k not in config]
-        if missing:
-            raise ConfigError(f"{where} is missing the fields {missing}")
-        base = config["base"]
-        if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
-            raise ConfigError(
-                f"{where}: field 'base' must be an object with a string 'fingerprint', received {base!r}"
-            )
-        base = Reference.from_dict(base, str(where), "base")
-        parameters = config["parameters"]
-        if not isinstance(parameters, dict) or not parameters:
-            raise ConfigError(f"{where}: field 'parameters' must be a non-empty object of name -> shape")
-        for name, shape in parameters.items():
-            if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-                raise ConfigError(
-                    f"{where}: field 'parameters[{name!r}]' must be a shape (a list of non-negative integers), "
-                    f"received {shape!r}"
-                )
-        tasks = config["tasks"]
-        if not isinstance(tasks, list) or not tasks:
-            raise ConfigError(f"{where}: field 'tasks' must be a non-empty list, received {type(tasks).__name__}")
-        infos = [TaskInfo.from_dict(t, f"{where}: tasks[{i}]") for i, t in enumerate(tasks)]
-        for i, info in enumerate(infos):
-            safe_join(root, info.file, f"{where}: field tasks[{i}].file")
-        storage_dtype = config.get("storage_dtype", "float32")
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ConfigError(
-                f"{where}: field 'storage_dtype' must be one of {list(STORAGE_DTYPES)}, received {storage_dtype!r}"
-            )
-        if any(info.sha256 is None or info.size is None for info in infos):
-            logger.warning(
-                "%s records no checksum for some task files (it was saved by an earlier version), so they are not "
-                "verified. Load the bank and save it again (save_pretrained) to record them",
-                where,
-            )
+        base, parameters, infos, storage_dtype = read_bank_config(config, root, where)
         try:
             return cls(base, parameters, infos, storage_dtype=storage_dtype, root=root, source=source)
         except ValueError as error:
@@ -958,49 +562,7 @@ class TaskVectorBank(HubMixin):
             repo_id: where the card will live (used in the code examples); by default a placeholder folder name.
             license: the `license` metadata (default `other`: task vectors inherit their databases' terms).
         """
-        location, title = repo_id or "path/to/bank", card_title(repo_id, "Task-vector bank")
-        results, rows = [], []
-        for task in self.tasks:
-            metrics = {k: float(v) for k, v in (task.metrics or {}).items() if isinstance(v, (int, float))}
-            task_type = "image-quality-assessment" if task.kind == "iqa" else "image-aesthetic-assessment"
-            results += [
-                EvalResult(task_type=task_type, dataset_type=task.database or task.name,
-                           dataset_name=f"{task.database or task.name} (task {task.name})", metric_type=key,
-                           metric_name=METRIC_NAMES.get(key, key), metric_value=value)
-                for key, value in metrics.items()
-            ]  # fmt: skip
-            rows.append({
-                "name": task.name, "database": cell(task.database), "kind": cell(task.kind),
-                "num_images": "–" if task.num_images is None else f"{task.num_images:,}",
-                "srocc": number(metrics.get("srocc")), "plcc": number(metrics.get("plcc")),
-                "licence": cell(task.licence), "citation": cell(task.citation),
-            })  # fmt: skip
-        kinds = {task.kind for task in self.tasks}
-        tags = ["task-vectors", "image-aesthetics", LIBRARY_NAME] + (
-            ["image-quality-assessment"] if "iqa" in kinds else []
-        )
-        data = ModelCardData(
-            library_name=LIBRARY_NAME,
-            license=license or DEFAULT_LICENSE,
-            tags=tags,
-            base_model=self.base.repo_id if self.base.on_hub else None,
-            model_name=title,
-            eval_results=results or None,
-        )
-        values = sum(math.prod(shape) for shape in self.parameter_shapes.values())
-        return render_card(
-            "bank.md",
-            data,
-            title=title,
-            location=location,
-            tasks=rows,
-            task_names=self.task_names,
-            base_ref=reference_row(self.base),
-            num_tensors=len(self.parameter_shapes),
-            num_values=count(values),
-            storage_dtype=self.storage_dtype,
-            paper=PAPER,
-        )
+        return bank_card(self, repo_id, license)
 
     def __repr__(self) -> str:
         values = sum(torch.Size(s).numel() for s in self.parameter_shapes.values())

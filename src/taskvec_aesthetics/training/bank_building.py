@@ -13,8 +13,10 @@ from ..efficientnet_lite import EfficientNetLiteModel
 from ..errors import InputError, MissingFileError
 from ..modeling import AestheticModel
 from ..processing import default_image_processor
-from ..task_vectors.bank import TaskVector, TaskVectorBank, model_weights
+from ..task_vectors.bank import TaskVectorBank
+from ..task_vectors.bank_files import model_weights
 from ..task_vectors.fingerprint import FingerprintMismatchError, model_fingerprint
+from ..task_vectors.task_vector import TaskVector
 from ..utils.io import read_json
 from .finetune import MODEL_DIR, RESULT_FILE, load_model_dir, save_model_dir
 

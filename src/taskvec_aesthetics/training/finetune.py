@@ -1,4 +1,4 @@
-"""Producing a bank: a base model, per-database fine-tuning with Accelerate, and the bank of their task vectors.
+"""Fine-tuning a base model on one database with Accelerate: the training loop, its evaluations and its outputs.
 
 The same `finetune` runs as one CPU process or as N GPU processes under `accelerate launch`:
 
@@ -8,6 +8,8 @@ accelerate launch --config_file examples/accelerate_config.yaml -m taskvec_aesth
     --database koniq10k --root /data/koniq10k --base base --output runs/koniq10k
 taskvec-aesthetics build-bank runs/* --base base --output bank
 ```
+
+Its examples are in `scored_images`, its checkpoints in `checkpoints`; `bank_building` makes a bank of the runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +24,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -33,60 +31,35 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..backbones import EMBEDDINGS_GROUP, block_group
-from ..constants import CONFIG_FILE, WEIGHTS_FILE
+from ..constants import CONFIG_FILE
 from ..data import get_database_spec, load_database
-from ..errors import ConfigError, InputError, IntegrityError, MissingFileError, UnsafePathError
+from ..errors import InputError, MissingFileError
 from ..evaluation.metrics import plcc, srocc
 from ..hub.references import Reference
 from ..losses import emd_loss, pairwise_rank_loss
 from ..modeling import HEAD_GROUP, AestheticModel
-from ..processing import open_image
 from ..task_vectors.fingerprint import model_fingerprint
-from ..utils.io import (
-    atomic_path,
-    check_digest,
-    digest_record,
-    folder_transaction,
-    read_json,
-    safe_join,
-    verify_manifest,
-    write_json,
-    write_manifest,
-)
+from ..utils.io import write_json
 from ..utils.progress import transformers_bars_off
-from .config import PREFIX_CACHE_BUDGET_GIB, FinetuneConfig
+from .checkpoints import (
+    CHECKPOINT_MODEL_FILE,
+    CHECKPOINT_OPTIMIZER_FILE,
+    RESUME_KEYS,
+    checkpoint_candidates,
+    load_checkpoint,
+    optimizer_state_dict,
+    run_checkpoints,
+    save_checkpoint,
+)
+from .config import FinetuneConfig
+from .scored_images import ScoredImages, caches_prefix, check_dataset, encode_prefix
 
-__all__ = [
-    "FinetuneConfig",
-    "FinetuneResult",
-    "finetune",
-    "finetune_database",
-    "resample_histogram",
-    "RESULT_FILE",
-    "MODEL_DIR",
-    "CHECKPOINTS_DIR",
-]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "finetune_database", "RESULT_FILE", "MODEL_DIR"]
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "finetune_result.json"
 MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
-PREFIX_CACHE_BUDGET_BYTES = PREFIX_CACHE_BUDGET_GIB * 2**30
-TRAINER_STATE_FILE = "trainer_state.json"
-# A checkpoint holds no pickle: weights and optimizer tensors in safetensors, everything else in trainer_state.json.
-CHECKPOINT_MODEL_FILE = WEIGHTS_FILE
-CHECKPOINT_OPTIMIZER_FILE = "optimizer.safetensors"
-# Settings that fix the data order and the schedule: a checkpoint only resumes a run that shares them.
-_RESUME_KEYS = (
-    "base_fingerprint",
-    "seed",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "num_processes",
-    "num_images",
-    "total_steps",
-)
 
 
 @dataclass
@@ -110,60 +83,6 @@ class FinetuneResult:
     output_dir: Path
 
 
-def resample_histogram(histogram: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """Resample `[..., K]` vote histograms with equally spaced bins spanning the scale onto `num_bins` bins.
-
-    Each source bin's mass is split linearly between the two nearest target bins, which keeps the total mass and
-    the mean position on the scale. With `K == num_bins` the histogram is unchanged.
-    """
-    k = histogram.shape[-1]
-    if k < 2 or num_bins < 2:
-        raise InputError(f"histograms need at least 2 bins, received {k} -> {num_bins}")
-    if k == num_bins:
-        return histogram
-    position = torch.linspace(0, num_bins - 1, k, dtype=torch.float64)
-    low = position.floor().long().clamp(max=num_bins - 1)
-    frac = (position - low).to(histogram.dtype)
-    out = histogram.new_zeros(*histogram.shape[:-1], num_bins)
-    out.index_add_(-1, low, histogram * (1 - frac))
-    out.index_add_(-1, (low + 1).clamp(max=num_bins - 1), histogram * frac)
-    return out
-
-
-class _ScoredImages(TorchDataset):
-    """Rows of an image dataset as preprocessed pixels, scores on the model's scale and resampled histograms."""
-
-    def __init__(
-        self, dataset: Any, processor: Any, source: Sequence[float], target: Sequence[float], bins: int | None
-    ):
-        self.dataset, self.processor, self.bins = dataset, processor, bins
-        self.scale = (target[1] - target[0]) / (source[1] - source[0])
-        self.offset = target[0] - source[0] * self.scale
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        row = self.dataset[int(index)]
-        pixels = self.processor(images=open_image(row["image"], f" (row {index})"), return_tensors="pt")[
-            "pixel_values"
-        ]
-        item = {"pixel_values": pixels[0], "score": torch.tensor(self.offset + self.scale * float(row["score"]))}
-        if self.bins is not None:
-            item["distribution"] = resample_histogram(torch.tensor(row["score_distribution"]), self.bins)
-        return item
-
-
-def _check_dataset(dataset: Any, what: str) -> None:
-    columns = getattr(dataset, "column_names", None)
-    if columns is None or not {"image", "score"} <= set(columns):
-        raise InputError(
-            f"{what} must be a datasets.Dataset with 'image' and 'score' columns, received columns {columns}"
-        )
-    if len(dataset) == 0:
-        raise InputError(f"{what} is empty")
-
-
 def _train_mode(model: AestheticModel, prefix_blocks: int | None) -> None:
     """Dropout on in what is trained. The frozen prefix runs in eval mode: it is a fixed feature extractor (no
     stochastic depth), as when personalization caches its output. BatchNorm statistics stay frozen: they are not part
@@ -176,57 +95,6 @@ def _train_mode(model: AestheticModel, prefix_blocks: int | None) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-class _PrefixEncoded(TorchDataset):
-    """Rows of `_ScoredImages` with the frozen prefix's output (`prefix_hidden`) in place of the pixels."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]) -> None:
-        self.columns = columns
-
-    def __len__(self) -> int:
-        return len(self.columns["score"])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {name: column[index] for name, column in self.columns.items()}
-
-
-@torch.no_grad()
-def _encode_prefix(
-    model: AestheticModel, scored: _ScoredImages, blocks: int, config: FinetuneConfig, accelerator: Accelerator
-) -> _PrefixEncoded:
-    """Run the frozen prefix (in eval mode) once over every row of ``scored``. Every process encodes every row: its
-    sampler picks the rows it trains on at each epoch."""
-    model.eval()
-    columns: dict[str, list[torch.Tensor]] = {}
-    loader = DataLoader(scored, batch_size=config.batch_size, num_workers=config.num_workers)
-    quiet = not accelerator.is_local_main_process
-    for batch in tqdm(loader, desc="Encoding the frozen prefix", unit="batch", disable=quiet, leave=False):
-        with accelerator.autocast():
-            hidden = model.encode_prefix(batch.pop("pixel_values").to(accelerator.device), blocks)
-        batch["prefix_hidden"] = hidden.float().cpu()
-        for name, value in batch.items():
-            columns.setdefault(name, []).append(value)
-    return _PrefixEncoded({name: torch.cat(parts) for name, parts in columns.items()})
-
-
-def _caches_prefix(config: FinetuneConfig, model: AestheticModel, probe: torch.Tensor, num_images: int) -> bool:
-    """Whether to train on the frozen prefix's output: `cache_prefix`, and for "auto" whether it fits the budget."""
-    if config.freeze_prefix_blocks is None or config.cache_prefix == "never":
-        return False
-    if config.cache_prefix == "always":
-        return True
-    with torch.no_grad():
-        per_image = model.eval().encode_prefix(probe, config.freeze_prefix_blocks).numel() * 4
-    if per_image * num_images > PREFIX_CACHE_BUDGET_BYTES:
-        logger.info(
-            "Not caching the frozen prefix: %d images x %.1f MB exceed %d GiB (cache_prefix='always' forces it)",
-            num_images,
-            per_image / 2**20,
-            PREFIX_CACHE_BUDGET_BYTES // 2**30,
-        )
-        return False
-    return True
 
 
 def _freeze(model: AestheticModel, prefix_blocks: int | None, probe: torch.Tensor) -> None:
@@ -298,142 +166,6 @@ def _evaluate(
     return {"srocc": srocc(pred, target), "plcc": plcc(pred, target)}, len(pred)
 
 
-def _checkpoint_folder(output_dir: Path, name: str) -> Path:
-    """``output_dir/checkpoints/name``, refused when it is a symlink or leads out of the run folder.
-
-    Checkpoints are replaced and rotated (deleted): through a symlink that would happen to a folder outside the run.
-    """
-    path = safe_join(output_dir, f"{CHECKPOINTS_DIR}/{name}", f"the checkpoint {name} of the run {output_dir}")
-    if path.is_symlink():
-        raise UnsafePathError(
-            f"{path} is a symlink (to {path.resolve()}): checkpoints are replaced and deleted by the run, so they "
-            "must be real folders inside it. Remove the link"
-        )
-    return path
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """The run's checkpoint folders, oldest first; a symlinked one (or `checkpoints` leaving the run) is an error."""
-    if not (output_dir / CHECKPOINTS_DIR).is_dir():
-        return []
-    found = [
-        _checkpoint_folder(output_dir, p.name)
-        for p in (output_dir / CHECKPOINTS_DIR).glob("step-*")
-        if p.name[5:].isdigit()
-    ]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def _checkpoint_candidates(resume: str | Path | bool | None, output_dir: Path) -> list[Path]:
-    """Checkpoints to try, best first: the one given, or every checkpoint of the run from the newest."""
-    if resume is None or resume is False:
-        return []
-    if resume is True or resume == "latest":
-        found = _checkpoints(output_dir)
-        if not found:
-            logger.info("No checkpoint in %s; starting from the beginning", output_dir / CHECKPOINTS_DIR)
-        return found[::-1]
-    if not (Path(resume) / TRAINER_STATE_FILE).is_file():
-        raise MissingFileError(f"{resume} is not a checkpoint of finetune (no {TRAINER_STATE_FILE})")
-    return [Path(resume)]
-
-
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state dict split into tensors (for safetensors) and plain values (for JSON)."""
-    state = optimizer.state_dict()
-    tensors, values = {}, {}
-    for index, entries in state["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                values[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "values": values}
-
-
-def _optimizer_state_dict(tensors: Mapping[str, torch.Tensor], record: Mapping[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in [*tensors.items(), *record["values"].items()]:
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": record["param_groups"]}
-
-
-def _save_checkpoint(
-    accelerator: Accelerator,
-    output_dir: Path,
-    state: dict[str, Any],
-    keep: int | None,
-    model: nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-) -> None:
-    """Write a checkpoint folder as one transaction: weights, optimizer tensors (safetensors) and trainer state.
-
-    Nothing is pickled. Only the main process writes: the model and the optimizer are the same on every process.
-    """
-    final = _checkpoint_folder(output_dir, f"step-{state['global_step']:08d}")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        weights = {n: t.detach().cpu().contiguous() for n, t in accelerator.unwrap_model(model).state_dict().items()}
-        optimizer_tensors, optimizer_record = _optimizer_state(optimizer.optimizer)
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        with folder_transaction(final) as staging:
-            files = {}
-            for name, tensors in ((CHECKPOINT_MODEL_FILE, weights), (CHECKPOINT_OPTIMIZER_FILE, optimizer_tensors)):
-                with atomic_path(staging / name) as tmp:
-                    save_file(tensors, str(tmp))
-                files[name] = digest_record(staging / name)
-            record = {**state, "files": files, "optimizer": optimizer_record, "scheduler": scheduler.state_dict()}
-            write_json(staging / TRAINER_STATE_FILE, {**record, "scaler": scaler})
-            write_manifest(staging, [*files, TRAINER_STATE_FILE])  # the trainer state too: an edited lr is refused
-        for old in _checkpoints(output_dir)[: -keep if keep else 0]:
-            shutil.rmtree(old)
-            old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-
-def _read_checkpoint(checkpoint: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """The trainer state and the tensors of a checkpoint, each file checked against its recorded sha256 and size."""
-    where = checkpoint / TRAINER_STATE_FILE
-    verify_manifest(checkpoint, [TRAINER_STATE_FILE])  # checkpoints of earlier releases have none
-    state = read_json(where, "a finetune checkpoint state")
-    files = state.get("files")
-    if not isinstance(files, dict) or set(files) != {CHECKPOINT_MODEL_FILE, CHECKPOINT_OPTIMIZER_FILE}:
-        raise ConfigError(
-            f"{checkpoint} is not a checkpoint of this version (its {TRAINER_STATE_FILE} lists no safetensors files): "
-            "earlier versions stored Accelerate checkpoints with pickled state, which is never loaded. Start the run "
-            "again without resuming"
-        )
-    tensors = {}
-    for name, record in files.items():
-        data = safe_join(checkpoint, name, f"{where}: field files").read_bytes()
-        check_digest(checkpoint / name, record, where, data=data)  # the bytes read are the bytes checked
-        try:
-            tensors[name] = load_safetensors(data)
-        except (SafetensorError, ValueError, RuntimeError) as error:
-            raise IntegrityError(f"{checkpoint / name} is not a valid safetensors file: {error}") from None
-    return state, tensors
-
-
-def _load_checkpoint(
-    candidates: Sequence[Path],
-) -> tuple[Path, dict[str, Any], dict[str, dict[str, torch.Tensor]]] | tuple[None, None, None]:
-    """The first readable checkpoint among ``candidates``; a damaged one is skipped with a warning."""
-    problems = []
-    for checkpoint in candidates:
-        try:
-            return (checkpoint, *_read_checkpoint(checkpoint))
-        except (OSError, ValueError) as error:
-            if len(candidates) == 1:
-                raise
-            problems.append(f"{checkpoint.name}: {error}")
-            logger.warning("Checkpoint %s cannot be used (%s); trying the previous one", checkpoint, error)
-    if problems:
-        raise IntegrityError("no usable checkpoint to resume from: " + "; ".join(problems))
-    return None, None, None
-
-
 def save_model_dir(model: AestheticModel, directory: Path) -> None:
     """Save a model this library has just built (`save_pretrained`, one transaction) and record where it lives."""
     with transformers_bars_off():  # a save on the user's behalf: no "Writing model shards" bar
@@ -477,7 +209,7 @@ def finetune(
     spec = get_database_spec(database) if database is not None else None
     for dataset, what in ((train_ds, "train_ds"), (eval_ds, "eval_ds")):
         if dataset is not None:
-            _check_dataset(dataset, what)
+            check_dataset(dataset, what)
     source_range = tuple(score_range or (spec.score_range if spec else base_model.config.score_range))
     if len(source_range) != 2 or not source_range[0] < source_range[1]:
         raise InputError(f"score_range must be (low, high) with low < high, received {score_range}")
@@ -492,6 +224,7 @@ def finetune(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     main = accelerator.is_main_process
+    output_dir = Path(config.output_dir)  # a Path already (FinetuneConfig); typed for its callers' str
     base_fingerprint = model_fingerprint(base_model)
     base_ref = (base_model.source or Reference()).with_fingerprint(base_fingerprint)
     model = copy.deepcopy(base_model).float()
@@ -499,20 +232,24 @@ def finetune(
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    def scored(dataset: Any) -> _ScoredImages:
+    def scored(dataset: Any) -> ScoredImages:
         bins = model.config.num_bins if kind == "emd" and "score_distribution" in dataset.column_names else None
-        return _ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
+        return ScoredImages(dataset, base_model.image_processor, source_range, model.config.score_range, bins)
 
-    sets = {"train": scored(train_ds), "eval": scored(eval_ds) if eval_ds is not None else None}
-    probe = sets["train"][0]["pixel_values"][None]
+    train_rows = scored(train_ds)
+    examples = {"train": train_rows, "eval": scored(eval_ds) if eval_ds is not None else None}
+    probe = train_rows[0]["pixel_values"][None]
     _freeze(model, config.freeze_prefix_blocks, probe)
     prefix = config.freeze_prefix_blocks
-    cached = _caches_prefix(config, model, probe, sum(len(d) for d in sets.values() if d is not None))
-    if cached:  # the frozen prefix gives each image the same output at every step: compute it once
+    cached = caches_prefix(config, model, probe, sum(len(d) for d in examples.values() if d is not None))
+    sets: dict[str, TorchDataset | None] = dict(examples)
+    if (
+        cached and prefix is not None
+    ):  # the frozen prefix gives each image the same output at every step: compute it once
         model.to(accelerator.device)
         sets = {
-            name: None if rows is None else _encode_prefix(model, rows, prefix, config, accelerator)
-            for name, rows in sets.items()
+            name: None if rows is None else encode_prefix(model, rows, prefix, config, accelerator)
+            for name, rows in examples.items()
         }
 
     def loader(dataset: TorchDataset | None, **kwargs: Any) -> DataLoader | None:
@@ -542,18 +279,20 @@ def finetune(
         "total_steps": total_steps,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
     }
-    global_step, history, metrics, num_eval = 0, [], {}, 0
+    global_step, history, num_eval = 0, [], 0
+    metrics: dict[str, float] = {}
     loss_sum = torch.zeros(2, device=accelerator.device)  # (sum, count) of micro-batch losses since the last record
-    _checkpoints(config.output_dir)  # a symlinked checkpoint folder is refused now, not after the first steps
-    checkpoint, state, tensors = _load_checkpoint(_checkpoint_candidates(resume_from_checkpoint, config.output_dir))
-    if checkpoint is not None:
-        differing = {k: (state.get(k), facts[k]) for k in _RESUME_KEYS if state.get(k) != facts[k]}
+    run_checkpoints(output_dir)  # a symlinked checkpoint folder is refused now, not after the first steps
+    loaded = load_checkpoint(checkpoint_candidates(resume_from_checkpoint, output_dir))
+    if loaded is not None:
+        checkpoint, state, tensors = loaded
+        differing = {k: (state.get(k), facts[k]) for k in RESUME_KEYS if state.get(k) != facts[k]}
         if differing:
             raise InputError(
                 f"checkpoint {checkpoint} comes from a run with other settings (checkpoint, now): {differing}"
             )
         accelerator.unwrap_model(model).load_state_dict(tensors[CHECKPOINT_MODEL_FILE])
-        optimizer.load_state_dict(_optimizer_state_dict(tensors[CHECKPOINT_OPTIMIZER_FILE], state["optimizer"]))
+        optimizer.load_state_dict(optimizer_state_dict(tensors[CHECKPOINT_OPTIMIZER_FILE], state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
@@ -631,9 +370,7 @@ def finetune(
                     **facts,
                     "loss_sum": accelerator.reduce(loss_sum, reduction="sum").tolist(),
                 }
-                _save_checkpoint(
-                    accelerator, config.output_dir, state, config.keep_checkpoints, model, optimizer, scheduler
-                )
+                save_checkpoint(accelerator, output_dir, state, config.keep_checkpoints, model, optimizer, scheduler)
             if global_step == total_steps:
                 break
     progress.close()
@@ -647,9 +384,9 @@ def finetune(
     if config.gradient_checkpointing:
         tuned.activation_checkpointing_disable()
     if main:
-        save_model_dir(tuned, config.output_dir / MODEL_DIR)
+        save_model_dir(tuned, output_dir / MODEL_DIR)
         write_json(
-            config.output_dir / RESULT_FILE,
+            output_dir / RESULT_FILE,
             {
                 "database": asdict(spec) if spec else None,
                 "num_images": len(train_ds),
@@ -666,9 +403,9 @@ def finetune(
                 "mixed_precision": accelerator.mixed_precision,
             },
         )
-        logger.info("Saved the fine-tuned model to %s", config.output_dir / MODEL_DIR)
+        logger.info("Saved the fine-tuned model to %s", output_dir / MODEL_DIR)
     accelerator.wait_for_everyone()
-    return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, config.output_dir)
+    return FinetuneResult(tuned, metrics, history, len(train_ds), num_eval, output_dir)
 
 
 def load_model_dir(model: AestheticModel | str | Path, what: str) -> AestheticModel:

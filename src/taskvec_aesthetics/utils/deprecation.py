@@ -25,10 +25,10 @@ _REMOVAL = "It will be removed in the next release."
 #: Each module of the previous release -> the modules that hold its names now (searched in order).
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "analysis": ("experiments.analysis",),
-    "bank": ("task_vectors.bank",),
+    "bank": ("task_vectors.bank", "task_vectors.task_vector", "task_vectors.bank_files"),
     "bank_production": ("training.bank_building",),
     "batched": ("personalization.batched",),
-    "benchmark": ("experiments.benchmark",),
+    "benchmark": ("experiments.benchmark", "experiments.results", "experiments.methods"),
     "cards": ("hub.cards",),
     "coefficients": ("task_vectors.coefficients",),
     "exports": ("personalization.exports",),
@@ -48,7 +48,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "selection": ("personalization.photo_choice",),
     "settings": ("personalization.config", "training.config", "utils.fields", "constants"),
     "similarity": ("task_vectors.similarity",),
-    "training": ("training.finetune", "training.config"),
+    "training": ("training.finetune", "training.config", "training.scored_images", "training.checkpoints"),
 }
 
 
