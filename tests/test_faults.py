@@ -32,7 +32,7 @@ from taskvec_aesthetics.data import DatabaseFormatError, load_ratings
 from taskvec_aesthetics.errors import ConfigError, FolderNotFoundError, IntegrityError, UnsafePathError
 from taskvec_aesthetics.hub.references import Reference
 from taskvec_aesthetics.processing import ImageTooLargeError, open_image
-from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune_database
+from taskvec_aesthetics.training.fine_tuning import FinetuneConfig, finetune_database
 
 TASKS = ["a", "b", "c"]
 
@@ -390,7 +390,7 @@ def test_two_processes_saving_one_model_folder_both_succeed(tmp_path):
         """
         import sys
         from tiny_models import tiny_model
-        from taskvec_aesthetics.training.finetune import save_model_dir
+        from taskvec_aesthetics.training.fine_tuning import save_model_dir
         from pathlib import Path
         for _ in range(3):
             save_model_dir(tiny_model("clip"), Path(sys.argv[1]))

@@ -140,7 +140,7 @@ def test_fine_tuning_with_checkpointing_on_the_device_builds_a_bank_that_persona
 
     from taskvec_aesthetics.data import load_database
     from taskvec_aesthetics.training.bank_building import build_bank
-    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.fine_tuning import FinetuneConfig, finetune
 
     root = write_database_fixture("koniq10k", tmp_path / "data", num_images=12)
     tiny_model("clip").save_pretrained(tmp_path / "base")

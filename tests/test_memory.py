@@ -211,7 +211,7 @@ def runs(tmp_path_factory, koniq):
     """Two fine-tuning runs of one saved base: one trains everything, one freezes the embeddings and block 0."""
     from taskvec_aesthetics import AestheticModel
     from taskvec_aesthetics.data import load_database
-    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.fine_tuning import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("runs")
     tiny_model("clip").save_pretrained(root / "base")
@@ -225,7 +225,7 @@ def runs(tmp_path_factory, koniq):
 
 def test_gradient_checkpointing_fine_tunes_to_the_same_weights(tmp_path, runs):
     from taskvec_aesthetics import AestheticModel
-    from taskvec_aesthetics.training.finetune import FinetuneConfig, finetune
+    from taskvec_aesthetics.training.fine_tuning import FinetuneConfig, finetune
 
     runs, base, train = runs
     config = FinetuneConfig(tmp_path / "gc", batch_size=4, max_steps=2, lr_encoder=1e-2, gradient_checkpointing=True)

@@ -13,7 +13,7 @@ from taskvec_aesthetics.data import load_database
 from taskvec_aesthetics.losses import pairwise_rank_loss
 from taskvec_aesthetics.training import scored_images
 from taskvec_aesthetics.training.bank_building import build_bank, init_base
-from taskvec_aesthetics.training.finetune import RESULT_FILE, FinetuneConfig, finetune, finetune_database
+from taskvec_aesthetics.training.fine_tuning import RESULT_FILE, FinetuneConfig, finetune, finetune_database
 from taskvec_aesthetics.training.scored_images import resample_histogram
 
 

@@ -183,7 +183,7 @@ def add_finetune(subparsers: Any) -> None:
 def run_finetune(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from .training.finetune import finetune_database
+    from .training.fine_tuning import finetune_database
 
     config = FinetuneConfig(**config_values(args, FinetuneConfig), output_dir=args.output)
     result = finetune_database(

@@ -50,7 +50,7 @@ from ..personalization.personalizer import PersonalizerConfig
 from ..task_vectors.bank import TaskVectorBank
 from ..training.bank_building import LITE0_IMAGENET, build_bank, init_base
 from ..training.config import FinetuneConfig
-from ..training.finetune import finetune
+from ..training.fine_tuning import finetune
 from ..utils.io import atomic_path, write_json
 from ..utils.progress import transformers_bars_off
 from .world import SIMULATED_DATABASES, World, WorldConfig, build_world

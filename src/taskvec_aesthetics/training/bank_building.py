@@ -18,7 +18,7 @@ from ..task_vectors.bank_files import model_weights
 from ..task_vectors.fingerprint import FingerprintMismatchError, model_fingerprint
 from ..task_vectors.task_vector import TaskVector
 from ..utils.io import read_json
-from .finetune import MODEL_DIR, RESULT_FILE, load_model_dir, save_model_dir
+from .fine_tuning import MODEL_DIR, RESULT_FILE, load_model_dir, save_model_dir
 
 __all__ = ["build_bank", "init_base", "LITE0_IMAGENET"]
 

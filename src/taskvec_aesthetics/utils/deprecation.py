@@ -48,7 +48,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "selection": ("personalization.photo_choice",),
     "settings": ("personalization.config", "training.config", "utils.fields", "constants"),
     "similarity": ("task_vectors.similarity",),
-    "training": ("training.finetune", "training.config", "training.scored_images", "training.checkpoints"),
+    "training": ("training.fine_tuning", "training.config", "training.scored_images", "training.checkpoints"),
 }
 
 
