@@ -88,7 +88,7 @@ class Coefficients:
     # -- views -------------------------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.values.shape)  # type: ignore[return-value]
+        return self.values.shape[0], self.values.shape[1]
 
     def task_weights(self) -> dict[str, float]:
         """Mean coefficient of each task over the groups: a one-number summary of how much a task is used."""
