@@ -125,7 +125,7 @@ class _RegisterPipeline(importlib.abc.MetaPathFinder):
             execute(module)
             import_module(".pipeline", __name__)  # registers the task (or will, when it is being imported now)
 
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # on this one loader, on purpose
         return spec
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,11 @@ from transformers import PreTrainedModel
 from transformers.utils.output_capturing import OutputRecorder
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import CLIPVisionModel, Dinov2Model, Siglip2VisionModel, SiglipVisionModel, ViTModel
+
+    from .efficientnet_lite import EfficientNetLiteModel
 
 __all__ = [
     "BackboneAdapter",
@@ -70,7 +76,7 @@ class BackboneAdapter:
         raise NotImplementedError
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         raise NotImplementedError
 
     @property
@@ -140,7 +146,8 @@ class BackboneAdapter:
         for spec in specs if isinstance(specs, list) else [specs]:
             if not isinstance(spec, OutputRecorder):  # a class or a class name; the weights come second
                 named = isinstance(spec, str)
-                spec = OutputRecorder(None if named else spec, index=1, class_name=spec if named else None)
+                # transformers types `target_class` as required, yet builds recorders with None for class names.
+                spec = OutputRecorder(None if named else spec, index=1, class_name=spec if named else None)  # type: ignore[arg-type]
             for name, module in self.encoder.named_modules():
                 by_class = spec.target_class is not None and isinstance(module, spec.target_class)
                 by_name = spec.class_name is not None and name.endswith(spec.class_name)
@@ -163,13 +170,14 @@ class ClipVisionAdapter(BackboneAdapter):
     """CLIP vision tower: embeddings + pre-layernorm, transformer layers, post-layernorm on the CLS token."""
 
     families = ("clip_vision_model",)
+    encoder: CLIPVisionModel
 
     @property
     def embedding_modules(self) -> Sequence[nn.Module]:
         return [self.encoder.embeddings, self.encoder.pre_layrnorm]
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         return self.encoder.encoder.layers
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -183,13 +191,14 @@ class SiglipVisionAdapter(BackboneAdapter):
     """SigLIP vision tower: patch embeddings, transformer layers, post-layernorm and attention-pooling head."""
 
     families = ("siglip_vision_model", "siglip2_vision_model")
+    encoder: SiglipVisionModel | Siglip2VisionModel
 
     @property
     def embedding_modules(self) -> Sequence[nn.Module]:
         return [self.encoder.embeddings]
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         return self.encoder.encoder.layers
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -206,13 +215,14 @@ class Dinov2Adapter(BackboneAdapter):
     """DINOv2: embeddings, transformer layers, final layernorm, CLS token."""
 
     families = ("dinov2",)
+    encoder: Dinov2Model
 
     @property
     def embedding_modules(self) -> Sequence[nn.Module]:
         return [self.encoder.embeddings]
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         return self.encoder.encoder.layer
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -226,13 +236,14 @@ class ViTAdapter(BackboneAdapter):
     """ViT: embeddings, transformer layers, final layernorm, then the pooler (or the CLS token without one)."""
 
     families = ("vit",)
+    encoder: ViTModel
 
     @property
     def embedding_modules(self) -> Sequence[nn.Module]:
         return [self.encoder.embeddings]
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         return self.encoder.layers
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -249,13 +260,14 @@ class EfficientNetLiteAdapter(BackboneAdapter):
     """Our EfficientNet-Lite: stem, MBConv blocks, 1x1 neck convolution, global average pool."""
 
     families = ("efficientnet_lite",)
+    encoder: EfficientNetLiteModel
 
     @property
     def embedding_modules(self) -> Sequence[nn.Module]:
         return [self.encoder.stem]
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
+    def blocks(self) -> nn.ModuleList:
         return self.encoder.blocks
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -280,8 +292,8 @@ class GenericAdapter(BackboneAdapter):
         return []
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
-        return [self.encoder]
+    def blocks(self) -> nn.ModuleList:
+        return nn.ModuleList([self.encoder])
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return pixel_values

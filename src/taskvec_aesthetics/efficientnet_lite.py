@@ -257,6 +257,11 @@ class EfficientNetLiteBlock(GradientCheckpointingLayer):
         return out + hidden_states
 
 
+def _lite0_classifier_config() -> EfficientNetLiteConfig:
+    # transformers' dataclass typing leaves out the `num_labels` keyword its configs take.
+    return EfficientNetLiteConfig(num_labels=_LITE0_NUM_CLASSES)  # type: ignore[call-arg]
+
+
 _ModelT = TypeVar("_ModelT", bound="EfficientNetLitePreTrainedModel")
 
 
@@ -267,7 +272,7 @@ class EfficientNetLitePreTrainedModel(PreTrainedModel):
     config_class = EfficientNetLiteConfig
     base_model_prefix = "efficientnet_lite"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # typed `str | list[str]`; transformers' models use tuples
     _no_split_modules = ["EfficientNetLiteBlock"]
     supports_gradient_checkpointing = True
 
@@ -283,9 +288,14 @@ class EfficientNetLitePreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.BatchNorm2d):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            # The running statistics are None only in a BatchNorm built without them (never here).
+            for statistic, fill in (
+                (module.running_mean, init.zeros_),
+                (module.running_var, init.ones_),
+                (module.num_batches_tracked, init.zeros_),
+            ):
+                if statistic is not None:
+                    fill(statistic)
 
     @classmethod
     def from_lite0_imagenet(cls: type[_ModelT]) -> _ModelT:
@@ -304,7 +314,7 @@ class EfficientNetLitePreTrainedModel(PreTrainedModel):
             state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
             config = EfficientNetLiteConfig()
         else:
-            config = EfficientNetLiteConfig(num_labels=_LITE0_NUM_CLASSES)
+            config = _lite0_classifier_config()
         model = cls(config)
         model.load_state_dict(state_dict, strict=True)
         return model.eval()
@@ -327,7 +337,7 @@ class EfficientNetLiteModel(EfficientNetLitePreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple[torch.Tensor, ...]:
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple[torch.Tensor | tuple[torch.Tensor, ...], ...]:
         r"""Encode a batch of images.
 
         Args:
@@ -354,7 +364,7 @@ class EfficientNetLiteModel(EfficientNetLitePreTrainedModel):
                 f"`pixel_values` has {pixel_values.shape[1]} channels, the config expects {self.config.num_channels}."
             )
         hidden_states = self.stem(pixel_values)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_hidden_states: tuple[torch.Tensor, ...] | None = (hidden_states,) if output_hidden_states else None
         for block in self.blocks:
             hidden_states = block(hidden_states)
             if all_hidden_states is not None:
@@ -373,11 +383,12 @@ class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
 
     def __init__(self, config: EfficientNetLiteConfig) -> None:
         super().__init__(config)
-        if config.num_labels < 1:
-            raise InputError(f"`num_labels` must be >= 1 for a classifier, got {config.num_labels}.")
+        num_labels = config.num_labels  # None when the config has no `id2label`
+        if num_labels is None or num_labels < 1:
+            raise InputError(f"`num_labels` must be >= 1 for a classifier, got {num_labels}.")
         self.efficientnet_lite = EfficientNetLiteModel(config)
         self.dropout = nn.Dropout(config.dropout_rate)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.post_init()
 
     def forward(
@@ -387,7 +398,7 @@ class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutputWithNoAttention | tuple[torch.Tensor, ...]:
+    ) -> ImageClassifierOutputWithNoAttention | tuple[torch.Tensor | tuple[torch.Tensor, ...], ...]:
         r"""Classify a batch of images.
 
         Args:
@@ -472,7 +483,7 @@ def convert_efficientnet_lite0_state_dict(state_dict: dict[str, torch.Tensor]) -
     if not isinstance(state_dict, dict):
         raise InputTypeError(f"`state_dict` must be a dict of tensors, got {type(state_dict).__name__}.")
     with torch.device("meta"):  # shapes only, nothing allocated
-        reference = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=_LITE0_NUM_CLASSES))
+        reference = EfficientNetLiteForImageClassification(_lite0_classifier_config())
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     renamed = {key: _convert_key(key) for key in state_dict}
     unknown = [key for key, new in renamed.items() if new not in expected]

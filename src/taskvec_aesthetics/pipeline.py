@@ -15,7 +15,7 @@ image processor), and a personalized model's calibration is applied, so both giv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Pipeline
@@ -24,6 +24,9 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .errors import InputTypeError
 from .modeling import AestheticModel
 from .processing import open_image
+
+if TYPE_CHECKING:
+    from transformers.pipelines.base import GenericTensor
 
 __all__ = ["TASK", "ImageAestheticsPipeline", "register"]
 
@@ -40,17 +43,21 @@ class ImageAestheticsPipeline(Pipeline):
     """
 
     # The model carries its own image processor (read from the folder it was loaded from): nothing else to load.
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = False
+    # transformers types these flags as None, though its own pipelines set them to True or False.
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = False  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
+    _load_tokenizer = False  # type: ignore[assignment]
 
-    def __init__(self, model: AestheticModel, *args: Any, image_processor: Any = None, **kwargs: Any) -> None:
+    model: AestheticModel
+    image_processor: Any  # the model's own (any image processor class), never None once built
+
+    def __init__(self, model: AestheticModel, *, image_processor: Any = None, **kwargs: Any) -> None:
         if not isinstance(model, AestheticModel):
             raise InputTypeError(
                 f"the {TASK!r} pipeline needs a taskvec-aesthetics AestheticModel, received {type(model).__name__}"
             )
-        super().__init__(model, *args, image_processor=image_processor or model.image_processor, **kwargs)
+        super().__init__(model, image_processor=image_processor or model.image_processor, **kwargs)
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
@@ -59,14 +66,15 @@ class ImageAestheticsPipeline(Pipeline):
             )
         return {}, {}, {}
 
-    def preprocess(self, image: Any) -> dict[str, torch.Tensor]:
-        pixels = self.image_processor(images=[open_image(image)], return_tensors="pt")["pixel_values"]
+    def preprocess(self, input_: Any, **preprocess_parameters: Any) -> dict[str, GenericTensor]:
+        pixels = self.image_processor(images=[open_image(input_)], return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels.to(self.dtype or torch.float32)}
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # transformers types the result as a ModelOutput; its pipelines (zero-shot image classification) return dicts too.
+    def _forward(self, model_inputs: dict[str, Any], **forward_parameters: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return {"scores": self.model(pixel_values=model_inputs["pixel_values"], return_dict=True).scores}
 
-    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    def postprocess(self, model_outputs: dict[str, torch.Tensor], **postprocess_parameters: Any) -> dict[str, float]:
         return {"score": float(self.model.calibrate(model_outputs["scores"].float().cpu()).reshape(-1)[0])}
 
 

@@ -35,6 +35,7 @@ def open_photo(path: str | Path) -> Image.Image:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise PhotoError(f"{name} is {size / 2**20:.0f} MB; photos up to {MAX_BYTES // 2**20} MB are accepted")
+    image: Image.Image  # the opened file, then its RGB copy
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..constants import COEFFICIENTS, MERGED, PREFERRED_VALUES
 from ..errors import InputError
@@ -128,11 +129,11 @@ class RatingSession:
         return np.concatenate([self.resources.base_scores, self._upload_base_scores])
 
     def prefix(self, index: Sequence[int] | np.ndarray) -> torch.Tensor:
-        index = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        rows = torch.as_tensor(np.asarray(index, dtype=np.int64))
         pool = self.resources.prefix
         if self._upload_prefix is None:
-            return pool[index]
-        return torch.cat([pool, self._upload_prefix])[index]
+            return pool[rows]
+        return torch.cat([pool, self._upload_prefix])[rows]
 
     def name(self, index: int) -> str:
         """The photo's file name, as the answers' CSV files write it (unique: uploads never take a pool name)."""
@@ -216,7 +217,9 @@ class RatingSession:
         """
         if not files:
             raise InputError("No photos received: choose one or more JPEG, PNG or WebP files.")
-        problems, stored, images = [], [], []
+        problems: list[str] = []
+        stored: list[Path] = []
+        images: list[Image.Image] = []
         taken = {path.name for path in self.resources.photos}
         for i, file in enumerate(files):
             name = Path(names[i] if names else file).name
@@ -280,6 +283,7 @@ class RatingSession:
         self.check_ratings()
         began = time.perf_counter()
         personalizer = self.resources.personalizer
+        encoded: EncodedPreferences | EncodedRatings
         if self.comparisons:
             answers = self.preferences()
             shown = sorted({i for a, b, _ in answers for i in (a, b)})

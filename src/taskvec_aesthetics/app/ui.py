@@ -11,6 +11,7 @@ import functools
 import html
 import logging
 from collections.abc import Callable
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
             """A button's handler: record its answer (stars, or a choice between two photos) and show the next."""
 
             @guarded
-            def record(state: RatingSession, request: gr.Request) -> dict:
+            def record(state: RatingSession | None, request: gr.Request) -> dict:
                 state = state or new_session(request)
                 answer(state)
                 # Once there is a model, its answers download follows every new answer.
@@ -239,13 +240,13 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
             return record
 
         @guarded
-        def skip_photo(state: RatingSession, request: gr.Request) -> dict:
+        def skip_photo(state: RatingSession | None, request: gr.Request) -> dict:
             state = state or new_session(request)
             state.skip()
             return screen(state)
 
         @guarded
-        def add_photos(files: list[str] | None, state: RatingSession, request: gr.Request) -> dict:
+        def add_photos(files: list[str] | None, state: RatingSession | None, request: gr.Request) -> dict:
             state = state or new_session(request)
             files = files or []
             problems = state.add_uploads(files)
@@ -259,7 +260,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
             return {**screen(state, message.strip(), "ok" if not problems else "notice"), upload: None}
 
         @guarded
-        def fit(state: RatingSession, progress_bar: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:  # noqa: B008
+        def fit(state: RatingSession | None, progress_bar: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:  # noqa: B008
             if state is None:
                 raise InputError(
                     "Rate or compare a few photos first: personalization learns from your ratings and comparisons."
@@ -305,7 +306,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
             }
 
         @guarded
-        def push_model(state: RatingSession, repo_id: str, token_text: str, kind: str) -> dict:
+        def push_model(state: RatingSession | None, repo_id: str, token_text: str, kind: str) -> dict:
             if state is None:
                 raise InputError("Personalize first: there is no model to push yet.")
             try:
@@ -318,10 +319,10 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
         everything = [session, photo, left, right, progress, notice]
         app.load(start, outputs=everything)
         for stars, button in zip(STARS, star_buttons):
-            rate = answer_with(f"rate_{stars}", lambda state, stars=stars: state.rate(stars))
+            rate = answer_with(f"rate_{stars}", methodcaller("rate", stars))
             button.click(rate, inputs=session, outputs=[*everything, ratings_file])
         for (_, _, choice), button in zip(COMPARE_BUTTONS, compare_buttons):
-            compare = answer_with(f"compare_{choice}", lambda state, choice=choice: state.compare(choice))
+            compare = answer_with(f"compare_{choice}", methodcaller("compare", choice))
             button.click(compare, inputs=session, outputs=[*everything, ratings_file])
         skip.click(skip_photo, inputs=session, outputs=everything)
         upload.upload(add_photos, inputs=[upload, session], outputs=[*everything, upload])
@@ -333,7 +334,7 @@ def build_app(resources: AppResources, strategy: str = DEFAULT_STRATEGY, folder:
         ).then(None, js=SCROLL_TO_RESULTS)
         push.click(push_model, inputs=[session, repo, token, export], outputs=[hub_status, token, notice])
         app.unload(close_session)
-    app.app_folder = folder  # type: ignore[attr-defined]
+    app.app_folder = folder
     return app
 
 

@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from datasets import Dataset, DatasetInfo, Features, Image, List, NamedSplit, Value
@@ -216,17 +217,22 @@ def _carve(groups: Sequence[str], fraction: float, rng: np.random.Generator) -> 
     return {unique[i] for i in rng.permutation(len(unique))[:count]}
 
 
+def _groups(records: Sequence[Record]) -> list[str]:
+    # Never None: `Record.__post_init__` fills a missing group with the image id.
+    return cast("list[str]", [r.group for r in records])
+
+
 def _assign_splits(records: list[Record], seed: int) -> None:
     rng = np.random.default_rng(seed)
     if all(r.split is None for r in records):
-        test = _carve([r.group for r in records], TEST_FRACTION, rng)
+        test = _carve(_groups(records), TEST_FRACTION, rng)
         for r in records:
             r.split = "test" if r.group in test else "train"
     elif any(r.split is None for r in records):
         raise RuntimeError("A database reader returned records with and without an official split.")
     present = {r.split for r in records}
     if "validation" not in present and "train" in present:
-        validation = _carve([r.group for r in records if r.split == "train"], VALIDATION_FRACTION, rng)
+        validation = _carve(_groups([r for r in records if r.split == "train"]), VALIDATION_FRACTION, rng)
         for r in records:
             if r.split == "train" and r.group in validation:
                 r.split = "validation"

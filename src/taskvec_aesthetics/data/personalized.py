@@ -84,10 +84,11 @@ def read_para(root: Path, level: str, log: IssueLog, *, image_folder: str = "img
         required = ["imageName", "sessionId", "aestheticScore_mean", *_PARA_BINS]
         for line, row in read_csv_rows(path, required, log, "PARA"):
             score = parse_score(row["aestheticScore_mean"], log, path, line, "aestheticScore_mean")
-            counts = [parse_score(row[b], log, path, line, b) for b in _PARA_BINS]
-            if score is None or None in counts:
+            parsed = [parse_score(row[b], log, path, line, b) for b in _PARA_BINS]
+            counts = [c for c in parsed if c is not None]
+            if score is None or len(counts) < len(parsed):
                 continue
-            total = sum(counts)  # type: ignore[arg-type]
+            total = sum(counts)
             if total <= 0:
                 log.add(path, line, f"vote histogram {counts} has no positive total")
                 continue
@@ -98,7 +99,7 @@ def read_para(root: Path, level: str, log: IssueLog, *, image_folder: str = "img
                 score,
                 path.name,
                 line,
-                distribution=[c / total for c in counts],  # type: ignore[operator]
+                distribution=[c / total for c in counts],
                 split=split,
             )
     if level == "image":

@@ -65,10 +65,11 @@ def read_koniq10k(root: Path, level: str, log: IssueLog, *, resolution: str = "1
     records = []
     for line, row in read_csv_rows(path, required + bins, log, "KonIQ-10k"):
         score = parse_score(row[score_column], log, path, line, score_column)
-        counts = [parse_score(row[b], log, path, line, b) for b in bins]
-        if score is None or None in counts:
+        parsed = [parse_score(row[b], log, path, line, b) for b in bins]
+        counts = [c for c in parsed if c is not None]
+        if score is None or len(counts) < len(parsed):
             continue
-        total = sum(counts)  # type: ignore[arg-type]
+        total = sum(counts)
         if total <= 0:
             log.add(path, line, f"vote histogram {counts} has no positive total")
             continue
@@ -78,7 +79,7 @@ def read_koniq10k(root: Path, level: str, log: IssueLog, *, resolution: str = "1
             if split is None:
                 log.add(path, line, f"set {row['set']!r} is not one of {sorted(_KONIQ_SETS)}")
                 continue
-        distribution = [c / total for c in counts]  # type: ignore[operator]
+        distribution = [c / total for c in counts]
         name = row["image_name"]
         records.append(Record(images / name, name, score, path.name, line, distribution=distribution, split=split))
     return records

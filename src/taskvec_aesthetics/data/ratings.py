@@ -110,7 +110,8 @@ def load_ratings_by_user(path: str | os.PathLike[str]) -> tuple[Dataset, dict[st
     csv_path = _ratings_file(Path(path).expanduser().absolute())
     image_column, score_column, user_column = _columns(csv_path)
     log = IssueLog()
-    records, user_of_line = [], {}
+    records: list[Record] = []
+    user_of_line: dict[int | None, str | None] = {}  # looked up by an issue's line, None when it has none
     for line, row in read_csv_rows(csv_path, [image_column, score_column], log, "ratings"):
         user = row[user_column] if user_column else None
         user_of_line[line] = user
@@ -206,14 +207,15 @@ def load_preferences(path: str | os.PathLike[str], *, skip_invalid: bool = False
         if preferred not in PREFERRED_VALUES:
             log.add(csv_path, line, f"preferred is {row['preferred']!r}, expected one of {list(PREFERRED_VALUES)}")
             continue
-        images = []
+        images: list[Path] = []
         for column in ("image_a", "image_b"):
             image = Path(row[column]).expanduser() if row[column] else None
             image = image if image is None or image.is_absolute() else csv_path.parent / image
             if image is None or not image.is_file():
                 log.add(csv_path, line, f"{column} {str(image) if image else 'is empty'!r} not found")
-            images.append(image)
-        if None in images or not all(image.is_file() for image in images):
+            else:
+                images.append(image)
+        if len(images) < 2:
             continue
         if len({digest(image) for image in images}) == 1:  # named here by the file's line, not a row index later
             names = f"{row['image_a']!r}, {row['image_b']!r}"

@@ -215,7 +215,7 @@ def parse_score(value: object, log: IssueLog, file: str | Path, line: int | None
     """Parse a finite number, or log why it is not one and return `None`."""
     shown = repr(value) if isinstance(value, str) else str(value)
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any value: what float() refuses is logged below
     except (TypeError, ValueError):
         log.add(file, line, f"{column} {shown} is not a number")
         return None

@@ -71,7 +71,7 @@ def reference_row(reference: Reference | None) -> dict[str, str]:
     reference = reference or Reference()
     return {
         "location": reference.description,
-        "load_id": reference.repo_id if reference.on_hub else "path/to/folder",
+        "load_id": (reference.repo_id if reference.on_hub else None) or "path/to/folder",
         "revision": (reference.revision if reference.on_hub else None) or "–",
         "fingerprint": reference.fingerprint or "–",
     }

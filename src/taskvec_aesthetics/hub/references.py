@@ -102,7 +102,7 @@ class Reference:
         """Where it lives, in words fit to publish: the Hub id (and subfolder), "a local folder" (never its path), or
         "not on the Hub"."""
         if self.on_hub:
-            return self.repo_id + (f"/{self.subfolder}" if self.subfolder else "")  # type: ignore[operator]
+            return f"{self.repo_id}/{self.subfolder}" if self.subfolder else f"{self.repo_id}"
         return "a local folder" if self.is_local else "not on the Hub"
 
     def load_kwargs(self) -> dict[str, str]:

@@ -14,9 +14,9 @@ import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from huggingface_hub import CommitInfo, HfApi, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, ModelCard, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -239,6 +239,17 @@ def _remote_card_is_users(api: HfApi, repo_id: str, revision: str | None) -> boo
     return not is_generated_card(Path(path).read_text(encoding="utf-8"))
 
 
+class _Pushable(Protocol):
+    # What `HubMixin.push_to_hub` uses of the class it is mixed into; the two methods take each class's own options.
+    source: Reference | None
+
+    @property
+    def hub_replaces(self) -> tuple[str, ...]: ...
+    def hub_description(self, **options: Any) -> str: ...
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> object: ...
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard | str: ...
+
+
 class HubMixin:
     """`push_to_hub` for a class that saves itself into a folder and renders its own card.
 
@@ -257,7 +268,7 @@ class HubMixin:
         return self.hub_name
 
     def push_to_hub(
-        self,
+        self: _Pushable,
         repo_id: str,
         *,
         private: bool | None = None,

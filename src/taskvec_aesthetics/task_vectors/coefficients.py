@@ -69,9 +69,12 @@ class Coefficients:
 
     # -- constructors --------------------------------------------------------------------------------------
     @classmethod
-    def full(cls, value: float, group_names: Sequence[str], task_names: Sequence[str], granularity: str = "layer"):
+    def full(
+        cls, value: float, group_names: Sequence[str], task_names: Sequence[str], granularity: str = "layer"
+    ) -> Coefficients:
         """Every coefficient equal to ``value`` (e.g. ``1 / T`` for the uniform average of the task vectors)."""
-        return cls(torch.full((len(group_names), len(task_names)), float(value)), group_names, task_names, granularity)
+        values = torch.full((len(group_names), len(task_names)), float(value))
+        return cls(values, list(group_names), list(task_names), granularity)
 
     @classmethod
     def from_task_weights(cls, weights: Mapping[str, float], task_names: Sequence[str]) -> Coefficients:
@@ -80,12 +83,12 @@ class Coefficients:
         if unknown:
             raise InputError(f"unknown tasks {unknown}; the bank has tasks {list(task_names)}")
         row = [float(weights.get(name, 0.0)) for name in task_names]
-        return cls(torch.tensor([row]), [ALL_GROUP], task_names, "task")
+        return cls(torch.tensor([row]), [ALL_GROUP], list(task_names), "task")
 
     # -- views -------------------------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.values.shape)  # type: ignore[return-value]
+        return self.values.shape[0], self.values.shape[1]
 
     def task_weights(self) -> dict[str, float]:
         """Mean coefficient of each task over the groups: a one-number summary of how much a task is used."""

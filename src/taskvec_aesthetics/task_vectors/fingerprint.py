@@ -43,7 +43,8 @@ def state_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
         if tensor.numel():
             flat = tensor.to("cpu").contiguous().reshape(-1)
-            digest.update(memoryview(flat.view(torch.uint8).numpy()))
+            # numpy declares its buffer protocol to type checkers for Python >= 3.12 only.
+            digest.update(memoryview(flat.view(torch.uint8).numpy()))  # type: ignore[arg-type]
     return FINGERPRINT_PREFIX + digest.hexdigest()
 
 

@@ -136,7 +136,8 @@ def task_vector_similarity(
         raise AnalysisError(f"granularity must be one of {SIMILARITY_GRANULARITIES}, received {granularity!r}")
     if len(bank) == 0:
         raise AnalysisError("the bank has no tasks: there is nothing to compare")
-    names, group_of = [ALL_GROUP], {}
+    names: list[str] = [ALL_GROUP]
+    group_of: dict[str, int] = {}
     if granularity == "layer":
         layer_names, group_of = _layer_groups(bank, groups)
         names += layer_names

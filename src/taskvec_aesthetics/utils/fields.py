@@ -94,6 +94,6 @@ def check_fields(config: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, allowed):
                 expected = "a number" if kind.scalar is float else "an int"
                 raise InputTypeError(f"{where} must be {expected}, received {value!r}")
-            test, text = _BOUNDS.get(meta.get("bound"), (math.isfinite, "finite"))
+            test, text = _BOUNDS.get(meta.get("bound") or "", (math.isfinite, "finite"))
             if not (math.isfinite(value) and test(value)):
                 raise InputError(f"{where} must be {text}, received {value}")
