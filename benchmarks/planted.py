@@ -41,7 +41,7 @@ from taskvec_aesthetics.experiments.benchmark import (  # noqa: E402
     BenchmarkConfig,
     BenchmarkResult,
 )
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
 

@@ -30,7 +30,8 @@ from active_selection import write_results  # noqa: E402
 from planted import USERS, add_protocol_arguments, build_world, images, run_protocol  # noqa: E402
 
 from taskvec_aesthetics.experiments.benchmark import TIE, BenchmarkConfig, BenchmarkResult, bootstrap_interval  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 BANKS = {"every parameter": None, "top block, neck and head": 1}
 

@@ -44,7 +44,7 @@ from ..errors import InputError
 from ..experiments.benchmark import METHODS, BenchmarkConfig, BenchmarkResult, run_benchmark
 from ..hub.references import Reference
 from ..modeling import AestheticModel
-from ..personalization.personalizer import PersonalizerConfig
+from ..personalization.config import PersonalizerConfig
 from ..task_vectors.bank import TaskVectorBank
 from ..training.bank_building import LITE0_IMAGENET, build_bank, init_base
 from ..training.config import FinetuneConfig

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..evaluation.metrics import srocc
 from ..losses import pairwise_rank_loss
-from ..personalization.inputs import decode_images, rows_by_user
-from ..personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from ..personalization.config import PersonalizerConfig
+from ..personalization.inputs import EncodedRatings, decode_images, rows_by_user
+from ..personalization.personalizer import Personalizer
 from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
 from ..utils.io import atomic_path, write_json

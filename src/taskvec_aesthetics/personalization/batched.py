@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..task_vectors.coefficients import Coefficients
-from .personalizer import EncodedRatings, PersonalizationReport, Personalizer
+from .inputs import EncodedRatings
+from .personalizer import Personalizer
+from .report import PersonalizationReport
 
 __all__ = ["BatchedPersonalizer"]
 

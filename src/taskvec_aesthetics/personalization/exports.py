@@ -38,7 +38,7 @@ from ..task_vectors.coefficients import Coefficients
 from ..task_vectors.fingerprint import FingerprintMismatchError, fingerprint_matches
 from ..utils.io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
 from ..utils.progress import transformers_bars_off
-from .personalizer import PersonalizationState, check_calibration
+from .report import PersonalizationState, check_calibration
 
 if TYPE_CHECKING:
     from ..modeling import AestheticModel
