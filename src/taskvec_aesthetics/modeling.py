@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from huggingface_hub import CommitInfo, ModelCard, ModelCardData
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -101,7 +101,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
     config: AestheticConfig
     base_model_prefix = "aesthetic"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # transformers reads any sequence of names
     # The encoder does the attention and the checkpointing: these flags let transformers pass the requested attention
     # implementation and gradient checkpointing down to it, and the encoder then checks its own support.
     _supports_sdpa = True
@@ -109,6 +109,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     supports_gradient_checkpointing = True
+    encoder: PreTrainedModel  # built by `AestheticModel.__init__`
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
@@ -221,7 +222,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
     def image_processor(self) -> Any:
         """The image processor saved beside the model, or a deterministic default for its encoder."""
         if self._image_processor is None:
-            self._image_processor = default_image_processor(self.config.encoder_config)
+            self._image_processor = default_image_processor(cast(PreTrainedConfig, self.config.encoder_config))
         return self._image_processor
 
     @image_processor.setter
@@ -350,7 +351,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         device = resolve_device(device) if device is not None else home
         moved = device != home
         if moved:
-            self.to(device)  # for the call only: the model goes back where it was
+            self.to(device)  # type: ignore[arg-type]  # for the call only (transformers types `to` as taking a model)
         results = []
         try:
             for start in tqdm(range(0, len(items), batch_size), desc="Scoring", unit="batch", disable=not progress):
@@ -366,7 +367,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         finally:
             self.train(was_training)
             if moved:
-                self.to(home)
+                self.to(home)  # type: ignore[arg-type]  # transformers types `to` as taking a model
         return self.calibrate(torch.cat(results))
 
     def calibrate(self, scores: torch.Tensor) -> torch.Tensor:
@@ -377,7 +378,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         return scores * float(calibration["slope"]) + float(calibration["intercept"])
 
     # -- saving and loading ----------------------------------------------------------------------------------
-    def save_pretrained(
+    def save_pretrained(  # type: ignore[override]  # transformers' arguments, plus `export` and `overwrite_card`
         self,
         save_directory: str | Path,
         *args: Any,
@@ -422,7 +423,9 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
     def hub_description(self, export: str = MERGED, **options: Any) -> str:
         return "model" if self.personalization is None else f"personalized model ({export})"
 
-    def push_to_hub(self, repo_id: str, *, export: str = MERGED, **kwargs: Any) -> CommitInfo:
+    def push_to_hub(  # type: ignore[override]  # `HubMixin.push_to_hub`, plus `export`
+        self, repo_id: str, *, export: str = MERGED, **kwargs: Any
+    ) -> CommitInfo:
         """Upload the model with its card to a Hub repository (created if missing) in one commit.
 
         Afterwards `self.source` is a [`Reference`] to the repository at the new commit, so models personalized from
@@ -461,7 +464,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
     def _base_card(self, repo_id: str | None, license: str) -> ModelCard:
         config = self.config
-        encoder_type = config.encoder_config.model_type
+        encoder_type = cast(PreTrainedConfig, config.encoder_config).model_type
         tags = ["image-aesthetics", "image-quality-assessment", LIBRARY_NAME, encoder_type]
         bank = config.bank_reference
         return render_card(
@@ -485,7 +488,9 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
     # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
+    def from_pretrained(  # type: ignore[override]  # transformers' arguments, passed on as keywords
+        cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any
+    ) -> Any:
         """Load a base or merged model, or resolve a coefficients-only export into its merged model.
 
         Takes the arguments of `PreTrainedModel.from_pretrained`, including `subfolder` (the config, weights, image
@@ -499,7 +504,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
         # None: the weights come as `state_dict=` with a `config=`; there is no folder to read.
         location = pretrained_model_name_or_path
-        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
+        hub_kwargs: dict[str, Any] = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
         # A name that is neither a folder nor a Hub repository fails here, at once, naming both.
         local = None if location is None else locate(location, "model", **hub_kwargs)
         if local is None:

@@ -119,8 +119,8 @@ def canonical_preferences(preferences: Preferences) -> Preferences:
                 f"the preference in row {row} compares an image with itself (its image_a and image_b hold the same "
                 "picture); expected two different images per pair"
             )
-        key, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
-        merged_pairs.setdefault(key, []).append(value)
+        pair, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
+        merged_pairs.setdefault(pair, []).append(value)
     merged = len(preferences.pairs) - len(merged_pairs)
     if merged:
         warnings.warn(

@@ -192,6 +192,7 @@ def _encode_distinct_images(
     """
 
     cache = personalizer.feature_cache
+    assert cache is not None  # `personalize_many` sets it before encoding
     column = table.select(rows).cast_column(image_column, datasets.Image(decode=False))[image_column]
     first_row: dict[str, int] = {}
     for row, cell in zip(rows, column):

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -53,7 +53,7 @@ class PersonalizableMixin:
     personalization: PersonalizationState | None = None
 
     def with_coefficients(
-        self: AestheticModel,
+        self,
         bank: TaskVectorBank,
         coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
         info: Mapping[str, Any] | None = None,
@@ -70,21 +70,22 @@ class PersonalizableMixin:
         return self._personalized(bank, coefficients, info, in_place=False)
 
     def _personalized(
-        self: AestheticModel,
+        self,
         bank: TaskVectorBank,
         coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
         info: Mapping[str, Any] | None,
         in_place: bool,
     ) -> AestheticModel:
         """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds)."""
-        if self.personalization is not None:
+        model = cast("AestheticModel", self)
+        if model.personalization is not None:
             raise InputError("this model is already personalized; call with_coefficients on its base model")
-        fingerprint = bank.check_base(self)
-        coefficients = as_coefficients(coefficients, self.parameter_groups(), bank)
-        layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
+        fingerprint = bank.check_base(model)
+        coefficients = as_coefficients(coefficients, model.parameter_groups(), bank)
+        layout = coefficient_layout(model.parameter_groups(), bank.parameter_names, coefficients.granularity)
         layout.check(coefficients, bank.task_names)
-        base_source = self.source or Reference()  # frozen: shared safely with the copy's state
-        personalized = merged_copy(self, layout, bank, coefficients, in_place)
+        base_source = model.source or Reference()  # frozen: shared safely with the copy's state
+        personalized = cast("AestheticModel", merged_copy(model, layout, bank, coefficients, in_place))
         personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
         personalized.personalization = PersonalizationState(
             bank=bank,
@@ -94,9 +95,7 @@ class PersonalizableMixin:
         )
         return personalized
 
-    def personalize(
-        self: AestheticModel, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any
-    ) -> AestheticModel:
+    def personalize(self, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any) -> AestheticModel:
         """Fit this user's coefficients from their ratings and return the personalized model.
 
         Args:
@@ -106,6 +105,7 @@ class PersonalizableMixin:
                 fields given next to it override its values); `unlabeled=` photos without ratings (a folder or a
                 list, see `Personalizer.fit`).
         """
+        model = cast("AestheticModel", self)
         preset, config = overrides.pop("preset", None), overrides.pop("config", None)
         unlabeled = overrides.pop("unlabeled", None)
         if config is not None:
@@ -119,22 +119,23 @@ class PersonalizableMixin:
             config = PersonalizerConfig.from_preset(preset, **overrides)
         else:
             config = PersonalizerConfig(**overrides)
-        bank = bank if bank is not None else self._referenced_bank()
-        return Personalizer(self, bank, config).fit(dataset, unlabeled).model
+        bank = bank if bank is not None else model._referenced_bank()
+        return Personalizer(model, bank, config).fit(dataset, unlabeled).model
 
-    def _referenced_bank(self: AestheticModel) -> TaskVectorBank:
-        reference = self.config.bank_reference
+    def _referenced_bank(self) -> TaskVectorBank:
+        model = cast("AestheticModel", self)
+        reference = model.config.bank_reference
         if reference is None or reference.location is None:
             raise InputError(
                 "no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)"
             )
         return TaskVectorBank.from_pretrained(
-            reference.location, revision=reference.load_kwargs().get("revision"), base=self
+            reference.location, revision=reference.load_kwargs().get("revision"), base=model
         )
 
     # -- saving and loading ------------------------------------------------------------------------------------
     def _save_export(
-        self: AestheticModel,
+        self,
         directory: str | Path,
         export: str,
         save_weights: Callable[[Path], None],
@@ -142,10 +143,12 @@ class PersonalizableMixin:
     ) -> None:
         """Save as ``export`` in one transaction (`exports.save_model_export`); ``save_weights`` writes the plain
         weights of a merged export."""
-        save_model_export(self, directory, export, save_weights, overwrite_card=overwrite_card)
+        model = cast("AestheticModel", self)
+        save_model_export(model, directory, export, save_weights, overwrite_card=overwrite_card)
 
-    def _check_shareable(self: AestheticModel) -> None:
-        state = self.personalization
+    def _check_shareable(self) -> None:
+        model = cast("AestheticModel", self)
+        state = model.personalization
         if state is None or state.coefficients is None or state.bank is None:
             raise InputError(
                 "export='coefficients' needs a personalized model with its bank (from personalize(), "
@@ -161,9 +164,12 @@ class PersonalizableMixin:
                 )
 
     # -- the Hub -----------------------------------------------------------------------------------------------
-    def _personalized_card(self: AestheticModel, export: str, repo_id: str | None, license: str) -> ModelCard:
+    def _personalized_card(self, export: str, repo_id: str | None, license: str) -> ModelCard:
+        model = cast("AestheticModel", self)
         title = card_title(repo_id, "Personalized aesthetic scorer")
-        state = self.personalization
+        state = model.personalization
+        if state is None:
+            raise InputError("this model is not personalized: its card is the base model's")
         info = dict(state.info or {})
         holdout = info.get("holdout_srocc")
         results = None
@@ -201,7 +207,7 @@ class PersonalizableMixin:
             cross_validation=info.get("cross_validation"),
             chosen_step=info.get("chosen_step"),
             calibrated=bool(info.get("calibration")),
-            score_range=self.config.score_range,
+            score_range=model.config.score_range,
             granularity=coefficients.granularity if coefficients else None,
             num_groups=len(coefficients.group_names) if coefficients else None,
             coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
@@ -225,11 +231,16 @@ class PersonalizableMixin:
                     f"{location}: a coefficients-only export cannot yet be loaded from a subfolder "
                     f"({subfolder!r}); pass the subfolder's own path"
                 )
-            return load_coefficients_export(cls, location, config, **hub_kwargs)
+            if location is None:
+                raise InputError("a coefficients-only export is loaded from its folder or Hub repo; received none")
+            return load_coefficients_export(cast("type[AestheticModel]", cls), location, config, **hub_kwargs)
         # A caller who asks for the loading info inspects the load itself (transformers' contract): what is missing
         # or differs from the folder's checksums is reported in the info, not raised.
         inspecting = bool(kwargs.get("output_loading_info"))
-        model, info = super().from_pretrained(location, *model_args, **{**kwargs, "output_loading_info": True})
+        # A mixin: the class after it in `AestheticModel`'s order is transformers' `PreTrainedModel`.
+        model, info = super().from_pretrained(  # type: ignore[misc]
+            location, *model_args, **{**kwargs, "output_loading_info": True}
+        )
         where = f"the weights of {location if location is not None else 'the given state_dict'}"
         # A saved model lacking tensors would get random ones from transformers: a different model, silently. (A
         # `state_dict=` given in code may leave tensors to their initialisation on purpose.)
@@ -245,13 +256,14 @@ class PersonalizableMixin:
         return (model, info) if inspecting else model
 
     def _read_side_files(
-        self: AestheticModel, location: str | Path, subfolder: str, strict: bool = True, **hub_kwargs: Any
+        self, location: str | Path, subfolder: str, strict: bool = True, **hub_kwargs: Any
     ) -> str | None:
         """Record where the model lives and read the image processor and `personalization.json` saved beside it.
 
         The files are first checked against the folder's checksums: a mismatch raises, or with ``strict=False`` is
         returned as a message."""
-        folder, self.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
+        model = cast("AestheticModel", self)
+        folder, model.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
         problem = None
         try:
             verify_manifest(folder)  # the weights and side files are those the save wrote
@@ -259,10 +271,10 @@ class PersonalizableMixin:
             if strict:
                 raise
             problem = str(error)
-        self._image_processor = load_image_processor(folder)
+        model._image_processor = load_image_processor(folder)
         info = read_personalization_file(folder)
         if info is not None:
-            self.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
+            model.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
         return problem
 
 

@@ -30,13 +30,14 @@ __all__ = [
     "INTERVAL_LEVEL",
     "INTERVAL_Z",
     "Scores",
+    "best_step",
     "candidate_names",
     "choose",
     "criterion",
     "criterion_values",
-    "distillation_teacher",
-    "evaluation_steps",
+    "ensemble_teacher",
     "ensemble_weights",
+    "evaluation_steps",
     "interval",
     "margins",
     "order_scales",
@@ -100,6 +101,16 @@ def stratified_folds(target: torch.Tensor, folds: int, seed: int) -> list[torch.
 def evaluation_steps(every: int, steps: int) -> list[int]:
     """The step counts at which learned candidates are evaluated: 0, every ``every`` steps, and the last."""
     return [0, *range(every, steps, every), steps]
+
+
+def best_step(curve: torch.Tensor, steps: list[int], scores: Scores) -> tuple[torch.Tensor, int]:
+    """The row of `[S, U]` out-of-fold unit predictions at ``steps`` that cross-validates best, and its step count
+    (the fewest steps among equals)."""
+    # Step counts differ by little: the rank loss (at each step's best scale) tells them apart more finely than SROCC
+    # does on a few units.
+    values = criterion_values(curve.numpy(), scores.target.numpy(), "rank_loss", scores.metric)
+    best = int(np.argmax(values))
+    return curve[best], steps[best]
 
 
 def candidate_names(config: PersonalizerConfig, pool: Unlabeled | None) -> tuple[str, ...]:
@@ -173,7 +184,7 @@ def ensemble_weights(scores: Scores, index: torch.Tensor, start: torch.Tensor) -
     return torch.from_numpy(weights)
 
 
-def distillation_teacher(
+def ensemble_teacher(
     encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The output ensemble fitted on units ``index`` and its scores on unlabeled photos: ``pool`` when given
@@ -222,7 +233,7 @@ def choose(
     best = int(np.argmax(value))
     within = value[best] - value <= tolerance * value_se[best] + 1e-12
     chosen = int(np.flatnonzero(within)[0])
-    table = [
+    table: list[dict[str, Any]] = [
         {
             "candidate": name,
             metric: round(float(correlation[i]), 4),

@@ -28,7 +28,7 @@ from ..task_vectors.merging import (
     streamed_coefficient_grad,
 )
 from .config import PersonalizerConfig
-from .inputs import Encoded, Unlabeled
+from .inputs import Encoded, EncodedRatings, Unlabeled
 from .model_selection import Scores
 
 if TYPE_CHECKING:
@@ -137,7 +137,8 @@ class Optimiser:
         if first.device == self.device and first.dtype == weights and not model.training:
             self._network = model
         else:
-            self._network = copy.deepcopy(model).to(self.device, weights).eval()
+            # transformers types `to` as taking only a model: a device and dtype are what it receives here.
+            self._network = copy.deepcopy(model).to(self.device, weights).eval()  # type: ignore[arg-type]
         self._weights_dtype = weights
         covered = set(bank.parameter_names)
         self._base = {n: p.detach() for n, p in self._network.named_parameters() if n in covered}
@@ -314,6 +315,8 @@ class Optimiser:
         if "pairwise" in self.config.loss:
             loss = loss + batch.loss(scores, self.config.pairing)
         if "mse" in self.config.loss:
+            if not isinstance(batch, EncodedRatings):
+                raise InputError("loss='mse' needs ratings on a scale; preferences are fitted with loss='pairwise'")
             ratings = batch.ratings.to(scores.device)
             low, high = self.model.config.score_range
             predicted = (scores - low) / (high - low)
@@ -483,14 +486,15 @@ class Optimiser:
                     order, cursor = torch.randperm(len(train), generator=generator), 0
                 index, cursor = order[cursor : cursor + cfg.batch_size], cursor + cfg.batch_size
             optimizer.zero_grad(set_to_none=True)
-            batch: Encoded | Distillation = train.subset(index)
+            rated = train.subset(index)
+            batch: Encoded | Distillation = rated
             if teacher is not None:
                 photos = torch.randperm(teacher[0].shape[0], generator=generator)[: cfg.batch_size]
-                batch = Distillation(batch, teacher[0][photos], teacher[1][photos], cfg.distil_weight)
+                batch = Distillation(rated, teacher[0][photos], teacher[1][photos], cfg.distil_weight)
             losses.append(self._step_gradient(values, head, batch, start))
             if self._bar is not None:
                 self._bar.update(1)
-            if not torch.isfinite(values.grad).all():
+            if values.grad is None or not torch.isfinite(values.grad).all():
                 raise DivergedError(f"non-finite coefficient gradient at step {step}; lower the learning rate")
             optimizer.step()
             if step % cfg.eval_every == 0 or step == steps:

@@ -46,10 +46,11 @@ from .inputs import (
 )
 from .model_selection import (
     Scores,
+    best_step,
     candidate_names,
     choose,
     criterion_values,
-    distillation_teacher,
+    ensemble_teacher,
     evaluation_steps,
     simple_candidate,
     stratified_folds,
@@ -203,7 +204,7 @@ class Personalizer(Optimiser):
                 self._describe(f"fold {f + 1}/{len(folds)}, {name}")
                 start = self._start(name, encoded, scores, train)
                 teacher = (
-                    distillation_teacher(encoded, scores, train, pool, self.config.temperature)
+                    ensemble_teacher(encoded, scores, train, pool, self.config.temperature)
                     if name == "distil"
                     else None
                 )
@@ -211,11 +212,7 @@ class Personalizer(Optimiser):
                 curves[name][:, held] = held_out.unit_scores(torch.stack(watched).double())
         out = {name: (prediction, 0, prediction[None]) for name, prediction in simple.items()}
         for name, curve in curves.items():
-            # Step counts differ by little: the rank loss (at each step's best scale) tells them apart more finely
-            # than SROCC does on a few units.
-            values = criterion_values(curve.numpy(), scores.target.numpy(), "rank_loss", scores.metric)
-            best = int(np.argmax(values))  # the fewest steps among equals
-            out[name] = (curve[best], steps[best], curve)
+            out[name] = (*best_step(curve, steps, scores), curve)
         return {name: out[name] for name in names}
 
     def _describe(self, what: str) -> None:
@@ -272,16 +269,19 @@ class Personalizer(Optimiser):
                     chosen, steps = "init", 0
                 else:
                     predictions = self._cross_validate(encoded, scores, folds, pool)
-                    chosen, table, *estimate = choose(predictions, scores, cfg.criterion, cfg.tolerance, cfg.seed)
+                    chosen, table, value, value_se, bounds, selected = choose(
+                        predictions, scores, cfg.criterion, cfg.tolerance, cfg.seed
+                    )
+                    estimate = (value, value_se, bounds, selected)
                     steps = predictions[chosen][1]
                 bar.total = bar.n + (steps if chosen in LEARNED_CANDIDATES else 0)
                 self._describe(f"refit {chosen}")
                 coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores, pool)
             finally:
                 self._bar = None
-        calibration = (
-            fit_calibration(self.predict(coefficients, encoded.prefix), encoded.ratings) if cfg.calibrate else None
-        )
+        calibration = None
+        if cfg.calibrate and isinstance(encoded, EncodedRatings):  # preferences were refused above
+            calibration = fit_calibration(self.predict(coefficients, encoded.prefix), encoded.ratings)
         initial = self.coefficients_from(self._simple("init", scores, everything))
         report = PersonalizationReport.of_fit(
             encoded,
@@ -322,9 +322,7 @@ class Personalizer(Optimiser):
         if not steps:
             return self.coefficients_from(start), []
         teacher = (
-            distillation_teacher(encoded, scores, everything, pool, self.config.temperature)
-            if name == "distil"
-            else None
+            ensemble_teacher(encoded, scores, everything, pool, self.config.temperature) if name == "distil" else None
         )
         values, head, losses, _ = self._optimise(start, encoded, steps, teacher=teacher)
         return self.coefficients_from(values, head), losses

@@ -168,7 +168,7 @@ class PersonalizationReport:
         chosen: the winning candidate (see `CANDIDATES`).
         chosen_step: optimisation steps of the refit (0 for a candidate that learns nothing).
         cross_validation: one row per candidate: its cross-validated SROCC, standard error, criterion, steps.
-        cv_srocc: the expected SROCC of the whole procedure on new photos, selection included (`_procedure_estimate`):
+        cv_srocc: the expected SROCC of the whole procedure on new photos, selection included (`model_selection.procedure_estimate`):
             not the winner's own cross-validated SROCC, which is the best of several noisy values
             (`selected_cv`); cv_srocc_se: the winner's bootstrap standard error.
         cv_interval: a 90 % prediction interval of the SROCC (pair accuracy, for preferences) on new photos.
