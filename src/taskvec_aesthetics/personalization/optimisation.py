@@ -3,7 +3,7 @@ gradients, checkpointing and the activation budget.
 
 Every step runs only the part of the network after the frozen prefix, with merged parameters
 theta_0 + sum_t c[g(p), t] * tau_t[p], as a functional call: the base model is never modified. `Optimiser` holds the
-network, the bank's stacked task vectors and the coefficient layouts; `Personalizer` builds on it.
+network, the bank's stacked task vectors and the coefficient layouts; `Personalizer` extends it with the fit.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ class Distillation:
 
 
 class Optimiser:
-    """The network of a model and bank under merged parameters: forward passes, predictions and optimisation steps.
+    """The network of a model and bank under merged parameters: the frozen prefix's encoding, forward passes,
+    predictions (of any coefficients, and of the base and each task model) and optimisation steps.
 
     Args:
         model: the base model the bank was built on.

@@ -13,8 +13,8 @@ well the model ranks their photos is the accuracy of this whole procedure, selec
 
 Everything shares one encoding: the frozen prefix of the encoder (blocks no task vector touches) runs once per image,
 each task model scores the rated images once (`[T, N]`), and every optimisation step runs only the rest of the
-network with merged parameters (`optimisation.Optimiser`). The pure parts of the selection are in `model_selection`,
-the inputs in `inputs`, the report in `report`; `Personalizer` composes them.
+network with merged parameters: `Personalizer` extends `optimisation.Optimiser`, which runs it. The pure parts of the
+selection are in `model_selection`, the inputs in `inputs`, the report in `report`; `Personalizer` composes them.
 """
 
 from __future__ import annotations
