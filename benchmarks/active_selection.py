@@ -32,7 +32,9 @@ import torch  # noqa: E402
 from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedRatings
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 from taskvec_aesthetics.personalization.photo_choice import STRATEGIES, choose_next  # noqa: E402
 
 TIE = 0.005

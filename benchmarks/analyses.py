@@ -37,7 +37,7 @@ from taskvec_aesthetics.experiments.analysis import (  # noqa: E402
     zero_shot_per_user,
 )
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.utils.progress import transformers_bars_off  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -23,7 +23,7 @@ import datasets  # noqa: E402
 from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, rate  # noqa: E402
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 RECIPES = {
     "cv: srocc criterion, 1 SE, learned start from the best simple candidate (default)": dict(),

@@ -34,12 +34,9 @@ from active_selection import comparison_row, paired, summarize, write_results  #
 from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import (  # noqa: E402
-    EncodedPreferences,
-    EncodedRatings,
-    Personalizer,
-    PersonalizerConfig,
-)
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedPreferences, EncodedRatings
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 KINDS = ("ratings", "pairs")
 

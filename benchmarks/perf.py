@@ -40,7 +40,9 @@ from transformers import CLIPVisionConfig  # noqa: E402
 
 from taskvec_aesthetics import AestheticConfig, AestheticModel, TaskVectorBank  # noqa: E402
 from taskvec_aesthetics.losses import pairwise_rank_loss  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.inputs import EncodedRatings  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import Personalizer  # noqa: E402
 from taskvec_aesthetics.task_vectors.task_vector import TaskVector  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -39,7 +39,7 @@ from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E
 
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from taskvec_aesthetics.experiments.results import BenchmarkResult  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
 
 METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
 

@@ -24,7 +24,9 @@ import torch  # noqa: E402
 from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.experiments.benchmark import draw_order  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedRatings
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from planted import USERS, add_protocol_arguments, build_world, images, run_prot
 
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from taskvec_aesthetics.experiments.results import TIE, BenchmarkResult, bootstrap_interval  # noqa: E402
-from taskvec_aesthetics.personalization.personalizer import Personalizer, PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.personalization.personalizer import Personalizer  # noqa: E402
 
 BANKS = {"every parameter": None, "top block, neck and head": 1}
 

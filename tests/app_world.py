@@ -10,7 +10,7 @@ from tiny_models import perturbed_copy, tiny_model
 from taskvec_aesthetics import TaskVectorBank
 from taskvec_aesthetics.demo.photos import load_photos
 from taskvec_aesthetics.demo.world import make_pool
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 NUM_PHOTOS = 16
 #: The default recipe with fewer steps: the tests check the flow, not the fit.

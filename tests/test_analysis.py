@@ -21,7 +21,7 @@ from taskvec_aesthetics.experiments.analysis import (
     zero_shot_per_user,
 )
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark
-from taskvec_aesthetics.personalization.personalizer import PersonalizerConfig
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from planted import images, user_ratings
 from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, draw_order, run_benchmark
 from taskvec_aesthetics.experiments.methods import METHODS
 from taskvec_aesthetics.experiments.results import TIE, bootstrap_interval
-from taskvec_aesthetics.personalization.personalizer import CANDIDATES, PersonalizerConfig
+from taskvec_aesthetics.personalization.config import CANDIDATES, PersonalizerConfig
 
 USERS = {"u1": [0.75, 0.5, 0.0], "u2": [0.0, 0.2, 1.0], "u3": [1.0, -0.5, 0.0]}
 NUM_IMAGES = 40

@@ -12,12 +12,10 @@ from PIL import Image
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.personalization.personalizer import (
-    EncodedRatings,
-    Personalizer,
-    PersonalizerConfig,
-    resolve_device,
-)
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedRatings
+from taskvec_aesthetics.personalization.optimisation import resolve_device
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 DEVICE = os.environ.get("TASKVEC_AESTHETICS_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(
@@ -58,7 +56,7 @@ def _ratings(n=16, seed=0):
 def test_auto_resolves_to_the_gpu_and_bfloat16():
     if DEVICE != "cuda":
         pytest.skip("checks the CUDA default")
-    from taskvec_aesthetics.personalization.personalizer import resolve_dtype
+    from taskvec_aesthetics.personalization.optimisation import resolve_dtype
 
     device = resolve_device("auto")
     assert device.type == "cuda" and resolve_dtype("auto", device) == torch.bfloat16

@@ -23,9 +23,11 @@ from taskvec_aesthetics import AestheticModel, TaskVectorBank
 from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.errors import IntegrityError
 from taskvec_aesthetics.personalization.batched import BatchedPersonalizer, _conv2d_as_matmul
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.personalization.feature_cache import FeatureCache
+from taskvec_aesthetics.personalization.inputs import EncodedRatings
 from taskvec_aesthetics.personalization.many import personalize_many, user_folder_name
-from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 from taskvec_aesthetics.task_vectors.coefficients import Coefficients
 
 QUICK = dict(steps=6, eval_every=3)

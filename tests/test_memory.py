@@ -6,7 +6,9 @@ import torch
 from tiny_models import perturbed_copy, pixels, tiny_model
 
 from taskvec_aesthetics import Coefficients, TaskVectorBank
-from taskvec_aesthetics.personalization.personalizer import EncodedRatings, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedRatings
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 from taskvec_aesthetics.task_vectors.merging import coefficient_layout, merge_parameters
 
 TASKS = ["a", "b", "c"]

@@ -13,19 +13,15 @@ from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, FingerprintMismatchError, TaskVectorBank
 from taskvec_aesthetics.evaluation.metrics import srocc
-from taskvec_aesthetics.personalization.config import SIMPLE_CANDIDATES
+from taskvec_aesthetics.losses import pairwise_rank_loss
+from taskvec_aesthetics.personalization.config import SIMPLE_CANDIDATES, PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedPreferences, EncodedRatings
 from taskvec_aesthetics.personalization.many import fit_many
-from taskvec_aesthetics.personalization.personalizer import (
-    EncodedPreferences,
-    EncodedRatings,
-    Personalizer,
-    PersonalizerConfig,
-    _criterion,
-    _criterion_values,
-    _Distillation,
-    _order_scales,
-    pairwise_rank_loss,
-)
+from taskvec_aesthetics.personalization.model_selection import criterion as _criterion
+from taskvec_aesthetics.personalization.model_selection import criterion_values as _criterion_values
+from taskvec_aesthetics.personalization.model_selection import order_scales as _order_scales
+from taskvec_aesthetics.personalization.optimisation import Distillation as _Distillation
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 
 @pytest.fixture(scope="module")

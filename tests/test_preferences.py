@@ -14,7 +14,9 @@ from test_personalization import _pil_images
 from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.data import load_preferences
 from taskvec_aesthetics.evaluation.metrics import srocc
-from taskvec_aesthetics.personalization.personalizer import EncodedPreferences, Personalizer, PersonalizerConfig
+from taskvec_aesthetics.personalization.config import PersonalizerConfig
+from taskvec_aesthetics.personalization.inputs import EncodedPreferences
+from taskvec_aesthetics.personalization.personalizer import Personalizer
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ _EXPORTS = {
     "Personalizer": "personalization.personalizer",
     "PersonalizerConfig": "personalization.config",
     "Reference": "hub.references",
-    "PersonalizationReport": "personalization.personalizer",
+    "PersonalizationReport": "personalization.report",
     "fit_many": "personalization.many",
     "personalize_many": "personalization.many",
     "srocc": "evaluation.metrics",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:
     from .modeling import AestheticModel, AestheticModelOutput
     from .personalization.config import PersonalizerConfig
     from .personalization.many import fit_many, personalize_many
-    from .personalization.personalizer import PersonalizationReport, Personalizer
+    from .personalization.personalizer import Personalizer
+    from .personalization.report import PersonalizationReport
     from .task_vectors.bank import TaskVectorBank
     from .task_vectors.bank_files import TaskInfo
     from .task_vectors.coefficients import Coefficients

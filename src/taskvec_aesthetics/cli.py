@@ -316,7 +316,7 @@ def _add_compute_options(parser: argparse.ArgumentParser, gradients: bool = True
 
 def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The PersonalizerConfig fields of the compute options, with auto resolved."""
-    from .personalization.personalizer import resolve_device, resolve_dtype
+    from .personalization.optimisation import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
@@ -572,7 +572,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     from .experiments.benchmark import BenchmarkConfig
     from .experiments.benchmark import run_benchmark as benchmark
     from .modeling import AestheticModel
-    from .personalization.personalizer import PersonalizerConfig
+    from .personalization.config import PersonalizerConfig
     from .task_vectors.bank import TaskVectorBank
 
     references = _references(args.reference)

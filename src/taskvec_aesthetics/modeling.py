@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from huggingface_hub import CommitInfo, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, ModelCard, ModelCardData
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -30,25 +29,16 @@ from .constants import (
     PERSONALIZATION_FILE,
     WEIGHTS_INDEX_FILE,
 )
-from .errors import InputError, InputTypeError, IntegrityError
-from .hub.cards import DEFAULT_LICENSE, PAPER, bar_chart, card_title, count, number, reference_row, render_card
+from .errors import InputError
+from .hub.cards import DEFAULT_LICENSE, PAPER, card_title, count, render_card
 from .hub.references import Reference
 from .hub.repository import HubMixin, locate
 from .losses import emd_loss
-from .personalization.exports import (
-    check_finite_weights,
-    load_coefficients_export,
-    read_personalization_file,
-    resolve_model_files,
-    save_model_export,
-)
-from .personalization.personalizer import PersonalizationState, Personalizer, PersonalizerConfig, resolve_device
-from .processing import ImageInput, collect_images, default_image_processor, load_image_processor, open_image
-from .task_vectors.bank import TaskVectorBank
-from .task_vectors.coefficients import Coefficients
+from .personalization.model_mixin import PersonalizableMixin
+from .personalization.optimisation import resolve_device
+from .processing import ImageInput, collect_images, default_image_processor, open_image
 from .task_vectors.fingerprint import model_fingerprint
-from .task_vectors.merging import as_coefficients, coefficient_layout, merged_copy
-from .utils.io import read_consistently, verify_manifest
+from .utils.io import read_consistently
 
 __all__ = ["AestheticModel", "AestheticModelOutput", "AestheticPreTrainedModel", "ScoreHead", "HEAD_GROUP"]
 
@@ -111,7 +101,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
     config: AestheticConfig
     base_model_prefix = "aesthetic"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # transformers reads any sequence of names
     # The encoder does the attention and the checkpointing: these flags let transformers pass the requested attention
     # implementation and gradient checkpointing down to it, and the encoder then checks its own support.
     _supports_sdpa = True
@@ -119,6 +109,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     supports_gradient_checkpointing = True
+    encoder: PreTrainedModel  # built by `AestheticModel.__init__`
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
@@ -145,7 +136,7 @@ class AestheticPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
 
-class AestheticModel(HubMixin, AestheticPreTrainedModel):
+class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
     """An image aesthetic / quality scorer: any transformers vision encoder plus the paper's score head.
 
     Personalize it with [`AestheticModel.personalize`] or [`AestheticModel.with_coefficients`]; save it with
@@ -169,10 +160,10 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         self.head = ScoreHead(
             adapter_for(self.encoder).feature_dim, config.head_hidden_size, config.num_bins, float(config.head_dropout)
         )
-        # Plain attributes (not tensors): where the weights came from, the image processor and, once personalized,
-        # the bank and coefficients. transformers builds models on the meta device, so nothing here allocates.
+        # Plain attributes (not tensors): where the weights came from and the image processor (once personalized, the
+        # bank and coefficients: `personalization`). transformers builds models on the meta device: nothing allocates.
         self.source: Reference | None = None
-        self.personalization: PersonalizationState | None = None
+        self.personalization = None
         self._image_processor: Any = None
         self.gradient_checkpointing = False  # see `gradient_checkpointing_enable`
         self.post_init()
@@ -231,7 +222,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
     def image_processor(self) -> Any:
         """The image processor saved beside the model, or a deterministic default for its encoder."""
         if self._image_processor is None:
-            self._image_processor = default_image_processor(self.config.encoder_config)
+            self._image_processor = default_image_processor(cast(PreTrainedConfig, self.config.encoder_config))
         return self._image_processor
 
     @image_processor.setter
@@ -360,7 +351,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         device = resolve_device(device) if device is not None else home
         moved = device != home
         if moved:
-            self.to(device)  # for the call only: the model goes back where it was
+            self.to(device)  # type: ignore[arg-type]  # for the call only (transformers types `to` as taking a model)
         results = []
         try:
             for start in tqdm(range(0, len(items), batch_size), desc="Scoring", unit="batch", disable=not progress):
@@ -376,7 +367,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
         finally:
             self.train(was_training)
             if moved:
-                self.to(home)
+                self.to(home)  # type: ignore[arg-type]  # transformers types `to` as taking a model
         return self.calibrate(torch.cat(results))
 
     def calibrate(self, scores: torch.Tensor) -> torch.Tensor:
@@ -386,87 +377,8 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             return scores
         return scores * float(calibration["slope"]) + float(calibration["intercept"])
 
-    # -- personalization -------------------------------------------------------------------------------------
-    def with_coefficients(
-        self,
-        bank: TaskVectorBank,
-        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
-        info: Mapping[str, Any] | None = None,
-    ) -> AestheticModel:
-        """Return a personalized copy: theta_0 + sum_t c[g(p), t] * tau_t[p]. This model is not modified.
-
-        Args:
-            bank: a task-vector bank built on this model (checked by fingerprint).
-            coefficients: a `Coefficients` object, a `{task: weight}` dict (task granularity) or a `[G, T]` tensor
-                (granularity inferred from G: 1 is task, the number of layer groups is layer, the number of covered
-                tensors is tensor).
-            info: extra personalization facts to keep with the model (e.g. number of ratings, holdout metrics).
-        """
-        return self._personalized(bank, coefficients, info, in_place=False)
-
-    def _personalized(
-        self,
-        bank: TaskVectorBank,
-        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
-        info: Mapping[str, Any] | None,
-        in_place: bool,
-    ) -> AestheticModel:
-        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds)."""
-        if self.personalization is not None:
-            raise InputError("this model is already personalized; call with_coefficients on its base model")
-        fingerprint = bank.check_base(self)
-        coefficients = as_coefficients(coefficients, self.parameter_groups(), bank)
-        layout = coefficient_layout(self.parameter_groups(), bank.parameter_names, coefficients.granularity)
-        layout.check(coefficients, bank.task_names)
-        base_source = self.source or Reference()  # frozen: shared safely with the copy's state
-        personalized = merged_copy(self, layout, bank, coefficients, in_place)
-        personalized.source = None  # not saved anywhere yet: the base's location is kept in its personalization
-        personalized.personalization = PersonalizationState(
-            bank=bank,
-            coefficients=coefficients,
-            base=base_source.with_fingerprint(fingerprint),
-            info=dict(info or {}),
-        )
-        return personalized
-
-    def personalize(self, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any) -> AestheticModel:
-        """Fit this user's coefficients from their ratings and return the personalized model.
-
-        Args:
-            dataset: a `datasets.Dataset` with `image` and `score` columns, or a list of (image, score) pairs.
-            bank: the task-vector bank; by default the one this model refers to (`config.bank`).
-            **overrides: `PersonalizerConfig` fields, `preset="paper"`, or `config=PersonalizerConfig(...)` (other
-                fields given next to it override its values); `unlabeled=` photos without ratings (a folder or a
-                list, see `Personalizer.fit`).
-        """
-        preset, config = overrides.pop("preset", None), overrides.pop("config", None)
-        unlabeled = overrides.pop("unlabeled", None)
-        if config is not None:
-            if not isinstance(config, PersonalizerConfig) or preset:
-                raise InputTypeError(
-                    "config must be a PersonalizerConfig and cannot be combined with preset; received "
-                    f"{type(config).__name__}" + (f" and preset={preset!r}" if preset else "")
-                )
-            config = dataclasses.replace(config, **overrides)
-        elif preset:
-            config = PersonalizerConfig.from_preset(preset, **overrides)
-        else:
-            config = PersonalizerConfig(**overrides)
-        bank = bank if bank is not None else self._referenced_bank()
-        return Personalizer(self, bank, config).fit(dataset, unlabeled).model
-
-    def _referenced_bank(self) -> TaskVectorBank:
-        reference = self.config.bank_reference
-        if reference is None or reference.location is None:
-            raise InputError(
-                "no bank given and this model refers to none: pass bank=TaskVectorBank.from_pretrained(...)"
-            )
-        return TaskVectorBank.from_pretrained(
-            reference.location, revision=reference.load_kwargs().get("revision"), base=self
-        )
-
     # -- saving and loading ----------------------------------------------------------------------------------
-    def save_pretrained(
+    def save_pretrained(  # type: ignore[override]  # transformers' arguments, plus `export` and `overwrite_card`
         self,
         save_directory: str | Path,
         *args: Any,
@@ -496,8 +408,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             self.push_to_hub(repo_id, export=export, overwrite_card=overwrite_card, **push)
             return
         # One transaction: the folder holds the old model or the new one, never a mix, and no stale files.
-        save_model_export(
-            self,
+        self._save_export(
             save_directory,
             export,
             lambda folder: super(AestheticModel, self).save_pretrained(folder, *args, **kwargs),
@@ -512,7 +423,9 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
     def hub_description(self, export: str = MERGED, **options: Any) -> str:
         return "model" if self.personalization is None else f"personalized model ({export})"
 
-    def push_to_hub(self, repo_id: str, *, export: str = MERGED, **kwargs: Any) -> CommitInfo:
+    def push_to_hub(  # type: ignore[override]  # `HubMixin.push_to_hub`, plus `export`
+        self, repo_id: str, *, export: str = MERGED, **kwargs: Any
+    ) -> CommitInfo:
         """Upload the model with its card to a Hub repository (created if missing) in one commit.
 
         Afterwards `self.source` is a [`Reference`] to the repository at the new commit, so models personalized from
@@ -533,22 +446,6 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             self._check_shareable()  # before anything is created on the Hub
         return super().push_to_hub(repo_id, export=export, **kwargs)
 
-    def _check_shareable(self) -> None:
-        state = self.personalization
-        if state is None or state.coefficients is None or state.bank is None:
-            raise InputError(
-                "export='coefficients' needs a personalized model with its bank (from personalize(), "
-                "with_coefficients() or a coefficients export loaded with from_pretrained); this model has none. Push "
-                "it with export='merged'"
-            )
-        for what, reference in (("base model", state.base), ("bank", state.bank_ref)):
-            if reference is None or not reference.on_hub:
-                raise InputError(
-                    f"a coefficients export on the Hub must reference its {what} by Hub repo id, but this model's "
-                    f"{what} is {str(reference or 'unknown')!r}. Push the base and the bank first (push_to_hub), "
-                    "personalize the pushed or pulled objects, or push with export='merged'"
-                )
-
     def generate_model_card(
         self, repo_id: str | None = None, license: str | None = None, export: str = MERGED, **options: Any
     ) -> ModelCard:
@@ -567,7 +464,7 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
 
     def _base_card(self, repo_id: str | None, license: str) -> ModelCard:
         config = self.config
-        encoder_type = config.encoder_config.model_type
+        encoder_type = cast(PreTrainedConfig, config.encoder_config).model_type
         tags = ["image-aesthetics", "image-quality-assessment", LIBRARY_NAME, encoder_type]
         bank = config.bank_reference
         return render_card(
@@ -589,57 +486,11 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
             paper=PAPER,
         )
 
-    def _personalized_card(self, export: str, repo_id: str | None, license: str) -> ModelCard:
-        title = card_title(repo_id, "Personalized aesthetic scorer")
-        state = self.personalization
-        info = dict(state.info or {})
-        holdout = info.get("holdout_srocc")
-        results = None
-        if isinstance(holdout, (int, float)):
-            results = [EvalResult(
-                task_type="image-aesthetic-assessment", dataset_type="personal-ratings",
-                dataset_split="cross-validation", dataset_name="Own ratings (cross-validated)", metric_type="srocc",
-                metric_name="Cross-validated SROCC", metric_value=float(holdout),
-            )]  # fmt: skip
-        # The Hub links base_model to its page, so a base that is only a local folder is not named in the metadata.
-        base_repo = state.base.repo_id if state.base.on_hub else None
-        relation = ("adapter" if export == COEFFICIENTS else "merge") if base_repo else None
-        data = ModelCardData(
-            library_name=LIBRARY_NAME,
-            license=license,
-            tags=["image-aesthetics", "personalized", "task-vectors", LIBRARY_NAME],
-            base_model=base_repo,
-            base_model_relation=relation,
-            model_name=title,
-            eval_results=results,
-        )
-        coefficients = state.coefficients
-        return render_card(
-            "personalized_model.md",
-            data,
-            title=title,
-            location=repo_id or "path/to/model",
-            export=export,
-            base_ref=reference_row(state.base),
-            bank_ref=reference_row(state.bank_ref),
-            num_ratings=info.get("num_ratings"),
-            num_pairs=info.get("num_pairs"),
-            num_holdout=info.get("num_holdout"),
-            holdout_srocc=number(holdout),
-            cross_validation=info.get("cross_validation"),
-            chosen_step=info.get("chosen_step"),
-            calibrated=bool(info.get("calibration")),
-            score_range=self.config.score_range,
-            granularity=coefficients.granularity if coefficients else None,
-            num_groups=len(coefficients.group_names) if coefficients else None,
-            coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
-            chart=bar_chart(coefficients.task_weights()) if coefficients else "",
-            paper=PAPER,
-        )
-
     # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
+    def from_pretrained(  # type: ignore[override]  # transformers' arguments, passed on as keywords
+        cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any
+    ) -> Any:
         """Load a base or merged model, or resolve a coefficients-only export into its merged model.
 
         Takes the arguments of `PreTrainedModel.from_pretrained`, including `subfolder` (the config, weights, image
@@ -653,77 +504,13 @@ class AestheticModel(HubMixin, AestheticPreTrainedModel):
 
         # None: the weights come as `state_dict=` with a `config=`; there is no folder to read.
         location = pretrained_model_name_or_path
-        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
+        hub_kwargs: dict[str, Any] = {k: kwargs.get(k) for k in ("revision", "token", "cache_dir", "local_files_only")}
         # A name that is neither a folder nor a Hub repository fails here, at once, naming both.
         local = None if location is None else locate(location, "model", **hub_kwargs)
         if local is None:
             return load()
         # A save swaps a whole folder in; read again if that happened while this load read its files.
         return read_consistently(local, load)
-
-    @classmethod
-    def _load(cls, pretrained_model_name_or_path: str | Path | None, *model_args: Any, **kwargs: Any):
-        location = pretrained_model_name_or_path
-        subfolder = kwargs.get("subfolder") or ""
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
-        config = kwargs.get("config")
-        if not isinstance(config, AestheticConfig) and location is not None:
-            config = AestheticConfig.from_pretrained(location, subfolder=subfolder, **hub_kwargs)
-        if isinstance(config, AestheticConfig) and config.is_coefficients_export:
-            if subfolder:
-                raise InputError(
-                    f"{location}: a coefficients-only export cannot yet be loaded from a subfolder "
-                    f"({subfolder!r}); pass the subfolder's own path"
-                )
-            return load_coefficients_export(cls, location, config, **hub_kwargs)
-        # A caller who asks for the loading info inspects the load itself (transformers' contract): what is missing
-        # or differs from the folder's checksums is reported in the info, not raised.
-        inspecting = bool(kwargs.get("output_loading_info"))
-        model, info = super().from_pretrained(location, *model_args, **{**kwargs, "output_loading_info": True})
-        where = f"the weights of {location if location is not None else 'the given state_dict'}"
-        # A saved model lacking tensors would get random ones from transformers: a different model, silently. (A
-        # `state_dict=` given in code may leave tensors to their initialisation on purpose.)
-        if info["missing_keys"] and location is not None and not inspecting:
-            missing = sorted(info["missing_keys"])
-            raise IntegrityError(f"{where} lack {len(missing)} tensors of the model: {missing[:5]}")
-        check_finite_weights(model, where)
-        if location is not None:  # None: weights given as `state_dict=`, no folder to read side files from
-            problem = model._read_side_files(location, subfolder, strict=not inspecting, **hub_kwargs)
-            if problem is not None:
-                logger.warning("%s", problem)
-                info.setdefault("error_msgs", []).append(problem)
-        return (model, info) if inspecting else model
-
-    def _read_side_files(
-        self, location: str | Path, subfolder: str, strict: bool = True, **hub_kwargs: Any
-    ) -> str | None:
-        """Record where the model lives and read the image processor and `personalization.json` saved beside it.
-
-        The files are first checked against the folder's checksums: a mismatch raises, or with ``strict=False`` is
-        returned as a message."""
-        folder, self.source = resolve_model_files(location, subfolder=subfolder or None, **hub_kwargs)
-        problem = None
-        try:
-            verify_manifest(folder)  # the weights and side files are those the save wrote
-        except IntegrityError as error:
-            if strict:
-                raise
-            problem = str(error)
-        self._image_processor = load_image_processor(folder)
-        info = read_personalization_file(folder)
-        if info is not None:
-            self.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
-        return problem
-
-
-def _coefficient_rows(coefficients: Coefficients) -> list[dict[str, str]]:
-    """Mean, min and max over the layer groups of each task's coefficient, for the card's table."""
-    values = coefficients.values
-    columns = {"mean": values.mean(dim=0), "min": values.min(dim=0).values, "max": values.max(dim=0).values}
-    return [
-        {"task": name, **{key: f"{float(column[i]):+.3f}" for key, column in columns.items()}}
-        for i, name in enumerate(coefficients.task_names)
-    ]
 
 
 AutoConfig.register(AestheticConfig.model_type, AestheticConfig, exist_ok=True)

@@ -27,7 +27,8 @@ from ..constants import BANK_CONFIG_FILE
 from ..errors import InputError
 from ..hub.repository import download
 from ..modeling import AestheticModel
-from ..personalization.personalizer import Personalizer, PersonalizerConfig
+from ..personalization.config import PersonalizerConfig
+from ..personalization.personalizer import Personalizer
 from ..processing import IMAGE_EXTENSIONS, list_images
 from ..task_vectors.bank import TaskVectorBank
 from .photos import PhotoError, open_photo

@@ -32,8 +32,9 @@ from ..constants import COEFFICIENTS, MERGED, PREFERRED_VALUES
 from ..errors import InputError
 from ..evaluation.metrics import srocc
 from ..modeling import AestheticModel
-from ..personalization.personalizer import EncodedPreferences, EncodedRatings, PersonalizationReport
+from ..personalization.inputs import EncodedPreferences, EncodedRatings
 from ..personalization.photo_choice import choose_next
+from ..personalization.report import PersonalizationReport
 from ..utils.progress import transformers_bars_off
 from .files import MAX_UPLOADS
 from .photos import PhotoError, open_photo, store_photo

@@ -46,7 +46,7 @@ from ..experiments.methods import METHODS
 from ..experiments.results import BenchmarkResult
 from ..hub.references import Reference
 from ..modeling import AestheticModel
-from ..personalization.personalizer import PersonalizerConfig
+from ..personalization.config import PersonalizerConfig
 from ..task_vectors.bank import TaskVectorBank
 from ..training.bank_building import LITE0_IMAGENET, build_bank, init_base
 from ..training.config import FinetuneConfig

@@ -19,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..personalization.config import PersonalizerConfig
 from ..personalization.inputs import decode_images, rows_by_user
-from ..personalization.personalizer import Personalizer, PersonalizerConfig
+from ..personalization.personalizer import Personalizer
 from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
 from .methods import METHODS, Methods

@@ -18,7 +18,8 @@ import torch
 
 from ..evaluation.metrics import srocc
 from ..losses import pairwise_rank_loss
-from ..personalization.personalizer import EncodedRatings, Personalizer
+from ..personalization.inputs import EncodedRatings
+from ..personalization.personalizer import Personalizer
 from ..task_vectors.coefficients import Coefficients
 
 if TYPE_CHECKING:

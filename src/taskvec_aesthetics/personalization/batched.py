@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..errors import DivergedError
 from ..task_vectors.coefficients import Coefficients
-from .personalizer import EncodedRatings, PersonalizationReport, Personalizer
+from .inputs import EncodedRatings
+from .personalizer import Personalizer
+from .report import PersonalizationReport
 
 __all__ = ["BatchedPersonalizer"]
 
@@ -210,7 +213,7 @@ class BatchedPersonalizer(Personalizer):
             for task in waiting:
                 task.resume()
             waiting = [task for task in waiting if not task.done]
-            self._run_requests([task.request for task in waiting])
+            self._run_requests([task.request for task in waiting if task.request is not None])
         return [task.outcome for task in tasks]
 
     def _optimise(self, start, train, steps, watch=None, teacher=None):
@@ -287,11 +290,12 @@ class BatchedPersonalizer(Personalizer):
     def _watch(self, values: torch.Tensor, requests: list[_Request], which: list[int], watched: list[list]) -> None:
         if not which:
             return
-        inputs, _ = self._padded([requests[i].watch.to(self.device, self.dtype) for i in which])
+        watches = [watch for i in which if (watch := requests[i].watch) is not None]  # ``which`` have one each
+        inputs, _ = self._padded([watch.to(self.device, self.dtype) for watch in watches])
         with torch.no_grad():
             scores = self._scores_of(values[which].to(self.device, self.dtype), inputs).float().cpu()
         for row, i in enumerate(which):
-            watched[i].append(scores[row, : len(requests[i].watch)])
+            watched[i].append(scores[row, : len(watches[row])])
 
     def _optimise_together(self, requests: list[_Request]) -> None:
         """`Personalizer._optimise` for every request at once (same minibatches, same AdamW, same evaluations)."""
@@ -330,15 +334,17 @@ class BatchedPersonalizer(Personalizer):
             if cfg.init_pull > 0:
                 loss = loss + cfg.init_pull * ((values[active] - starts[active]) ** 2).sum(dim=(1, 2)).to(loss.dtype)
             loss.sum().backward()
-            finite = torch.isfinite(values.grad).flatten(1).all(dim=1)
+            grad = values.grad
+            assert grad is not None  # set by the backward pass above
+            finite = torch.isfinite(grad).flatten(1).all(dim=1)
             for row, i in enumerate(active):
                 losses[i].append(float(loss[row].detach()))
                 if not finite[i] and requests[i].error is None:
-                    requests[i].error = FloatingPointError(
+                    requests[i].error = DivergedError(
                         f"non-finite coefficient gradient at step {step}; lower the learning rate"
                     )
             # A diverged problem must not disturb the others' AdamW state: its gradient is zeroed.
-            values.grad[~finite] = 0.0
+            grad[~finite] = 0.0
             optimizer.step()
             look = [
                 i

@@ -38,7 +38,7 @@ from ..task_vectors.coefficients import Coefficients
 from ..task_vectors.fingerprint import FingerprintMismatchError, fingerprint_matches
 from ..utils.io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
 from ..utils.progress import transformers_bars_off
-from .personalizer import PersonalizationState, check_calibration
+from .report import PersonalizationState, check_calibration
 
 if TYPE_CHECKING:
     from ..modeling import AestheticModel
@@ -102,15 +102,12 @@ def _saved_location(reference: Reference | None, what: str, how: str) -> Referen
     return reference
 
 
-def _personalization_record(model: AestheticModel, export: str) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, **model.personalization.to_record(export)}
-
-
 def write_personalization_file(model: AestheticModel, directory: str | Path, export: str) -> Path:
     """Write `personalization.json`: task and group order, granularity, coefficients, fit facts, provenance."""
     if model.personalization is None:
         raise InputError("this model is not personalized: there is nothing to write to personalization.json")
-    return write_json(Path(directory) / PERSONALIZATION_FILE, _personalization_record(model, export))
+    record = {"format_version": FORMAT_VERSION, **model.personalization.to_record(export)}
+    return write_json(Path(directory) / PERSONALIZATION_FILE, record)
 
 
 def read_personalization_file(folder: str | Path) -> dict[str, Any] | None:
@@ -145,7 +142,8 @@ def save_model_export(
     validated first (finite weights, coefficients and calibration) and is not modified.
     """
     state = model.personalization
-    if state is not None and state.base.is_local and Path(state.base.path).resolve() == Path(directory).resolve():
+    base_path = None if state is None else state.base.path
+    if base_path is not None and Path(base_path).resolve() == Path(directory).resolve():
         raise OverwriteError(
             f"cannot save the personalized model into {directory}: that folder holds its base model, which this "
             "save would replace (and every export of it would then refer to another model). Choose another folder"
@@ -232,7 +230,7 @@ def load_coefficients_export(
         raise ConfigError(f"{where}: field 'bank.tasks' must be a list of task names, received {tasks!r}")
     base_location = base_ref.location if base_ref else None
     bank_location = bank_ref.location if bank_ref else None
-    if not base_location or not bank_location:
+    if base_ref is None or bank_ref is None or not base_location or not bank_location:
         raise ConfigError(
             f"{where} must reference a base model and a bank (fields base_model and bank, each with a path or a "
             f"repo_id); found base_model {config.base_model}, bank {config.bank}"

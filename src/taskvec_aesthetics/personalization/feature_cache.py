@@ -1,7 +1,7 @@
 """Prefix features of images, by content hash, kept on disk so every image is encoded once across users and runs.
 
 The frozen prefix of the encoder (the blocks no task vector touches) gives the same output for an image whatever the
-user, so `personalize_many` computes it once per distinct image (`ratings_input.image_key`, a hash of the decoded
+user, so `personalize_many` computes it once per distinct image (`inputs.image_key`, a hash of the decoded
 pixels) and keeps it here. A cache folder is keyed by everything the features depend on: the base model's fingerprint,
 the prefix depth, the precision and the image processor's settings; features of another model are never mixed in.
 Each writer adds its own safetensors shard (written atomically), so processes never write the same file and a killed

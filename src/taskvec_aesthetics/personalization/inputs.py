@@ -2,6 +2,10 @@
 
 Ratings are images with scores. Preferences are pairs of images with which one the person preferred (`"a"`, `"b"` or
 `"tie"`): a natural input for a Bradley-Terry loss, and about as cheap for a person to give as one rating.
+
+Both have a raw form (`Ratings`, `Preferences`: images and numbers, validated) and an encoded one (`EncodedRatings`,
+`EncodedPreferences`: the images after the frozen prefix, as tensors), each with its canonical order: the
+personalizer is a function of the *set* of ratings.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
 from ..errors import InputError, InputTypeError
-from ..processing import open_image, to_rgb
+from ..losses import pairwise_rank_loss
+from ..processing import IMAGE_EXTENSIONS, open_image, to_rgb
 
 __all__ = [
     "PREFERENCE_COLUMNS",
+    "Encoded",
+    "EncodedPreferences",
+    "EncodedRatings",
+    "Unlabeled",
     "Preferences",
     "Ratings",
     "as_preferences",
@@ -34,6 +44,7 @@ __all__ = [
     "image_key",
     "is_preferences",
     "rows_by_user",
+    "unlabeled_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,8 +119,8 @@ def canonical_preferences(preferences: Preferences) -> Preferences:
                 f"the preference in row {row} compares an image with itself (its image_a and image_b hold the same "
                 "picture); expected two different images per pair"
             )
-        key, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
-        merged_pairs.setdefault(key, []).append(value)
+        pair, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
+        merged_pairs.setdefault(pair, []).append(value)
     merged = len(preferences.pairs) - len(merged_pairs)
     if merged:
         warnings.warn(
@@ -261,3 +272,232 @@ def as_preferences(data: Any) -> Preferences:
     images = firsts + seconds
     n = len(firsts)
     return Preferences(images, [(i, n + i, p) for i, p in enumerate(choices)])
+
+
+@dataclass
+class EncodedRatings:
+    """Rated images after the frozen prefix, with their ratings: the only input the optimisation needs.
+
+    Args:
+        prefix: `[N, ...]` output of the frozen prefix (see `Personalizer.encode`).
+        ratings: `[N]` ratings.
+        keys: one content hash per image (see `image_key`); by default a hash of its prefix row.
+        duplicates: rows merged into others because they rated the same image.
+        model_scores: optionally `[T + 1, N]` scores of the base and of each task model on these images
+            (`Personalizer.model_scores`), when computed once for images many users rated; else computed by the fit.
+    """
+
+    prefix: torch.Tensor
+    ratings: torch.Tensor
+    keys: list[str] | None = None
+    duplicates: int = 0
+    model_scores: torch.Tensor | None = None
+
+    #: What cross-validation reports for ratings.
+    metric = "srocc"
+
+    def __len__(self) -> int:
+        """The number of rated images: the units that folds, batches and the criterion count."""
+        return int(self.ratings.shape[0])
+
+    @property
+    def target(self) -> torch.Tensor:
+        """`[N]` what the model's unit scores are compared with: the ratings."""
+        return self.ratings
+
+    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` image scores as unit scores: for ratings, the scores themselves."""
+        return scores
+
+    def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
+        """Bradley-Terry loss of image scores over pairs of differently rated images (see `pairwise_rank_loss`)."""
+        return pairwise_rank_loss(scores, self.ratings.to(scores.device, scores.dtype), pairing)
+
+    def check(self) -> None:
+        _check_ratings(self.ratings)
+
+    def subset(self, index: torch.Tensor) -> EncodedRatings:
+        keys = None if self.keys is None else [self.keys[i] for i in index.tolist()]
+        return EncodedRatings(
+            self.prefix[index], self.ratings[index], keys, self.duplicates, _columns(self.model_scores, index)
+        )
+
+    def canonical(self) -> EncodedRatings:
+        """The same ratings ordered by (image key, rating), each image once (its ratings averaged)."""
+        keys = self.keys or _row_keys(self.prefix)
+        if len(keys) != len(self):
+            raise InputError(f"received {len(keys)} image keys for {len(self)} ratings; expected one key per rating")
+        rows: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            rows.setdefault(key, []).append(i)
+        merged = len(self) - len(rows)
+        if merged:
+            warnings.warn(
+                f"{merged} of {len(self)} rated images are duplicates of another rated image; "
+                "each image's ratings were averaged",
+                stacklevel=3,
+            )
+        ratings = self.ratings.double()
+        mean = {key: float(ratings[index].mean()) for key, index in rows.items()}
+        order = sorted(rows, key=lambda key: (key, mean[key]))
+        first = torch.tensor([rows[key][0] for key in order])
+        return EncodedRatings(
+            self.prefix[first],
+            torch.tensor([mean[key] for key in order], dtype=torch.float64),
+            order,
+            self.duplicates + merged,
+            _columns(self.model_scores, first),
+        )
+
+
+@dataclass
+class EncodedPreferences:
+    """Compared images after the frozen prefix, with which of each pair the person preferred.
+
+    The units of cross-validation, batches and the criterion are the pairs; a pair's score is the difference of
+    its images' scores, and its loss the Bradley-Terry loss against the preference (0.5 for a tie).
+
+    Args:
+        prefix: `[N, ...]` output of the frozen prefix, one row per distinct image.
+        pairs: `[M, 2]` row indices `(a, b)` into ``prefix``.
+        preference: `[M]` probability that `a` is preferred: 1, 0, 0.5 for a tie (or a mean of those).
+        keys: one content hash per image; by default a hash of its prefix row.
+        duplicates: preferences merged into another because they compared the same pair.
+        model_scores: optionally `[T + 1, N]` scores of the base and of each task model on the images (see
+            `EncodedRatings`).
+    """
+
+    prefix: torch.Tensor
+    pairs: torch.Tensor
+    preference: torch.Tensor
+    keys: list[str] | None = None
+    duplicates: int = 0
+    model_scores: torch.Tensor | None = None
+    metric = "accuracy"
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self.preference
+
+    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` image scores -> `[..., M]` score of image a minus score of image b."""
+        return scores[..., self.pairs[:, 0]] - scores[..., self.pairs[:, 1]]
+
+    def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
+        """Bradley-Terry loss of image scores on these pairs (``pairing`` concerns ratings only)."""
+        pairs = self.pairs.to(scores.device)
+        return _pair_loss(scores[..., pairs[:, 0]] - scores[..., pairs[:, 1]], self.preference.to(scores.device))
+
+    def check(self) -> None:
+        if not torch.isfinite(self.preference).all() or ((self.preference < 0) | (self.preference > 1)).any():
+            raise InputError("preferences must be probabilities that image a is preferred, 0 to 1")
+        if bool((self.preference == 0.5).all()):
+            raise InputError(
+                f"personalization needs at least one pair with a preference; received {len(self)} pairs, all ties"
+            )
+
+    def subset(self, index: torch.Tensor) -> EncodedPreferences:
+        """The pairs ``index`` and only the images they compare."""
+        pairs = self.pairs[index]
+        images, inverse = torch.unique(pairs.flatten(), sorted=True, return_inverse=True)
+        keys = None if self.keys is None else [self.keys[i] for i in images.tolist()]
+        return EncodedPreferences(
+            self.prefix[images],
+            inverse.view(-1, 2),
+            self.preference[index],
+            keys,
+            self.duplicates,
+            _columns(self.model_scores, images),
+        )
+
+    def canonical(self) -> EncodedPreferences:
+        """Images ordered by key, each once; pairs written lower key first and ordered; a repeated pair averaged."""
+        keys = self.keys or _row_keys(self.prefix)
+        if len(keys) != self.prefix.shape[0]:
+            raise InputError(
+                f"received {len(keys)} image keys for {self.prefix.shape[0]} images; expected one key per image"
+            )
+        order = sorted(set(keys))
+        position = {key: i for i, key in enumerate(order)}
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        merged: dict[tuple[int, int], list[float]] = {}
+        for (a, b), p in zip(self.pairs.tolist(), self.preference.double().tolist()):
+            i, j = position[keys[a]], position[keys[b]]
+            if i == j:
+                raise InputError("a preference compares an image with itself; expected two different images per pair")
+            pair, value = ((i, j), p) if i < j else ((j, i), 1.0 - p)
+            merged.setdefault(pair, []).append(value)
+        count = len(self) - len(merged)
+        if count:
+            warnings.warn(
+                f"{count} of {len(self)} preferences compare a pair of images compared before; "
+                "each pair's preferences were averaged",
+                stacklevel=3,
+            )
+        pairs = sorted(merged)
+        images = torch.tensor([first[key] for key in order])
+        return EncodedPreferences(
+            self.prefix[images],
+            torch.tensor(pairs, dtype=torch.long).view(-1, 2),
+            torch.tensor([sum(merged[pair]) / len(merged[pair]) for pair in pairs], dtype=torch.float64),
+            order,
+            self.duplicates + count,
+            _columns(self.model_scores, images),
+        )
+
+
+#: What a personalizer fits: ratings of images or preferences between pairs of images.
+Encoded = EncodedRatings | EncodedPreferences
+
+
+def _columns(scores: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """The columns ``index`` of `[T + 1, N]` model scores (None stays None)."""
+    return None if scores is None else scores[:, index]
+
+
+def _row_keys(prefix: torch.Tensor) -> list[str]:
+    return [hashlib.sha256(row.cpu().contiguous().numpy().tobytes()).hexdigest() for row in prefix]
+
+
+def _pair_loss(differences: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss: -log sigmoid of each pair's score difference towards its preference, ties at 0.5."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(differences, preference.to(differences.dtype))
+
+
+@dataclass
+class Unlabeled:
+    """Photos without ratings, after the frozen prefix, and each task model's scores on them."""
+
+    prefix: torch.Tensor  # [M, ...]
+    tasks: torch.Tensor  # [T, M]
+
+
+def unlabeled_images(unlabeled: Any) -> list[Any]:
+    """The photos of ``unlabeled``: a folder's image files (sorted), or the given images or paths (none: [])."""
+    if unlabeled is None:
+        return []
+    if isinstance(unlabeled, (str, Path)):
+        folder = Path(unlabeled)
+        if not folder.is_dir():
+            raise InputError(f"unlabeled photos must be a folder of images or a list of images, received {folder}")
+        photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not photos:
+            raise InputError(f"the folder of unlabeled photos {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        return photos
+    if not isinstance(unlabeled, Sequence):
+        raise InputTypeError(f"unlabeled must be a folder or a list of images, received {type(unlabeled).__name__}")
+    return list(unlabeled)
+
+
+def _check_ratings(ratings: torch.Tensor) -> None:
+    if not torch.isfinite(ratings).all():
+        rows = (~torch.isfinite(ratings)).nonzero().flatten().tolist()[:5]
+        raise InputError(f"ratings must be finite numbers; rows {rows} are NaN or inf")
+    if torch.unique(ratings).numel() < 2:
+        raise InputError(
+            f"personalization needs at least 2 distinct ratings to learn an order, received {ratings.numel()} ratings "
+            f"all equal to {ratings[0].item() if ratings.numel() else 'nothing'}"
+        )

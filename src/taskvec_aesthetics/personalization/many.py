@@ -45,9 +45,10 @@ from ..errors import InputError, InputTypeError, MissingFileError
 from ..processing import open_image
 from ..utils.io import atomic_path, read_json, verify_manifest, write_json
 from .batched import BatchedPersonalizer
+from .config import PersonalizerConfig
 from .feature_cache import FeatureCache, feature_key
-from .inputs import decode_images, image_key, rows_by_user
-from .personalizer import EncodedRatings, PersonalizationReport, PersonalizerConfig, unlabeled_images
+from .inputs import EncodedRatings, decode_images, image_key, rows_by_user, unlabeled_images
+from .report import PersonalizationReport
 
 if TYPE_CHECKING:
     from ..modeling import AestheticModel
@@ -191,6 +192,7 @@ def _encode_distinct_images(
     """
 
     cache = personalizer.feature_cache
+    assert cache is not None  # `personalize_many` sets it before encoding
     column = table.select(rows).cast_column(image_column, datasets.Image(decode=False))[image_column]
     first_row: dict[str, int] = {}
     for row, cell in zip(rows, column):
