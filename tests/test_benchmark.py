@@ -140,7 +140,11 @@ def test_bootstrap_interval():
 def test_bad_input(world):
     with pytest.raises(ValueError, match="missing"):
         run_benchmark(world.base, world.bank, datasets.Dataset.from_dict({"score": [1.0]}))
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match=r"BenchmarkConfig.methods must be some of .*, received \['magic'\]"):
         BenchmarkConfig(methods=("magic",))
-    with pytest.raises(ValueError, match="workers must be an int >= 1, received 0"):
+    with pytest.raises(ValueError, match="BenchmarkConfig.workers must be >= 1, received 0"):
         BenchmarkConfig(workers=0)
+    with pytest.raises(TypeError, match="BenchmarkConfig.workers must be an int, received 1.5"):
+        BenchmarkConfig(workers=1.5)
+    with pytest.raises(ValueError, match=r"BenchmarkConfig.shots must be ints >= 2, received \(10, 1\)"):
+        BenchmarkConfig(shots=(10, 1))

@@ -51,7 +51,7 @@ class WorldConfig:
     seed: int = option(0, "seed of the photos' crops, the traits, the votes and the raters", ">=0")
     databases: tuple[str, ...] = option(
         SIMULATED_DATABASE_NAMES,
-        "simulated databases to build (default: all)",
+        f"simulated databases to build, of {', '.join(SIMULATED_DATABASE_NAMES)} (default: all)",
         choices=SIMULATED_DATABASE_NAMES,
         metavar="DATABASE",
     )
@@ -110,7 +110,8 @@ class DemoConfig:
     repeats: int = option(1, "draws of the rated images per rater and k", ">=1")
     methods: tuple[str, ...] = option(
         DEMO_METHODS,
-        "methods of the protocol (default: all but paper and full_finetune, the two that cost most per rater)",
+        f"methods of the protocol, of {', '.join(METHODS)} (default: all but paper and full_finetune, the two that "
+        "cost most per rater)",
         choices=METHODS,
         metavar="METHOD",
     )

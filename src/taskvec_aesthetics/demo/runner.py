@@ -52,7 +52,15 @@ from ..utils.progress import transformers_bars_off
 from .config import DEMO_METHODS, DemoConfig
 from .world import SIMULATED_DATABASES, World, build_world
 
-__all__ = ["BUILD_THREADS", "DEMO_METHODS", "DemoConfig", "DemoResult", "run_demo", "default_cache_dir", "fixed_compute"]
+__all__ = [
+    "BUILD_THREADS",
+    "DEMO_METHODS",
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "default_cache_dir",
+    "fixed_compute",
+]
 
 logger = logging.getLogger(__name__)
 

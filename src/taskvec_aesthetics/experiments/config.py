@@ -72,7 +72,9 @@ class BenchmarkConfig:
     shots: tuple[int, ...] = option((10, 100), "numbers k of rated images per user, each >= 2")
     repeats: int = option(1, "random draws of the k rated images per user and k", ">=1")
     seed: int = option(0, "seed of the draws (and of every method)")
-    methods: tuple[str, ...] = option(METHODS, "methods to run (default: all)", choices=METHODS, metavar="METHOD")
+    methods: tuple[str, ...] = option(
+        METHODS, f"methods to run, of {', '.join(METHODS)} (default: all)", choices=METHODS, metavar="METHOD"
+    )
     personalizer: PersonalizerConfig = field(
         default_factory=PersonalizerConfig, metadata={"help": "our recipe's config"}
     )

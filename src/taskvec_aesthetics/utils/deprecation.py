@@ -28,7 +28,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "bank": ("task_vectors.bank",),
     "bank_production": ("training.bank_building",),
     "batched": ("personalization.batched",),
-    "benchmark": ("experiments.benchmark",),
+    "benchmark": ("experiments.benchmark", "experiments.config"),
     "cards": ("hub.cards",),
     "coefficients": ("task_vectors.coefficients",),
     "exports": ("personalization.exports",),
