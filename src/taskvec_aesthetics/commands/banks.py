@@ -43,12 +43,16 @@ def add_init_base(subparsers: Any) -> None:
 
 
 def run_init_base(args: argparse.Namespace) -> None:
+    from transformers import PreTrainedConfig
+
     from ..training.bank_building import init_base
 
     extra = {"score_range": args.score_range} if args.score_range else {}
     model = init_base(args.encoder, seed=args.seed, image_size=args.image_size, save_directory=args.output, **extra)
+    encoder = model.config.encoder_config
+    assert isinstance(encoder, PreTrainedConfig)  # a made config holds its encoder's as a config, never a dict
     print(
-        f"saved base model ({model.config.encoder_config.model_type} encoder, "
+        f"saved base model ({encoder.model_type} encoder, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters) to {args.output}"
     )
 

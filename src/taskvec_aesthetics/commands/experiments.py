@@ -200,7 +200,7 @@ def run_analyze_similarity(args: argparse.Namespace) -> None:
         if location is None:
             raise InputError(f"{args.bank} records no base model: pass --model, or --granularity task")
         check_is_model(location)
-        kwargs = {} if args.model else bank.base.load_kwargs()
+        kwargs: dict[str, Any] = {} if args.model else bank.base.load_kwargs()
         with torch.device("meta"):  # the layer groups need the architecture, not the weights
             groups = AestheticModel(AestheticConfig.from_pretrained(location, **kwargs)).parameter_groups()
     similarity = bank.similarity(args.granularity, groups=groups, progress=args.progress)
