@@ -39,7 +39,8 @@ import threadpoolctl
 import torch
 
 from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
-from ..experiments.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
+from ..experiments.benchmark import BenchmarkResult, run_benchmark
+from ..experiments.config import BenchmarkConfig
 from ..hub.references import Reference
 from ..modeling import AestheticModel
 from ..personalization.personalizer import PersonalizerConfig
