@@ -29,7 +29,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.config import DemoConfig
+from taskvec_aesthetics.demo.runner import base_and_bank, default_cache_dir
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.evaluation.metrics import srocc  # noqa: E402
 from taskvec_aesthetics.personalization.config import PersonalizerConfig

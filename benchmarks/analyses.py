@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank  # noqa: E402
-from taskvec_aesthetics.demo.runner import DemoConfig, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.config import DemoConfig
+from taskvec_aesthetics.demo.runner import default_cache_dir
 from taskvec_aesthetics.demo.world import build_world  # noqa: E402
 from taskvec_aesthetics.experiments.analysis import (  # noqa: E402
     benchmark_gains,
@@ -36,7 +37,7 @@ from taskvec_aesthetics.experiments.analysis import (  # noqa: E402
     subset_orders,
     zero_shot_per_user,
 )
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.utils.progress import transformers_bars_off  # noqa: E402
 

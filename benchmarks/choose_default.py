@@ -20,9 +20,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir  # noqa: E402
+from taskvec_aesthetics.demo.config import DemoConfig
+from taskvec_aesthetics.demo.runner import base_and_bank, default_cache_dir
 from taskvec_aesthetics.demo.world import build_world, make_pool, make_users, rate  # noqa: E402
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark  # noqa: E402
+from taskvec_aesthetics.experiments.benchmark import run_benchmark
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 RECIPES = {

@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from taskvec_aesthetics.demo.runner import DEMO_METHODS, DemoConfig, run_demo  # noqa: E402
+from taskvec_aesthetics.demo.config import DEMO_METHODS, DemoConfig
+from taskvec_aesthetics.demo.runner import run_demo
 
 
 def main() -> None:

@@ -172,7 +172,8 @@ def score_over_forward(model: AestheticModel, images: int, repeats: int) -> dict
 def users_per_minute(users: int, shots: int, steps: int, folder: Path) -> dict[str, float]:
     import datasets
 
-    from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank, default_cache_dir
+    from taskvec_aesthetics.demo.config import DemoConfig
+    from taskvec_aesthetics.demo.runner import base_and_bank, default_cache_dir
     from taskvec_aesthetics.demo.world import build_world
     from taskvec_aesthetics.personalization.many import personalize_many
 

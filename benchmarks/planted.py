@@ -37,7 +37,7 @@ import planted_second  # noqa: E402
 import torch  # noqa: E402
 from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E402
 
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.experiments.results import BenchmarkResult  # noqa: E402
 from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from active_selection import write_results  # noqa: E402
 from planted import USERS, add_protocol_arguments, build_world, images, run_protocol  # noqa: E402
 
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.experiments.results import TIE, BenchmarkResult, bootstrap_interval  # noqa: E402
 from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
 from taskvec_aesthetics.personalization.personalizer import Personalizer  # noqa: E402

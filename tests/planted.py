@@ -18,7 +18,8 @@ from PIL import Image
 from tiny_models import tiny_model
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, Draw, draw_order, run_draw
+from taskvec_aesthetics.experiments.benchmark import Draw, draw_order, run_draw
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.experiments.methods import Methods
 from taskvec_aesthetics.experiments.results import Trial
 from taskvec_aesthetics.personalization.personalizer import Personalizer

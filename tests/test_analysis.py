@@ -20,7 +20,8 @@ from taskvec_aesthetics.experiments.analysis import (
     task_vector_similarity,
     zero_shot_per_user,
 )
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, run_benchmark
+from taskvec_aesthetics.experiments.benchmark import run_benchmark
+from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.personalization.config import PersonalizerConfig
 
 

@@ -359,8 +359,7 @@ def test_the_server_serves_the_pool_and_a_visitors_own_files_and_nothing_else(se
 
 def test_the_first_start_on_an_empty_cache_builds_the_demo_and_serves_its_pool(tmp_path: Path) -> None:
     from taskvec_aesthetics.app.resources import demo_locations
-    from taskvec_aesthetics.demo.runner import DemoConfig
-    from taskvec_aesthetics.demo.world import WorldConfig
+    from taskvec_aesthetics.demo.config import DemoConfig, WorldConfig
 
     world = WorldConfig.preset("quick", images_per_database=8, pool_size=6, databases=("sharpness", "noise"))
     demo = DemoConfig(world=world, finetune_steps=1, finetune_batch_size=4)

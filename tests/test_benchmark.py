@@ -9,8 +9,8 @@ import pytest
 import torch
 from planted import images, user_ratings
 
-from taskvec_aesthetics.experiments.benchmark import BenchmarkConfig, draw_order, run_benchmark
-from taskvec_aesthetics.experiments.methods import METHODS
+from taskvec_aesthetics.experiments.benchmark import draw_order, run_benchmark
+from taskvec_aesthetics.experiments.config import METHODS, BenchmarkConfig
 from taskvec_aesthetics.experiments.results import TIE, bootstrap_interval
 from taskvec_aesthetics.personalization.config import CANDIDATES, PersonalizerConfig
 
@@ -135,7 +135,11 @@ def test_bootstrap_interval():
 def test_bad_input(world):
     with pytest.raises(ValueError, match="missing"):
         run_benchmark(world.base, world.bank, datasets.Dataset.from_dict({"score": [1.0]}))
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match=r"BenchmarkConfig.methods must be some of .*, received \['magic'\]"):
         BenchmarkConfig(methods=("magic",))
-    with pytest.raises(ValueError, match="workers must be an int >= 1, received 0"):
+    with pytest.raises(ValueError, match="BenchmarkConfig.workers must be >= 1, received 0"):
         BenchmarkConfig(workers=0)
+    with pytest.raises(TypeError, match="BenchmarkConfig.workers must be an int, received 1.5"):
+        BenchmarkConfig(workers=1.5)
+    with pytest.raises(ValueError, match=r"BenchmarkConfig.shots must be ints >= 2, received \(10, 1\)"):
+        BenchmarkConfig(shots=(10, 1))

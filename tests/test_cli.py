@@ -244,14 +244,11 @@ def test_quiet_by_default_verbose_shows_transformers_bars(saved, monkeypatch, ca
 
 
 def test_help_texts_match_the_library(capsys):
-    from taskvec_aesthetics import cli
     from taskvec_aesthetics.constants import STORAGE_DTYPE_NAMES
     from taskvec_aesthetics.data.ratings import IMAGE_COLUMNS, SCORE_COLUMNS, USER_COLUMN
-    from taskvec_aesthetics.experiments.methods import METHODS
     from taskvec_aesthetics.task_vectors.bank_files import STORAGE_DTYPES
 
     assert STORAGE_DTYPE_NAMES == tuple(STORAGE_DTYPES)
-    assert cli.BENCHMARK_METHODS == METHODS
     for command, names in (("personalize", (*IMAGE_COLUMNS, *SCORE_COLUMNS)), ("benchmark", (USER_COLUMN,))):
         assert main([command, "--help"]) == 0
         text = " ".join(capsys.readouterr().out.split())
@@ -282,6 +279,74 @@ def test_personalize_flags_are_the_personalizer_config_fields():
     assert not hasattr(args, "granularity")  # not given: the preset's value stays
     with pytest.raises(SystemExit):
         parser.parse_args(["personalize", "--ratings", "r", "--model", "m", "--output", "o", "--granularity", "x"])
+
+
+def test_benchmark_and_demo_flags_are_their_config_fields():
+    import dataclasses
+
+    from taskvec_aesthetics.cli import build_parser
+    from taskvec_aesthetics.commands.experiments import run_benchmark, run_demo
+    from taskvec_aesthetics.commands.options import config_values
+    from taskvec_aesthetics.demo.config import DemoConfig, WorldConfig
+    from taskvec_aesthetics.experiments.config import METHODS, BenchmarkConfig
+    from taskvec_aesthetics.utils.fields import field_kind
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    flagged = {}
+    for command, config_class, prefix in (
+        ("benchmark", BenchmarkConfig, ""),
+        ("demo", DemoConfig, ""),
+        ("demo", WorldConfig, "world-"),
+    ):
+        flags = {option for action in commands[command]._actions for option in action.option_strings}
+        # Every field a flag can hold (nested configs cannot: they are the other groups, or the recipes' options).
+        fields = [f for f in dataclasses.fields(config_class) if f.metadata.get("cli", True) and field_kind(f).scalar]
+        assert {"--" + prefix + f.name.replace("_", "-") for f in fields} <= flags, command
+        flagged[config_class] = {f.name for f in fields}
+    assert {f.name for f in dataclasses.fields(BenchmarkConfig)} - flagged[BenchmarkConfig] == {
+        "personalizer", "paper", "progress"
+    }  # fmt: skip
+    assert {f.name for f in dataclasses.fields(DemoConfig)} - flagged[DemoConfig] == {"world"}
+    assert flagged[WorldConfig] == {f.name for f in dataclasses.fields(WorldConfig)}
+
+    benchmark = ["benchmark", "--ratings", "r.csv", "--model", "m", "--bank", "b"]
+    args = parser.parse_args(benchmark)
+    assert args.run is run_benchmark
+    # The flags that existed keep their defaults: every method, k of 10 and 100, and 10 repeats (the class says 1).
+    assert config_values(args, BenchmarkConfig) == {"repeats": 10}
+    default = BenchmarkConfig(**config_values(args, BenchmarkConfig))
+    assert (default.methods, default.shots, default.seed, default.workers) == (METHODS, (10, 100), 0, 1)
+    args = parser.parse_args([*benchmark, "--shots", "5", "20", "--methods", "default", "init", "--transductive"])
+    assert config_values(args, BenchmarkConfig) == {
+        "repeats": 10, "shots": (5, 20), "methods": ("default", "init"), "transductive": True
+    }  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args([*benchmark, "--methods", "magic"])
+
+    args = parser.parse_args(["demo", "--quick", "--world-num-users", "2", "--world-seed", "3", "--seed", "1"])
+    assert args.run is run_demo and args.quick
+    assert config_values(args, WorldConfig, prefix="world") == {"num_users": 2, "seed": 3}
+    assert config_values(args, DemoConfig) == {"seed": 1}
+    assert config_values(parser.parse_args(["demo"]), DemoConfig) == {}  # the preset's values stay
+
+
+def test_bad_config_values_fail_naming_the_field_and_the_value(capsys, tmp_path):
+    """Checked by the config class before any model is loaded (the model and bank named here do not exist)."""
+    model, bank = tmp_path / "model", tmp_path / "bank"
+    model.mkdir(), bank.mkdir()
+    benchmark = ["benchmark", "--ratings", "r.csv", "--model", str(model), "--bank", str(bank)]
+    for flags, message in (
+        (["--shots", "1", "10"], "BenchmarkConfig.shots must be ints >= 2, received (1, 10)"),
+        (["--repeats", "0"], "BenchmarkConfig.repeats must be >= 1, received 0"),
+        (["--head-learning-rate", "0"], "BenchmarkConfig.head_learning_rate must be > 0, received 0.0"),
+    ):
+        assert main([*benchmark, *flags, "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["demo", "--world-image-size", "8"]) == 2
+    assert "WorldConfig.image_size must be >= 16, received 8" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--world-pool-size", "1"]) == 2
+    assert "WorldConfig.pool_size must be >= 2, received 1" in capsys.readouterr().err
 
 
 def test_every_help_is_fast_and_imports_neither_torch_nor_transformers():

@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 
 from taskvec_aesthetics.cli import main
-from taskvec_aesthetics.demo.runner import DemoConfig, base_and_bank
+from taskvec_aesthetics.demo.config import DemoConfig
+from taskvec_aesthetics.demo.runner import base_and_bank
 from taskvec_aesthetics.demo.world import build_world
-from taskvec_aesthetics.experiments.methods import METHODS
+from taskvec_aesthetics.experiments.config import METHODS
 
 # The other run: one worker (this process runs the machine's count), an empty cache, and a home folder of its own.
 _OTHER_RUN = """
 import dataclasses, sys
-from taskvec_aesthetics.demo.runner import DemoConfig, run_demo
+from taskvec_aesthetics.demo.config import DemoConfig
+from taskvec_aesthetics.demo.runner import run_demo
 run_demo(dataclasses.replace(DemoConfig.preset("quick"), workers=1), sys.argv[1], progress=False)
 """
 

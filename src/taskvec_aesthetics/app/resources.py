@@ -34,7 +34,7 @@ from ..task_vectors.bank import TaskVectorBank
 from .photos import PhotoError, open_photo
 
 if TYPE_CHECKING:
-    from ..demo.runner import DemoConfig
+    from ..demo.config import DemoConfig
 
 __all__ = ["AppResources", "load_resources", "demo_locations"]
 
@@ -84,7 +84,8 @@ def demo_locations(cache_dir: str | Path | None = None, demo: DemoConfig | None 
 
     The pool lives outside the bank's folder: building the bank replaces that folder whole.
     """
-    from ..demo.runner import DemoConfig, default_cache_dir
+    from ..demo.config import DemoConfig
+    from ..demo.runner import default_cache_dir
 
     config = demo or DemoConfig()
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -96,7 +97,8 @@ def demo_locations(cache_dir: str | Path | None = None, demo: DemoConfig | None 
 
 def demo_base_and_bank(cache_dir: Path | None, demo: DemoConfig | None) -> tuple[AestheticModel, TaskVectorBank]:
     """The demo's cached base and bank; built first (minutes, with progress bars) when the cache lacks them."""
-    from ..demo.runner import DemoConfig, base_and_bank, default_cache_dir
+    from ..demo.config import DemoConfig
+    from ..demo.runner import base_and_bank, default_cache_dir
     from ..demo.world import build_world
 
     config = demo or DemoConfig()
@@ -111,8 +113,8 @@ def demo_base_and_bank(cache_dir: Path | None, demo: DemoConfig | None) -> tuple
 
 def demo_photos(cache_dir: Path | None, demo: DemoConfig | None) -> Path:
     """The demo's shared pool (the photos its simulated raters rate), written once as PNG files."""
+    from ..demo.config import DemoConfig
     from ..demo.photos import load_photos
-    from ..demo.runner import DemoConfig
     from ..demo.world import make_pool
 
     folder = demo_locations(cache_dir, demo)["photos"]

@@ -20,7 +20,7 @@ from ..hub.repository import push_folder
 from .resources import demo_base_and_bank, demo_photos
 
 if TYPE_CHECKING:
-    from ..demo.runner import DemoConfig
+    from ..demo.config import DemoConfig
 
 __all__ = ["SPACE_VARIABLES", "push_demo"]
 

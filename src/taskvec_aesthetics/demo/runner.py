@@ -20,7 +20,6 @@ otherwise); the table's numbers did not, in the test that compares two runs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,8 @@ import threadpoolctl
 import torch
 
 from ..constants import BANK_CONFIG_FILE, COEFFICIENTS, MERGED
-from ..errors import InputError
-from ..experiments.benchmark import BenchmarkConfig, run_benchmark
-from ..experiments.methods import METHODS
+from ..experiments.benchmark import run_benchmark
+from ..experiments.config import BenchmarkConfig
 from ..experiments.results import BenchmarkResult
 from ..hub.references import Reference
 from ..modeling import AestheticModel
@@ -53,17 +51,21 @@ from ..training.config import FinetuneConfig
 from ..training.fine_tuning import finetune
 from ..utils.io import atomic_path, write_json
 from ..utils.progress import transformers_bars_off
-from .world import SIMULATED_DATABASES, World, WorldConfig, build_world
+from .config import DEMO_METHODS, DemoConfig
+from .world import SIMULATED_DATABASES, World, build_world
 
-__all__ = ["BUILD_THREADS", "DemoConfig", "DemoResult", "run_demo", "default_cache_dir", "fixed_compute"]
+__all__ = [
+    "BUILD_THREADS",
+    "DEMO_METHODS",
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "default_cache_dir",
+    "fixed_compute",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the bank-building recipe changes, so stale caches are not reused.
-_CACHE_VERSION = 2
-#: The full demo leaves out the two baselines that cost most per rater (they run in `--quick` and in benchmarks/),
-#: so that 24 raters fit in minutes on a CPU.
-DEMO_METHODS = tuple(m for m in METHODS if m not in ("paper", "full_finetune"))
 #: Threads that build the world and fine-tune the bank, whatever the machine (see the module's docstring).
 BUILD_THREADS = 2
 
@@ -88,79 +90,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("TASKVEC_AESTHETICS_CACHE"):
         return Path(os.environ["TASKVEC_AESTHETICS_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "taskvec-aesthetics"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Size of the demo. `preset("quick")` runs in about a minute on 2 cores, even with an empty cache.
-
-    Args:
-        world: the simulated world.
-        freeze_prefix_blocks: encoder blocks shared by every task (frozen and computed once per image, both while
-            fine-tuning and while personalizing). EfficientNet-Lite0 has 16; freezing 15 leaves its last block, the
-            neck and the head (1.7 M parameters) to the bank. A personalization step at batch 32 then takes about
-            55 ms on 2 CPU cores, half the time with two blocks (the 5x5 depthwise convolution of block 14 has a slow
-            backward on CPUs). Freezing all 16 halves the demo's time again, but measured on its 24 raters our
-            default fell below the softmax init at k = 10 (-0.014): the last block is kept.
-        finetune_steps, finetune_batch_size: fine-tuning of each database.
-        shots: numbers of rated images per rater.
-        repeats: draws of the rated images per rater and k.
-        methods: the methods of the protocol (see `benchmark.METHODS`).
-        personalizer_steps: steps of our default recipe (the most a learned candidate may take).
-        paper_steps: steps of the paper's recipe. The paper runs 500; the demo runs 100 to stay within minutes on
-            a CPU (the table says so), and `benchmarks/` measures the full 500.
-        baseline_steps: steps of the fine-tuning and ensemble baselines.
-        score_candidates: also record the test SROCC of every candidate our default cross-validated (see
-            `BenchmarkConfig.score_candidates`).
-        workers: processes that run the protocol's draws (see `BenchmarkConfig.workers`), one thread each; default:
-            one per CPU core, at most 4. The numbers do not depend on it.
-        seed: seed of the base model's head, fine-tuning and draws.
-    """
-
-    world: WorldConfig = field(default_factory=WorldConfig)
-    freeze_prefix_blocks: int = 15
-    finetune_steps: int = 100
-    finetune_batch_size: int = 32
-    shots: tuple[int, ...] = (10, 100)
-    repeats: int = 1
-    methods: tuple[str, ...] = DEMO_METHODS
-    personalizer_steps: int = 50
-    paper_steps: int = 100
-    baseline_steps: int = 100
-    score_candidates: bool = False
-    workers: int | None = None
-    seed: int = 0
-
-    @classmethod
-    def preset(cls, name: str) -> DemoConfig:
-        if name == "default":
-            return cls()
-        if name == "quick":
-            return cls(
-                world=WorldConfig.preset("quick"),
-                finetune_steps=15,
-                shots=(10, 20),
-                methods=METHODS,
-                personalizer_steps=20,
-                paper_steps=30,
-                baseline_steps=30,
-            )
-        raise InputError(f"unknown demo preset {name!r}; choose 'default' or 'quick'")
-
-    def bank_key(self) -> str:
-        """Hash of everything that determines the base and the bank (not the raters or the protocol)."""
-        world = dataclasses.asdict(self.world)
-        for unrelated in ("pool_size", "num_users"):
-            world.pop(unrelated)
-        recipe = {
-            "version": _CACHE_VERSION,
-            "world": world,
-            "freeze": self.freeze_prefix_blocks,
-            "steps": self.finetune_steps,
-            "batch": self.finetune_batch_size,
-            "seed": self.seed,
-        }
-        return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def caption(num_raters: int, noise_ceiling: float) -> str:

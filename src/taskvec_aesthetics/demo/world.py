@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 from scipy.stats import spearmanr
 
 from ..errors import InputError, InputTypeError
+from .config import WorldConfig
 from .photos import Photo, load_photos
 
 __all__ = [
@@ -463,53 +464,6 @@ def noise_ceiling(user: SimulatedUser, pool: Pool, ratings: Dataset) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ world
-@dataclass(frozen=True)
-class WorldConfig:
-    """Size and seed of the simulated world; see [`WorldConfig.preset`] for named presets.
-
-    Args:
-        image_size (`int`): Side of the square working resolution, in pixels.
-        num_photos (`int`, *optional*): Use only the first photos of [`load_photos`]; ``None`` uses all.
-        images_per_database (`int`), pool_size (`int`): Images per database, and in the pool every rater rates.
-        num_users (`int`): Number of simulated raters (24: enough for paired comparisons of methods to mean
-            something; 6 gave intervals of +-0.15).
-        seed (`int`): Seed of everything.
-        databases (`tuple[str, ...]`): Simulated databases to build, from :data:`SIMULATED_DATABASES`.
-    """
-
-    image_size: int = 112
-    num_photos: int | None = None
-    images_per_database: int = 300
-    pool_size: int = 250
-    num_users: int = 24
-    seed: int = 0
-    databases: tuple[str, ...] = tuple(SIMULATED_DATABASES)
-
-    def __post_init__(self) -> None:
-        _check_count("image_size", self.image_size, minimum=16)
-        if self.num_photos is not None:
-            _check_count("num_photos", self.num_photos)
-        _check_count("images_per_database", self.images_per_database, minimum=2)
-        _check_count("pool_size", self.pool_size, minimum=2)
-        _check_count("num_users", self.num_users)
-        _check_count("seed", self.seed, minimum=0)
-        if not self.databases or not set(self.databases) <= set(SIMULATED_DATABASES):
-            raise InputError(f"databases must name some of {list(SIMULATED_DATABASES)}, received {self.databases!r}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> WorldConfig:
-        """A named preset: ``"default"`` (the demo's size) or ``"quick"`` (tiny, for tests), with overrides."""
-        if name not in _PRESETS:
-            raise InputError(f"unknown world preset {name!r}; expected one of {list(_PRESETS)}")
-        return cls(**{**_PRESETS[name], **overrides})
-
-
-_PRESETS: dict[str, dict] = {
-    "default": {},
-    "quick": {"image_size": 64, "num_photos": 12, "images_per_database": 40, "pool_size": 48, "num_users": 4},
-}
-
-
 @dataclass
 class World:
     """A built world: databases to fine-tune a bank on, and raters who rate one shared pool.

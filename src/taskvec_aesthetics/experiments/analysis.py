@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from ..errors import AnalysisError
 from ..task_vectors.similarity import SIMILARITY_GRANULARITIES, Similarity, task_vector_similarity, write_tables
 from ..utils.io import read_json
-from .benchmark import BenchmarkConfig, run_benchmark
+from .benchmark import run_benchmark
+from .config import BenchmarkConfig
 from .results import BenchmarkResult, Trial, bootstrap_interval
 
 if TYPE_CHECKING:

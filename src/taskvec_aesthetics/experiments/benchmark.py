@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..personalization.config import PersonalizerConfig
 from ..personalization.inputs import decode_images, rows_by_user
 from ..personalization.personalizer import Personalizer
 from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
-from .methods import METHODS, Methods
+from .config import BenchmarkConfig
+from .methods import Methods
 from .results import BenchmarkResult, Trial
 
 if TYPE_CHECKING:
@@ -33,60 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["BenchmarkConfig", "Draw", "DrawResult", "draw_order", "run_benchmark", "run_draw"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BenchmarkConfig:
-    """What the protocol runs.
-
-    Args:
-        shots: numbers k of rated images per user.
-        repeats: random draws of the k rated images per user and k.
-        seed: seed of the draws (and of every method).
-        methods: which of `METHODS` to run.
-        personalizer: our recipe's config.
-        paper: the paper recipe's config.
-        baseline_steps: optimisation steps of the fine-tuning and ensemble baselines (fixed: no test-set selection).
-        head_learning_rate, full_learning_rate, ensemble_learning_rate: their Adam learning rates.
-        min_test_images: skip a user at a k that leaves fewer test images than this.
-        score_candidates: also refit every candidate our default cross-validated and record its test SROCC next to
-            its cross-validation row (to study selection rules; costs one more fit per learned candidate).
-        transductive: our default also gets every photo of the pool, the test photos included but never a rating of
-            one, as unlabeled photos (`Personalizer.fit_encoded`'s ``unlabeled``): the transductive setting, which
-            tables must name. Otherwise it sees only the rated photos.
-        workers: processes that run the draws in parallel, torch's threads shared among them; 1 runs them here.
-            Small steps use threads poorly, so on 2 CPU cores 2 workers of 1 thread run the demo's draws about 1.5x
-            faster than 1 process of 2 threads (each fit takes longer: the table's seconds per fit are measured so).
-            On a GPU the draws always run here.
-        progress: show a progress bar over draws (user, k and repeat).
-    """
-
-    shots: tuple[int, ...] = (10, 100)
-    repeats: int = 1
-    seed: int = 0
-    methods: tuple[str, ...] = METHODS
-    personalizer: PersonalizerConfig = field(default_factory=PersonalizerConfig)
-    paper: PersonalizerConfig = field(default_factory=lambda: PersonalizerConfig.from_preset("paper"))
-    baseline_steps: int = 100
-    head_learning_rate: float = 1e-3
-    full_learning_rate: float = 1e-4
-    ensemble_learning_rate: float = 1e-2
-    min_test_images: int = 10
-    score_candidates: bool = False
-    transductive: bool = False
-    workers: int = 1
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-        if not self.shots or any(int(k) < 2 for k in self.shots):
-            raise InputError(f"shots must be numbers >= 2, received {self.shots}")
-        if self.repeats < 1:
-            raise InputError(f"repeats must be >= 1, received {self.repeats}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise InputError(f"workers must be an int >= 1, received {self.workers!r}")
 
 
 @dataclass

@@ -21,24 +21,12 @@ from ..losses import pairwise_rank_loss
 from ..personalization.inputs import EncodedRatings
 from ..personalization.personalizer import Personalizer
 from ..task_vectors.coefficients import Coefficients
+from .config import METHOD_LABELS, METHODS
 
 if TYPE_CHECKING:
-    from .benchmark import BenchmarkConfig
+    from .config import BenchmarkConfig
 
 __all__ = ["METHODS", "METHOD_LABELS", "Methods"]
-
-METHOD_LABELS: dict[str, str] = {
-    "single": "single task model, zero-shot",
-    "best_single": "best single task model (picked on the rated images)",
-    "uniform": "uniform average of task vectors (c = 1/T)",
-    "init": "softmax(10 x SROCC) init",
-    "paper": "paper recipe (tensor-wise, half-batch pairs, last of {steps} steps)",
-    "default": "our default (cross-validated choice among simple and learned coefficients)",
-    "head_finetune": "fine-tune the head of the best single model",
-    "full_finetune": "fine-tune the base (all parameters the bank covers)",
-    "ensemble": "learned weighted ensemble of the T models' outputs (T x inference)",
-}
-METHODS: tuple[str, ...] = tuple(METHOD_LABELS)
 
 
 def _srocc(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..task_vectors.coefficients import Coefficients
 from ..utils.io import atomic_path, write_json
-from .methods import METHOD_LABELS, METHODS
+from .config import METHOD_LABELS, METHODS
 
 __all__ = ["BOOTSTRAP_SAMPLES", "BenchmarkResult", "TIE", "Trial", "bootstrap_interval"]
 

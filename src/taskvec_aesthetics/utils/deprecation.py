@@ -28,7 +28,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "bank": ("task_vectors.bank", "task_vectors.task_vector", "task_vectors.bank_files"),
     "bank_production": ("training.bank_building",),
     "batched": ("personalization.batched",),
-    "benchmark": ("experiments.benchmark", "experiments.results", "experiments.methods"),
+    "benchmark": ("experiments.benchmark", "experiments.results", "experiments.methods", "experiments.config"),
     "cards": ("hub.cards",),
     "coefficients": ("task_vectors.coefficients",),
     "exports": ("personalization.exports",),
