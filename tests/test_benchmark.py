@@ -137,6 +137,10 @@ def test_bad_input(world):
         run_benchmark(world.base, world.bank, datasets.Dataset.from_dict({"score": [1.0]}))
     with pytest.raises(ValueError, match=r"BenchmarkConfig.methods must be some of .*, received \['magic'\]"):
         BenchmarkConfig(methods=("magic",))
+    with pytest.raises(
+        TypeError, match="BenchmarkConfig.methods must be a list or tuple, received the string 'default'"
+    ):
+        BenchmarkConfig(methods="default")
     with pytest.raises(ValueError, match="BenchmarkConfig.workers must be >= 1, received 0"):
         BenchmarkConfig(workers=0)
     with pytest.raises(TypeError, match="BenchmarkConfig.workers must be an int, received 1.5"):

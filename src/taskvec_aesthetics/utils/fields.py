@@ -83,6 +83,8 @@ def check_fields(config: Any) -> None:
             continue
         where = f"{name_of}.{item.name}"
         choices = meta.get("choices")
+        if kind.sequence and isinstance(value, (str, bytes)):  # a string is a sequence of characters, not of choices
+            raise InputTypeError(f"{where} must be a list or tuple, received the string {value!r}")
         if choices and kind.sequence and isinstance(value, (list, tuple)):
             unknown = [v for v in value if v not in choices]
             if unknown or not value:
