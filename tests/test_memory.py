@@ -159,9 +159,9 @@ def test_repeated_calls_allocate_nothing_new(base, saved_bank):
     one = Personalizer(base, saved_bank, PersonalizerConfig(device="cpu"))
     two = Personalizer(base, saved_bank, PersonalizerConfig(device="cpu", granularity="tensor"))
     for personalizer in (one, two):
-        assert personalizer._network is base  # the model itself, never deep-copied
+        assert personalizer.network is base  # the model itself, never deep-copied
         assert all(personalizer._stacked[n].data_ptr() == first[n].data_ptr() for n in first)
-        assert all(personalizer._base[n].data_ptr() == p.data_ptr() for n, p in base.named_parameters())
+        assert all(personalizer.base_parameters[n].data_ptr() == p.data_ptr() for n, p in base.named_parameters())
     # Task vectors of the loaded bank are views of the stack, not copies.
     row = saved_bank["b"]["head.fc1.weight"]
     assert row.data_ptr() == first["head.fc1.weight"][1].data_ptr()

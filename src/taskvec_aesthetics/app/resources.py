@@ -184,7 +184,7 @@ def load_resources(
         raise InputError(f"--bank {bank} needs --model, the base model the bank was built on")
     else:
         base = AestheticModel.from_pretrained(model).eval()
-        task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base._referenced_bank()
+        task_bank = TaskVectorBank.from_pretrained(bank, base=base) if bank else base.referenced_bank()
         origin = f"model {_name(model)} with bank {_name(bank) if bank else 'it refers to'}"
     files, images = [], []
     for path in candidates:

@@ -135,7 +135,7 @@ class Methods:
         params = self._task_params(best)
         with torch.no_grad():
             features = {"rated": self._forward(params, rated).features, "test": self._forward(params, test).features}
-        network = self.ours._network
+        network = self.ours.network
         head = copy.deepcopy(network.head)
         head.load_state_dict(
             {n[len("head.") :]: params.get(n, p) for n, p in network.named_parameters() if n.startswith("head.")}
@@ -153,7 +153,7 @@ class Methods:
             return score(features["test"]).float().cpu()
 
     def _full_finetune(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
-        params = {n: t.detach().clone().requires_grad_(True) for n, t in self.ours._base.items()}
+        params = {n: t.detach().clone().requires_grad_(True) for n, t in self.ours.base_parameters.items()}
         generator = torch.Generator().manual_seed(self.config.seed)
         batch_size = self.config.personalizer.batch_size  # the same minibatches as the coefficient fits
 

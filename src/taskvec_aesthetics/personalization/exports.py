@@ -270,7 +270,7 @@ def load_coefficients_export(
     _check_coefficients(coefficients, str(folder / COEFFICIENTS_FILE))
     record = read_personalization_file(folder) or {}
     # The base was loaded for this merge alone: merged into in place, tensor by tensor (one model in memory).
-    model = base._personalized(bank, coefficients, record.get("info"), in_place=True)
+    model = base.with_coefficients(bank, coefficients, record.get("info"), in_place=True)
     check_finite_weights(model, f"{folder / COEFFICIENTS_FILE} merged into its base")
     processor = load_image_processor(folder)
     if processor is not None:

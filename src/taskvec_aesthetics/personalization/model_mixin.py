@@ -57,8 +57,10 @@ class PersonalizableMixin:
         bank: TaskVectorBank,
         coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
         info: Mapping[str, Any] | None = None,
+        *,
+        in_place: bool = False,
     ) -> AestheticModel:
-        """Return a personalized copy: theta_0 + sum_t c[g(p), t] * tau_t[p]. This model is not modified.
+        """Return a personalized model: theta_0 + sum_t c[g(p), t] * tau_t[p].
 
         Args:
             bank: a task-vector bank built on this model (checked by fingerprint).
@@ -66,17 +68,9 @@ class PersonalizableMixin:
                 (granularity inferred from G: 1 is task, the number of layer groups is layer, the number of covered
                 tensors is tensor).
             info: extra personalization facts to keep with the model (e.g. number of ratings, holdout metrics).
+            in_place: merge into this model itself instead of a copy (for a base nobody else holds: one copy of the
+                weights less). By default this model is not modified.
         """
-        return self._personalized(bank, coefficients, info, in_place=False)
-
-    def _personalized(
-        self,
-        bank: TaskVectorBank,
-        coefficients: Coefficients | Mapping[str, float] | torch.Tensor,
-        info: Mapping[str, Any] | None,
-        in_place: bool,
-    ) -> AestheticModel:
-        """`with_coefficients`; ``in_place`` merges into this model itself (for a base nobody else holds)."""
         model = cast("AestheticModel", self)
         if model.personalization is not None:
             raise InputError("this model is already personalized; call with_coefficients on its base model")
@@ -119,10 +113,11 @@ class PersonalizableMixin:
             config = PersonalizerConfig.from_preset(preset, **overrides)
         else:
             config = PersonalizerConfig(**overrides)
-        bank = bank if bank is not None else model._referenced_bank()
+        bank = bank if bank is not None else model.referenced_bank()
         return Personalizer(model, bank, config).fit(dataset, unlabeled).model
 
-    def _referenced_bank(self) -> TaskVectorBank:
+    def referenced_bank(self) -> TaskVectorBank:
+        """The bank this model's config refers to (`config.bank_reference`), loaded and checked against it."""
         model = cast("AestheticModel", self)
         reference = model.config.bank_reference
         if reference is None or reference.location is None:

@@ -161,6 +161,17 @@ class Optimiser:
         )
         self.gradient = "streamed" if streamed else "autograd"
 
+    @property
+    def network(self) -> AestheticModel:
+        """The network that runs the fits: the model itself, or its copy on the fit's device and precision. It is
+        only ever called with substituted parameters, never changed."""
+        return self._network
+
+    @property
+    def base_parameters(self) -> dict[str, torch.Tensor]:
+        """The base model's parameters that the bank covers (detached), on the fit's device."""
+        return self._base
+
     def _autocast(self) -> Any:
         """Autocast to `config.dtype` when it is a half precision; nothing otherwise."""
         if self.dtype in (torch.bfloat16, torch.float16):
