@@ -75,7 +75,7 @@ class Synthetic(Mapping):
         return len(shapes)
 
 tasks = [TaskInfo(f"task{t}") for t in range(args["tasks"])]
-vectors = {f"task{t}": TaskVector._lazy(Synthetic(t)) for t in range(args["tasks"])}
+vectors = {f"task{t}": TaskVector.lazy(Synthetic(t)) for t in range(args["tasks"])}
 bank = TaskVectorBank({"fingerprint": "synthetic"}, shapes, tasks, vectors, storage_dtype=args["dtype"])
 bank.save_pretrained(args["folder"])
 print(json.dumps({"parameters": sum(torch.Size(s).numel() for s in shapes.values())}))

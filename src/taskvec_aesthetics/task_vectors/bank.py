@@ -286,8 +286,8 @@ class TaskVectorBank(HubMixin):
         if name in self._vectors:
             return self._vectors[name]
         if self._stacked is not None:
-            return TaskVector._lazy(StackedRow(self._stacked, self.task_names.index(name)))
-        return TaskVector._lazy(self._task_file(name))
+            return TaskVector.lazy(StackedRow(self._stacked, self.task_names.index(name)))
+        return TaskVector.lazy(self._task_file(name))
 
     def _task_file(self, name: str) -> TaskFile:
         """The opened (checked) task file of ``name``."""
@@ -354,7 +354,7 @@ class TaskVectorBank(HubMixin):
             self._stacked = stacked
             for index, task in enumerate(self.task_names):
                 if task in self._vectors and dtype == torch.float32:  # one copy: the task's values live in the stack
-                    self._vectors[task] = TaskVector._lazy(StackedRow(stacked, index))
+                    self._vectors[task] = TaskVector.lazy(StackedRow(stacked, index))
         names = list(parameter_names) if parameter_names is not None else self.parameter_names
         return {n: self._stacked[n] for n in names}
 

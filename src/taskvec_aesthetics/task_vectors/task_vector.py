@@ -34,7 +34,7 @@ class TaskVector(Mapping[str, torch.Tensor]):
         self._tensors: Mapping[str, torch.Tensor] = {name: t.detach().to(torch.float32) for name, t in tensors.items()}
 
     @classmethod
-    def _lazy(cls, tensors: Mapping[str, torch.Tensor]) -> TaskVector:
+    def lazy(cls, tensors: Mapping[str, torch.Tensor]) -> TaskVector:
         """A task vector over a mapping that reads each tensor when asked (a task file): nothing is held."""
         vector = cls.__new__(cls)
         vector._tensors = tensors
