@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, InputTypeError
-from ..experiments.config import METHODS, check_shots
+from ..experiments.config import METHODS
 from ..utils.fields import check_fields, option
 
 __all__ = ["DEMO_METHODS", "SIMULATED_DATABASE_NAMES", "DemoConfig", "WorldConfig"]
@@ -43,7 +43,9 @@ class WorldConfig:
         databases (`tuple[str, ...]`): Simulated databases to build, from :data:`SIMULATED_DATABASES`.
     """
 
-    image_size: int = option(112, f"side of the square working resolution in pixels, at least {_MIN_IMAGE_SIZE}")
+    image_size: int = option(
+        112, f"side of the square working resolution in pixels, at least {_MIN_IMAGE_SIZE}", f">={_MIN_IMAGE_SIZE}"
+    )
     num_photos: int | None = option(None, "use only the first N photos (none: all)", ">=1")
     images_per_database: int = option(300, "images per simulated database", ">=2")
     pool_size: int = option(250, "images in the pool every rater rates", ">=2")
@@ -58,8 +60,6 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.image_size < _MIN_IMAGE_SIZE:
-            raise InputError(f"WorldConfig.image_size must be >= {_MIN_IMAGE_SIZE}, received {self.image_size}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> WorldConfig:
@@ -106,7 +106,7 @@ class DemoConfig:
     freeze_prefix_blocks: int = option(15, "encoder blocks shared by every task (frozen, computed once)", ">=0")
     finetune_steps: int = option(100, "fine-tuning steps of each database", ">=1")
     finetune_batch_size: int = option(32, "fine-tuning batch size", ">=1")
-    shots: tuple[int, ...] = option((10, 100), "numbers k of rated images per rater, each >= 2")
+    shots: tuple[int, ...] = option((10, 100), "numbers k of rated images per rater, each >= 2", ">=2")
     repeats: int = option(1, "draws of the rated images per rater and k", ">=1")
     methods: tuple[str, ...] = option(
         DEMO_METHODS,
@@ -128,7 +128,6 @@ class DemoConfig:
         if not isinstance(self.world, WorldConfig):
             raise InputTypeError(f"DemoConfig.world must be a WorldConfig, received {type(self.world).__name__}")
         check_fields(self)
-        check_shots(type(self).__name__, self.shots)
 
     @classmethod
     def preset(cls, name: str) -> DemoConfig:

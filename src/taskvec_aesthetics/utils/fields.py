@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
+from collections.abc import Callable
 from dataclasses import field
 from typing import Any, NamedTuple
 
@@ -19,20 +21,31 @@ from ..errors import InputError, InputTypeError
 __all__ = ["FieldKind", "check_fields", "field_kind", "option"]
 
 # -- fields --------------------------------------------------------------------------------------------------------
-_BOUNDS = {
+_BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ">0": (lambda v: v > 0, "> 0"),
-    ">=0": (lambda v: v >= 0, ">= 0"),
-    ">=1": (lambda v: v >= 1, ">= 1"),
-    ">=2": (lambda v: v >= 2, ">= 2"),
     "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
+_AT_LEAST = re.compile(r">=(\d+)")
+
+
+def _bound(spec: str | None) -> tuple[Callable[[Any], bool], str] | None:
+    """The test and its wording of a bound: one of `_BOUNDS`, or `">=N"` for a whole number N."""
+    if spec in _BOUNDS:
+        return _BOUNDS[spec]
+    at_least = _AT_LEAST.fullmatch(spec or "")
+    if at_least is None:
+        return None
+    minimum = int(at_least.group(1))
+    return (lambda v: v >= minimum), f">= {minimum}"
+
+
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def option(default: Any, help: str, bound: str | None = None, choices: Any = None, **extra: Any) -> Any:
     """A setting: a dataclass field with its ``help``, the numeric ``bound`` it must meet and its ``choices``."""
-    if bound is not None and bound not in _BOUNDS:
-        raise InputError(f"bound must be one of {list(_BOUNDS)}, received {bound!r}")
+    if bound is not None and _bound(bound) is None:
+        raise InputError(f"bound must be one of {list(_BOUNDS)} or '>=N', received {bound!r}")
     metadata = {"help": help, "bound": bound, "choices": list(choices) if choices is not None else None, **extra}
     return field(default=default, metadata=metadata)
 
@@ -91,11 +104,20 @@ def check_fields(config: Any) -> None:
                 raise InputError(f"{where} must be some of {choices}, received {list(value)}")
         elif choices and isinstance(value, str) and value not in choices:
             raise InputError(f"{where} must be one of {choices}, received {value!r}")
-        if kind.scalar in (int, float) and not kind.sequence:
+        if kind.scalar in (int, float):
             allowed = numbers.Real if kind.scalar is float else numbers.Integral
+            test, text = _bound(meta.get("bound")) or (math.isfinite, "finite")
+
+            def fits(number: Any) -> bool:
+                return not isinstance(number, bool) and isinstance(number, allowed) and math.isfinite(number)
+
+            if kind.sequence:  # every item is a number within the bound, and there is at least one
+                if not isinstance(value, (list, tuple)) or not value or not all(fits(v) and test(v) for v in value):
+                    expected = "numbers" if kind.scalar is float else "ints"
+                    raise InputError(f"{where} must be {expected} {text}, received {value!r}")
+                continue
             if isinstance(value, bool) or not isinstance(value, allowed):
                 expected = "a number" if kind.scalar is float else "an int"
                 raise InputTypeError(f"{where} must be {expected}, received {value!r}")
-            test, text = _BOUNDS.get(meta.get("bound") or "", (math.isfinite, "finite"))
-            if not (math.isfinite(value) and test(value)):
+            if not (fits(value) and test(value)):
                 raise InputError(f"{where} must be {text}, received {value}")
