@@ -41,7 +41,8 @@ def raised_builtins() -> list[str]:
 
 
 def test_the_library_raises_its_own_errors_not_bare_builtins() -> None:
-    assert not raised_builtins(), "raise an error of errors.py instead: " + "; ".join(raised_builtins())
+    found = raised_builtins()
+    assert not found, "raise an error of errors.py instead: " + "; ".join(found)
 
 
 def test_every_error_class_lives_in_errors_and_derives_from_the_base() -> None:

@@ -69,12 +69,13 @@ def _warn(old: str, targets: Sequence[str], stacklevel: int) -> None:
     warnings.warn(f"{_PACKAGE}.{old} moved to {where}. {_REMOVAL}", DeprecationWarning, stacklevel=stacklevel)
 
 
-def _lookup(old: str, name: str) -> Any:
+def _find(old: str, name: str) -> tuple[str, Any]:
+    """Where a name of the old module ``old`` lives now (`module.name`, relative to the package), and its value."""
     name = RENAMED.get(old, {}).get(name, name)
     for target in MOVED_MODULES[old]:
         module = importlib.import_module(f"{_PACKAGE}.{target}")
         if hasattr(module, name):
-            return getattr(module, name)
+            return f"{target}.{name}", getattr(module, name)
     raise AttributeError(
         f"module {_PACKAGE}.{old!r} (moved to {', '.join(MOVED_MODULES[old])}) has no attribute {name!r}"
     )
@@ -86,7 +87,7 @@ class _MovedModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return _lookup(self.__name__.rpartition(".")[2], name)
+        return _find(self.__name__.rpartition(".")[2], name)[1]
 
 
 class _Loader(importlib.abc.Loader):
@@ -123,12 +124,8 @@ def moved_names(package: str) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:
         if name.startswith("__") or importlib.util.find_spec(f"{package}.{name}") is not None:
             raise AttributeError(name)  # a submodule not imported yet: the import system imports it
-        value = _lookup(old, name)
-        _warn(f"{old}.{name}", [f"{target}.{name}" for target in MOVED_MODULES[old] if _has(target, name)][:1], 3)
+        where, value = _find(old, name)
+        _warn(f"{old}.{name}", [where], 3)
         return value
 
     return __getattr__
-
-
-def _has(target: str, name: str) -> bool:
-    return hasattr(importlib.import_module(f"{_PACKAGE}.{target}"), name)
