@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from scipy.stats import rankdata
 
 from ..constants import PREFERENCE_COLUMNS, PREFERRED_VALUES
 from ..errors import InputError, InputTypeError
@@ -309,6 +310,18 @@ class EncodedRatings:
         """`[..., N]` image scores as unit scores: for ratings, the scores themselves."""
         return scores
 
+    def held_out_scores(self, scores: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` one fold's model's scores of every rated image -> `[..., H]` unit scores of the held-out
+        images ``held``: their quantile among all N.
+
+        Each fold's model scores on a scale of its own (another task model, another mix), and pooling raw scores
+        across folds ranks one fold's images against another's by those scales, which drags the pooled SROCC down
+        most where folds are smallest. A quantile among the same images (their scores only, no rating) puts every
+        fold on one scale.
+        """
+        ranks = torch.from_numpy(rankdata(scores.double().numpy(), axis=-1))
+        return (ranks[..., held] - 0.5) / scores.shape[-1]
+
     def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
         """Bradley-Terry loss of image scores over pairs of differently rated images (see `pairwise_rank_loss`)."""
         return pairwise_rank_loss(scores, self.ratings.to(scores.device, scores.dtype), pairing)
@@ -385,6 +398,11 @@ class EncodedPreferences:
     def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """`[..., N]` image scores -> `[..., M]` score of image a minus score of image b."""
         return scores[..., self.pairs[:, 0]] - scores[..., self.pairs[:, 1]]
+
+    def held_out_scores(self, scores: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """`[..., N]` one fold's model's scores of every image -> `[..., H]` score differences of the held-out
+        pairs ``held`` (a difference's sign, what pair accuracy counts, does not depend on the fold's scale)."""
+        return self.unit_scores(scores.double())[..., held]
 
     def loss(self, scores: torch.Tensor, pairing: str = "all") -> torch.Tensor:
         """Bradley-Terry loss of image scores on these pairs (``pairing`` concerns ratings only)."""

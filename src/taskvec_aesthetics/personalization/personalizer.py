@@ -156,22 +156,23 @@ class Personalizer(Optimiser):
         self, encoded: Encoded, scores: Scores, names: Sequence[str], folds: list[torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Out-of-fold unit predictions of the simple candidates ``names``: each fold's held-out units (indices into
-        ``encoded``) are predicted by the candidate fitted on the other folds' units; units in no fold stay 0."""
+        ``encoded``) are predicted by the candidate fitted on the other folds' units, on one scale for all folds
+        (`held_out_scores`); units in no fold stay 0."""
         units = torch.cat(folds)
         out = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in names}
         if "uniform" in names:  # fits nothing: one prediction serves every fold
-            uniform = self.predict(self._simple("uniform", scores, units), encoded.prefix).double()
-            out["uniform"][units] = encoded.unit_scores(uniform)[units]
+            uniform = self.predict(self._simple("uniform", scores, units), encoded.prefix)
+            out["uniform"][units] = encoded.held_out_scores(uniform, units)
             names = [name for name in names if name != "uniform"]
+        assert scores.images is not None  # `Personalizer` always keeps the images' scores
         for held in folds:
             train = torch.from_numpy(np.setdiff1d(units.numpy(), held.numpy()))
-            held_out = encoded.subset(held)
             for name in names:
                 if name == "single":  # the task model's own scores: no forward pass
-                    out[name][held] = scores.tasks[int(scores.correlation(train).argmax()), held]
+                    image_scores = scores.images[1 + int(scores.correlation(train).argmax())]
                 else:
-                    values = self._simple(name, scores, train)
-                    out[name][held] = held_out.unit_scores(self.predict(values, held_out.prefix).double())
+                    image_scores = self.predict(self._simple(name, scores, train), encoded.prefix)
+                out[name][held] = encoded.held_out_scores(image_scores, held)
         return out
 
     def _best_simple(self, encoded: Encoded, scores: Scores, index: torch.Tensor) -> str:
@@ -199,7 +200,6 @@ class Personalizer(Optimiser):
         curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
         for f, held in enumerate(folds):
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
-            held_out = encoded.subset(held)
             for name in learned:
                 self._describe(f"fold {f + 1}/{len(folds)}, {name}")
                 start = self._start(name, encoded, scores, train)
@@ -208,8 +208,8 @@ class Personalizer(Optimiser):
                     if name == "distil"
                     else None
                 )
-                watched = self._optimise(start, encoded.subset(train), self.config.steps, held_out.prefix, teacher)[3]
-                curves[name][:, held] = held_out.unit_scores(torch.stack(watched).double())
+                watched = self._optimise(start, encoded.subset(train), self.config.steps, encoded.prefix, teacher)[3]
+                curves[name][:, held] = encoded.held_out_scores(torch.stack(watched), held)
         out = {name: (prediction, 0, prediction[None]) for name, prediction in simple.items()}
         for name, curve in curves.items():
             out[name] = (*best_step(curve, steps, scores), curve)
