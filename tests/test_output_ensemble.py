@@ -14,6 +14,7 @@ from taskvec_aesthetics.cli import main
 from taskvec_aesthetics.errors import InputError, IntegrityError
 from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.personalization.inputs import EncodedRatings, Unlabeled
+from taskvec_aesthetics.personalization.many import personalize_many
 from taskvec_aesthetics.personalization.model_selection import fit_output_ensemble
 from taskvec_aesthetics.personalization.output_ensemble import OutputEnsemble
 from taskvec_aesthetics.personalization.personalizer import Personalizer
@@ -201,3 +202,26 @@ def test_the_ensemble_preset_from_the_command_line(world, tmp_path, capsys):
     assert record["info"]["scoring"]["text"] in printed and "weight per standardized task score" in printed
     reloaded = AestheticModel.from_pretrained(tmp_path / "out")
     assert reloaded.score([tmp_path / "photos" / "p00.png"]).shape == (1,)
+
+
+def test_personalize_many_saves_an_output_ensemble_as_one_and_resumes(world, tmp_path):
+    _, base, bank = world
+    photos = images(24, seed=26)
+    (tmp_path / "photos").mkdir()
+    with open(tmp_path / "ratings.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "score", "user_id"])
+        for user, taste in (("a", TASTE), ("b", [1.0, 0.5, 0.0])):
+            _, ratings = user_ratings(photos, taste, noise=0.02, seed=8)
+            for i, (photo, rating) in enumerate(zip(photos, ratings.tolist())):
+                photo.save(tmp_path / "photos" / f"p{i:02d}.png")
+                writer.writerow([f"photos/p{i:02d}.png", f"{rating:.4f}", user])
+    config = PersonalizerConfig.from_preset("ensemble", **QUICK)
+    result = personalize_many(base, bank, tmp_path / "ratings.csv", tmp_path / "out", config, progress=False)
+    assert result.fitted == 2
+    record = json.loads((tmp_path / "out" / "users" / "a" / "personalization.json").read_text())
+    assert record["info"]["chosen"] == "outputs" and record["export"] == "ensemble"
+    assert (tmp_path / "out" / "users" / "a" / "ensemble.safetensors").is_file()
+    assert AestheticModel.from_pretrained(tmp_path / "out" / "users" / "a").personalization.ensemble is not None
+    again = personalize_many(base, bank, tmp_path / "ratings.csv", tmp_path / "out", config, progress=False)
+    assert again.fitted == 0 and again.skipped == 2  # an ensemble export counts as written

@@ -55,6 +55,8 @@ class PersonalizableMixin:
     personalization: PersonalizationState | None = None
     #: True while `forward` runs one task model of an output ensemble (`_ensemble_scores`).
     _ensemble_member: bool = False
+    #: The bank's stacked task vectors on the device where the output ensemble last ran (kept between calls).
+    _ensemble_stacked: tuple[torch.device, dict[str, torch.Tensor]] | None = None
 
     def with_coefficients(
         self,
@@ -166,8 +168,12 @@ class PersonalizableMixin:
             {"pixel_values": hidden} if shared is None else {"prefix_hidden": hidden, "prefix_blocks": shared}
         )
         own = dict(model.named_parameters())
-        stacked = bank.stacked()
-        one = torch.ones(1)
+        device = next(iter(own.values())).device
+        cached = model._ensemble_stacked
+        if cached is None or cached[0] != device:  # the bank's stacked task vectors where the model runs, kept
+            cached = (device, {n: t.to(device) for n, t in bank.stacked().items()})
+            model._ensemble_stacked = cached
+        stacked, one = cached[1], torch.ones(1, device=device)
         scores = []
         model._ensemble_member = True
         try:
