@@ -8,6 +8,7 @@ import pytest
 import torch
 from planted import build_world, images, to_pixels, user_ratings
 from tiny_models import perturbed_copy, pixels, tiny_model
+from transformers import pipeline
 
 from taskvec_aesthetics import AestheticModel, TaskVectorBank
 from taskvec_aesthetics.cli import main
@@ -18,6 +19,7 @@ from taskvec_aesthetics.personalization.many import personalize_many
 from taskvec_aesthetics.personalization.model_selection import fit_output_ensemble
 from taskvec_aesthetics.personalization.output_ensemble import OutputEnsemble
 from taskvec_aesthetics.personalization.personalizer import Personalizer
+from taskvec_aesthetics.pipeline import TASK
 
 #: A taste no positive mix of the task models reaches: green counts for, blue against (tasks 1 and 2).
 TASTE = [0.0, 1.0, -0.8]
@@ -137,6 +139,11 @@ def test_ensemble_export_is_small_checked_and_reloads_to_identical_scores(world,
     x = pixels(5)
     assert torch.equal(reloaded(pixel_values=x).scores, model(pixel_values=x).scores)
     assert torch.equal(reloaded.personalization.ensemble.weights, model.personalization.ensemble.weights)
+    # the transformers pipeline scores as the model does
+    photos = images(3, seed=27)
+    scorer = pipeline(TASK, model=str(tmp_path / "mine"))
+    piped = torch.tensor([row["score"] for row in scorer(photos)])
+    assert torch.allclose(piped, model.score(photos), atol=1e-5)
     # files are checked on read-back
     path = tmp_path / "mine" / "ensemble.safetensors"
     data = bytearray(path.read_bytes())
@@ -225,3 +232,20 @@ def test_personalize_many_saves_an_output_ensemble_as_one_and_resumes(world, tmp
     assert AestheticModel.from_pretrained(tmp_path / "out" / "users" / "a").personalization.ensemble is not None
     again = personalize_many(base, bank, tmp_path / "ratings.csv", tmp_path / "out", config, progress=False)
     assert again.fitted == 0 and again.skipped == 2  # an ensemble export counts as written
+
+
+def test_preferences_compete_with_the_output_ensemble_too(world):
+    _, base, bank = world
+    photos = images(40, seed=28)
+    utility, _ = user_ratings(photos, TASTE, noise=0.0, seed=9)
+    pairs = [(photos[i], photos[i + 20], "a" if utility[i] > utility[i + 20] else "b") for i in range(20)]
+    pairs += [(photos[i], photos[i + 1], "a" if utility[i] > utility[i + 1] else "b") for i in range(0, 38, 2)]
+    config = PersonalizerConfig(candidates=("init", "outputs"), **QUICK)
+    result = Personalizer(base, bank, config).fit(pairs)
+    table = {row["candidate"]: row for row in result.report.cross_validation}
+    assert table["outputs"]["accuracy"] > table["init"]["accuracy"], table
+    assert result.report.chosen == "outputs" and result.model.personalization.ensemble is not None
+    # the personalized model orders the compared photos by the fitted ensemble
+    scores = result.model.score(photos)
+    agree = [(scores[i] > scores[i + 20]) == (utility[i] > utility[i + 20]) for i in range(20)]
+    assert sum(agree) >= 16, agree

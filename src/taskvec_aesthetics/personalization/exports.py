@@ -203,8 +203,10 @@ def save_coefficients_export(model: AestheticModel, directory: str | Path) -> Pa
 def _write_reference_export(model: AestheticModel, directory: Path, export: str) -> Path:
     """A coefficients or output-ensemble export: the references to the base and the bank, and the small file."""
     state = model.personalization
-    ensemble = export == ENSEMBLE
-    if state is None or state.bank is None or (state.ensemble if ensemble else state.coefficients) is None:
+    small: OutputEnsemble | Coefficients | None = None
+    if state is not None:
+        small = state.ensemble if export == ENSEMBLE else state.coefficients
+    if state is None or state.bank is None or small is None:
         raise InputError(
             "export='coefficients' needs a personalized model (from personalize() or with_coefficients()); "
             "this model has no coefficients. Use export='merged' to save plain weights"
@@ -217,12 +219,8 @@ def _write_reference_export(model: AestheticModel, directory: Path, export: str)
     )
     config = copy.deepcopy(model.config)
     config.base_model = base_ref.to_dict()
-    tasks = state.ensemble.task_names if state.ensemble is not None else state.coefficients.task_names  # type: ignore[union-attr]
-    config.bank = {**bank_ref.to_dict(fingerprint_key="base_fingerprint"), "tasks": tasks}
-    if state.ensemble is not None:
-        state.ensemble.save(directory / ENSEMBLE_FILE)
-    else:
-        state.coefficients.save(directory / COEFFICIENTS_FILE)  # type: ignore[union-attr]
+    config.bank = {**bank_ref.to_dict(fingerprint_key="base_fingerprint"), "tasks": small.task_names}
+    small.save(directory / (ENSEMBLE_FILE if export == ENSEMBLE else COEFFICIENTS_FILE))
     write_personalization_file(model, directory, export=export)
     model.image_processor.save_pretrained(directory)
     with atomic_path(directory / CONFIG_FILE) as tmp:

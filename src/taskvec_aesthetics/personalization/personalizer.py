@@ -303,9 +303,8 @@ class Personalizer(Optimiser):
                 self._describe(f"refit {chosen}")
                 ensemble = self._output_ensemble(encoded, scores, everything, pool) if chosen == OUTPUTS else None
                 # The output ensemble has no coefficients: the softmax mix stands beside it as the one-pass reference.
-                coefficients, losses = self._fit_candidate(
-                    "init" if ensemble else chosen, steps, encoded, scores, pool
-                )
+                refit = chosen if ensemble is None else "init"
+                coefficients, losses = self._fit_candidate(refit, steps, encoded, scores, pool)
             finally:
                 self._bar = None
         calibration = None
