@@ -249,3 +249,16 @@ def test_preferences_compete_with_the_output_ensemble_too(world):
     scores = result.model.score(photos)
     agree = [(scores[i] > scores[i + 20]) == (utility[i] > utility[i + 20]) for i in range(20)]
     assert sum(agree) >= 16, agree
+
+
+def test_an_ensemble_push_checks_its_kind_and_references_before_any_upload(tmp_path):
+    base = tiny_model("clip")
+    bank = TaskVectorBank.from_finetuned(base, {"ava": perturbed_copy(base, 1)})
+    mine = base.with_output_ensemble(bank, OutputEnsemble(["ava"], [1.0], [5.0], [0.5]))
+    # The suite runs offline: reaching the Hub would raise a connection error, not these.
+    with pytest.raises(InputError, match="export='ensemble'"):
+        mine.push_to_hub("someone/mine", export="merged")
+    with pytest.raises(InputError, match="an ensemble export on the Hub must reference its base model by Hub repo id"):
+        mine.push_to_hub("someone/mine", export="ensemble")
+    with pytest.raises(InputError, match="this model is not one"):
+        base.push_to_hub("someone/base", export="ensemble")

@@ -102,9 +102,10 @@ def _check_coefficients(coefficients: Coefficients, where: str) -> None:
             raise IntegrityError(f"{where}: the stored tensor 'extra.{name}' holds NaN or inf values")
 
 
-def _saved_location(reference: Reference | None, what: str, how: str) -> Reference:
+def _saved_location(reference: Reference | None, what: str, how: str, export: str = COEFFICIENTS) -> Reference:
     if reference is None or reference.location is None:
-        raise InputError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
+        kind = "coefficients" if export == COEFFICIENTS else "an output ensemble"
+        raise InputError(f"cannot export {kind}: the {what} has no saved location (path or Hub repo id). {how}")
     return reference
 
 
@@ -212,10 +213,16 @@ def _write_reference_export(model: AestheticModel, directory: Path, export: str)
             "this model has no coefficients. Use export='merged' to save plain weights"
         )
     base_ref = _saved_location(
-        state.base, "base model", "Save it with save_pretrained and load it with from_pretrained, or push it."
+        state.base,
+        "base model",
+        "Save it with save_pretrained and load it with from_pretrained, or push it.",
+        export,
     )
     bank_ref = _saved_location(
-        state.bank_ref, "bank", "Save it with bank.save_pretrained(...) and load it from there, or push it first."
+        state.bank_ref,
+        "bank",
+        "Save it with bank.save_pretrained(...) and load it from there, or push it first.",
+        export,
     )
     config = copy.deepcopy(model.config)
     config.base_model = base_ref.to_dict()
