@@ -91,7 +91,8 @@ class PersonalizerConfig:
         "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights and "
         "coefficients learned at the granularity, and with unlabeled photos the distilled output ensemble; the "
         "uniform mix measured worst and wins only by chance, so it is left out, but learned coefficients may start "
-        "from it)",
+        "from it; outputs, the output ensemble itself, scores with one pass per task model, so it competes only when "
+        "listed or with the ensemble preset)",
         choices=CANDIDATES,
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
