@@ -15,12 +15,14 @@ __all__ = [
     "PREPROCESSOR_FILE",
     "PERSONALIZATION_FILE",
     "COEFFICIENTS_FILE",
+    "ENSEMBLE_FILE",
     "BANK_CONFIG_FILE",
     "TASK_VECTORS_DIR",
     "CARD_FILE",
     "MANIFEST_FILE",
     "MERGED",
     "COEFFICIENTS",
+    "ENSEMBLE",
     "EXPORTS",
     "STORAGE_DTYPE_NAMES",
 ]
@@ -38,6 +40,7 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 PERSONALIZATION_FILE = "personalization.json"
 COEFFICIENTS_FILE = "coefficients.safetensors"
+ENSEMBLE_FILE = "ensemble.safetensors"
 
 # -- a bank folder -------------------------------------------------------------------------------------------------
 BANK_CONFIG_FILE = "bank_config.json"
@@ -53,8 +56,11 @@ MANIFEST_FILE = "checksums.json"
 # -- how a personalized model is saved ----------------------------------------------------------------------------
 MERGED = "merged"
 COEFFICIENTS = "coefficients"
-#: `"merged"`: standalone weights; `"coefficients"`: kilobytes that point at the base model and the bank.
-EXPORTS = (MERGED, COEFFICIENTS)
+ENSEMBLE = "ensemble"
+#: `"merged"`: standalone weights; `"coefficients"`: kilobytes that point at the base model and the bank;
+#: `"ensemble"`: kilobytes (an output ensemble's weights) that point at them too, for a model that scores as the
+#: weighed outputs of its task models.
+EXPORTS = (MERGED, COEFFICIENTS, ENSEMBLE)
 
 # -- what a person gives -------------------------------------------------------------------------------------------
 #: Columns of a preferences dataset or CSV: the two images, and which one was preferred.

@@ -23,6 +23,8 @@ from .configuration import AestheticConfig
 from .constants import (
     COEFFICIENTS,
     COEFFICIENTS_FILE,
+    ENSEMBLE,
+    ENSEMBLE_FILE,
     EXPORTS,
     LIBRARY_NAME,
     MERGED,
@@ -34,6 +36,7 @@ from .hub.cards import DEFAULT_LICENSE, PAPER, card_title, count, render_card
 from .hub.references import Reference
 from .hub.repository import HubMixin, locate
 from .losses import emd_loss
+from .personalization.exports import check_export_kind
 from .personalization.model_mixin import PersonalizableMixin
 from .personalization.optimisation import resolve_device
 from .processing import ImageInput, collect_images, default_image_processor, open_image
@@ -272,6 +275,14 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         return_dict = config.return_dict if return_dict is None else return_dict
+        if self._scores_as_ensemble():  # a personalized output ensemble: T task models' scores, weighed
+            if labels is not None or output_hidden_states or output_attentions:
+                raise InputError(
+                    "a model that scores as an output ensemble returns scores only: no labels, hidden states or "
+                    "attentions (those are one network's)"
+                )
+            output = AestheticModelOutput(scores=self._ensemble_scores(pixel_values, prefix_hidden, prefix_blocks))
+            return output if return_dict else output.to_tuple()
         adapter = self.adapter
         with adapter.recording_attentions(output_attentions) as attentions:
             if prefix_hidden is not None:
@@ -393,7 +404,8 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
             export: `"merged"` writes standalone weights (`config.json`, `model.safetensors`,
                 `preprocessor_config.json`); `"coefficients"` (personalized models only) writes the kilobyte-sized
                 coefficients-only format that points at the base model and bank by location, revision and
-                fingerprint.
+                fingerprint; `"ensemble"` (models that score as an output ensemble, and only they) writes the
+                ensemble's weights with the same references.
             overwrite_card: replace a `README.md` in the folder that a person wrote (a generated card is always
                 regenerated).
             push_to_hub: also push the model with [`push_to_hub`] (`repo_id`, `private`, `token`, `revision` and
@@ -418,7 +430,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
     # -- the Hub -----------------------------------------------------------------------------------------------
     hub_name = "model"
     # Files a push replaces: stale ones from an earlier push (e.g. a merged export before a coefficients one) go away.
-    hub_replaces = ("model*.safetensors", WEIGHTS_INDEX_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE)
+    hub_replaces = ("model*.safetensors", WEIGHTS_INDEX_FILE, COEFFICIENTS_FILE, ENSEMBLE_FILE, PERSONALIZATION_FILE)
 
     def hub_description(self, export: str = MERGED, **options: Any) -> str:
         return "model" if self.personalization is None else f"personalized model ({export})"
@@ -434,15 +446,17 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
         Args:
             repo_id: `"user/name"` (or `"name"` in your namespace).
-            export: `"merged"` (standalone weights) or `"coefficients"` (personalized models whose base and bank
-                are on the Hub: a few kilobytes that resolve them at their pinned revisions).
+            export: `"merged"` (standalone weights), `"coefficients"` (personalized models whose base and bank
+                are on the Hub: a few kilobytes that resolve them at their pinned revisions) or `"ensemble"` (the
+                same for a model that scores as an output ensemble).
 
         Returns:
             `huggingface_hub.CommitInfo`: the commit (a `str` holding its url; `.oid` is the commit sha).
         """
         if export not in EXPORTS:
             raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
-        if export == COEFFICIENTS:
+        check_export_kind(self, export)
+        if export in (COEFFICIENTS, ENSEMBLE):
             self._check_shareable()  # before anything is created on the Hub
         return super().push_to_hub(repo_id, export=export, **kwargs)
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..constants import COEFFICIENTS, EXPORTS
+from ..constants import COEFFICIENTS, ENSEMBLE, EXPORTS
 from ..errors import InputError, MissingFileError
 from ..personalization.config import PRESETS, PersonalizerConfig
 from .options import (
@@ -68,8 +68,10 @@ def add_personalize(subparsers: Any) -> None:
         "personalize",
         help="fit a personalized model to one person's ratings or pairwise preferences",
         description="Fit task-vector coefficients to one person's ratings, or preferences between pairs of images, "
-        "and save the personalized model as coefficients only (kilobytes) or merged. Given a personalized model, its "
-        "base is personalized again with the new ratings.",
+        "and save the personalized model as coefficients only (kilobytes) or merged. With --preset ensemble the output "
+        "ensemble of the task models competes too; when it wins, the model scores with one pass per task model and is "
+        "saved as an ensemble export (kilobytes). Given a personalized model, its base is personalized again with the "
+        "new ratings.",
     )
     parser.add_argument(
         "--ratings",
@@ -87,8 +89,7 @@ def add_personalize(subparsers: Any) -> None:
     parser.add_argument(
         "--export",
         choices=EXPORTS,
-        default=COEFFICIENTS,
-        help="what to save (default: coefficients)",
+        help="what to save (default: coefficients; ensemble when the output ensemble won, the only kind it saves as)",
     )
     parser.add_argument("--unlabeled", metavar="DIR", help=UNLABELED_HELP)
     _add_recipe_options(parser)
@@ -101,7 +102,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=PRESETS,
         default="default",
-        help="recipe; the options below override its values (default: default; paper: the authors' recipe)",
+        help="recipe; the options below override its values (default: default; paper: the authors' recipe; "
+        "ensemble: the default plus the output ensemble itself as a candidate, which scores with one pass per task "
+        "model when it wins)",
     )
     parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
     add_config_arguments(parser, PersonalizerConfig)
@@ -118,16 +121,24 @@ def run_personalize(args: argparse.Namespace) -> None:
     model = base.personalize(
         ratings, bank=bank, preset=args.preset, progress=args.progress, unlabeled=args.unlabeled, **overrides
     )
-    model.save_pretrained(args.output, export=args.export)
     state = model.personalization
-    weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
+    export = args.export or (ENSEMBLE if state.ensemble is not None else COEFFICIENTS)
+    model.save_pretrained(args.output, export=export)
+    if state.ensemble is not None:
+        weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.ensemble.task_weights().items())
+        what = (
+            f"the output ensemble won; weight per standardized task score: {weights}\n{state.info['scoring']['text']}"
+        )
+    else:
+        weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.coefficients.task_weights().items())
+        what = f"mean coefficient per task: {weights}"
     given = (
         f"{state.info['num_pairs']} pairs" if state.info.get("num_pairs") else f"{state.info['num_ratings']} ratings"
     )
     print(
         f"personalized on {given} ({state.info['wall_time_s']:.1f} s); "
-        f"mean coefficient per task: {weights}\n{state.info['cross_validation']['estimate']}\n"
-        f"saved ({args.export}) to {args.output}"
+        f"{what}\n{state.info['cross_validation']['estimate']}\n"
+        f"saved ({export}) to {args.output}"
     )
 
 

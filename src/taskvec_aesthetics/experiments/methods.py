@@ -18,7 +18,9 @@ import torch
 
 from ..evaluation.metrics import srocc
 from ..losses import pairwise_rank_loss
+from ..personalization.config import OUTPUTS
 from ..personalization.inputs import EncodedRatings
+from ..personalization.model_selection import fit_output_ensemble
 from ..personalization.personalizer import Personalizer
 from ..task_vectors.coefficients import Coefficients
 from .config import METHOD_LABELS, METHODS
@@ -84,7 +86,10 @@ class Methods:
             began = time.perf_counter()
             coefficients, report = personalizer.fit_encoded(encoded, *(pool if method == "default" else ()))
             seconds = time.perf_counter() - began
-            predicted = personalizer.predict(coefficients, self.prefix[test])
+            if report.ensemble is not None:  # the output ensemble won: it scores with the task models' scores
+                predicted = report.ensemble.combine(self.task_scores[:, test]).float()
+            else:
+                predicted = personalizer.predict(coefficients, self.prefix[test])
             facts: dict[str, Any] = {}
             if method == "default":
                 facts = {
@@ -95,13 +100,14 @@ class Methods:
                 }
             if method == "default" and self.config.score_candidates:
                 refits = personalizer.candidate_coefficients(encoded, report, *pool)
+
+                def tested(name: str) -> torch.Tensor:
+                    if name == OUTPUTS:  # no coefficients: the refitted ensemble on the task models' scores
+                        return personalizer.candidate_ensemble(encoded, *pool).combine(self.task_scores[:, test])
+                    return personalizer.predict(refits[name], self.prefix[test])
+
                 facts["candidates"] = [
-                    {
-                        **row,
-                        "test_srocc": _srocc(
-                            personalizer.predict(refits[row["candidate"]], self.prefix[test]), test_ratings
-                        ),
-                    }
+                    {**row, "test_srocc": _srocc(tested(row["candidate"]), test_ratings)}
                     for row in report.cross_validation
                 ]
             yield method, _srocc(predicted, test_ratings), seconds, facts
@@ -166,17 +172,12 @@ class Methods:
         with torch.no_grad():
             return self._forward(params, test).scores.float().cpu()
 
-    def _ensemble(self, rated, test, ratings, _best, rated_srocc) -> torch.Tensor:
-        scores = self.task_scores.double()
-        mean, std = scores[:, rated].mean(1, keepdim=True), scores[:, rated].std(1, keepdim=True).clamp_min(1e-8)
-        features = (scores - mean) / std
-        init = torch.softmax(10.0 * torch.tensor(np.nan_to_num(rated_srocc, nan=0.0)), dim=0)
-        weights = init.clone().requires_grad_(True)
-        _adam_fit(
-            [weights],
-            lambda: pairwise_rank_loss(weights @ features[:, rated], ratings.double()),
-            self.config.baseline_steps,
-            self.config.ensemble_learning_rate,
+    def _ensemble(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
+        """The learned output ensemble, fitted as the `"outputs"` candidate fits it (`fit_output_ensemble`: each
+        task model's scores standardized over the rated images, weights by the rank loss from the softmax mix)."""
+        encoded = EncodedRatings(self.prefix[rated], ratings.double(), model_scores=self.model_scores[:, rated])
+        scores = self.ours._scores(encoded)
+        ensemble = fit_output_ensemble(
+            encoded, scores, torch.arange(len(rated)), None, self.ours.config.temperature, self.ours.bank.task_names
         )
-        with torch.no_grad():
-            return weights @ features[:, test]
+        return ensemble.combine(self.task_scores[:, test])

@@ -1,7 +1,10 @@
-"""Saved formats of personalized models: coefficients-only exports and the provenance file of both exports.
+"""Saved formats of personalized models: coefficients-only and output-ensemble exports, and the provenance file of
+every export.
 
 A coefficients-only export is `config.json` (with the base and bank references and their fingerprints),
-`coefficients.safetensors` and `personalization.json`: a few kilobytes that reload into the exact merged model.
+`coefficients.safetensors` and `personalization.json`: a few kilobytes that reload into the exact merged model. An
+output-ensemble export is the same with `ensemble.safetensors` in place of the coefficients: it reloads into the base
+and the bank scoring as the weighed outputs of the task models (`OutputEnsemble`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from ..constants import (
     COEFFICIENTS,
     COEFFICIENTS_FILE,
     CONFIG_FILE,
+    ENSEMBLE,
+    ENSEMBLE_FILE,
     FORMAT_VERSION,
     GENERATION_CONFIG_FILE,
     MANIFEST_FILE,
@@ -38,6 +43,7 @@ from ..task_vectors.coefficients import Coefficients
 from ..task_vectors.fingerprint import FingerprintMismatchError, fingerprint_matches
 from ..utils.io import atomic_path, folder_transaction, read_json, verify_manifest, write_json, write_manifest
 from ..utils.progress import transformers_bars_off
+from .output_ensemble import OutputEnsemble
 from .report import PersonalizationState, check_calibration
 
 if TYPE_CHECKING:
@@ -60,10 +66,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Small files beside a model that are fetched together from the Hub.
-SIDE_FILES = (CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE, COEFFICIENTS_FILE, MANIFEST_FILE)
+SIDE_FILES = (CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE, COEFFICIENTS_FILE, ENSEMBLE_FILE, MANIFEST_FILE)
 # Files a model save owns: a save replaces them all, so nothing of an earlier export of another kind stays behind.
 _MODEL_FILES = {CONFIG_FILE, GENERATION_CONFIG_FILE, PREPROCESSOR_FILE, PERSONALIZATION_FILE,
-                COEFFICIENTS_FILE, WEIGHTS_INDEX_FILE, MANIFEST_FILE}  # fmt: skip
+                COEFFICIENTS_FILE, ENSEMBLE_FILE, WEIGHTS_INDEX_FILE, MANIFEST_FILE}  # fmt: skip
 
 
 def _not_model_file(relative: str) -> bool:
@@ -96,9 +102,10 @@ def _check_coefficients(coefficients: Coefficients, where: str) -> None:
             raise IntegrityError(f"{where}: the stored tensor 'extra.{name}' holds NaN or inf values")
 
 
-def _saved_location(reference: Reference | None, what: str, how: str) -> Reference:
+def _saved_location(reference: Reference | None, what: str, how: str, export: str = COEFFICIENTS) -> Reference:
     if reference is None or reference.location is None:
-        raise InputError(f"cannot export coefficients: the {what} has no saved location (path or Hub repo id). {how}")
+        kind = "coefficients" if export == COEFFICIENTS else "an output ensemble"
+        raise InputError(f"cannot export {kind}: the {what} has no saved location (path or Hub repo id). {how}")
     return reference
 
 
@@ -116,7 +123,7 @@ def read_personalization_file(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = read_json(path, "a personalization record")
-    for key in ("info", "base", "bank", "coefficients"):
+    for key in ("info", "base", "bank", "coefficients", "ensemble"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise ConfigError(f"{path}: field '{key}' must be an object, received {type(record[key]).__name__}")
     check_calibration((record.get("info") or {}).get("calibration"), f"{path}: field 'info'")
@@ -125,6 +132,8 @@ def read_personalization_file(folder: str | Path) -> dict[str, Any] | None:
             Coefficients.from_dict(record["coefficients"])
         except (ValueError, TypeError, RuntimeError) as error:
             raise ConfigError(f"{path}: field 'coefficients': {error}") from None
+    if "ensemble" in record:
+        OutputEnsemble.from_dict(record["ensemble"], f"{path}: field 'ensemble'")
     return record
 
 
@@ -148,13 +157,16 @@ def save_model_export(
             f"cannot save the personalized model into {directory}: that folder holds its base model, which this "
             "save would replace (and every export of it would then refer to another model). Choose another folder"
         )
+    check_export_kind(model, export)
     if export == MERGED:
         check_finite_weights(model, "the model to save")
     if state is not None and state.coefficients is not None:
         _check_coefficients(state.coefficients, "the model to save")
+    if state is not None and state.ensemble is not None:
+        state.ensemble.check("the output ensemble to save")
     with folder_transaction(directory, keep=_not_model_file) as staging:
-        if export == COEFFICIENTS:
-            _write_coefficients_export(model, staging)
+        if export in (COEFFICIENTS, ENSEMBLE):
+            _write_reference_export(model, staging, export)
         else:
             save_weights(staging)
             model.image_processor.save_pretrained(staging)
@@ -166,29 +178,57 @@ def save_model_export(
     return Path(directory)
 
 
+def check_export_kind(model: AestheticModel, export: str) -> None:
+    """``export`` must fit the model: an output ensemble saves only as `"ensemble"` (it has neither merged weights
+    nor coefficients), and only an output ensemble saves as `"ensemble"`."""
+    state = model.personalization
+    ensemble = state is not None and state.ensemble is not None
+    if ensemble and export != ENSEMBLE:
+        raise InputError(
+            f"this model scores as an output ensemble of its task models (one pass per task model): it has no merged "
+            f"weights or coefficients to save as export={export!r}. Save it with export='ensemble'"
+        )
+    if export == ENSEMBLE and not ensemble:
+        kinds = "'coefficients' or 'merged'" if state is not None and state.coefficients is not None else "'merged'"
+        raise InputError(
+            "export='ensemble' saves a model that scores as an output ensemble (when the 'outputs' candidate wins, "
+            f"e.g. with preset='ensemble'); this model is not one. Save it with export={kinds}"
+        )
+
+
 def save_coefficients_export(model: AestheticModel, directory: str | Path) -> Path:
     """Write the coefficients-only format of a personalized model into ``directory`` (as one transaction)."""
     return save_model_export(model, directory, COEFFICIENTS, save_weights=lambda folder: None)
 
 
-def _write_coefficients_export(model: AestheticModel, directory: Path) -> Path:
+def _write_reference_export(model: AestheticModel, directory: Path, export: str) -> Path:
+    """A coefficients or output-ensemble export: the references to the base and the bank, and the small file."""
     state = model.personalization
-    if state is None or state.coefficients is None or state.bank is None:
+    small: OutputEnsemble | Coefficients | None = None
+    if state is not None:
+        small = state.ensemble if export == ENSEMBLE else state.coefficients
+    if state is None or state.bank is None or small is None:
         raise InputError(
             "export='coefficients' needs a personalized model (from personalize() or with_coefficients()); "
             "this model has no coefficients. Use export='merged' to save plain weights"
         )
     base_ref = _saved_location(
-        state.base, "base model", "Save it with save_pretrained and load it with from_pretrained, or push it."
+        state.base,
+        "base model",
+        "Save it with save_pretrained and load it with from_pretrained, or push it.",
+        export,
     )
     bank_ref = _saved_location(
-        state.bank_ref, "bank", "Save it with bank.save_pretrained(...) and load it from there, or push it first."
+        state.bank_ref,
+        "bank",
+        "Save it with bank.save_pretrained(...) and load it from there, or push it first.",
+        export,
     )
     config = copy.deepcopy(model.config)
     config.base_model = base_ref.to_dict()
-    config.bank = {**bank_ref.to_dict(fingerprint_key="base_fingerprint"), "tasks": state.coefficients.task_names}
-    state.coefficients.save(directory / COEFFICIENTS_FILE)
-    write_personalization_file(model, directory, export=COEFFICIENTS)
+    config.bank = {**bank_ref.to_dict(fingerprint_key="base_fingerprint"), "tasks": small.task_names}
+    small.save(directory / (ENSEMBLE_FILE if export == ENSEMBLE else COEFFICIENTS_FILE))
+    write_personalization_file(model, directory, export=export)
     model.image_processor.save_pretrained(directory)
     with atomic_path(directory / CONFIG_FILE) as tmp:
         tmp.write_text(config.to_json_string(use_diff=False), encoding="utf-8")
@@ -219,7 +259,8 @@ def resolve_model_files(
 def load_coefficients_export(
     model_class: type[AestheticModel], name_or_path: str | Path, config: AestheticConfig, **hub_kwargs: Any
 ) -> AestheticModel:
-    """Resolve a coefficients-only export: load its base and bank, check fingerprints, merge."""
+    """Resolve a coefficients-only export (load its base and bank, check fingerprints, merge) or an output-ensemble
+    export (the same, with the base scoring as the ensemble of the bank's task models)."""
     folder, source = resolve_model_files(name_or_path, **hub_kwargs)
     verify_manifest(folder)  # every file of the export, before any is used
     where = f"{folder / CONFIG_FILE}"
@@ -266,12 +307,18 @@ def load_coefficients_export(
     except (OSError, ValueError) as error:
         raise InputError(f"{name_or_path}: cannot load its bank {bank_location!r}: {error}") from error
     bank.check_base(base)
-    coefficients = Coefficients.load(folder / COEFFICIENTS_FILE)
-    _check_coefficients(coefficients, str(folder / COEFFICIENTS_FILE))
-    record = read_personalization_file(folder) or {}
-    # The base was loaded for this merge alone: merged into in place, tensor by tensor (one model in memory).
-    model = base.with_coefficients(bank, coefficients, record.get("info"), in_place=True)
-    check_finite_weights(model, f"{folder / COEFFICIENTS_FILE} merged into its base")
+    if (folder / ENSEMBLE_FILE).is_file():
+        ensemble = OutputEnsemble.load(folder / ENSEMBLE_FILE)
+        record = read_personalization_file(folder) or {}
+        # Nothing to merge: the base scores as the ensemble of the bank's task models (its cost restated).
+        model = base.with_output_ensemble(bank, ensemble, record.get("info"), in_place=True)
+    else:
+        coefficients = Coefficients.load(folder / COEFFICIENTS_FILE)
+        _check_coefficients(coefficients, str(folder / COEFFICIENTS_FILE))
+        record = read_personalization_file(folder) or {}
+        # The base was loaded for this merge alone: merged into in place, tensor by tensor (one model in memory).
+        model = base.with_coefficients(bank, coefficients, record.get("info"), in_place=True)
+        check_finite_weights(model, f"{folder / COEFFICIENTS_FILE} merged into its base")
     processor = load_image_processor(folder)
     if processor is not None:
         model.image_processor = processor

@@ -38,7 +38,7 @@ from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..constants import COEFFICIENTS_FILE, CONFIG_FILE, PERSONALIZATION_FILE
+from ..constants import COEFFICIENTS, COEFFICIENTS_FILE, CONFIG_FILE, ENSEMBLE, ENSEMBLE_FILE, PERSONALIZATION_FILE
 from ..data import DatabaseFormatError, Issue, load_ratings
 from ..data.ratings import load_ratings_by_user
 from ..errors import InputError, InputTypeError, MissingFileError
@@ -224,7 +224,8 @@ def _exported(output_dir: Path, name: str) -> bool:
     if not folder.is_dir():
         return False
     try:
-        absent = [f for f in (CONFIG_FILE, COEFFICIENTS_FILE, PERSONALIZATION_FILE) if not (folder / f).is_file()]
+        small = ENSEMBLE_FILE if (folder / ENSEMBLE_FILE).is_file() else COEFFICIENTS_FILE  # an output ensemble's
+        absent = [f for f in (CONFIG_FILE, small, PERSONALIZATION_FILE) if not (folder / f).is_file()]
         if absent:
             raise MissingFileError(f"{folder} lacks {absent}")
         verify_manifest(folder)
@@ -437,8 +438,12 @@ def personalize_many(
             else:
                 coefficients, report = outcome
                 report.wall_time = share  # this user's share of the group's time: the sum over users is the total
-                personalized = model.with_coefficients(bank, coefficients, info=report.summary())
-                personalized.save_pretrained(output_dir / USERS_FOLDER / name, export="coefficients")
+                if report.ensemble is not None:  # the output ensemble won (preset "ensemble"): it saves as one
+                    personalized = model.with_output_ensemble(bank, report.ensemble, info=report.summary())
+                else:
+                    personalized = model.with_coefficients(bank, coefficients, info=report.summary())
+                export = ENSEMBLE if report.ensemble is not None else COEFFICIENTS
+                personalized.save_pretrained(output_dir / USERS_FOLDER / name, export=export)
                 (output_dir / ERRORS_FOLDER / f"{name}.json").unlink(missing_ok=True)
         bar.update(len(group))
     bar.close()

@@ -8,6 +8,7 @@ personalization (the `personalization` state, `with_coefficients`, `personalize`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -18,14 +19,14 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..configuration import AestheticConfig
-from ..constants import COEFFICIENTS, LIBRARY_NAME, PERSONALIZATION_FILE
+from ..constants import COEFFICIENTS, ENSEMBLE, LIBRARY_NAME, PERSONALIZATION_FILE
 from ..errors import InputError, InputTypeError, IntegrityError
 from ..hub.cards import PAPER, bar_chart, card_title, number, reference_row, render_card
 from ..hub.references import Reference
 from ..processing import load_image_processor
 from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
-from ..task_vectors.merging import as_coefficients, coefficient_layout, merged_copy
+from ..task_vectors.merging import as_coefficients, coefficient_layout, functional_forward, merge_tensor, merged_copy
 from ..utils.io import verify_manifest
 from .config import PersonalizerConfig
 from .exports import (
@@ -35,6 +36,7 @@ from .exports import (
     resolve_model_files,
     save_model_export,
 )
+from .output_ensemble import OutputEnsemble, scoring_cost
 from .personalizer import Personalizer
 from .report import PersonalizationState
 
@@ -51,6 +53,10 @@ class PersonalizableMixin:
 
     #: Once personalized: the bank and coefficients the model was merged from, and facts about the fit.
     personalization: PersonalizationState | None = None
+    #: True while `forward` runs one task model of an output ensemble (`_ensemble_scores`).
+    _ensemble_member: bool = False
+    #: The bank's stacked task vectors on the device where the output ensemble last ran (kept between calls).
+    _ensemble_stacked: tuple[torch.device, dict[str, torch.Tensor]] | None = None
 
     def with_coefficients(
         self,
@@ -88,6 +94,97 @@ class PersonalizableMixin:
             info=dict(info or {}),
         )
         return personalized
+
+    def with_output_ensemble(
+        self,
+        bank: TaskVectorBank,
+        ensemble: OutputEnsemble,
+        info: Mapping[str, Any] | None = None,
+        *,
+        in_place: bool = False,
+    ) -> AestheticModel:
+        """Return a personalized model that scores as the output ensemble of the bank's task models: each image's
+        score is `ensemble.combine` of the T task models' (theta_0 + tau_t) scores on it.
+
+        Nothing is merged: the model keeps the base's weights and the bank, and each forward pass runs the frozen
+        prefix (the blocks no task vector covers, `untouched_prefix_blocks`) once and the covered blocks and the head
+        T times, one per task model; when the bank covers the embeddings, T full passes. `info["scoring"]` states
+        that cost (`output_ensemble.scoring_cost`). Save it with `export="ensemble"`.
+
+        Args:
+            bank: a task-vector bank built on this model (checked by fingerprint), with the ensemble's tasks.
+            ensemble: the `OutputEnsemble` (e.g. `Personalizer.fit`'s, when the `"outputs"` candidate won).
+            info: extra personalization facts to keep with the model.
+            in_place: make this model itself the personalized one instead of a copy.
+        """
+        model = cast("AestheticModel", self)
+        if model.personalization is not None:
+            raise InputError("this model is already personalized; call with_output_ensemble on its base model")
+        fingerprint = bank.check_base(model)
+        ensemble.check()
+        if ensemble.task_names != bank.task_names:
+            raise InputError(
+                f"the output ensemble weighs tasks {ensemble.task_names}, but the bank holds {bank.task_names}"
+            )
+        base_source = model.source or Reference()
+        personalized = model if in_place else copy.deepcopy(model)
+        personalized.source = None
+        cost = scoring_cost(len(bank), model.adapter.num_blocks, model.untouched_prefix_blocks(bank.parameter_names))
+        personalized.personalization = PersonalizationState(
+            bank=bank,
+            coefficients=None,
+            base=base_source.with_fingerprint(fingerprint),
+            info={**dict(info or {}), "scoring": cost},
+            ensemble=ensemble,
+        )
+        return personalized
+
+    def _scores_as_ensemble(self) -> bool:
+        """Whether `forward` scores as an output ensemble (and is not running one of its task models)."""
+        state = self.personalization
+        return state is not None and state.ensemble is not None and not self._ensemble_member
+
+    def _ensemble_scores(
+        self, pixel_values: torch.Tensor | None, prefix_hidden: torch.Tensor | None, prefix_blocks: int
+    ) -> torch.Tensor:
+        """`[B]` scores of the output ensemble: the frozen prefix once, the covered part once per task model."""
+        model = cast("AestheticModel", self)
+        state = model.personalization
+        assert state is not None and state.ensemble is not None and state.bank is not None
+        bank, adapter = state.bank, model.adapter
+        shared = model.untouched_prefix_blocks(bank.parameter_names)
+        if prefix_hidden is not None:
+            if shared is None or prefix_blocks > shared:
+                raise InputError(
+                    f"an output ensemble's task models differ from block {shared or 0} on: it cannot start from a "
+                    f"hidden state after {prefix_blocks} blocks; pass pixel_values"
+                )
+            hidden = adapter.forward_blocks(prefix_hidden, prefix_blocks, shared)
+        elif pixel_values is not None:
+            hidden = pixel_values if shared is None else model.encode_prefix(pixel_values, shared)
+        else:
+            raise InputError("forward needs pixel_values or prefix_hidden, received neither")
+        inputs: dict[str, Any] = (
+            {"pixel_values": hidden} if shared is None else {"prefix_hidden": hidden, "prefix_blocks": shared}
+        )
+        own = dict(model.named_parameters())
+        device = next(iter(own.values())).device
+        cached = model._ensemble_stacked
+        if cached is None or cached[0] != device:  # the bank's stacked task vectors where the model runs, kept
+            cached = (device, {n: t.to(device) for n, t in bank.stacked().items()})
+            model._ensemble_stacked = cached
+        stacked, one = cached[1], torch.ones(1, device=device)
+        scores = []
+        model._ensemble_member = True
+        try:
+            for task in range(len(bank)):
+                # theta_0 + tau_t exactly as the fit merged it (`merge_tensor`), one task's parameters at a time.
+                params = {n: merge_tensor(own[n], t[task : task + 1], one, n) for n, t in stacked.items()}
+                scores.append(functional_forward(model, params, **inputs).scores)
+        finally:
+            model._ensemble_member = False
+        task_scores = torch.stack(scores)
+        return state.ensemble.combine(task_scores.float()).to(task_scores.device, task_scores.dtype)
 
     def personalize(self, dataset: Any, bank: TaskVectorBank | None = None, **overrides: Any) -> AestheticModel:
         """Fit this user's coefficients from their ratings and return the personalized model.
@@ -144,18 +241,21 @@ class PersonalizableMixin:
     def _check_shareable(self) -> None:
         model = cast("AestheticModel", self)
         state = model.personalization
-        if state is None or state.coefficients is None or state.bank is None:
+        if state is None or state.bank is None or (state.coefficients is None and state.ensemble is None):
             raise InputError(
                 "export='coefficients' needs a personalized model with its bank (from personalize(), "
                 "with_coefficients() or a coefficients export loaded with from_pretrained); this model has none. Push "
                 "it with export='merged'"
             )
+        kind, merged = (
+            ("an ensemble", "") if state.ensemble is not None else ("a coefficients", ", or push with export='merged'")
+        )
         for what, reference in (("base model", state.base), ("bank", state.bank_ref)):
             if reference is None or not reference.on_hub:
                 raise InputError(
-                    f"a coefficients export on the Hub must reference its {what} by Hub repo id, but this model's "
+                    f"{kind} export on the Hub must reference its {what} by Hub repo id, but this model's "
                     f"{what} is {str(reference or 'unknown')!r}. Push the base and the bank first (push_to_hub), "
-                    "personalize the pushed or pulled objects, or push with export='merged'"
+                    f"personalize the pushed or pulled objects{merged}"
                 )
 
     # -- the Hub -----------------------------------------------------------------------------------------------
@@ -176,7 +276,7 @@ class PersonalizableMixin:
             )]  # fmt: skip
         # The Hub links base_model to its page, so a base that is only a local folder is not named in the metadata.
         base_repo = state.base.repo_id if state.base.on_hub else None
-        relation = ("adapter" if export == COEFFICIENTS else "merge") if base_repo else None
+        relation = ("adapter" if export in (COEFFICIENTS, ENSEMBLE) else "merge") if base_repo else None
         data = ModelCardData(
             library_name=LIBRARY_NAME,
             license=license,
@@ -208,6 +308,8 @@ class PersonalizableMixin:
             coefficient_rows=_coefficient_rows(coefficients) if coefficients else [],
             chart=bar_chart(coefficients.task_weights()) if coefficients else "",
             paper=PAPER,
+            ensemble_rows=_ensemble_rows(state.ensemble) if state.ensemble is not None else [],
+            scoring=(info.get("scoring") or {}).get("text") if state.ensemble is not None else None,
         )
 
     @classmethod
@@ -271,6 +373,16 @@ class PersonalizableMixin:
         if info is not None:
             model.personalization = PersonalizationState.standalone(info, str(folder / PERSONALIZATION_FILE))
         return problem
+
+
+def _ensemble_rows(ensemble: OutputEnsemble) -> list[dict[str, str]]:
+    """Each task's weight of its standardized score, and the mean and spread it is standardized by, for the card."""
+    return [
+        {"task": name, "weight": f"{w:+.3f}", "mean": f"{m:.4g}", "spread": f"{s:.4g}"}
+        for name, w, m, s in zip(
+            ensemble.task_names, ensemble.weights.tolist(), ensemble.mean.tolist(), ensemble.spread.tolist()
+        )
+    ]
 
 
 def _coefficient_rows(coefficients: Coefficients) -> list[dict[str, str]]:

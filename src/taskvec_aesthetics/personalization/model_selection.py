@@ -24,6 +24,7 @@ from ..evaluation.metrics import srocc
 from ..task_vectors.coefficients import Coefficients
 from .config import CANDIDATES, PersonalizerConfig
 from .inputs import Encoded, EncodedRatings, Unlabeled
+from .output_ensemble import OutputEnsemble
 
 __all__ = [
     "BOOTSTRAP_SAMPLES",
@@ -38,6 +39,7 @@ __all__ = [
     "ensemble_teacher",
     "ensemble_weights",
     "evaluation_steps",
+    "fit_output_ensemble",
     "interval",
     "margins",
     "order_scales",
@@ -114,9 +116,9 @@ def best_step(curve: torch.Tensor, steps: list[int], scores: Scores) -> tuple[to
 
 
 def candidate_names(config: PersonalizerConfig, pool: Unlabeled | None) -> tuple[str, ...]:
-    """The configured candidates; given unlabeled photos and no explicit list, the distilled one competes too."""
+    """The configured candidates; given unlabeled photos and the default list, the distilled one competes too."""
     names = config.candidate_names
-    if pool is None or config.candidates is not None or "distil" in names:
+    if pool is None or not config.default_recipe or "distil" in names:
         return names
     return tuple(name for name in CANDIDATES if name in {*names, "distil"})
 
@@ -187,23 +189,46 @@ def ensemble_weights(scores: Scores, index: torch.Tensor, start: torch.Tensor) -
 def ensemble_teacher(
     encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output ensemble fitted on units ``index`` and its scores on unlabeled photos: ``pool`` when given
-    (the person's own unrated photos), else the images of units ``index`` (their ratings are not used again).
-
-    The ensemble weighs each task model's standardized scores (any sign: a criterion can count against a taste),
-    fitted with the rank loss by `ensemble_weights` from the softmax(SROCC) mix; its scores on the photos are
-    what the merged model learns to reproduce (`optimisation.Distillation`).
+    """The output ensemble fitted on units ``index`` (`fit_output_ensemble`) and its scores on unlabeled photos:
+    ``pool`` when given (the person's own unrated photos), else the images of units ``index`` (their ratings are not
+    used again). Its scores on the photos are what the merged model learns to reproduce (`optimisation.Distillation`).
     """
-    if pool is None:
-        images = index if isinstance(encoded, EncodedRatings) else torch.unique(encoded.pairs[index].flatten())
-        assert scores.images is not None  # `Personalizer` always keeps the images' scores
-        pool = Unlabeled(encoded.prefix[images], scores.images[1:, images])
-    tasks = pool.tasks.double()
-    mean, spread = tasks.mean(1, keepdim=True), tasks.std(1, keepdim=True).clamp_min(1e-8)
-    standardized = Scores(scores.base * 0.0, scores.tasks / spread, scores.target, scores.metric)
+    pool = _standardizing_photos(encoded, scores, index, pool)
+    names = [str(t) for t in range(len(scores.tasks))]  # numbers only: the names are not needed here
+    ensemble = fit_output_ensemble(encoded, scores, index, pool, temperature, names)
+    return pool.prefix, ensemble.combine(pool.tasks).float()
+
+
+def _standardizing_photos(encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None) -> Unlabeled:
+    """``pool``, or when none is given the images of units ``index`` with the task models' scores on them."""
+    if pool is not None:
+        return pool
+    images = index if isinstance(encoded, EncodedRatings) else torch.unique(encoded.pairs[index].flatten())
+    assert scores.images is not None  # `Personalizer` always keeps the images' scores
+    return Unlabeled(encoded.prefix[images], scores.images[1:, images])
+
+
+def fit_output_ensemble(
+    encoded: Encoded,
+    scores: Scores,
+    index: torch.Tensor,
+    pool: Unlabeled | None,
+    temperature: float,
+    task_names: list[str],
+) -> OutputEnsemble:
+    """The learned output ensemble, fitted on units ``index`` only.
+
+    Each task model's scores are standardized by their mean and spread over photos, never over ratings: ``pool`` when
+    given (the person's own unrated photos), else the images of units ``index``. The weights of the standardized
+    scores (any sign: a criterion can count against a taste) are fitted with the rank loss by `ensemble_weights`
+    from the softmax(temperature x SROCC) mix.
+    """
+    tasks = _standardizing_photos(encoded, scores, index, pool).tasks.double()
+    mean, spread = tasks.mean(1), tasks.std(1).clamp_min(1e-8)
+    standardized = Scores(scores.base * 0.0, scores.tasks / spread[:, None], scores.target, scores.metric)
     init = torch.softmax(temperature * scores.correlation(index), dim=0)
     weights = ensemble_weights(standardized, index, init)
-    return pool.prefix, (weights @ ((tasks - mean) / spread)).float()
+    return OutputEnsemble(task_names, weights, mean, spread)
 
 
 def choose(

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..task_vectors.coefficients import Coefficients
-from .config import LEARNED_CANDIDATES, SIMPLE_CANDIDATES, PersonalizerConfig
+from .config import LEARNED_CANDIDATES, OUTPUTS, SIMPLE_CANDIDATES, PersonalizerConfig
 from .inputs import (
     Encoded,
     EncodedPreferences,
@@ -52,10 +52,12 @@ from .model_selection import (
     criterion_values,
     ensemble_teacher,
     evaluation_steps,
+    fit_output_ensemble,
     simple_candidate,
     stratified_folds,
 )
 from .optimisation import Optimiser
+from .output_ensemble import OutputEnsemble
 from .report import PersonalizationReport, PersonalizationResult, fit_calibration
 
 if TYPE_CHECKING:
@@ -175,6 +177,27 @@ class Personalizer(Optimiser):
                 out[name][held] = encoded.held_out_scores(image_scores, held)
         return out
 
+    def _output_ensemble(
+        self, encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None
+    ) -> OutputEnsemble:
+        """The output ensemble fitted on units ``index`` (`model_selection.fit_output_ensemble`)."""
+        return fit_output_ensemble(encoded, scores, index, pool, self.config.temperature, self.bank.task_names)
+
+    def _outputs_out_of_fold(
+        self, encoded: Encoded, scores: Scores, folds: list[torch.Tensor], pool: Unlabeled | None
+    ) -> torch.Tensor:
+        """Out-of-fold unit predictions of the output ensemble (`"outputs"`): no network pass, the task models'
+        scores are known. Each fold's held-out units are scored by the ensemble whose weights and standardization
+        were fitted on the other folds' units (standardized over ``pool`` when given)."""
+        units = torch.cat(folds)
+        out = torch.zeros(len(encoded), dtype=torch.float64)
+        assert scores.images is not None  # `_scores` always keeps the images' scores
+        for held in folds:
+            train = torch.from_numpy(np.setdiff1d(units.numpy(), held.numpy()))
+            ensemble = self._output_ensemble(encoded, scores, train, pool)
+            out[held] = encoded.unit_scores(ensemble.combine(scores.images[1:]))[held]
+        return out
+
     def _best_simple(self, encoded: Encoded, scores: Scores, index: torch.Tensor) -> str:
         """The simple candidate that cross-validates best on units ``index`` alone (the softmax init when they are
         too few to fold): where `start="best"` starts learned coefficients, chosen without the held-out units."""
@@ -196,7 +219,9 @@ class Personalizer(Optimiser):
         names = candidate_names(self.config, pool)
         learned = [name for name in names if name in LEARNED_CANDIDATES]
         steps = evaluation_steps(self.config.eval_every, self.config.steps)
-        simple = self._simple_out_of_fold(encoded, scores, [name for name in names if name not in learned], folds)
+        simple = self._simple_out_of_fold(encoded, scores, [n for n in names if n not in (*learned, OUTPUTS)], folds)
+        if OUTPUTS in names:
+            simple[OUTPUTS] = self._outputs_out_of_fold(encoded, scores, folds, pool)
         curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
         for f, held in enumerate(folds):
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
@@ -276,12 +301,20 @@ class Personalizer(Optimiser):
                     steps = predictions[chosen][1]
                 bar.total = bar.n + (steps if chosen in LEARNED_CANDIDATES else 0)
                 self._describe(f"refit {chosen}")
-                coefficients, losses = self._fit_candidate(chosen, steps, encoded, scores, pool)
+                ensemble = self._output_ensemble(encoded, scores, everything, pool) if chosen == OUTPUTS else None
+                # The output ensemble has no coefficients: the softmax mix stands beside it as the one-pass reference.
+                refit = chosen if ensemble is None else "init"
+                coefficients, losses = self._fit_candidate(refit, steps, encoded, scores, pool)
             finally:
                 self._bar = None
         calibration = None
         if cfg.calibrate and isinstance(encoded, EncodedRatings):  # preferences were refused above
-            calibration = fit_calibration(self.predict(coefficients, encoded.prefix), encoded.ratings)
+            if ensemble is None:
+                predicted = self.predict(coefficients, encoded.prefix)
+            else:
+                assert scores.images is not None  # `_scores` always keeps the images' scores
+                predicted = ensemble.combine(scores.images[1:]).float()
+            calibration = fit_calibration(predicted, encoded.ratings)
         initial = self.coefficients_from(self._simple("init", scores, everything))
         report = PersonalizationReport.of_fit(
             encoded,
@@ -302,6 +335,7 @@ class Personalizer(Optimiser):
             calibration=calibration,
             config=cfg.to_dict(),
             unlabeled=0 if pool is None else int(pool.prefix.shape[0]),
+            ensemble=ensemble,
         )
         return coefficients, report
 
@@ -313,7 +347,10 @@ class Personalizer(Optimiser):
         scores: Scores | None = None,
         pool: Unlabeled | None = None,
     ) -> tuple[Coefficients, list[float]]:
-        """Fit candidate ``name`` on all of (canonical) ``encoded``; learned ones for ``steps`` steps."""
+        """Fit candidate ``name`` on all of (canonical) ``encoded``; learned ones for ``steps`` steps (the output
+        ensemble is no coefficients: `_output_ensemble`)."""
+        if name == OUTPUTS:
+            raise InputError("the output ensemble ('outputs') is not a set of coefficients")
         scores = scores or self._scores(encoded)
         everything = torch.arange(len(encoded))
         if name not in LEARNED_CANDIDATES:
@@ -342,7 +379,20 @@ class Personalizer(Optimiser):
         return {
             row["candidate"]: self._fit_candidate(row["candidate"], row["steps"], encoded, scores, pool)[0]
             for row in report.cross_validation
+            if row["candidate"] != OUTPUTS  # no coefficients: `candidate_ensemble`
         }
+
+    def candidate_ensemble(
+        self,
+        encoded: Encoded,
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_scores: torch.Tensor | None = None,
+    ) -> OutputEnsemble:
+        """The `"outputs"` candidate refitted on all the ratings, with the unlabeled photos the fit had."""
+        encoded = encoded.canonical()
+        scores = self._scores(encoded)
+        pool = self._unlabeled(unlabeled, unlabeled_scores)
+        return self._output_ensemble(encoded, scores, torch.arange(len(encoded)), pool)
 
     def fit(self, data: Any, unlabeled: Any = None) -> PersonalizationResult:
         """Fit to a user's ratings or pairwise preferences and return the personalized model with its report.
@@ -358,5 +408,8 @@ class Personalizer(Optimiser):
         photos = unlabeled_images(unlabeled)
         encoded_photos = self.encode(photos) if photos else None
         coefficients, report = self.fit_encoded(self.encode_input(data), encoded_photos)
-        model = self.model.with_coefficients(self.bank, coefficients, info=report.summary())
+        if report.ensemble is not None:
+            model = self.model.with_output_ensemble(self.bank, report.ensemble, info=report.summary())
+        else:
+            model = self.model.with_coefficients(self.bank, coefficients, info=report.summary())
         return PersonalizationResult(model, report)

@@ -22,6 +22,7 @@ from ..task_vectors.coefficients import Coefficients
 from .config import CANDIDATES
 from .inputs import Encoded, EncodedPreferences
 from .model_selection import INTERVAL_LEVEL, INTERVAL_Z, SPEARMAN_Z_VARIANCE
+from .output_ensemble import OutputEnsemble
 
 if TYPE_CHECKING:
     from ..modeling import AestheticModel
@@ -110,6 +111,7 @@ class PersonalizationState:
         base: the base model the coefficients apply to: where it lives (if known) and its fingerprint.
         info: personalizer config, number of ratings, cross-validation, calibration, ...
         bank_reference: where the bank lives, when the bank itself is not loaded (a merged export read back).
+        ensemble: for a model that scores as the output ensemble of its task models (then `coefficients` is None).
     """
 
     bank: TaskVectorBank | None
@@ -117,6 +119,7 @@ class PersonalizationState:
     base: Reference
     info: dict[str, Any] = field(default_factory=dict)
     bank_reference: Reference | None = None
+    ensemble: OutputEnsemble | None = None
 
     def __post_init__(self) -> None:
         # Checked here, where every personalized model gets its state, so a broken calibration is never used.
@@ -151,6 +154,8 @@ class PersonalizationState:
         record: dict[str, Any] = {"export": export, "base": self.base.to_dict(), "info": self.info}
         if self.coefficients is not None:
             record["coefficients"] = self.coefficients.to_dict()
+        if self.ensemble is not None:
+            record["ensemble"] = self.ensemble.to_dict()
         bank = self.bank_ref
         if bank is not None:
             record["bank"] = bank.to_dict(fingerprint_key="base_fingerprint")
@@ -162,7 +167,8 @@ class PersonalizationReport:
     """What a fit did: the coefficients, the cross-validation table, the chosen candidate, timings.
 
     Attributes:
-        coefficients: the fitted coefficients (task granularity unless a finer learned candidate won).
+        coefficients: the fitted coefficients (task granularity unless a finer learned candidate won); when the output
+            ensemble won (`ensemble`), the softmax(SROCC) mix, its one-pass reference.
         initial_coefficients: the softmax(SROCC) init on all the ratings (task granularity), a reference point.
         zero_shot_srocc: each task model's SROCC on the rated images (empty for preferences).
         chosen: the winning candidate (see `CANDIDATES`).
@@ -174,6 +180,7 @@ class PersonalizationReport:
         cv_interval: a 90 % prediction interval of the SROCC (pair accuracy, for preferences) on new photos.
         selected_cv: the winner's own cross-validated SROCC (pair accuracy), biased upward by the selection.
         unlabeled: unlabeled photos the fit used (`distil`), 0 when none were given.
+        ensemble: the output ensemble, when it won (`"outputs"`): the personalized model scores as it.
         folds: K (0 when there were too few ratings to cross-validate).
         num_ratings: distinct rated images; duplicates: rows averaged into another.
         num_pairs: for preferences, the distinct compared pairs (then `num_ratings` is 0).
@@ -205,6 +212,7 @@ class PersonalizationReport:
     cv_interval: tuple[float, float] | None = None
     selected_cv: float | None = None
     unlabeled: int = 0
+    ensemble: OutputEnsemble | None = None
 
     @classmethod
     def of_fit(
