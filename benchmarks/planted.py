@@ -40,8 +40,9 @@ from planted import add_protocol_arguments, build_world, run_protocol  # noqa: E
 from taskvec_aesthetics.experiments.config import BenchmarkConfig
 from taskvec_aesthetics.experiments.results import BenchmarkResult  # noqa: E402
 from taskvec_aesthetics.personalization.config import PersonalizerConfig  # noqa: E402
+from taskvec_aesthetics.utils.io import atomic_path  # noqa: E402
 
-METHODS = ("single", "best_single", "uniform", "init", "default", "head_finetune", "ensemble")
+METHODS = ("single", "best_single", "uniform", "init", "default", "default_ensemble", "head_finetune", "ensemble")
 
 
 def main() -> None:
@@ -98,14 +99,27 @@ def main() -> None:
     out = Path(args.output)
     paths = result.save(out, stem=stem)
     per_user = result.per_user()
-    worst = {
-        k: min((per_user["default", k][u] - per_user["best_single", k][u], u) for u in users) for k in config.shots
-    }
-    print(result.to_markdown())
-    for k, (gap, user) in worst.items():
-        print(f"k={k}: worst user {user!r}, default - best single = {gap:+.3f}")
+    lines = [
+        f"# Planted benchmark, {args.world} world" + (", transductive" if args.transductive else ""),
+        "",
+        f"`OMP_NUM_THREADS=1 python benchmarks/planted.py --world {args.world} --repeats {args.repeats}"
+        + (" --transductive" if args.transductive else "")
+        + "` (test SROCC against the noise-free utility; the calibration table against the noisy ratings of the "
+        "test photos).",
+        "",
+        result.to_markdown(),
+    ]
+    for ours in ("default", "default_ensemble"):  # each user's worst gap to the obvious answers
+        for other in ("best_single", "ensemble"):
+            for k in config.shots:
+                gap, user = min((per_user[ours, k][u] - per_user[other, k][u], u) for u in users)
+                lines.append(f"k={k}: worst user {user!r}, {ours} - {other} = {gap:+.3f}")
+    lines += ["", result.selection_rules()]
     seconds = [t.seconds for t in trials if t.method == "default"]
-    print(result.selection_rules())
+    text = "\n".join(lines)
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    print(text)
     print(f"{np.mean(seconds):.2f} s per personalization; wrote {', '.join(str(p) for p in paths.values())}")
 
 

@@ -8,6 +8,7 @@ fine-tuning the base, and a learned weighted ensemble of the task models' output
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -52,6 +53,12 @@ class Methods:
         self.config = config
         self.ours = ours
         self.paper = Personalizer(ours.model, ours.bank, config.paper) if "paper" in config.methods else None
+        self.with_ensemble = None
+        if "default_ensemble" in config.methods:  # the same recipe, with the output ensemble as one more candidate
+            candidates = (*config.personalizer.candidate_names, OUTPUTS)
+            self.with_ensemble = Personalizer(
+                ours.model, ours.bank, dataclasses.replace(config.personalizer, candidates=candidates)
+            )
         self.prefix = prefix
         began = time.perf_counter()
         self.model_scores = self.ours.model_scores(prefix)  # [T + 1, N]: the base and each task model, once
@@ -80,25 +87,29 @@ class Methods:
                 yield f"single:{name}", _srocc(self.task_scores[t, test], test_ratings), 0.0, {}
         if "best_single" in methods:
             yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0, {}
-        for method, personalizer in (("default", self.ours), ("paper", self.paper)):
-            if method not in methods or personalizer is None:  # `paper` is None when not among the methods
+        for method, personalizer in (
+            ("default", self.ours),
+            ("default_ensemble", self.with_ensemble),
+            ("paper", self.paper),
+        ):
+            if method not in methods or personalizer is None:  # None when not among the methods
                 continue
             began = time.perf_counter()
-            coefficients, report = personalizer.fit_encoded(encoded, *(pool if method == "default" else ()))
+            coefficients, report = personalizer.fit_encoded(encoded, *(pool if method != "paper" else ()))
             seconds = time.perf_counter() - began
             if report.ensemble is not None:  # the output ensemble won: it scores with the task models' scores
                 predicted = report.ensemble.combine(self.task_scores[:, test]).float()
             else:
                 predicted = personalizer.predict(coefficients, self.prefix[test])
             facts: dict[str, Any] = {}
-            if method == "default":
+            if method != "paper":
                 facts = {
                     "chosen": report.chosen,
                     "cv_srocc": report.cv_srocc,
                     "cv_interval": None if report.cv_interval is None else list(report.cv_interval),
                     "observed_srocc": None if observed is None else _srocc(predicted, observed),
                 }
-            if method == "default" and self.config.score_candidates:
+            if method != "paper" and self.config.score_candidates:
                 refits = personalizer.candidate_coefficients(encoded, report, *pool)
 
                 def tested(name: str) -> torch.Tensor:

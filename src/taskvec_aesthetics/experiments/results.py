@@ -218,6 +218,10 @@ class BenchmarkResult:
                 )
                 + "."
             )
+        if any(t.method == "default_ensemble" for t in self.trials):
+            for k, facts in self.choices("default_ensemble").items():
+                chosen = ", ".join(f"{name} {count}" for name, count in facts["chosen"].items())
+                lines.append(f"k={k}: our default with the output ensemble competing chose {chosen}.")
         calibration = self.calibration_markdown()
         if calibration:
             lines += ["", "Calibration of our default's estimate (selection included) and its 90 % interval:", ""]

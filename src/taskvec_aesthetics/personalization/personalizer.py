@@ -195,7 +195,7 @@ class Personalizer(Optimiser):
         for held in folds:
             train = torch.from_numpy(np.setdiff1d(units.numpy(), held.numpy()))
             ensemble = self._output_ensemble(encoded, scores, train, pool)
-            out[held] = encoded.unit_scores(ensemble.combine(scores.images[1:]))[held]
+            out[held] = encoded.held_out_scores(ensemble.combine(scores.images[1:]), held)
         return out
 
     def _best_simple(self, encoded: Encoded, scores: Scores, index: torch.Tensor) -> str:
