@@ -262,3 +262,10 @@ def test_an_ensemble_push_checks_its_kind_and_references_before_any_upload(tmp_p
         mine.push_to_hub("someone/mine", export="ensemble")
     with pytest.raises(InputError, match="this model is not one"):
         base.push_to_hub("someone/base", export="ensemble")
+
+
+def test_the_app_refuses_a_recipe_with_the_output_ensemble_before_loading_anything(tmp_path):
+    from taskvec_aesthetics.app.resources import load_resources
+
+    with pytest.raises(InputError, match="one-pass models.*'outputs'"):
+        load_resources(photos=tmp_path / "missing", config=PersonalizerConfig.from_preset("ensemble"))

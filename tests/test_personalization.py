@@ -459,3 +459,25 @@ def test_one_labelled_progress_bar_per_personalization(world, pool, monkeypatch)
     described = bars[0].descriptions
     assert all(d.startswith("Personalizing") for d in described), described
     assert "Personalizing (fold 1/5, layer)" in described and described[-1].startswith("Personalizing (refit ")
+
+
+def test_a_held_out_rating_never_reaches_its_own_prediction_and_folds_share_one_scale(world, pool):
+    """Out-of-fold predictions of every candidate (simple, learned, the output ensemble) are the same whatever the
+    held-out images' ratings are; each fold's are quantiles among the rated images, so folds share one scale."""
+    pixels, _, ratings, rated, _ = pool
+    config = PersonalizerConfig(steps=6, eval_every=3, candidates=("init", "single", "ensemble", "layer", "outputs"))
+    personalizer = Personalizer(world.base, world.bank, config)
+    prefix = personalizer.encode(pixels[rated])
+    encoded = EncodedRatings(prefix, ratings[rated].double()).canonical()
+    scores = personalizer._scores(encoded)
+    folds = [torch.arange(0, 20, 5) + f for f in range(5)]  # fixed folds: the ratings must not move them
+    before = personalizer._cross_validate(encoded, scores, folds)
+    held = folds[2]
+    changed = encoded.ratings.clone()
+    changed[held] = torch.tensor([100.0, -100.0, 7.0, 0.5], dtype=torch.float64)
+    altered = EncodedRatings(encoded.prefix, changed, encoded.keys)
+    after = personalizer._cross_validate(altered, personalizer._scores(altered), folds)
+    for name, (prediction, _, curve) in before.items():
+        assert torch.equal(after[name][2][:, held], curve[:, held]), name
+        assert ((prediction > 0) & (prediction < 1)).all(), name  # quantiles, on one scale for every fold
+    assert not torch.equal(after["layer"][2][:, folds[0]], before["layer"][2][:, folds[0]])  # the ratings do count

@@ -27,7 +27,7 @@ from ..constants import BANK_CONFIG_FILE
 from ..errors import InputError
 from ..hub.repository import download
 from ..modeling import AestheticModel
-from ..personalization.config import PersonalizerConfig
+from ..personalization.config import OUTPUTS, PersonalizerConfig
 from ..personalization.personalizer import Personalizer
 from ..processing import IMAGE_EXTENSIONS, list_images
 from ..task_vectors.bank import TaskVectorBank
@@ -166,6 +166,11 @@ def load_resources(
     Returns:
         [`AppResources`].
     """
+    if config is not None and OUTPUTS in config.candidate_names:
+        raise InputError(
+            f"the app serves one-pass models; received candidates {list(config.candidate_names)} with {OUTPUTS!r} "
+            "(the output ensemble, T passes per photo): personalize it with the command line or the library"
+        )
     cache = Path(cache_dir) if cache_dir else None
     # The photos first: a wrong folder is reported before the model and bank load.
     if photos is None:
