@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 __all__ = ["CANDIDATES", "OUTPUTS", "PersonalizerConfig"]
 
 # -- personalization -----------------------------------------------------------------------------------------------
-#: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken: the
-#: softmax(SROCC) mix first (the paper's start; it weighs the same T agreements as the best single model, but averages
+#: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken. The
+#: output ensemble itself comes first where it competes (only when asked for: it costs T passes to score, and a person
+#: who accepts that cost wants its accuracy; a one-pass candidate must beat it by more than a standard error). Then
+#: the softmax(SROCC) mix (the paper's start; it weighs the same T agreements as the best single model, but averages
 #: where the argmax of T noisy values jumps, so it varies least between draws of the ratings), the best single
-#: database model, then the other mixes, then learned coefficients, and last the output ensemble itself, the one that
-#: costs T passes to score. `task`, `layer` and `tensor` are coefficients learned at that granularity.
+#: database model, the other mixes, and learned coefficients. `task`, `layer` and `tensor` are coefficients learned at
+#: that granularity.
 CANDIDATES: dict[str, str] = {
+    "outputs": "the output ensemble itself: each task model's standardized score, weighed; scoring runs the covered "
+    "blocks T times",
     "init": "softmax(temperature x SROCC) mix",
     "single": "best single task model",
     "ensemble": "output-ensemble weights as task-wise coefficients",
@@ -35,8 +39,6 @@ CANDIDATES: dict[str, str] = {
     "layer": "learned layer-wise coefficients",
     "tensor": "learned tensor-wise coefficients",
     "distil": "coefficients at the granularity distilled from the output ensemble on unlabeled photos",
-    "outputs": "the output ensemble itself: each task model's standardized score, weighed; scoring runs the covered "
-    "blocks T times",
 }
 #: The candidate that is no set of coefficients: the personalized model scores as the output ensemble.
 OUTPUTS = "outputs"
@@ -105,7 +107,8 @@ class PersonalizerConfig:
     )
     tolerance: float = option(
         1.0,
-        "a candidate earlier in the list (the softmax mix first, then the best single model) wins when its criterion "
+        "a candidate earlier in the list (the output ensemble first where it competes, then the softmax mix, then the "
+        "best single model) wins when its criterion "
         "is within this many standard errors of the best one's",
         ">=0",
     )
@@ -201,7 +204,7 @@ class PersonalizerConfig:
 
     @property
     def candidate_names(self) -> tuple[str, ...]:
-        """The candidates `"cv"` compares, simplest first."""
+        """The candidates `"cv"` compares, in the order that breaks ties (`CANDIDATES`)."""
         chosen = self.candidates or self.default_candidates
         return tuple(name for name in CANDIDATES if name in chosen)
 

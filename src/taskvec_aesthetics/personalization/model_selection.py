@@ -238,7 +238,7 @@ def choose(
     tolerance: float,
     seed: int,
 ) -> tuple[str, list[dict[str, Any]], float, float, tuple[float, float], float]:
-    """The one-standard-error rule: the first candidate (simplest first) whose criterion is within ``tolerance``
+    """The one-standard-error rule: the first candidate (in `CANDIDATES` order) whose criterion is within ``tolerance``
     standard errors of the best candidate's (the bootstrap over the units of the best one's criterion); the
     table; the estimate of the whole procedure's SROCC (pair accuracy for preferences, `procedure_estimate`),
     the winner's standard error, the estimate's 90 % interval, and the winner's own cross-validated value."""
