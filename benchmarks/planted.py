@@ -100,8 +100,6 @@ def main() -> None:
     paths = result.save(out, stem=stem)
     per_user = result.per_user()
     lines = [
-        f"# Planted benchmark, {args.world} world" + (", transductive" if args.transductive else ""),
-        "",
         f"`OMP_NUM_THREADS=1 python benchmarks/planted.py --world {args.world} --repeats {args.repeats}"
         + (" --transductive" if args.transductive else "")
         + "` (test SROCC against the noise-free utility; the calibration table against the noisy ratings of the "

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..constants import ENSEMBLE_FILE
-from ..errors import ConfigError, InputError, IntegrityError, MissingFileError
+from ..errors import ConfigError, InputError, IntegrityError
+from ..task_vectors.coefficients import read_tensor_file
 from ..utils.io import atomic_path
 
 __all__ = ["MAX_ABS_WEIGHT", "OutputEnsemble", "scoring_cost"]
@@ -116,14 +116,7 @@ class OutputEnsemble:
         """Read an ensemble written by [`OutputEnsemble.save`] (a file or the folder holding it)."""
         path = Path(path)
         target = path / ENSEMBLE_FILE if path.is_dir() else path
-        if not target.is_file():
-            raise MissingFileError(f"no output-ensemble file at {target}")
-        try:
-            tensors = load_file(str(target))
-            with safe_open(str(target), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError) as error:
-            raise InputError(f"{target} is not a valid safetensors file: {error}") from None
+        tensors, metadata = read_tensor_file(target, "output-ensemble")
         missing = [name for name in _FIELDS if name not in tensors] + (
             [] if "task_names" in metadata else ["task_names (metadata)"]
         )

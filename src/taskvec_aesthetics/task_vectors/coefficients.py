@@ -18,7 +18,7 @@ from ..constants import COEFFICIENTS_FILE, GRANULARITIES
 from ..errors import ConfigError, InputError, MissingFileError
 from ..utils.io import atomic_path
 
-__all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE"]
+__all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE", "read_tensor_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +133,7 @@ class Coefficients:
         """Read coefficients written by [`Coefficients.save`] (a file or the folder holding it)."""
         path = Path(path)
         target = path / COEFFICIENTS_FILE if path.is_dir() else path
-        if not target.is_file():
-            raise MissingFileError(f"no coefficients file at {target}")
-        try:
-            tensors = load_file(str(target))
-            with safe_open(str(target), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError) as error:
-            raise InputError(f"{target} is not a valid safetensors file: {error}") from None
+        tensors, metadata = read_tensor_file(target, "coefficients")
         missing = [k for k in ("granularity", "group_names", "task_names") if k not in metadata]
         if "coefficients" not in tensors or missing:
             raise InputError(
@@ -183,3 +176,17 @@ class Coefficients:
             and self.granularity == other.granularity
             and math.isclose(0.0, float((self.values - other.values).abs().max()), abs_tol=atol)
         )
+
+
+def read_tensor_file(target: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a small safetensors file (coefficients, an output ensemble); a missing or
+    unreadable file is an error naming it and ``what`` was expected there."""
+    if not target.is_file():
+        raise MissingFileError(f"no {what} file at {target}")
+    try:
+        tensors = load_file(str(target))
+        with safe_open(str(target), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{target} is not a valid safetensors file: {error}") from None
+    return tensors, metadata
