@@ -94,7 +94,7 @@ class DemoConfig:
         personalizer_steps: steps of our default recipe (the most a learned candidate may take).
         paper_steps: steps of the paper's recipe. The paper runs 500; the demo runs 100 to stay within minutes on
             a CPU (the table says so), and `benchmarks/` measures the full 500.
-        baseline_steps: steps of the fine-tuning and ensemble baselines.
+        baseline_steps: steps of the fine-tuning baselines.
         score_candidates: also record the test SROCC of every candidate our default cross-validated (see
             `BenchmarkConfig.score_candidates`).
         workers: processes that run the protocol's draws (see `BenchmarkConfig.workers`), one thread each; default:
@@ -117,7 +117,7 @@ class DemoConfig:
     )
     personalizer_steps: int = option(50, "steps of our default recipe (the most a learned candidate takes)", ">=1")
     paper_steps: int = option(100, "steps of the paper's recipe (the paper runs 500)", ">=1")
-    baseline_steps: int = option(100, "steps of the fine-tuning and ensemble baselines", ">=1")
+    baseline_steps: int = option(100, "steps of the fine-tuning baselines", ">=1")
     score_candidates: bool = option(False, "also record the test SROCC of every candidate our default compared")
     workers: int | None = option(
         None, "processes that run the protocol's draws, one thread each (default: CPU cores, at most 4)", ">=1"
