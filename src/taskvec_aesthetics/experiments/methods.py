@@ -21,7 +21,6 @@ from ..evaluation.metrics import srocc
 from ..losses import pairwise_rank_loss
 from ..personalization.config import OUTPUTS
 from ..personalization.inputs import EncodedRatings
-from ..personalization.model_selection import fit_output_ensemble
 from ..personalization.personalizer import Personalizer
 from ..task_vectors.coefficients import Coefficients
 from .config import METHOD_LABELS, METHODS
@@ -184,11 +183,8 @@ class Methods:
             return self._forward(params, test).scores.float().cpu()
 
     def _ensemble(self, rated, test, ratings, _best, _rated_srocc) -> torch.Tensor:
-        """The learned output ensemble, fitted as the `"outputs"` candidate fits it (`fit_output_ensemble`: each
-        task model's scores standardized over the rated images, weights by the rank loss from the softmax mix)."""
+        """The learned output ensemble: the `"outputs"` candidate fitted on the rated images alone
+        (`Personalizer.candidate_ensemble`: each task model's scores standardized over them, weights by the rank loss
+        from the softmax mix)."""
         encoded = EncodedRatings(self.prefix[rated], ratings.double(), model_scores=self.model_scores[:, rated])
-        scores = self.ours._scores(encoded)
-        ensemble = fit_output_ensemble(
-            encoded, scores, torch.arange(len(rated)), None, self.ours.config.temperature, self.ours.bank.task_names
-        )
-        return ensemble.combine(self.task_scores[:, test])
+        return self.ours.candidate_ensemble(encoded).combine(self.task_scores[:, test])
