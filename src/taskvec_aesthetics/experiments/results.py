@@ -205,23 +205,23 @@ class BenchmarkResult:
             f"\nMeans over {users} users with 95 % bootstrap intervals; W/T/L: users where our default is better / "
             f"within {TIE} / worse."
         )
-        for k, facts in self.choices().items():
-            chosen = ", ".join(f"{name} {count}" for name, count in facts["chosen"].items())
-            estimate = facts["cv_srocc_mean"]
-            lines.append(
-                f"k={k}: our default chose {chosen}"
-                + (
-                    f"; its cross-validated estimate averaged {estimate:.3f} against {facts['test_srocc_mean']:.3f} "
-                    "on test images"
-                    if estimate is not None
-                    else ""
-                )
-                + "."
-            )
-        if any(t.method == "default_ensemble" for t in self.trials):
-            for k, facts in self.choices("default_ensemble").items():
+        for method, who in (
+            ("default", "our default"),
+            ("default_ensemble", "our default with the output ensemble competing"),
+        ):
+            for k, facts in self.choices(method).items():  # no rows for a method the run left out
                 chosen = ", ".join(f"{name} {count}" for name, count in facts["chosen"].items())
-                lines.append(f"k={k}: our default with the output ensemble competing chose {chosen}.")
+                estimate = facts["cv_srocc_mean"] if method == "default" else None
+                lines.append(
+                    f"k={k}: {who} chose {chosen}"
+                    + (
+                        f"; its cross-validated estimate averaged {estimate:.3f} against "
+                        f"{facts['test_srocc_mean']:.3f} on test images"
+                        if estimate is not None
+                        else ""
+                    )
+                    + "."
+                )
         calibration = self.calibration_markdown()
         if calibration:
             lines += ["", "Calibration of our default's estimate (selection included) and its 90 % interval:", ""]
