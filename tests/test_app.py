@@ -38,6 +38,8 @@ def test_resources_encode_the_pool_once(resources) -> None:
     assert resources.task_scores.shape == (3, NUM_PHOTOS) and resources.base_scores.shape == (NUM_PHOTOS,)
     assert resources.prefix.shape[0] == NUM_PHOTOS
     assert "3 tasks" in resources.description
+    # the page serves one-pass models (its download may be merged weights): the ensemble never competes
+    assert resources.personalizer.config.max_scoring_cost == 0.0
 
 
 def test_bad_startup_arguments_are_refused(tmp_path: Path, inputs: dict[str, Path]) -> None:

@@ -17,7 +17,7 @@ from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.personalization.inputs import EncodedRatings, Unlabeled
 from taskvec_aesthetics.personalization.many import personalize_many
 from taskvec_aesthetics.personalization.model_selection import fit_output_ensemble
-from taskvec_aesthetics.personalization.output_ensemble import OutputEnsemble
+from taskvec_aesthetics.personalization.output_ensemble import OutputEnsemble, scoring_cost
 from taskvec_aesthetics.personalization.personalizer import Personalizer
 from taskvec_aesthetics.pipeline import TASK
 
@@ -65,6 +65,32 @@ def test_the_presets_and_the_candidates():
     assert ensemble.candidate_names == ("outputs", "init", "single", "ensemble", "task")  # first: it breaks ties
     assert ensemble.default_recipe and not PersonalizerConfig(candidates=("init", "outputs")).default_recipe
     assert PersonalizerConfig.from_preset("ensemble", candidates=("init",)).candidate_names == ("init",)
+
+
+def test_by_default_the_ensemble_competes_where_it_costs_at_most_max_scoring_cost(world, fitted, tmp_path):
+    _, base, bank = world
+    photos, ratings, _ = fitted
+    data = list(zip(photos, ratings.tolist()))
+    # This bank: 1 shared block + 4 task models x 1 covered block, over 2 blocks. The demo's: 15 + 7 x 1 over 16.
+    assert Personalizer(base, bank).ensemble_cost == 2.5
+    assert scoring_cost(7, 16, 15)["relative_to_one_model"] == 1.375 <= PersonalizerConfig().max_scoring_cost
+    one_pass = Personalizer(base, bank, PersonalizerConfig(**QUICK)).fit(data)
+    names = [row["candidate"] for row in one_pass.report.cross_validation]
+    assert "outputs" not in names and one_pass.report.ensemble is None
+    cheap = Personalizer(base, bank, PersonalizerConfig(max_scoring_cost=2.5, **QUICK)).fit(data)
+    assert [row["candidate"] for row in cheap.report.cross_validation] == ["outputs", *names]  # first: breaks ties
+    assert cheap.report.chosen == "outputs"  # a taste with a negative weight: the ensemble cross-validates best
+    # explicit candidates are what they say, whatever the cost
+    listed = PersonalizerConfig(candidates=("init", "single"), max_scoring_cost=9.0, **QUICK)
+    assert [row["candidate"] for row in Personalizer(base, bank, listed).fit(data).report.cross_validation] == [
+        "init",
+        "single",
+    ]
+    # the default save of the winner is its kilobyte export, and it reloads to the same scores
+    cheap.model.save_pretrained(tmp_path / "mine")
+    reloaded = AestheticModel.from_pretrained(tmp_path / "mine")
+    x = pixels(3)
+    assert torch.equal(reloaded(pixel_values=x).scores, cheap.model(pixel_values=x).scores)
 
 
 def test_the_output_ensemble_competes_wins_and_the_model_scores_as_it(world, fitted):
@@ -156,10 +182,17 @@ def test_ensemble_export_is_small_checked_and_reloads_to_identical_scores(world,
 def test_an_export_of_the_wrong_kind_is_a_clear_error(world, fitted, tmp_path):
     _, base, bank = world
     model = fitted[2].model
-    for kind in ("merged", "coefficients"):
-        with pytest.raises(InputError, match="export='ensemble'"):
-            model.save_pretrained(tmp_path / kind, export=kind)
-        assert not (tmp_path / kind).exists()
+    with pytest.raises(InputError, match="no merged weights.*max_scoring_cost=0"):
+        model.save_pretrained(tmp_path / "merged", export="merged")
+    assert not (tmp_path / "merged").exists()
+    # asked for its kilobyte export, or for nothing, an ensemble writes the ensemble export
+    x = pixels(2)
+    for kind in ("coefficients", None):
+        model.save_pretrained(tmp_path / str(kind), export=kind)
+        assert (tmp_path / str(kind) / "ensemble.safetensors").is_file()
+        assert not (tmp_path / str(kind) / "coefficients.safetensors").exists()
+        reloaded = AestheticModel.from_pretrained(tmp_path / str(kind))
+        assert torch.equal(reloaded(pixel_values=x).scores, model(pixel_values=x).scores)
     mixed = base.with_coefficients(bank, {"task0": 0.5, "task1": 0.5})
     with pytest.raises(InputError, match="'coefficients' or 'merged'"):
         mixed.save_pretrained(tmp_path / "mixed", export="ensemble")
@@ -256,7 +289,7 @@ def test_an_ensemble_push_checks_its_kind_and_references_before_any_upload(tmp_p
     bank = TaskVectorBank.from_finetuned(base, {"ava": perturbed_copy(base, 1)})
     mine = base.with_output_ensemble(bank, OutputEnsemble(["ava"], [1.0], [5.0], [0.5]))
     # The suite runs offline: reaching the Hub would raise a connection error, not these.
-    with pytest.raises(InputError, match="export='ensemble'"):
+    with pytest.raises(InputError, match="no merged weights"):
         mine.push_to_hub("someone/mine", export="merged")
     with pytest.raises(InputError, match="an ensemble export on the Hub must reference its base model by Hub repo id"):
         mine.push_to_hub("someone/mine", export="ensemble")

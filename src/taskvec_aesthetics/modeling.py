@@ -25,7 +25,6 @@ from .constants import (
     COEFFICIENTS_FILE,
     ENSEMBLE,
     ENSEMBLE_FILE,
-    EXPORTS,
     LIBRARY_NAME,
     MERGED,
     PERSONALIZATION_FILE,
@@ -36,7 +35,7 @@ from .hub.cards import DEFAULT_LICENSE, PAPER, card_title, count, render_card
 from .hub.references import Reference
 from .hub.repository import HubMixin, locate
 from .losses import emd_loss
-from .personalization.exports import check_export_kind
+from .personalization.exports import resolve_export
 from .personalization.model_mixin import PersonalizableMixin
 from .personalization.optimisation import resolve_device
 from .processing import ImageInput, collect_images, default_image_processor, open_image
@@ -393,7 +392,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         self,
         save_directory: str | Path,
         *args: Any,
-        export: str = MERGED,
+        export: str | None = None,
         overwrite_card: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -401,18 +400,18 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
         Args:
             save_directory: target folder.
-            export: `"merged"` writes standalone weights (`config.json`, `model.safetensors`,
+            export: `"merged"` (the default) writes standalone weights (`config.json`, `model.safetensors`,
                 `preprocessor_config.json`); `"coefficients"` (personalized models only) writes the kilobyte-sized
                 coefficients-only format that points at the base model and bank by location, revision and
-                fingerprint; `"ensemble"` (models that score as an output ensemble, and only they) writes the
-                ensemble's weights with the same references.
+                fingerprint. A model that scores as an output ensemble has no merged weights: it saves as
+                `"ensemble"` (the ensemble's weights with the same references) by default or when asked for
+                `"coefficients"`.
             overwrite_card: replace a `README.md` in the folder that a person wrote (a generated card is always
                 regenerated).
             push_to_hub: also push the model with [`push_to_hub`] (`repo_id`, `private`, `token`, `revision` and
                 `commit_message` are taken from the keyword arguments; the repo id defaults to the folder name).
         """
-        if export not in EXPORTS:
-            raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
+        export = resolve_export(self, export)
         if kwargs.pop("push_to_hub", False):
             push = {k: kwargs.pop(k) for k in ("private", "token", "revision", "commit_message") if k in kwargs}
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
@@ -436,7 +435,7 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
         return "model" if self.personalization is None else f"personalized model ({export})"
 
     def push_to_hub(  # type: ignore[override]  # `HubMixin.push_to_hub`, plus `export`
-        self, repo_id: str, *, export: str = MERGED, **kwargs: Any
+        self, repo_id: str, *, export: str | None = None, **kwargs: Any
     ) -> CommitInfo:
         """Upload the model with its card to a Hub repository (created if missing) in one commit.
 
@@ -446,16 +445,15 @@ class AestheticModel(PersonalizableMixin, HubMixin, AestheticPreTrainedModel):
 
         Args:
             repo_id: `"user/name"` (or `"name"` in your namespace).
-            export: `"merged"` (standalone weights), `"coefficients"` (personalized models whose base and bank
-                are on the Hub: a few kilobytes that resolve them at their pinned revisions) or `"ensemble"` (the
-                same for a model that scores as an output ensemble).
+            export: `"merged"` (standalone weights, the default), `"coefficients"` (personalized models whose base
+                and bank are on the Hub: a few kilobytes that resolve them at their pinned revisions) or
+                `"ensemble"` (the same for a model that scores as an output ensemble, its default; it is also what
+                `"coefficients"` writes for such a model).
 
         Returns:
             `huggingface_hub.CommitInfo`: the commit (a `str` holding its url; `.oid` is the commit sha).
         """
-        if export not in EXPORTS:
-            raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
-        check_export_kind(self, export)
+        export = resolve_export(self, export)
         if export in (COEFFICIENTS, ENSEMBLE):
             self._check_shareable()  # before anything is created on the Hub
         return super().push_to_hub(repo_id, export=export, **kwargs)

@@ -159,7 +159,8 @@ def load_resources(
         cache_dir (`str` or `Path`, *optional*): The demo's cache folder (default: see `demo.runner.default_cache_dir`).
         max_photos (`int`): Use at most this many photos of the folder (the first in name order).
         config ([`PersonalizerConfig`], *optional*): How visitors' coefficients are fitted (default: the library's
-            default recipe, with a progress bar the page shows).
+            default recipe, with a progress bar the page shows). The app serves one-pass models: `max_scoring_cost` is
+            set to 0, and a config listing the output ensemble (`"outputs"`) is refused.
         demo ([`DemoConfig`], *optional*): Which demo's base, bank and pool to serve when none is given (default:
             the demo's default size).
 
@@ -200,7 +201,10 @@ def load_resources(
             logger.warning("Skipping %s", error)
     if len(files) < 2:
         raise InputError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
-    personalizer = Personalizer(base, task_bank, config or PersonalizerConfig(progress=True))
+    # One-pass models only: the page's download must load anywhere (merged weights when the base or the bank is not
+    # on the Hub), and an output ensemble has no merged weights.
+    one_pass = dataclasses.replace(config or PersonalizerConfig(progress=True), max_scoring_cost=0.0)
+    personalizer = Personalizer(base, task_bank, one_pass)
     logger.info("Encoding %d photos", len(files))
     prefix = personalizer.encode(images)
     resources = AppResources(base, task_bank, personalizer, files, prefix, np.zeros(0), np.zeros(0), "")

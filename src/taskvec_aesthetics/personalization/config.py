@@ -94,8 +94,16 @@ class PersonalizerConfig:
         "coefficients learned at the granularity, and with unlabeled photos the distilled output ensemble; the "
         "uniform mix measured worst and wins only by chance, so it is left out, but learned coefficients may start "
         "from it; outputs, the output ensemble itself, scores with one pass per task model, so it competes only when "
-        "listed or with the ensemble preset)",
+        "listed, with the ensemble preset, or when it costs at most max_scoring_cost)",
         choices=CANDIDATES,
+    )
+    max_scoring_cost: float = option(
+        1.5,
+        "with the default candidates, the output ensemble itself (outputs) competes too when scoring with it costs at "
+        "most this many times one model's encoder blocks per image: a bank that covers only the top blocks runs the "
+        "frozen prefix once and the covered blocks once per task model (the demo's bank: 1.375x), a bank that covers "
+        "the whole network T times; 0 keeps the personalized model one pass (merged weights)",
+        ">=0",
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
     criterion: str = option(

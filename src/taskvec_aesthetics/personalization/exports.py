@@ -25,6 +25,7 @@ from ..constants import (
     CONFIG_FILE,
     ENSEMBLE,
     ENSEMBLE_FILE,
+    EXPORTS,
     FORMAT_VERSION,
     GENERATION_CONFIG_FILE,
     MANIFEST_FILE,
@@ -59,6 +60,7 @@ __all__ = [
     "read_personalization_file",
     "resolve_model_files",
     "save_model_export",
+    "resolve_export",
     "check_calibration",
     "check_finite_weights",
 ]
@@ -178,15 +180,32 @@ def save_model_export(
     return Path(directory)
 
 
+def resolve_export(model: AestheticModel, export: str | None) -> str:
+    """The export kind a save or push of ``model`` writes, checked against the model (`check_export_kind`).
+
+    Nothing asked for means `"merged"`, except for a model that scores as an output ensemble: it has no merged
+    weights, and its kilobyte export is `"ensemble"`, which it also writes when asked for `"coefficients"` (its
+    weights are the coefficients of its task models' scores; it reloads to the same scores either way)."""
+    if export is not None and export not in EXPORTS:
+        raise InputError(f"export must be one of {EXPORTS}, received {export!r}")
+    state = model.personalization
+    if state is not None and state.ensemble is not None and export in (None, COEFFICIENTS):
+        return ENSEMBLE
+    export = export or MERGED
+    check_export_kind(model, export)
+    return export
+
+
 def check_export_kind(model: AestheticModel, export: str) -> None:
-    """``export`` must fit the model: an output ensemble saves only as `"ensemble"` (it has neither merged weights
-    nor coefficients), and only an output ensemble saves as `"ensemble"`."""
+    """``export`` must fit the model: an output ensemble has no merged weights, and only an output ensemble saves
+    as `"ensemble"`."""
     state = model.personalization
     ensemble = state is not None and state.ensemble is not None
     if ensemble and export != ENSEMBLE:
         raise InputError(
-            f"this model scores as an output ensemble of its task models (one pass per task model): it has no merged "
-            f"weights or coefficients to save as export={export!r}. Save it with export='ensemble'"
+            "this model scores as an output ensemble of its task models (the bank's blocks run once per task model): "
+            f"it has no merged weights or coefficients to save as export={export!r}. Save it with export='ensemble' "
+            "(kilobytes that refer to its base and bank), or personalize with max_scoring_cost=0 for a one-pass model"
         )
     if export == ENSEMBLE and not ensemble:
         kinds = "'coefficients' or 'merged'" if state is not None and state.coefficients is not None else "'merged'"

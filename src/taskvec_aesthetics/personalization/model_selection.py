@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 from ..errors import InputError
 from ..evaluation.metrics import srocc
 from ..task_vectors.coefficients import Coefficients
-from .config import CANDIDATES, PersonalizerConfig
+from .config import CANDIDATES, OUTPUTS, PersonalizerConfig
 from .inputs import Encoded, EncodedRatings, Unlabeled
 from .output_ensemble import OutputEnsemble
 
@@ -115,12 +115,16 @@ def best_step(curve: torch.Tensor, steps: list[int], scores: Scores) -> tuple[to
     return curve[best], steps[best]
 
 
-def candidate_names(config: PersonalizerConfig, pool: Unlabeled | None) -> tuple[str, ...]:
-    """The configured candidates; given unlabeled photos and the default list, the distilled one competes too."""
-    names = config.candidate_names
-    if pool is None or not config.default_recipe or "distil" in names:
-        return names
-    return tuple(name for name in CANDIDATES if name in {*names, "distil"})
+def candidate_names(config: PersonalizerConfig, pool: Unlabeled | None, ensemble_cost: float) -> tuple[str, ...]:
+    """The configured candidates. With the default list, the output ensemble itself competes too when scoring with it
+    costs at most ``config.max_scoring_cost`` times one model (``ensemble_cost``, `output_ensemble.scoring_cost`),
+    and given unlabeled photos the distilled one does."""
+    names = set(config.candidate_names)
+    if config.candidates is None and ensemble_cost <= config.max_scoring_cost:
+        names.add(OUTPUTS)
+    if pool is not None and config.default_recipe:
+        names.add("distil")
+    return tuple(name for name in CANDIDATES if name in names)
 
 
 def simple_candidate(

@@ -57,7 +57,7 @@ from .model_selection import (
     stratified_folds,
 )
 from .optimisation import Optimiser
-from .output_ensemble import OutputEnsemble
+from .output_ensemble import OutputEnsemble, scoring_cost
 from .report import PersonalizationReport, PersonalizationResult, fit_calibration
 
 if TYPE_CHECKING:
@@ -91,6 +91,10 @@ class Personalizer(Optimiser):
         if len(bank) == 0:
             raise InputError("the bank has no tasks")
         super().__init__(model, bank, config)
+        #: What scoring as the output ensemble would cost, in encoder blocks per image (`scoring_cost`): with the
+        #: default candidates the ensemble competes when it is at most `config.max_scoring_cost` times one model.
+        self.ensemble_scoring = scoring_cost(len(bank), model.adapter.num_blocks, self.prefix_blocks)
+        self.ensemble_cost = float(self.ensemble_scoring["relative_to_one_model"])
 
     def encode_ratings(self, data: Any) -> EncodedRatings:
         """Validate a user's ratings (Dataset, (image, score) pairs, ratings file), put them in canonical order
@@ -216,7 +220,7 @@ class Personalizer(Optimiser):
         score difference), the step count of learned ones, and `[S, U]` the predictions at every step count
         evaluated (one row for a simple candidate)."""
         n = len(encoded)
-        names = candidate_names(self.config, pool)
+        names = candidate_names(self.config, pool, self.ensemble_cost)
         learned = [name for name in names if name in LEARNED_CANDIDATES]
         steps = evaluation_steps(self.config.eval_every, self.config.steps)
         simple = self._simple_out_of_fold(encoded, scores, [n for n in names if n not in (*learned, OUTPUTS)], folds)
@@ -280,7 +284,11 @@ class Personalizer(Optimiser):
         folds = stratified_folds(scores.target, cfg.folds, cfg.seed) if cfg.selection == "cv" else []
         table: list[dict[str, Any]] = []
         estimate: tuple[float | None, float | None, tuple[float, float] | None, float | None] = (None,) * 4
-        learned = [name for name in candidate_names(self.config, pool) if name in LEARNED_CANDIDATES] if folds else []
+        learned = (
+            [name for name in candidate_names(self.config, pool, self.ensemble_cost) if name in LEARNED_CANDIDATES]
+            if folds
+            else []
+        )
         total = cfg.steps * (len(learned) * len(folds) + 1)
         with tqdm(total=total, desc="Personalizing", unit="step", disable=not cfg.progress, leave=False) as bar:
             self._bar = bar
