@@ -22,7 +22,7 @@ __all__ = ["DEMO_METHODS", "SIMULATED_DATABASE_NAMES", "DemoConfig", "WorldConfi
 SIMULATED_DATABASE_NAMES = ("sharpness", "noise", "jpeg", "exposure", "saturation", "contrast", "general")
 #: The full demo leaves out the two baselines that cost most per rater (they run in `--quick` and in benchmarks/),
 #: so that 24 raters fit in minutes on a CPU.
-DEMO_METHODS = tuple(m for m in METHODS if m not in ("paper", "full_finetune", "default_ensemble"))
+DEMO_METHODS = tuple(m for m in METHODS if m not in ("paper", "full_finetune", "one_pass", "default_ensemble"))
 #: Bump when the bank-building recipe changes, so stale caches are not reused.
 _CACHE_VERSION = 2
 #: The smallest working resolution (a bound `option` does not offer).

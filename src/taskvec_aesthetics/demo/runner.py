@@ -208,7 +208,8 @@ for folder in folders:
 
 def _check_exports(base: AestheticModel, bank: TaskVectorBank, world: World, result: BenchmarkResult, out: Path):
     """Export the protocol's fit of the first rater at the largest k (the figure's) both ways, reload each in a fresh
-    process, compare scores."""
+    process, compare scores. It is the one-pass fit (where the output ensemble won, the same recipe kept one pass):
+    an output ensemble has no merged weights."""
     user, coefficients = result.example_user, result.example_coefficients
     if user is None or coefficients is None:
         raise RuntimeError(

@@ -47,15 +47,17 @@ class Draw:
     ratings: torch.Tensor
     test_ratings: torch.Tensor
     observed: torch.Tensor | None = None  # noisy test ratings where test_ratings is a known truth
+    example: bool = False  # the draw whose one-pass fit of our default is the run's example model
 
 
 DrawResult = tuple[list[tuple[str, float, float, dict]], tuple[Coefficients, dict[str, Any]] | None]
 
 
 def run_draw(methods: Methods, draw: Draw) -> DrawResult:
-    """Every method on one draw, and our default's fit (coefficients and report summary)."""
+    """Every method on one draw, and for the example draw our default's one-pass fit (coefficients and report
+    summary)."""
     methods.example = None
-    results = list(methods.run(draw.rated, draw.test, draw.ratings, draw.test_ratings, draw.observed))
+    results = list(methods.run(draw.rated, draw.test, draw.ratings, draw.test_ratings, draw.observed, draw.example))
     return results, methods.example
 
 
@@ -145,6 +147,9 @@ def run_benchmark(
                 rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
                 test = torch.tensor([position[image_ids[r]] for r in test_rows])
                 draws.append(Draw(user, k, repeat, rated, test, ratings, torch.tensor(scores[test_rows])))
+    example = next((d for d in draws if d.k == max(config.shots)), None)
+    if example is not None:  # the first user's first draw at the largest k
+        example.example = True
     results: dict[int, DrawResult] = {}  # by draw: workers finish them out of order
     for index, result in tqdm(
         _run_draws(methods, draws, config.workers),
@@ -160,7 +165,7 @@ def run_benchmark(
         outcomes, fit = results[index]
         for method, value, seconds, facts in outcomes:
             trials.append(Trial(draw.user_id, draw.k, draw.repeat, method, float(value), float(seconds), **facts))
-        if draw.k == max(config.shots) and example_user is None and fit is not None:
+        if draw.example and fit is not None:
             example_user, (example, example_info) = draw.user_id, fit
     if not trials:
         raise InputError("no user had enough images for any k; lower shots or min_test_images")

@@ -19,6 +19,7 @@ METHOD_LABELS: dict[str, str] = {
     "init": "softmax(10 x SROCC) init",
     "paper": "paper recipe (tensor-wise, half-batch pairs, last of {steps} steps)",
     "default": "our default (cross-validated choice among simple and learned coefficients)",
+    "one_pass": "our default kept one pass (max_scoring_cost=0: merged weights)",
     "default_ensemble": "our default with the output ensemble competing (preset 'ensemble'; T x inference if it wins)",
     "head_finetune": "fine-tune the head of the best single model",
     "full_finetune": "fine-tune the base (all parameters the bank covers)",

@@ -52,11 +52,15 @@ class Methods:
         self.config = config
         self.ours = ours
         self.paper = Personalizer(ours.model, ours.bank, config.paper) if "paper" in config.methods else None
-        self.with_ensemble = None
+        self.with_ensemble = self.one_pass = None
         if "default_ensemble" in config.methods:  # the same recipe, with the output ensemble as one more candidate
             candidates = (*config.personalizer.candidate_names, OUTPUTS)
             self.with_ensemble = Personalizer(
                 ours.model, ours.bank, dataclasses.replace(config.personalizer, candidates=candidates)
+            )
+        if "one_pass" in config.methods:  # the same recipe, never the output ensemble, whatever it costs
+            self.one_pass = Personalizer(
+                ours.model, ours.bank, dataclasses.replace(config.personalizer, max_scoring_cost=0.0)
             )
         self.prefix = prefix
         began = time.perf_counter()
@@ -72,9 +76,12 @@ class Methods:
         ratings: torch.Tensor,
         test_ratings: torch.Tensor,
         observed: torch.Tensor | None = None,
+        example: bool = False,
     ):
         """Yield (method, test SROCC, seconds, facts) for one user's draw; facts: what our default chose and
-        estimated (and its SROCC against ``observed``, noisy test ratings, when given)."""
+        estimated (and its SROCC against ``observed``, noisy test ratings, when given). With ``example``, keep our
+        default's fit as `self.example`, or where the output ensemble won, the same recipe's fit kept one pass (the
+        example is exported as coefficients and as merged weights)."""
         methods = self.config.methods
         encoded = EncodedRatings(self.prefix[rated], ratings.double(), model_scores=self.model_scores[:, rated])
         # The transductive setting: every photo of the pool, without a rating.
@@ -88,6 +95,7 @@ class Methods:
             yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0, {}
         for method, personalizer in (
             ("default", self.ours),
+            ("one_pass", self.one_pass),
             ("default_ensemble", self.with_ensemble),
             ("paper", self.paper),
         ):
@@ -108,7 +116,7 @@ class Methods:
                     "cv_interval": None if report.cv_interval is None else list(report.cv_interval),
                     "observed_srocc": None if observed is None else _srocc(predicted, observed),
                 }
-            if method != "paper" and self.config.score_candidates:
+            if method == "default" and self.config.score_candidates:
                 refits = personalizer.candidate_coefficients(encoded, report, *pool)
 
                 def tested(name: str) -> torch.Tensor:
@@ -121,11 +129,18 @@ class Methods:
                     for row in report.cross_validation
                 ]
             yield method, _srocc(predicted, test_ratings), seconds, facts
-            if method == "default":
+            if method == "default" and "init" in methods:
+                init = personalizer.predict(report.initial_coefficients, self.prefix[test])
+                yield "init", _srocc(init, test_ratings), 0.0, {}
+            if method == "default" and example:
+                if report.ensemble is not None:
+                    kept = self.one_pass or Personalizer(
+                        self.ours.model,
+                        self.ours.bank,
+                        dataclasses.replace(self.config.personalizer, max_scoring_cost=0.0),
+                    )
+                    coefficients, report = kept.fit_encoded(encoded)
                 self.example = coefficients, report.summary()
-                if "init" in methods:
-                    init = personalizer.predict(report.initial_coefficients, self.prefix[test])
-                    yield "init", _srocc(init, test_ratings), 0.0, {}
         if "uniform" in methods:
             uniform = torch.full((self.ours.layout.num_groups, len(self.ours.bank)), 1.0 / len(self.ours.bank))
             yield "uniform", _srocc(self.ours.predict(uniform, self.prefix[test]), test_ratings), 0.0, {}

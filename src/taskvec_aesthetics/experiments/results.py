@@ -207,6 +207,7 @@ class BenchmarkResult:
         )
         for method, who in (
             ("default", "our default"),
+            ("one_pass", "our default kept one pass"),
             ("default_ensemble", "our default with the output ensemble competing"),
         ):
             for k, facts in self.choices(method).items():  # no rows for a method the run left out
