@@ -1,6 +1,7 @@
 """The output ensemble as a candidate and an export kind: it competes in cross-validation, the personalized model
 scores exactly as the fitted ensemble, and the `"ensemble"` export reloads to identical scores."""
 
+import copy
 import csv
 import json
 
@@ -302,3 +303,18 @@ def test_the_app_refuses_a_recipe_with_the_output_ensemble_before_loading_anythi
 
     with pytest.raises(InputError, match="one-pass models.*'outputs'"):
         load_resources(photos=tmp_path / "missing", config=PersonalizerConfig.from_preset("ensemble"))
+
+
+def test_the_ensemble_keeps_its_task_models_until_the_weights_under_them_change(world):
+    _, base, bank = world
+    ensemble = OutputEnsemble(bank.task_names, [1.0, -0.5, 0.2, 0.3], [0.0] * 4, [1.0] * 4)
+    model = base.with_output_ensemble(bank, ensemble)
+    x = pixels(3)
+    first = model(pixel_values=x).scores
+    kept = model._ensemble_members
+    assert torch.equal(model(pixel_values=x).scores, first) and model._ensemble_members is kept
+    with torch.no_grad():  # a covered parameter of the base changes in place: the task models are merged again
+        dict(model.named_parameters())["head.fc2.weight"].add_(0.5 * torch.randn(10, 16))
+    changed = model(pixel_values=x).scores
+    assert model._ensemble_members is not kept and not torch.equal(changed, first)
+    assert torch.equal(changed, copy.deepcopy(model)(pixel_values=x).scores)

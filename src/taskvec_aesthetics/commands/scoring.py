@@ -68,10 +68,11 @@ def add_personalize(subparsers: Any) -> None:
         "personalize",
         help="fit a personalized model to one person's ratings or pairwise preferences",
         description="Fit task-vector coefficients to one person's ratings, or preferences between pairs of images, "
-        "and save the personalized model as coefficients only (kilobytes) or merged. With --preset ensemble the output "
-        "ensemble of the task models competes too; when it wins, the model scores with one pass per task model and is "
-        "saved as an ensemble export (kilobytes). Given a personalized model, its base is personalized again with the "
-        "new ratings.",
+        "and save the personalized model as coefficients only (kilobytes) or merged. Where scoring with the output "
+        "ensemble of the task models costs at most --max-scoring-cost times one model (a bank that covers only the top "
+        "blocks), or with --preset ensemble, that ensemble competes too; when it wins, the model runs the covered "
+        "blocks once per task model and is saved as an ensemble export (kilobytes). Given a personalized model, its "
+        "base is personalized again with the new ratings.",
     )
     parser.add_argument(
         "--ratings",
@@ -103,8 +104,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
         choices=PRESETS,
         default="default",
         help="recipe; the options below override its values (default: default; paper: the authors' recipe; "
-        "ensemble: the default plus the output ensemble itself as a candidate, which scores with one pass per task "
-        "model when it wins)",
+        "ensemble: the default plus the output ensemble itself as a candidate whatever it costs, which runs the "
+        "covered blocks once per task model when it wins)",
     )
     parser.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and missing images")
     add_config_arguments(parser, PersonalizerConfig)

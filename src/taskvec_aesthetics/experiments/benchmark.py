@@ -147,9 +147,9 @@ def run_benchmark(
                 rated = torch.tensor([position[image_ids[r]] for r in rated_rows])
                 test = torch.tensor([position[image_ids[r]] for r in test_rows])
                 draws.append(Draw(user, k, repeat, rated, test, ratings, torch.tensor(scores[test_rows])))
-    example = next((d for d in draws if d.k == max(config.shots)), None)
-    if example is not None:  # the first user's first draw at the largest k
-        example.example = True
+    first_at_largest = next((d for d in draws if d.k == max(config.shots)), None)
+    if first_at_largest is not None:
+        first_at_largest.example = True
     results: dict[int, DrawResult] = {}  # by draw: workers finish them out of order
     for index, result in tqdm(
         _run_draws(methods, draws, config.workers),

@@ -22,8 +22,9 @@ __all__ = ["CANDIDATES", "OUTPUTS", "PersonalizerConfig"]
 
 # -- personalization -----------------------------------------------------------------------------------------------
 #: Candidates of the cross-validated selection, in the order in which ties within a standard error are broken. The
-#: output ensemble itself comes first where it competes (only when asked for: it costs T passes to score, and a person
-#: who accepts that cost wants its accuracy; a one-pass candidate must beat it by more than a standard error). Then
+#: output ensemble itself comes first where it competes (by default only where scoring with it costs at most
+#: `max_scoring_cost` times one model; whoever accepts that cost wants its accuracy, so a one-pass candidate must beat
+#: it by more than a standard error). Then
 #: the softmax(SROCC) mix (the paper's start; it weighs the same T agreements as the best single model, but averages
 #: where the argmax of T noisy values jumps, so it varies least between draws of the ratings), the best single
 #: database model, the other mixes, and learned coefficients. `task`, `layer` and `tensor` are coefficients learned at
@@ -231,7 +232,8 @@ class PersonalizerConfig:
     def from_preset(cls, name: str, **overrides: Any) -> PersonalizerConfig:
         """`"default"`: our recipe; `"paper"`: the authors' (tensor granularity, softmax(10 x SROCC) init, half-batch
         pairing, AdamW lr 1e-2 with PyTorch's default weight decay, 500 steps, batch 32, last step kept);
-        `"ensemble"`: our recipe with the output ensemble itself (`"outputs"`) as a candidate too. It scores better
+        `"ensemble"`: our recipe with the output ensemble itself (`"outputs"`) as a candidate whatever it costs (the
+        default lets it compete only where it costs at most `max_scoring_cost` times one model). It scores better
         than the one-pass candidates for many tastes, but a model that wins with it runs the covered blocks once per
         task model (T + 1 passes of a part of the network instead of one) and saves as `export="ensemble"`."""
         if name not in _PRESETS:

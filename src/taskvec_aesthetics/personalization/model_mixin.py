@@ -55,8 +55,8 @@ class PersonalizableMixin:
     personalization: PersonalizationState | None = None
     #: True while `forward` runs one task model of an output ensemble (`_ensemble_scores`).
     _ensemble_member: bool = False
-    #: The bank's stacked task vectors on the device where the output ensemble last ran (kept between calls).
-    _ensemble_stacked: tuple[torch.device, dict[str, torch.Tensor]] | None = None
+    #: The output ensemble's task models' covered parameters where it last ran, and what they were merged from.
+    _ensemble_members: tuple[tuple[Any, ...], list[dict[str, torch.Tensor]]] | None = None
 
     def with_coefficients(
         self,
@@ -168,18 +168,22 @@ class PersonalizableMixin:
             {"pixel_values": hidden} if shared is None else {"prefix_hidden": hidden, "prefix_blocks": shared}
         )
         own = dict(model.named_parameters())
-        device = next(iter(own.values())).device
-        cached = model._ensemble_stacked
-        if cached is None or cached[0] != device:  # the bank's stacked task vectors where the model runs, kept
-            cached = (device, {n: t.to(device) for n, t in bank.stacked().items()})
-            model._ensemble_stacked = cached
-        stacked, one = cached[1], torch.ones(1, device=device)
+        covered = bank.parameter_names
+        # Each task model's covered parameters, theta_0 + tau_t exactly as the fit merged them (`merge_tensor`), are
+        # kept (the memory of the bank's task vectors) until the model moves or its parameters change.
+        key = (next(iter(own.values())).device, tuple((own[n].data_ptr(), own[n]._version) for n in covered))
+        if model._ensemble_members is None or model._ensemble_members[0] != key:
+            device, one = key[0], torch.ones(1, device=key[0])
+            stacked = {n: t.to(device) for n, t in bank.stacked().items()}
+            members = [
+                {n: merge_tensor(own[n], t[task : task + 1], one, n).detach() for n, t in stacked.items()}
+                for task in range(len(bank))
+            ]
+            model._ensemble_members = (key, members)
         scores = []
         model._ensemble_member = True
         try:
-            for task in range(len(bank)):
-                # theta_0 + tau_t exactly as the fit merged it (`merge_tensor`), one task's parameters at a time.
-                params = {n: merge_tensor(own[n], t[task : task + 1], one, n) for n, t in stacked.items()}
+            for params in model._ensemble_members[1]:
                 scores.append(functional_forward(model, params, **inputs).scores)
         finally:
             model._ensemble_member = False
