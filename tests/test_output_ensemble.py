@@ -243,6 +243,16 @@ def test_the_ensemble_preset_from_the_command_line(world, tmp_path, capsys):
     assert record["info"]["scoring"]["text"] in printed and "weight per standardized task score" in printed
     reloaded = AestheticModel.from_pretrained(tmp_path / "out")
     assert reloaded.score([tmp_path / "photos" / "p00.png"]).shape == (1,)
+    # where it would compete by default, --export merged keeps the fit one pass; with the preset it is refused first
+    cheap = [*command[:-2], "--max-scoring-cost", "3", "--steps", "4", "--eval-every", "2"]
+    assert main([*cheap, "--output", str(tmp_path / "auto")]) == 0, capsys.readouterr().err
+    assert "saved (ensemble)" in capsys.readouterr().out
+    one_pass = [*command[:-4], "--steps", "4", "--eval-every", "2", "--export", "merged"]
+    assert main([*one_pass, "--output", str(tmp_path / "merged")]) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "merged" / "personalization.json").read_text())
+    assert record["export"] == "merged" and record["info"]["personalizer"]["max_scoring_cost"] == 0.0
+    assert main([*command, "--export", "merged"]) == 2
+    assert "--export merged needs a one-pass model" in capsys.readouterr().err
 
 
 def test_personalize_many_saves_an_output_ensemble_as_one_and_resumes(world, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..constants import COEFFICIENTS, ENSEMBLE, EXPORTS
+from ..constants import COEFFICIENTS, EXPORTS, MERGED
 from ..errors import InputError, MissingFileError
 from ..personalization.config import PRESETS, PersonalizerConfig
 from .options import (
@@ -114,16 +114,24 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 def run_personalize(args: argparse.Namespace) -> None:
     check_locations(args.model, args.bank)
     from ..data import is_preferences_file, load_preferences, load_ratings
+    from ..personalization.exports import resolve_export
 
     load = load_preferences if is_preferences_file(args.ratings) else load_ratings
     ratings = load(args.ratings, skip_invalid=args.skip_invalid)
     base, bank = _base_and_bank(args.model, args.bank)
     overrides = config_values(args, PersonalizerConfig)
+    if args.export == MERGED:  # merged weights asked for: the output ensemble, which has none, must not compete
+        if args.preset == "ensemble":
+            raise InputError(
+                "--export merged needs a one-pass model, but --preset ensemble lets the output ensemble (which has no "
+                "merged weights) compete; use --export ensemble, or the default preset"
+            )
+        overrides.setdefault("max_scoring_cost", 0.0)
     model = base.personalize(
         ratings, bank=bank, preset=args.preset, progress=args.progress, unlabeled=args.unlabeled, **overrides
     )
     state = model.personalization
-    export = args.export or (ENSEMBLE if state.ensemble is not None else COEFFICIENTS)
+    export = resolve_export(model, args.export or COEFFICIENTS)  # an output ensemble saves as "ensemble"
     model.save_pretrained(args.output, export=export)
     if state.ensemble is not None:
         weights = ", ".join(f"{k} {v:+.3f}" for k, v in state.ensemble.task_weights().items())
