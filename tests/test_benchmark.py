@@ -58,6 +58,10 @@ def test_every_method_runs_and_results_are_written(world, tmp_path):
     assert default[20]["srocc_mean"] > 0.5 and default[20]["seconds_per_fit"] > 0
     assert default[20]["srocc_low"] <= default[20]["srocc_mean"] <= default[20]["srocc_high"]
     assert "diff_mean" not in default[20]
+    # this bank covers every parameter (its output ensemble costs 4x one model): our default stays one pass
+    assert {r["k"]: r["srocc_mean"] for r in rows if r["method"] == "one_pass"} == {
+        k: r["srocc_mean"] for k, r in default.items()
+    }
     per_user = result.per_user()
     for row in rows:
         if row["method"] == "default":
@@ -147,3 +151,13 @@ def test_bad_input(world):
         BenchmarkConfig(workers=1.5)
     with pytest.raises(ValueError, match=r"BenchmarkConfig.shots must be ints >= 2, received \(10, 1\)"):
         BenchmarkConfig(shots=(10, 1))
+
+
+def test_where_the_output_ensemble_wins_the_example_model_is_the_same_recipe_kept_one_pass(world):
+    config = dict(CONFIG, shots=(20,), methods=("default",))
+    config["personalizer"] = PersonalizerConfig(steps=10, folds=3, candidates=("init", "outputs"))
+    result = run_benchmark(world.base, world.bank, _dataset(_ratings()), BenchmarkConfig(**config))
+    first = next(t for t in result.trials if t.user_id == result.example_user and t.method == "default")
+    assert first.chosen == "outputs"  # the output ensemble won the example draw ...
+    assert result.example_info["chosen"] == "init"  # ... and the example is a set of coefficients, exportable merged
+    assert result.example_coefficients is not None

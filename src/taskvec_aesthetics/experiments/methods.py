@@ -52,22 +52,31 @@ class Methods:
         self.config = config
         self.ours = ours
         self.paper = Personalizer(ours.model, ours.bank, config.paper) if "paper" in config.methods else None
-        self.with_ensemble = self.one_pass = None
+        self.with_ensemble = None
         if "default_ensemble" in config.methods:  # the same recipe, with the output ensemble as one more candidate
             candidates = (*config.personalizer.candidate_names, OUTPUTS)
             self.with_ensemble = Personalizer(
                 ours.model, ours.bank, dataclasses.replace(config.personalizer, candidates=candidates)
             )
-        if "one_pass" in config.methods:  # the same recipe, never the output ensemble, whatever it costs
-            self.one_pass = Personalizer(
-                ours.model, ours.bank, dataclasses.replace(config.personalizer, max_scoring_cost=0.0)
-            )
+        self._one_pass: Personalizer | None = None
+        if "one_pass" in config.methods:
+            self.kept_one_pass()
         self.prefix = prefix
         began = time.perf_counter()
         self.model_scores = self.ours.model_scores(prefix)  # [T + 1, N]: the base and each task model, once
         self.task_scores = self.model_scores[1:]
         self.task_scoring_seconds = time.perf_counter() - began
         self.example: tuple[Coefficients, dict[str, Any]] | None = None  # our default's last fit and its report
+
+    def kept_one_pass(self) -> Personalizer:
+        """Our recipe with the output ensemble never competing, whatever it costs, and dropped from listed candidates
+        (made on first use)."""
+        if self._one_pass is None:
+            listed = self.config.personalizer.candidates
+            candidates = None if listed is None else tuple(c for c in listed if c != OUTPUTS) or None
+            one_pass = dataclasses.replace(self.config.personalizer, max_scoring_cost=0.0, candidates=candidates)
+            self._one_pass = Personalizer(self.ours.model, self.ours.bank, one_pass)
+        return self._one_pass
 
     def run(
         self,
@@ -95,7 +104,7 @@ class Methods:
             yield "best_single", _srocc(self.task_scores[best, test], test_ratings), 0.0, {}
         for method, personalizer in (
             ("default", self.ours),
-            ("one_pass", self.one_pass),
+            ("one_pass", self._one_pass),
             ("default_ensemble", self.with_ensemble),
             ("paper", self.paper),
         ):
@@ -134,12 +143,7 @@ class Methods:
                 yield "init", _srocc(init, test_ratings), 0.0, {}
             if method == "default" and example:
                 if report.ensemble is not None:
-                    kept = self.one_pass or Personalizer(
-                        self.ours.model,
-                        self.ours.bank,
-                        dataclasses.replace(self.config.personalizer, max_scoring_cost=0.0),
-                    )
-                    coefficients, report = kept.fit_encoded(encoded)
+                    coefficients, report = self.kept_one_pass().fit_encoded(encoded)
                 self.example = coefficients, report.summary()
         if "uniform" in methods:
             uniform = torch.full((self.ours.layout.num_groups, len(self.ours.bank)), 1.0 / len(self.ours.bank))

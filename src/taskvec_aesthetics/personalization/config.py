@@ -103,7 +103,8 @@ class PersonalizerConfig:
         "with the default candidates, the output ensemble itself (outputs) competes too when scoring with it costs at "
         "most this many times one model's encoder blocks per image: a bank that covers only the top blocks runs the "
         "frozen prefix once and the covered blocks once per task model (the demo's bank: 1.375x), a bank that covers "
-        "the whole network T times; 0 keeps the personalized model one pass (merged weights)",
+        "the whole network T times; 0 keeps the default candidates one pass (merged weights); listed candidates are "
+        "what they say",
         ">=0",
     )
     folds: int = option(5, "K of the K-fold cross-validation (fewer when there are fewer than 2K ratings)", ">=2")
