@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from ..constants import ENSEMBLE_FILE
 from ..errors import ConfigError, InputError, IntegrityError
-from ..task_vectors.coefficients import read_tensor_file
-from ..utils.io import atomic_path
+from ..task_vectors.coefficients import read_tensor_file, write_tensor_file
 
 __all__ = ["MAX_ABS_WEIGHT", "OutputEnsemble", "scoring_cost"]
 
@@ -103,20 +101,14 @@ class OutputEnsemble:
     # -- files -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write `ensemble.safetensors` (weights, mean, spread in float64; the task names in its metadata)."""
-        path = Path(path)
-        target = path / ENSEMBLE_FILE if path.is_dir() or not path.suffix else path
-        target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: getattr(self, name).contiguous() for name in _FIELDS}
-        with atomic_path(target) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", "task_names": json.dumps(self.task_names)})
-        return target
+        metadata = {"format": "pt", "task_names": json.dumps(self.task_names)}
+        return write_tensor_file(path, ENSEMBLE_FILE, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> OutputEnsemble:
         """Read an ensemble written by [`OutputEnsemble.save`] (a file or the folder holding it)."""
-        path = Path(path)
-        target = path / ENSEMBLE_FILE if path.is_dir() else path
-        tensors, metadata = read_tensor_file(target, "output-ensemble")
+        target, tensors, metadata = read_tensor_file(path, ENSEMBLE_FILE, "output-ensemble")
         missing = [name for name in _FIELDS if name not in tensors] + (
             [] if "task_names" in metadata else ["task_names (metadata)"]
         )

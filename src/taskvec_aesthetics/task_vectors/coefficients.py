@@ -18,7 +18,14 @@ from ..constants import COEFFICIENTS_FILE, GRANULARITIES
 from ..errors import ConfigError, InputError, MissingFileError
 from ..utils.io import atomic_path
 
-__all__ = ["Coefficients", "Granularity", "GRANULARITIES", "COEFFICIENTS_FILE", "read_tensor_file"]
+__all__ = [
+    "Coefficients",
+    "Granularity",
+    "GRANULARITIES",
+    "COEFFICIENTS_FILE",
+    "read_tensor_file",
+    "write_tensor_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +120,6 @@ class Coefficients:
     # -- files -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``coefficients.safetensors`` (values and extra tensors; names and granularity in its metadata)."""
-        path = Path(path)
-        target = path / COEFFICIENTS_FILE if path.is_dir() or not path.suffix else path
-        target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"coefficients": self.values.contiguous()}
         tensors.update({f"extra.{name}": t.contiguous() for name, t in self.extra.items()})
         metadata = {
@@ -124,16 +128,12 @@ class Coefficients:
             "group_names": json.dumps(self.group_names),
             "task_names": json.dumps(self.task_names),
         }
-        with atomic_path(target) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        return target
+        return write_tensor_file(path, COEFFICIENTS_FILE, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> Coefficients:
         """Read coefficients written by [`Coefficients.save`] (a file or the folder holding it)."""
-        path = Path(path)
-        target = path / COEFFICIENTS_FILE if path.is_dir() else path
-        tensors, metadata = read_tensor_file(target, "coefficients")
+        target, tensors, metadata = read_tensor_file(path, COEFFICIENTS_FILE, "coefficients")
         missing = [k for k in ("granularity", "group_names", "task_names") if k not in metadata]
         if "coefficients" not in tensors or missing:
             raise InputError(
@@ -178,9 +178,27 @@ class Coefficients:
         )
 
 
-def read_tensor_file(target: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata of a small safetensors file (coefficients, an output ensemble); a missing or
-    unreadable file is an error naming it and ``what`` was expected there."""
+def write_tensor_file(
+    path: str | Path, file_name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> Path:
+    """Write a small safetensors file (coefficients, an output ensemble) atomically: to ``path``, or to
+    ``path / file_name`` when ``path`` is a folder or has no suffix; returns where it went."""
+    path = Path(path)
+    target = path / file_name if path.is_dir() or not path.suffix else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return target
+
+
+def read_tensor_file(
+    path: str | Path, file_name: str, what: str
+) -> tuple[Path, dict[str, torch.Tensor], dict[str, str]]:
+    """Where a small safetensors file (coefficients, an output ensemble) is (``path``, or ``path / file_name`` when
+    ``path`` is a folder), its tensors and its metadata; a missing or unreadable file is an error naming it and
+    ``what`` was expected there."""
+    path = Path(path)
+    target = path / file_name if path.is_dir() else path
     if not target.is_file():
         raise MissingFileError(f"no {what} file at {target}")
     try:
@@ -189,4 +207,4 @@ def read_tensor_file(target: Path, what: str) -> tuple[dict[str, torch.Tensor], 
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise InputError(f"{target} is not a valid safetensors file: {error}") from None
-    return tensors, metadata
+    return target, tensors, metadata
