@@ -38,7 +38,7 @@ from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..constants import COEFFICIENTS, COEFFICIENTS_FILE, CONFIG_FILE, ENSEMBLE, ENSEMBLE_FILE, PERSONALIZATION_FILE
+from ..constants import COEFFICIENTS, COEFFICIENTS_FILE, CONFIG_FILE, ENSEMBLE_FILE, PERSONALIZATION_FILE
 from ..data import DatabaseFormatError, Issue, load_ratings
 from ..data.ratings import load_ratings_by_user
 from ..errors import InputError, InputTypeError, MissingFileError
@@ -438,12 +438,9 @@ def personalize_many(
             else:
                 coefficients, report = outcome
                 report.wall_time = share  # this user's share of the group's time: the sum over users is the total
-                if report.ensemble is not None:  # the output ensemble won (preset "ensemble"): it saves as one
-                    personalized = model.with_output_ensemble(bank, report.ensemble, info=report.summary())
-                else:
-                    personalized = model.with_coefficients(bank, coefficients, info=report.summary())
-                export = ENSEMBLE if report.ensemble is not None else COEFFICIENTS
-                personalized.save_pretrained(output_dir / USERS_FOLDER / name, export=export)
+                personalized = personalizer.personalized_model(coefficients, report)
+                # The kilobyte export of either kind: an output ensemble that won writes its own (`resolve_export`).
+                personalized.save_pretrained(output_dir / USERS_FOLDER / name, export=COEFFICIENTS)
                 (output_dir / ERRORS_FOLDER / f"{name}.json").unlink(missing_ok=True)
         bar.update(len(group))
     bar.close()

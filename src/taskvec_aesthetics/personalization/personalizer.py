@@ -91,10 +91,10 @@ class Personalizer(Optimiser):
         if len(bank) == 0:
             raise InputError("the bank has no tasks")
         super().__init__(model, bank, config)
-        #: What scoring as the output ensemble would cost, in encoder blocks per image (`scoring_cost`): with the
-        #: default candidates the ensemble competes when it is at most `config.max_scoring_cost` times one model.
-        self.ensemble_scoring = scoring_cost(len(bank), model.adapter.num_blocks, self.prefix_blocks)
-        self.ensemble_cost = float(self.ensemble_scoring["relative_to_one_model"])
+        #: What scoring as the output ensemble would cost, relative to one model's encoder blocks per image
+        #: (`scoring_cost`): with the default candidates it competes when at most `config.max_scoring_cost`.
+        cost = scoring_cost(len(bank), model.adapter.num_blocks, self.prefix_blocks)
+        self.ensemble_cost = float(cost["relative_to_one_model"])
 
     def encode_ratings(self, data: Any) -> EncodedRatings:
         """Validate a user's ratings (Dataset, (image, score) pairs, ratings file), put them in canonical order
@@ -416,8 +416,11 @@ class Personalizer(Optimiser):
         photos = unlabeled_images(unlabeled)
         encoded_photos = self.encode(photos) if photos else None
         coefficients, report = self.fit_encoded(self.encode_input(data), encoded_photos)
+        return PersonalizationResult(self.personalized_model(coefficients, report), report)
+
+    def personalized_model(self, coefficients: Coefficients, report: PersonalizationReport) -> AestheticModel:
+        """The personalized model of a fit (`fit_encoded`): the output ensemble where it won, else the base merged
+        with the coefficients; the report's summary goes with it."""
         if report.ensemble is not None:
-            model = self.model.with_output_ensemble(self.bank, report.ensemble, info=report.summary())
-        else:
-            model = self.model.with_coefficients(self.bank, coefficients, info=report.summary())
-        return PersonalizationResult(model, report)
+            return self.model.with_output_ensemble(self.bank, report.ensemble, info=report.summary())
+        return self.model.with_coefficients(self.bank, coefficients, info=report.summary())
