@@ -18,7 +18,7 @@ METHOD_LABELS: dict[str, str] = {
     "uniform": "uniform average of task vectors (c = 1/T)",
     "init": "softmax(10 x SROCC) init",
     "paper": "paper recipe (tensor-wise, half-batch pairs, last of {steps} steps)",
-    "default": "our default (cross-validated choice among simple and learned coefficients)",
+    "default": "our default (cross-validated choice among coefficients and, where cheap, the output ensemble)",
     "one_pass": "our default kept one pass (max_scoring_cost=0: merged weights)",
     "default_ensemble": "our default with the output ensemble competing (preset 'ensemble'; T x inference if it wins)",
     "head_finetune": "fine-tune the head of the best single model",

@@ -77,7 +77,7 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path, noise_ceiling: flo
             range(len(coefficients.task_names)), coefficients.task_names, rotation=45, ha="right", fontsize=8
         )
         ax.set_yticks(range(len(coefficients.group_names)), coefficients.group_names, fontsize=7)
-        ax.set_title(f"coefficients of user {result.example_user} (k = {max(shots)})")
+        ax.set_title(f"one-pass coefficients of user {result.example_user} (k = {max(shots)})")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return save_figure(fig, path)
