@@ -15,6 +15,7 @@ from taskvec_aesthetics import AestheticModel
 from taskvec_aesthetics.app import RatingSession, load_resources
 from taskvec_aesthetics.app.session import cv_estimate
 from taskvec_aesthetics.data import load_preferences, load_ratings
+from taskvec_aesthetics.personalization.model_selection import candidate_names
 from taskvec_aesthetics.personalization.photo_choice import choose_next
 
 
@@ -38,8 +39,16 @@ def test_resources_encode_the_pool_once(resources) -> None:
     assert resources.task_scores.shape == (3, NUM_PHOTOS) and resources.base_scores.shape == (NUM_PHOTOS,)
     assert resources.prefix.shape[0] == NUM_PHOTOS
     assert "3 tasks" in resources.description
-    # the page serves one-pass models (its download may be merged weights): the ensemble never competes
-    assert resources.personalizer.config.max_scoring_cost == 0.0
+    # the page serves one-pass models (its download may be merged weights): the ensemble never competes, and a
+    # visitor waits on the page: the slow distilled candidate is left out
+    personalizer = resources.personalizer
+    assert personalizer.config.max_scoring_cost == 0.0
+    assert candidate_names(personalizer.config, None, personalizer.ensemble_cost) == (
+        "init",
+        "single",
+        "ensemble",
+        "layer",
+    )
 
 
 def test_bad_startup_arguments_are_refused(tmp_path: Path, inputs: dict[str, Path]) -> None:

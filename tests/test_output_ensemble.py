@@ -3,6 +3,7 @@ scores exactly as the fitted ensemble, and the `"ensemble"` export reloads to id
 
 import copy
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -17,7 +18,7 @@ from taskvec_aesthetics.errors import InputError, IntegrityError
 from taskvec_aesthetics.personalization.config import PersonalizerConfig
 from taskvec_aesthetics.personalization.inputs import EncodedRatings, Unlabeled
 from taskvec_aesthetics.personalization.many import personalize_many
-from taskvec_aesthetics.personalization.model_selection import fit_output_ensemble
+from taskvec_aesthetics.personalization.model_selection import candidate_names, fit_output_ensemble
 from taskvec_aesthetics.personalization.output_ensemble import OutputEnsemble, scoring_cost
 from taskvec_aesthetics.personalization.personalizer import Personalizer
 from taskvec_aesthetics.pipeline import TASK
@@ -68,6 +69,20 @@ def test_the_presets_and_the_candidates():
     assert PersonalizerConfig.from_preset("ensemble", candidates=("init",)).candidate_names == ("init",)
 
 
+def test_the_ensemble_competes_where_it_is_cheap_and_its_distillation_where_it_is_not():
+    default = PersonalizerConfig(granularity="task")
+    one_pass = ("init", "single", "ensemble", "task")
+    assert candidate_names(default, None, ensemble_cost=1.375) == ("outputs", *one_pass)
+    assert candidate_names(default, None, ensemble_cost=4.0) == (*one_pass, "distil")
+    assert candidate_names(dataclasses.replace(default, max_scoring_cost=0.0), None, 1.375) == (*one_pass, "distil")
+    pool = Unlabeled(torch.zeros(3, 2), torch.zeros(4, 3))  # photos given: the distilled candidate competes too
+    assert candidate_names(default, pool, ensemble_cost=1.375) == ("outputs", *one_pass, "distil")
+    preset = PersonalizerConfig.from_preset("ensemble", granularity="task")
+    assert candidate_names(preset, None, ensemble_cost=4.0) == ("outputs", *one_pass, "distil")
+    listed = PersonalizerConfig(candidates=("init", "task"))  # listed candidates are what they say
+    assert candidate_names(listed, pool, ensemble_cost=4.0) == ("init", "task")
+
+
 def test_by_default_the_ensemble_competes_where_it_costs_at_most_max_scoring_cost(world, fitted, tmp_path):
     _, base, bank = world
     photos, ratings, _ = fitted
@@ -78,8 +93,9 @@ def test_by_default_the_ensemble_competes_where_it_costs_at_most_max_scoring_cos
     one_pass = Personalizer(base, bank, PersonalizerConfig(**QUICK)).fit(data)
     names = [row["candidate"] for row in one_pass.report.cross_validation]
     assert "outputs" not in names and one_pass.report.ensemble is None
+    assert names[-1] == "distil"  # the ensemble's one-pass stand-in competes in its place
     cheap = Personalizer(base, bank, PersonalizerConfig(max_scoring_cost=2.5, **QUICK)).fit(data)
-    assert [row["candidate"] for row in cheap.report.cross_validation] == ["outputs", *names]  # first: breaks ties
+    assert [row["candidate"] for row in cheap.report.cross_validation] == ["outputs", *names[:-1]]  # first: ties
     assert cheap.report.chosen == "outputs"  # a taste with a negative weight: the ensemble cross-validates best
     # explicit candidates are what they say, whatever the cost
     listed = PersonalizerConfig(candidates=("init", "single"), max_scoring_cost=9.0, **QUICK)

@@ -72,7 +72,7 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
     encoded = EncodedRatings(personalizer.encode(pixels[rated]), ratings[rated].double())
     _, report = personalizer.fit_encoded(encoded)
     table = {row["candidate"]: row for row in report.cross_validation}
-    assert list(table) == ["init", "single", "ensemble", "layer"]
+    assert list(table) == ["init", "single", "ensemble", "layer", "distil"]
     assert [row["candidate"] for row in report.cross_validation if row["chosen"]] == [report.chosen]
     # the one-standard-error rule: the first candidate within one standard error of the best one's SROCC
     assert report.criterion == "srocc"
@@ -433,6 +433,11 @@ def test_the_distillation_loss_is_one_minus_the_correlation_with_the_teacher():
     assert abs(float(loss)) < 1e-6  # any increasing linear map of the teacher's scores is a perfect student
     _, loss = same.split(torch.tensor([5.0, 6.0, 30.0, 20.0, 10.0]))
     assert abs(float(loss) - 4.0) < 1e-6  # reversed: 2 x (1 - (-1))
+    # without unlabeled photos the teacher scored the batch's own images: one forward pass serves both losses
+    own = _Distillation(batch, None, torch.tensor([0.0, 1.0]), weight=2.0)
+    assert torch.equal(own.prefix, batch.prefix)
+    rated, loss = own.split(torch.tensor([3.0, 1.0]))
+    assert torch.equal(rated, torch.tensor([3.0, 1.0])) and abs(float(loss) - 4.0) < 1e-6
 
 
 def test_one_labelled_progress_bar_per_personalization(world, pool, monkeypatch):

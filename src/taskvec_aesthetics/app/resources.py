@@ -160,7 +160,8 @@ def load_resources(
         max_photos (`int`): Use at most this many photos of the folder (the first in name order).
         config ([`PersonalizerConfig`], *optional*): How visitors' coefficients are fitted (default: the library's
             default recipe, with a progress bar the page shows). The app serves one-pass models: `max_scoring_cost` is
-            set to 0, and a config listing the output ensemble (`"outputs"`) is refused.
+            set to 0, and a config listing the output ensemble (`"outputs"`) is refused. Unless listed, the distilled
+            candidate (`"distil"`) is left out: it triples the fit's time, and a visitor waits on the page.
         demo ([`DemoConfig`], *optional*): Which demo's base, bank and pool to serve when none is given (default:
             the demo's default size).
 
@@ -202,8 +203,10 @@ def load_resources(
     if len(files) < 2:
         raise InputError(f"the folder {str(folder)!r} holds {len(files)} readable photos; the app needs at least 2")
     # One-pass models only: the page's download must load anywhere (merged weights when the base or the bank is not
-    # on the Hub), and an output ensemble has no merged weights.
-    one_pass = dataclasses.replace(config or PersonalizerConfig(progress=True), max_scoring_cost=0.0)
+    # on the Hub), and an output ensemble has no merged weights. The default candidates, listed, leave out the slow
+    # distilled one.
+    config = config or PersonalizerConfig(progress=True)
+    one_pass = dataclasses.replace(config, max_scoring_cost=0.0, candidates=config.candidate_names)
     personalizer = Personalizer(base, task_bank, one_pass)
     logger.info("Encoding %d photos", len(files))
     prefix = personalizer.encode(images)

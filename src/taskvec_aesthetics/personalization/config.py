@@ -39,7 +39,8 @@ CANDIDATES: dict[str, str] = {
     "task": "learned task-wise coefficients",
     "layer": "learned layer-wise coefficients",
     "tensor": "learned tensor-wise coefficients",
-    "distil": "coefficients at the granularity distilled from the output ensemble on unlabeled photos",
+    "distil": "coefficients at distil_granularity distilled from the output ensemble on photos (the person's unrated "
+    "photos when given, else the rated ones)",
 }
 #: The candidate that is no set of coefficients: the personalized model scores as the output ensemble.
 OUTPUTS = "outputs"
@@ -91,8 +92,8 @@ class PersonalizerConfig:
     )
     candidates: tuple[str, ...] | None = option(
         None,
-        "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights and "
-        "coefficients learned at the granularity, and with unlabeled photos the distilled output ensemble; the "
+        "what cv chooses from (default: the softmax mix, the best single model, the output ensemble's weights, "
+        "coefficients learned at the granularity and coefficients distilled from the output ensemble; the "
         "uniform mix measured worst and wins only by chance, so it is left out, but learned coefficients may start "
         "from it; outputs, the output ensemble itself, scores with one pass per task model, so it competes only when "
         "listed, with the ensemble preset, or when it costs at most max_scoring_cost)",
@@ -158,11 +159,24 @@ class PersonalizerConfig:
     batch_size: int = option(32, "images per step (all rated images when there are fewer)", ">=1")
     eval_every: int = option(5, "steps between evaluations of the held-out fold", ">=1")
     distil_weight: float = option(
-        1.0,
-        "distil: weight of the mean squared error between the merged model's standardized scores on unlabeled photos "
-        "and the output ensemble's, next to the rank loss on the ratings",
+        10.0,
+        "distil: weight of the distillation loss (1 - the Pearson correlation between the merged model's scores on "
+        "photos and the output ensemble's) next to the rank loss on the ratings",
         ">=0",
     )
+    distil_granularity: str = option(
+        "tensor",
+        "distil: the granularity of distilled coefficients (reproducing the output ensemble in one network takes "
+        "more freedom than fitting a few ratings)",
+        choices=GRANULARITIES,
+    )
+    distil_steps: int | None = option(
+        None,
+        "distil: optimisation steps, with cv the most it may take (default: twice steps; following a teacher on every "
+        "photo takes longer than fitting a few ratings)",
+        ">=1",
+    )
+    distil_learning_rate: float = option(0.15, "distil: AdamW learning rate of the distilled coefficients", ">0")
     calibrate: bool = option(False, "fit a monotone linear map from predictions onto the user's rating scale")
     adapt_head: bool = option(
         False, "also learn an additive change of the head's last layer, stored with the coefficients"
@@ -225,9 +239,15 @@ class PersonalizerConfig:
 
     @property
     def default_recipe(self) -> bool:
-        """Whether the candidates are the default ones (or those plus `"outputs"`, the `"ensemble"` preset's): then,
-        given unlabeled photos, the distilled output ensemble competes too."""
+        """Whether the candidates are the default ones (or those plus `"outputs"`, the `"ensemble"` preset's): then
+        the distilled output ensemble may compete too (`model_selection.candidate_names`)."""
         return self.candidates is None or set(self.candidates) == {*self.default_candidates, OUTPUTS}
+
+    def steps_of(self, candidate: str) -> int:
+        """The most optimisation steps learned candidate ``candidate`` takes."""
+        if candidate != "distil":
+            return self.steps
+        return self.distil_steps or 2 * self.steps
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PersonalizerConfig:

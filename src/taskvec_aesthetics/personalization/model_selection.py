@@ -116,13 +116,15 @@ def best_step(curve: torch.Tensor, steps: list[int], scores: Scores) -> tuple[to
 
 
 def candidate_names(config: PersonalizerConfig, pool: Unlabeled | None, ensemble_cost: float) -> tuple[str, ...]:
-    """The configured candidates. With the default list, the output ensemble itself competes too when scoring with it
-    costs at most ``config.max_scoring_cost`` times one model (``ensemble_cost``, `output_ensemble.scoring_cost`),
-    and given unlabeled photos the distilled one does."""
+    """The configured candidates. With the default list (or the ensemble preset's), the output ensemble itself
+    competes too when scoring with it costs at most ``config.max_scoring_cost`` times one model (``ensemble_cost``,
+    `output_ensemble.scoring_cost`); where it costs more, or given unlabeled photos ``pool``, its one-pass stand-in
+    does: coefficients distilled from it (`"distil"`, on the rated images when no photos are given)."""
     names = set(config.candidate_names)
-    if config.candidates is None and ensemble_cost <= config.max_scoring_cost:
+    cheap = ensemble_cost <= config.max_scoring_cost
+    if config.candidates is None and cheap:
         names.add(OUTPUTS)
-    if pool is not None and config.default_recipe:
+    if config.default_recipe and (pool is not None or not cheap):
         names.add("distil")
     return tuple(name for name in CANDIDATES if name in names)
 
@@ -192,15 +194,18 @@ def ensemble_weights(scores: Scores, index: torch.Tensor, start: torch.Tensor) -
 
 def ensemble_teacher(
     encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output ensemble fitted on units ``index`` (`fit_output_ensemble`) and its scores on unlabeled photos:
-    ``pool`` when given (the person's own unrated photos), else the images of units ``index`` (their ratings are not
-    used again). Its scores on the photos are what the merged model learns to reproduce (`optimisation.Distillation`).
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The output ensemble fitted on units ``index`` (`fit_output_ensemble`) and its scores on photos: ``pool`` when
+    given (the person's own unrated photos; returned with their prefix rows), else the images of units ``index``
+    (their ratings are not used again; for rated images, returned with prefix rows None: the scores are of
+    ``encoded.subset(index)``'s images, in order). Its scores on the photos are what the merged model learns to
+    reproduce (`optimisation.Distillation`).
     """
-    pool = _standardizing_photos(encoded, scores, index, pool)
+    photos = _standardizing_photos(encoded, scores, index, pool)
     names = [str(t) for t in range(len(scores.tasks))]  # numbers only: the names are not needed here
     ensemble = fit_output_ensemble(encoded, scores, index, pool, temperature, names)
-    return pool.prefix, ensemble.combine(pool.tasks).float()
+    own_images = pool is None and isinstance(encoded, EncodedRatings)
+    return None if own_images else photos.prefix, ensemble.combine(photos.tasks).float()
 
 
 def _standardizing_photos(encoded: Encoded, scores: Scores, index: torch.Tensor, pool: Unlabeled | None) -> Unlabeled:

@@ -90,23 +90,25 @@ class _BackwardInside(torch.nn.Module):
 
 @dataclass
 class Distillation:
-    """A training batch plus unlabeled photos: the rank loss on the batch, and the distillation loss that pulls the
-    merged model's scores on the unlabeled photos toward the teacher's (1 - their Pearson correlation: only the
-    order and spacing matter, not the scale)."""
+    """A training batch plus photos: the rank loss on the batch, and the distillation loss that pulls the merged
+    model's scores on the photos toward the teacher's (1 - their Pearson correlation: only the order and spacing
+    matter, not the scale). The photos are unlabeled ones, or (``unlabeled=None``) the batch's own images, which
+    one forward pass then serves for both losses."""
 
     batch: Encoded
-    unlabeled: torch.Tensor  # [B, ...] prefix rows
+    unlabeled: torch.Tensor | None  # [B, ...] prefix rows, or None: the batch's images
     teacher: torch.Tensor  # [B] the output ensemble's scores on them
     weight: float
 
     @property
     def prefix(self) -> torch.Tensor:
-        return torch.cat([self.batch.prefix, self.unlabeled])
+        return self.batch.prefix if self.unlabeled is None else torch.cat([self.batch.prefix, self.unlabeled])
 
     def split(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image scores of the batch, and the distillation loss of the scores of the unlabeled photos."""
+        """Image scores of the batch, and the distillation loss of the scores of the photos."""
         n = self.batch.prefix.shape[0]
-        student = scores[n:] - scores[n:].mean()
+        photos = scores if self.unlabeled is None else scores[n:]
+        student = photos - photos.mean()
         teacher = (self.teacher - self.teacher.mean()).to(scores.device, scores.dtype)
         cosine = torch.sum(student * teacher) / (student.norm() * teacher.norm()).clamp_min(1e-12)
         return scores[:n], self.weight * (1.0 - cosine)
@@ -464,12 +466,13 @@ class Optimiser:
         train: Encoded,
         steps: int,
         watch: torch.Tensor | None = None,
-        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+        teacher: tuple[torch.Tensor | None, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[float], list[torch.Tensor]]:
         """Optimise `[G, T]` coefficients from ``start`` on ``train`` for ``steps`` steps.
 
         With ``teacher`` (unlabeled photos' prefix rows and the teacher's scores on them), each step also distils the
-        teacher on `batch_size` of those photos (see `Distillation`). Returns the final coefficients and head change,
+        teacher on `batch_size` of those photos (see `Distillation`); with prefix rows None, the teacher's scores are
+        of ``train``'s images, in order, and each step distils on its own batch. Returns the final coefficients and head change,
         the loss per step, and, when ``watch`` (encoded images) is given, their scores at step 0 and every
         `eval_every` steps (and the last).
         """
@@ -480,7 +483,8 @@ class Optimiser:
         groups = [{"params": [values]}] + (
             [{"params": list(head.values()), "lr": cfg.head_learning_rate, "weight_decay": 0.0}] if head else []
         )
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        learning_rate = cfg.learning_rate if teacher is None else cfg.distil_learning_rate
+        optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=cfg.weight_decay)
         losses: list[float] = []
         watched: list[torch.Tensor] = []
 
@@ -501,8 +505,12 @@ class Optimiser:
             rated = train.subset(index)
             batch: Encoded | Distillation = rated
             if teacher is not None:
-                photos = torch.randperm(teacher[0].shape[0], generator=generator)[: cfg.batch_size]
-                batch = Distillation(rated, teacher[0][photos], teacher[1][photos], cfg.distil_weight)
+                unlabeled, taught = teacher
+                if unlabeled is None:  # the teacher scored the rated images themselves
+                    batch = Distillation(rated, None, taught[index], cfg.distil_weight)
+                else:
+                    photos = torch.randperm(unlabeled.shape[0], generator=generator)[: cfg.batch_size]
+                    batch = Distillation(rated, unlabeled[photos], taught[photos], cfg.distil_weight)
             losses.append(self._step_gradient(values, head, batch, start))
             if self._bar is not None:
                 self._bar.update(1)

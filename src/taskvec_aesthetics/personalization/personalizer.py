@@ -150,8 +150,8 @@ class Personalizer(Optimiser):
         if start == "best":
             start = self._best_simple(encoded, scores, index)
         values = self._simple(start, scores, index)
-        if granularity == "distil":  # distilled coefficients have the configured granularity
-            granularity = self.config.granularity
+        if granularity == "distil":
+            granularity = self.config.distil_granularity
         groups = self.layout_of(granularity).num_groups
         if values.shape[0] != groups:
             values = values.mean(dim=0, keepdim=True)
@@ -222,11 +222,11 @@ class Personalizer(Optimiser):
         n = len(encoded)
         names = candidate_names(self.config, pool, self.ensemble_cost)
         learned = [name for name in names if name in LEARNED_CANDIDATES]
-        steps = evaluation_steps(self.config.eval_every, self.config.steps)
+        steps = {name: evaluation_steps(self.config.eval_every, self.config.steps_of(name)) for name in learned}
         simple = self._simple_out_of_fold(encoded, scores, [n for n in names if n not in (*learned, OUTPUTS)], folds)
         if OUTPUTS in names:
             simple[OUTPUTS] = self._outputs_out_of_fold(encoded, scores, folds, pool)
-        curves = {name: torch.zeros(len(steps), n, dtype=torch.float64) for name in learned}
+        curves = {name: torch.zeros(len(steps[name]), n, dtype=torch.float64) for name in learned}
         for f, held in enumerate(folds):
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
             for name in learned:
@@ -237,11 +237,13 @@ class Personalizer(Optimiser):
                     if name == "distil"
                     else None
                 )
-                watched = self._optimise(start, encoded.subset(train), self.config.steps, encoded.prefix, teacher)[3]
+                watched = self._optimise(
+                    start, encoded.subset(train), self.config.steps_of(name), encoded.prefix, teacher
+                )[3]
                 curves[name][:, held] = encoded.held_out_scores(torch.stack(watched), held)
         out = {name: (prediction, 0, prediction[None]) for name, prediction in simple.items()}
         for name, curve in curves.items():
-            out[name] = (*best_step(curve, steps, scores), curve)
+            out[name] = (*best_step(curve, steps[name], scores), curve)
         return {name: out[name] for name in names}
 
     def _describe(self, what: str) -> None:
@@ -289,7 +291,7 @@ class Personalizer(Optimiser):
             if folds
             else []
         )
-        total = cfg.steps * (len(learned) * len(folds) + 1)
+        total = sum(cfg.steps_of(name) for name in learned) * len(folds) + cfg.steps
         with tqdm(total=total, desc="Personalizing", unit="step", disable=not cfg.progress, leave=False) as bar:
             self._bar = bar
             try:
