@@ -9,7 +9,8 @@ intervals, paired differences to our default with win/tie/loss counts, and which
     python benchmarks/planted.py [--world first|second] [--transductive] [--repeats 3] [--shots 10 30 100]
                                  [--gains N]
 
-The second world (tests/planted_second.py) has other traits and other tastes, and no setting was chosen on it.
+The second world (tests/planted_second.py) has other traits and other tastes; only the distilled candidate's settings
+were chosen on it.
 With --transductive our default also gets all 400 photos without their ratings (the test photos among them) as
 unlabeled photos. Writes benchmarks/results/planted[_second][_transductive].{json,md,png} and prints the table.
 With ``--gains N`` it runs the protocol on the nested subsets of the bank instead (N = 0: the bank's order; N > 0:

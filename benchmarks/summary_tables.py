@@ -30,7 +30,7 @@ BUDGET = PersonalizerConfig().max_scoring_cost
 WORLDS = {
     "demo (24 raters)": ("demo.json", scoring_cost(7, 16, 15)),
     "planted, first (9 tastes x 3 draws)": ("planted.json", scoring_cost(4, 2, None)),
-    "planted, second, untuned (8 x 3)": ("planted_second.json", scoring_cost(4, 2, None)),
+    "planted, second (8 x 3)": ("planted_second.json", scoring_cost(4, 2, None)),
 }
 COLUMNS = ("default", "one_pass", "default_ensemble", "ensemble", "best_single", "init")
 
