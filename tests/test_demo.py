@@ -70,7 +70,7 @@ def _check_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert record["export_check"]["coefficients"]["bytes"] < 64 * 1024
     results = json.loads((out / "results.json").read_text())
     methods = {row["method"] for row in results["summary"]}
-    assert set(METHODS) - {"single"} <= methods and any(m.startswith("single:") for m in methods)
+    assert set(METHODS) - {"single", "one_pass"} <= methods and any(m.startswith("single:") for m in methods)
     assert {row["k"] for row in results["summary"]} == set(DemoConfig.preset("quick").shots)
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "results.md").is_file()
     caption = (out / "results.md").read_text().rstrip().splitlines()[-1]  # what the table's numbers are
