@@ -111,7 +111,7 @@ class DemoConfig:
     methods: tuple[str, ...] = option(
         DEMO_METHODS,
         f"methods of the protocol, of {', '.join(METHODS)} (default: all but paper and full_finetune, the two that "
-        "cost most per rater)",
+        "cost most per rater, and one_pass and default_ensemble, reruns of our default)",
         choices=METHODS,
         metavar="METHOD",
     )
