@@ -471,10 +471,10 @@ class Optimiser:
         """Optimise `[G, T]` coefficients from ``start`` on ``train`` for ``steps`` steps.
 
         With ``teacher`` (unlabeled photos' prefix rows and the teacher's scores on them), each step also distils the
-        teacher on `batch_size` of those photos (see `Distillation`); with prefix rows None, the teacher's scores are
-        of ``train``'s images, in order, and each step distils on its own batch. Returns the final coefficients and head change,
-        the loss per step, and, when ``watch`` (encoded images) is given, their scores at step 0 and every
-        `eval_every` steps (and the last).
+        teacher on `batch_size` of those photos (see `Distillation`), at `distil_learning_rate`; with prefix rows
+        None, the teacher's scores are of ``train``'s images, in order, and each step distils on its own batch.
+        Returns the final coefficients and head change, the loss per step, and, when ``watch`` (encoded images) is
+        given, their scores at step 0 and every `eval_every` steps (and the last).
         """
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed)
