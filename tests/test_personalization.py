@@ -17,9 +17,12 @@ from taskvec_aesthetics.losses import pairwise_rank_loss
 from taskvec_aesthetics.personalization.config import SIMPLE_CANDIDATES, PersonalizerConfig
 from taskvec_aesthetics.personalization.inputs import EncodedPreferences, EncodedRatings
 from taskvec_aesthetics.personalization.many import fit_many
+from taskvec_aesthetics.personalization.model_selection import bag_rank_losses as _bag_rank_losses
 from taskvec_aesthetics.personalization.model_selection import criterion as _criterion
 from taskvec_aesthetics.personalization.model_selection import criterion_values as _criterion_values
+from taskvec_aesthetics.personalization.model_selection import interval as _interval
 from taskvec_aesthetics.personalization.model_selection import order_scales as _order_scales
+from taskvec_aesthetics.personalization.model_selection import procedure_estimate as _procedure_estimate
 from taskvec_aesthetics.personalization.optimisation import Distillation as _Distillation
 from taskvec_aesthetics.personalization.personalizer import Personalizer
 
@@ -121,6 +124,36 @@ def test_the_rank_loss_criterion_measures_order_not_scale():
     raw = _criterion(rows, target, "rank_loss")
     assert raw[1] < raw[2]
     assert _order_scales(rows, target)[4] == 0.0
+
+
+def test_the_bootstrap_picks_step_counts_by_the_rank_loss_of_each_sample_as_the_fit_does():
+    rng = np.random.default_rng(0)
+    ratings, pairs = rng.normal(size=30), (rng.random(30) > 0.5).astype(np.float64)
+    predictions, bags = ratings + rng.normal(size=(4, 30)), rng.integers(0, 30, (6, 30))
+    for target, metric in ((ratings, "srocc"), (pairs, "accuracy")):
+        at_scale = predictions * _order_scales(predictions, target, metric)[:, None]
+        expected = [_criterion(at_scale[:, bag], target[bag], "rank_loss", metric) for bag in bags]
+        assert np.allclose(_bag_rank_losses(predictions, target, metric, bags), expected)
+
+
+def test_the_interval_adds_the_spread_of_the_selection_to_the_sampling_variance():
+    # Bonett and Wright's variance of a Spearman correlation: 1.06 / (n - 3) near 0, a third more near 0.9
+    low, high = _interval(0.0, 103, "srocc")
+    assert math.atanh(high) == pytest.approx(1.6448536 * math.sqrt(1.0 / 100))
+    narrow, wide = _interval(0.9, 103, "srocc"), _interval(0.9, 103, "srocc", spread=0.01)
+    assert math.atanh(narrow[1]) - math.atanh(0.9) == pytest.approx(1.6448536 * math.sqrt(1.405 / 100))
+    assert wide[0] < narrow[0] < 0.9 < narrow[1] < wide[1]
+    assert _interval(0.7, 50, "accuracy", spread=0.01)[1] - _interval(0.7, 50, "accuracy")[1] > 0.02
+    # one candidate: the pick never changes, so nothing is added; two that each order one half of the images well
+    # and are picked by turns: the quality of the pick varies from sample to sample
+    target = np.arange(40, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    first_half = np.where(target < 20, target, rng.permutation(target))
+    second_half = np.where(target >= 20, target, 0.3 * rng.permutation(target))
+    estimate, spread = _procedure_estimate([first_half[None]], target, "srocc", 0.0, np.zeros(1), seed=0)
+    assert spread == pytest.approx(0.0, abs=1e-12) and 0 < estimate < 1
+    _, spread = _procedure_estimate([first_half[None], second_half[None]], target, "srocc", 0.0, np.zeros(2), 0)
+    assert spread > 1e-4
 
 
 def test_learned_coefficients_start_from_the_simple_candidate_that_cross_validates_best(world, pool):

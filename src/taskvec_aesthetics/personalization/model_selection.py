@@ -31,6 +31,7 @@ __all__ = [
     "INTERVAL_LEVEL",
     "INTERVAL_Z",
     "Scores",
+    "bag_rank_losses",
     "best_step",
     "candidate_names",
     "choose",
@@ -47,6 +48,7 @@ __all__ = [
     "rank_correlation",
     "scaled",
     "simple_candidate",
+    "spearman_z_variance",
     "stratified_folds",
 ]
 
@@ -55,9 +57,13 @@ ENSEMBLE_NEWTON_STEPS, ENSEMBLE_RIDGE = 50, 0.01
 BOOTSTRAP_SAMPLES = 200
 #: The estimate's interval is a 90 % one (two-sided normal quantile of 0.95).
 INTERVAL_LEVEL, INTERVAL_Z = 0.90, 1.6448536269514722
-#: Variance of Fisher's z of a Spearman correlation on n units is about 1.06 / (n - 3) (Fieller, Hartley and
-#: Pearson 1957): the interval's width for n rated images.
-SPEARMAN_Z_VARIANCE = 1.06
+
+
+def spearman_z_variance(correlation: float, units: int) -> float:
+    """Variance of Fisher's z of a Spearman correlation on ``units`` images: (1 + r^2 / 2) / (n - 3) (Bonett and
+    Wright 2000). Fieller, Hartley and Pearson's 1.06 / (n - 3) holds near r = 0 only; near 0.9 the variance is a
+    third larger."""
+    return (1.0 + correlation**2 / 2.0) / (units - 3)
 
 
 @dataclass
@@ -279,7 +285,7 @@ def choose(
         }
         for i, name in enumerate(names)
     ]
-    estimate = procedure_estimate(
+    estimate, spread = procedure_estimate(
         [predictions[name][2].numpy() for name in names],
         target,
         metric,
@@ -288,8 +294,8 @@ def choose(
         seed,
     )
     if math.isnan(estimate):  # too few units for any out-of-bag sample: the winner's own value
-        estimate = float(correlation[chosen])
-    bounds = interval(estimate, len(target), metric)
+        estimate, spread = float(correlation[chosen]), 0.0
+    bounds = interval(estimate, len(target), metric, spread)
     return (
         names[chosen],
         table,
@@ -374,7 +380,7 @@ def criterion(predictions: np.ndarray, target: np.ndarray, rule: str, metric: st
 
 def procedure_estimate(
     configs: Sequence[np.ndarray], target: np.ndarray, metric: str, tolerance: float, se: np.ndarray, seed: int
-) -> float:
+) -> tuple[float, float]:
     """The accuracy of the whole selection, not of its winner: bootstrap bias-corrected cross-validation (BBC-CV,
     Tsamardinos, Greasidou and Borboudakis 2018).
 
@@ -383,10 +389,15 @@ def procedure_estimate(
     best step, then the first candidate within ``tolerance`` standard errors ``se`` of the best, by SROCC or pair
     accuracy) and its pick is scored on the out-of-bag units; the estimate is the mean of those scores. The winner's
     own cross-validated value is the best of several noisy values and errs upward; this does not, and refits nothing.
+    As in `best_step`, a learned candidate's step count is the one whose rank loss is lowest (`bag_rank_losses`).
 
     The picks' out-of-bag predictions of all samples are pooled and scored once. Out-of-fold predictions of ratings
     share one scale (`EncodedRatings.held_out_scores`), so pooling is sound; the mean of each sample's own SROCC
     would be one on a third of the units, which a few units drag toward Kendall's tau and below the SROCC on many.
+
+    Also returns how much the procedure's result varies with the ratings it happens to get: the variance over the
+    samples of their pick's criterion on all units (SROCC in Fisher's z, or pair accuracy), which `interval` adds
+    to the sampling variance of a correlation on fixed predictions. NaN and 0 when no sample has out-of-bag units.
     """
     configs = [np.atleast_2d(c) for c in configs]
     rows = np.concatenate(configs)
@@ -396,21 +407,46 @@ def procedure_estimate(
     bags = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP_SAMPLES, n))
     if metric == "srocc":  # every sample's in-bag SROCC at once: `[B, R]`
         inside_all = rank_correlation(np.moveaxis(rows[:, bags], 1, 0), target[bags][:, None, :])
-    predicted, observed = [], []
+    learned = np.concatenate([m for m in members if len(m) > 1] or [np.zeros(0, dtype=int)])
+    step_values = np.zeros((len(bags), len(rows)))
+    step_values[:, learned] = bag_rank_losses(rows[learned], target, metric, bags)
+    whole = criterion(rows, target, "srocc", metric)  # each row's criterion on all units
+    predicted, observed, picks = [], [], []
     for b, bag in enumerate(bags):
         out = np.setdiff1d(np.arange(n), bag)
         if len(out) < 2 or len(np.unique(target[bag])) < 2:
             continue
         inside = inside_all[b] if metric == "srocc" else criterion(rows[:, bag], target[bag], "srocc", metric)
-        best_rows = np.array([rows_[int(np.argmax(inside[rows_]))] for rows_ in members])
+        best_rows = np.array([rows_[int(np.argmax(step_values[b, rows_]))] for rows_ in members])
         per = inside[best_rows]
         top = int(np.argmax(per))
         pick = int(np.flatnonzero(per[top] - per <= tolerance * se[top] + 1e-12)[0])
         predicted.append(rows[best_rows[pick], out])
         observed.append(target[out])
+        picks.append(best_rows[pick])
     if not predicted or len(np.unique(np.concatenate(observed))) < 2:
-        return float("nan")
-    return float(criterion(np.concatenate(predicted)[None], np.concatenate(observed), "srocc", metric)[0])
+        return float("nan"), 0.0
+    quality = whole[picks] if metric == "accuracy" else np.arctanh(np.clip(whole[picks], -0.999, 0.999))
+    estimate = float(criterion(np.concatenate(predicted)[None], np.concatenate(observed), "srocc", metric)[0])
+    return estimate, float(np.var(quality))
+
+
+def bag_rank_losses(predictions: np.ndarray, target: np.ndarray, metric: str, bags: np.ndarray) -> np.ndarray:
+    """`[B, C]` the rank-loss criterion (higher is better) of each row of `[C, U]` unit predictions on each bootstrap
+    sample ``bags`` (`[B, U]` unit indices, repeats counted as often as drawn), each row at its best scale on all
+    units (`order_scales`: refitted per sample it would cost a scale search each)."""
+    predictions = scaled(np.atleast_2d(predictions), target, "rank_loss", metric)
+    counts = np.stack([np.bincount(bag, minlength=len(target)) for bag in bags]).astype(np.float64)  # [B, U]
+    if metric == "accuracy":
+        unit_losses = np.logaddexp(0.0, predictions) - target * predictions  # [C, U]
+        return -(counts @ unit_losses.T) / counts.sum(1, keepdims=True)
+    above = (target[:, None] > target[None, :]).astype(np.float64)
+    pairs = np.einsum("bi,ij,bj->b", counts, above, counts)
+    out = np.zeros((len(bags), len(predictions)))
+    for c, row in enumerate(predictions):  # one `[U, U]` matrix at a time: memory stays U^2
+        losses = above * np.logaddexp(0.0, row[None, :] - row[:, None])
+        out[:, c] = -np.einsum("bi,ij,bj->b", counts, losses, counts) / np.maximum(pairs, 1.0)
+    return out
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -421,17 +457,23 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.nan_to_num((x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1)), nan=0.0)
 
 
-def interval(estimate: float, units: int, metric: str) -> tuple[float, float]:
+def interval(estimate: float, units: int, metric: str, spread: float = 0.0) -> tuple[float, float]:
     """A 90 % interval of the SROCC (pair accuracy) on new photos around an estimate from ``units`` rated images
-    (compared pairs): in Fisher's z with the variance of a Spearman correlation on that many images, or a Wilson
-    interval of a proportion over that many pairs. Both contain the estimate."""
+    (compared pairs).
+
+    Its variance has two parts: the sampling variance of a correlation (a proportion) on that many units, and
+    ``spread``, how much the procedure's pick varies with the units it is given (`procedure_estimate`). For SROCC
+    both are in Fisher's z, the first Bonett and Wright's (`spearman_z_variance`); for pair accuracy the interval
+    is a Wilson interval over the pairs with ``spread`` added to the proportion's variance. Both contain the estimate.
+    """
     if metric == "accuracy":
         z2 = INTERVAL_Z**2
         centre = (estimate + z2 / (2 * units)) / (1 + z2 / units)
-        half = INTERVAL_Z * math.sqrt(estimate * (1 - estimate) / units + z2 / (4 * units**2)) / (1 + z2 / units)
+        variance = estimate * (1 - estimate) / units + spread + z2 / (4 * units**2)
+        half = INTERVAL_Z * math.sqrt(variance) / (1 + z2 / units)
         return max(0.0, centre - half), min(1.0, centre + half)
     if units <= 3:
         return -1.0, 1.0
-    z = math.atanh(min(max(estimate, -0.999), 0.999))
-    half = INTERVAL_Z * math.sqrt(SPEARMAN_Z_VARIANCE / (units - 3))
+    r = min(max(estimate, -0.999), 0.999)
+    z, half = math.atanh(r), INTERVAL_Z * math.sqrt(spearman_z_variance(r, units) + spread)
     return math.tanh(z - half), math.tanh(z + half)

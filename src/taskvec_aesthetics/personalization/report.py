@@ -21,7 +21,7 @@ from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
 from .config import CANDIDATES
 from .inputs import Encoded, EncodedPreferences
-from .model_selection import INTERVAL_LEVEL, INTERVAL_Z, SPEARMAN_Z_VARIANCE
+from .model_selection import INTERVAL_LEVEL, INTERVAL_Z
 from .output_ensemble import OutputEnsemble
 
 if TYPE_CHECKING:
@@ -286,9 +286,10 @@ class PersonalizationReport:
             return math.ceil(p * (1 - p) * (INTERVAL_Z / NARROW_HALF_WIDTH) ** 2)
         if self.cv_srocc is None:
             return None
-        # In Fisher's z the half-width is z_0.95 * sqrt(1.06 / (n - 3)); near r it is (1 - r^2) times that.
+        # In Fisher's z the half-width is z_0.95 * sqrt((1 + r^2 / 2) / (n - 3)) (`spearman_z_variance`); near r it
+        # is (1 - r^2) times that. The selection's own spread is left out: it shrinks with more ratings too.
         slope = max(1 - self.cv_srocc**2, 0.1)
-        return 3 + math.ceil(SPEARMAN_Z_VARIANCE * (INTERVAL_Z * slope / NARROW_HALF_WIDTH) ** 2)
+        return 3 + math.ceil((1 + self.cv_srocc**2 / 2) * (INTERVAL_Z * slope / NARROW_HALF_WIDTH) ** 2)
 
     def summary(self) -> dict[str, Any]:
         """JSON-compatible facts stored with a personalized model (`personalization.json`, the model card)."""
