@@ -92,6 +92,11 @@ def test_cross_validation_table_and_the_one_standard_error_rule(world, pool):
         f"expected SROCC on your photos: {report.cv_srocc:.2f} (90% interval {low:.2f} to {high:.2f})"
     )
     assert "5-fold CV on 20 ratings, selection included" in report.estimate
+    # 20 ratings say little: the estimate says so, and how many ratings would narrow its interval to +- 0.15
+    more = report.ratings_to_narrow()
+    assert f"The interval is wide: 20 ratings say little yet; about {more} ratings in all" in report.estimate
+    narrowed = _interval(report.cv_srocc, more, "srocc")
+    assert more > 20 and narrowed[1] - narrowed[0] < 0.3 + 0.01, (report.cv_srocc, report.cv_interval, more, narrowed)
     summary = report.summary()["cross_validation"]
     assert summary["candidates"] == report.cross_validation and summary["estimate"] == report.estimate
     assert summary["srocc"] == report.cv_srocc and summary["interval"] == [low, high]

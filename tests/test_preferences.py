@@ -1,6 +1,7 @@
 """Pairwise preferences ("A over B") as input: Bradley-Terry fits, canonical form, validation, CSV and CLI."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -54,6 +55,10 @@ def test_preferences_teach_a_planted_taste(world):
     low, high = summary["cross_validation"]["interval"]
     assert 0 <= low < report.cv_accuracy < high <= 1
     assert f"(90% interval {low:.0%} to {high:.0%})" in report.estimate
+    # the count of pairs that would narrow it to +- 0.15 if its variance shrinks as 1 / pairs; said where it is wide
+    more = report.ratings_to_narrow()
+    assert more == math.ceil(30 * ((high - low) / 0.3) ** 2) and (more > 30) == (high - low > 0.3)
+    assert (f"about {more} pairs in all would narrow it" in report.estimate) == (high - low > 0.3)
 
 
 def test_the_same_preferences_in_any_order_or_orientation_give_identical_coefficients(world):

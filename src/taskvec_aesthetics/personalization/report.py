@@ -21,7 +21,7 @@ from ..task_vectors.bank import TaskVectorBank
 from ..task_vectors.coefficients import Coefficients
 from .config import CANDIDATES
 from .inputs import Encoded, EncodedPreferences
-from .model_selection import INTERVAL_LEVEL, INTERVAL_Z
+from .model_selection import INTERVAL_LEVEL
 from .output_ensemble import OutputEnsemble
 
 if TYPE_CHECKING:
@@ -280,16 +280,25 @@ class PersonalizationReport:
         )
 
     def ratings_to_narrow(self) -> int | None:
-        """How many ratings (pairs) in all would bring the interval's half-width down to `NARROW_HALF_WIDTH`."""
-        if self.num_pairs:
-            p = min(max(self.cv_accuracy or 0.5, 0.05), 0.95)
-            return math.ceil(p * (1 - p) * (INTERVAL_Z / NARROW_HALF_WIDTH) ** 2)
-        if self.cv_srocc is None:
+        """How many ratings (pairs) in all would bring the interval's width down to 2 x `NARROW_HALF_WIDTH`, if its
+        variance shrinks as 1 / n: the sampling part does, and the pick's spread (an average's variance) about so."""
+        if self.cv_interval is None:
             return None
-        # In Fisher's z the half-width is z_0.95 * sqrt((1 + r^2 / 2) / (n - 3)) (`spearman_z_variance`); near r it
-        # is (1 - r^2) times that. The selection's own spread is left out: it shrinks with more ratings too.
-        slope = max(1 - self.cv_srocc**2, 0.1)
-        return 3 + math.ceil((1 + self.cv_srocc**2 / 2) * (INTERVAL_Z * slope / NARROW_HALF_WIDTH) ** 2)
+        low, high = self.cv_interval
+        if self.num_pairs:  # a proportion's half-width
+            return math.ceil(self.num_pairs * ((high - low) / (2 * NARROW_HALF_WIDTH)) ** 2)
+        if self.cv_srocc is None or self.num_ratings <= 3:
+            return None
+        # In Fisher's z the interval is z +- h, its variance (h / 1.645)^2 proportional to 1 / (n - 3); find the h
+        # whose interval is narrow enough (its width in r grows with h), then the n that gives it.
+        z = math.atanh(min(max(self.cv_srocc, -0.999), 0.999))
+        now = max(math.atanh(min(high, 0.999)) - z, z - math.atanh(max(low, -0.999)))
+        small, large = 0.0, now
+        for _ in range(60):
+            middle = (small + large) / 2
+            width = math.tanh(z + middle) - math.tanh(z - middle)
+            small, large = (middle, large) if width <= 2 * NARROW_HALF_WIDTH else (small, middle)
+        return 3 + math.ceil((self.num_ratings - 3) * (now / max(small, 1e-9)) ** 2)
 
     def summary(self) -> dict[str, Any]:
         """JSON-compatible facts stored with a personalized model (`personalization.json`, the model card)."""
