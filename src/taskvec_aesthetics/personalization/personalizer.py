@@ -143,12 +143,10 @@ class Personalizer(Optimiser):
     def _start(
         self, granularity: str, encoded: Encoded, scores: Scores, index: torch.Tensor, start: str | None = None
     ) -> torch.Tensor:
-        """Where learned coefficients of ``granularity`` start (`start`, by default the configured one), `[G, T]`:
-        ``"best"`` starts from the simple candidate that cross-validates best on units ``index`` (`_best_simple`)."""
+        """Where learned coefficients of ``granularity`` start, `[G, T]`: the simple candidate ``start``, by default
+        `_start_name`'s."""
         given = isinstance(self.config.init, (Coefficients, Mapping))
-        start = "init" if given else start or self.config.start
-        if start == "best":
-            start = self._best_simple(encoded, scores, index)
+        start = "init" if given else start or self._start_name(encoded, scores, index)
         values = self._simple(start, scores, index)
         if granularity == "distil":
             granularity = self.config.distil_granularity
@@ -156,6 +154,13 @@ class Personalizer(Optimiser):
         if values.shape[0] != groups:
             values = values.mean(dim=0, keepdim=True)
         return values.expand(groups, -1).clone()
+
+    def _start_name(self, encoded: Encoded, scores: Scores, index: torch.Tensor) -> str:
+        """The simple candidate learned coefficients start from on units ``index``: the configured `start`, or with
+        ``"best"`` the one that cross-validates best on them (`_best_simple`), the softmax mix when `init` is given."""
+        if isinstance(self.config.init, (Coefficients, Mapping)):
+            return "init"
+        return self._best_simple(encoded, scores, index) if self.config.start == "best" else self.config.start
 
     # -- selection -----------------------------------------------------------------------------------------------
     def _simple_out_of_fold(
@@ -229,9 +234,10 @@ class Personalizer(Optimiser):
         curves = {name: torch.zeros(len(steps[name]), n, dtype=torch.float64) for name in learned}
         for f, held in enumerate(folds):
             train = torch.from_numpy(np.setdiff1d(np.arange(n), held.numpy()))
+            first = self._start_name(encoded, scores, train) if learned else None  # one nested CV per fold
             for name in learned:
                 self._describe(f"fold {f + 1}/{len(folds)}, {name}")
-                start = self._start(name, encoded, scores, train)
+                start = self._start(name, encoded, scores, train, first)
                 teacher = (
                     ensemble_teacher(encoded, scores, train, pool, self.config.temperature)
                     if name == "distil"
