@@ -131,6 +131,19 @@ def test_the_rank_loss_criterion_measures_order_not_scale():
     assert _order_scales(rows, target)[4] == 0.0
 
 
+def test_a_scale_fitted_on_a_subset_of_many_pairs_is_the_one_fitted_on_all(monkeypatch):
+    from taskvec_aesthetics.personalization import model_selection
+
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=300)  # 44,850 pairs: beyond SCALE_PAIRS
+    rows = np.stack([target + rng.normal(0, noise, 300) for noise in (0.3, 1.0, 3.0)])
+    subset = _order_scales(rows, target)
+    monkeypatch.setattr(model_selection, "SCALE_PAIRS", 10**9)
+    everything = _order_scales(rows, target)
+    # the same point of the search's grid, or its neighbour (1.33x apart)
+    assert np.all(np.abs(np.log(subset / everything)) <= np.log(1.34)), (subset, everything)
+
+
 def test_the_bootstrap_picks_step_counts_by_the_rank_loss_of_each_sample_as_the_fit_does():
     rng = np.random.default_rng(0)
     ratings, pairs = rng.normal(size=30), (rng.random(30) > 0.5).astype(np.float64)

@@ -30,6 +30,7 @@ __all__ = [
     "BOOTSTRAP_SAMPLES",
     "INTERVAL_LEVEL",
     "INTERVAL_Z",
+    "SCALE_PAIRS",
     "Scores",
     "bag_rank_losses",
     "best_step",
@@ -308,6 +309,8 @@ def choose(
 
 #: Scales tried by `order_scales`, relative to the root mean square of a row's margins: 4 decades, 1.33x apart.
 _RELATIVE_SCALES = np.geomspace(1e-2, 1e2, 33)
+#: The most pairs `order_scales` fits a scale on (all pairs of 200 rated images are 19,900).
+SCALE_PAIRS = 20_000
 
 
 def margins(predictions: np.ndarray, target: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -326,12 +329,16 @@ def order_scales(predictions: np.ndarray, target: np.ndarray, metric: str = "sro
     how far apart its scores happen to lie: unscaled, a model whose scores barely differ scores near log 2 however
     poorly it orders, and beats a model that orders well on a wide scale and is confidently wrong on a few pairs.
     A row that orders worse than chance gets s = 0 (loss log 2). One scale per row is fitted on the same units it
-    is then scored on, an advantage every candidate shares.
+    is then scored on, an advantage every candidate shares. Beyond `SCALE_PAIRS` pairs (about 200 rated images) an
+    evenly spaced subset of them fits it: one number needs no more, and the search costs scales x pairs.
     """
     predictions = np.atleast_2d(predictions)
     pairs, target = margins(predictions, target, metric)
     if pairs.shape[1] == 0:
         return np.ones(len(predictions))
+    if pairs.shape[1] > SCALE_PAIRS:
+        every = np.linspace(0, pairs.shape[1] - 1, SCALE_PAIRS).round().astype(int)
+        pairs, target = pairs[:, every], target[every]
     spread = np.sqrt(np.mean(pairs**2, axis=1))
     scales = np.concatenate(
         [np.zeros((len(spread), 1)), _RELATIVE_SCALES / np.where(spread > 0, spread, 1.0)[:, None]], 1
@@ -441,11 +448,14 @@ def bag_rank_losses(predictions: np.ndarray, target: np.ndarray, metric: str, ba
         unit_losses = np.logaddexp(0.0, predictions) - target * predictions  # [C, U]
         return -(counts @ unit_losses.T) / counts.sum(1, keepdims=True)
     above = (target[:, None] > target[None, :]).astype(np.float64)
-    pairs = np.einsum("bi,ij,bj->b", counts, above, counts)
+
+    def weighted(pair_values: np.ndarray) -> np.ndarray:  # `[B]` sum over in-bag pairs, each as often as drawn
+        return np.sum((counts @ pair_values) * counts, axis=1)
+
+    pairs = np.maximum(weighted(above), 1.0)
     out = np.zeros((len(bags), len(predictions)))
     for c, row in enumerate(predictions):  # one `[U, U]` matrix at a time: memory stays U^2
-        losses = above * np.logaddexp(0.0, row[None, :] - row[:, None])
-        out[:, c] = -np.einsum("bi,ij,bj->b", counts, losses, counts) / np.maximum(pairs, 1.0)
+        out[:, c] = -weighted(above * np.logaddexp(0.0, row[None, :] - row[:, None])) / pairs
     return out
 
 
