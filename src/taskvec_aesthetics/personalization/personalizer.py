@@ -145,9 +145,7 @@ class Personalizer(Optimiser):
     ) -> torch.Tensor:
         """Where learned coefficients of ``granularity`` start, `[G, T]`: the simple candidate ``start``, by default
         `_start_name`'s."""
-        given = isinstance(self.config.init, (Coefficients, Mapping))
-        start = "init" if given else start or self._start_name(encoded, scores, index)
-        values = self._simple(start, scores, index)
+        values = self._simple(start or self._start_name(encoded, scores, index), scores, index)
         if granularity == "distil":
             granularity = self.config.distil_granularity
         groups = self.layout_of(granularity).num_groups
